@@ -1,0 +1,126 @@
+//! The alert: the one record every stage after parsing uses, and its JSON form (`iem.alert/v1`).
+//!
+//! The JSON Schema lives in `schema/iem.alert.v1.json`; tests validate output against it.
+
+use serde::{Deserialize, Serialize};
+
+pub const SCHEMA: &str = "iem.alert/v1";
+
+/// What kind of alert this is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Kind {
+    /// A well-formed IEM.
+    Iem,
+    /// An `IEC:` marker followed by something that is not a valid code.
+    Malformed,
+}
+
+/// A letter code with its name (`{"code": "E", "name": "error"}`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Coded {
+    pub code: String,
+    pub name: String,
+}
+
+/// A numeric field of the code as its hex digits, with its catalog name when known.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Named {
+    pub id: String,
+    pub name: Option<String>,
+}
+
+/// Where the line came from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum OriginKind {
+    File,
+    Journald,
+    Stdin,
+}
+
+/// The position and producer of the line an alert was made from.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Origin {
+    pub kind: OriginKind,
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub path: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub cursor: Option<String>,
+    /// Byte offset of the line in its file (files, stdin); absent for journald.
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub offset: Option<u64>,
+    pub program: Option<String>,
+    pub pid: Option<String>,
+    pub host: Option<String>,
+    pub priority: Option<u8>,
+}
+
+/// The node an alert was raised on (filled by `enrich`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Default)]
+pub struct Host {
+    pub hostname: String,
+    pub fqdn: String,
+    pub machine_id: Option<String>,
+    pub boot_id: Option<String>,
+    pub site_id: Option<String>,
+    pub rack_id: Option<String>,
+    pub node_id: Option<String>,
+    pub cluster_id: Option<String>,
+}
+
+/// A device reference found in an alert and what it resolved to (filled by `enrich`).
+/// `found: false` means the reference did not resolve; it never fails the alert.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Hardware {
+    /// The reference as found in the text (`sdc2`, `2:0:0:1`, `eth0`, ...).
+    pub reference: String,
+    /// What kind of reference it is (`block`, `by-id`, `by-path`, `wwn`, `hctl`, `nic`, ...).
+    pub ref_kind: String,
+    pub found: bool,
+    /// The resolved device: disk or NIC fields, as produced by `enrich`.
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub device: Option<serde_json::Value>,
+}
+
+/// One normalized alert (`iem.alert/v1`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Alert {
+    pub schema: String,
+    /// Stable id: the same line at the same position gives the same id across runs and replays.
+    pub id: String,
+    pub kind: Kind,
+    /// Canonical code (`ES0030010001`); for a malformed alert, absent.
+    pub code: Option<String>,
+    pub severity: Option<Coded>,
+    /// fault / fault_resolved / get.
+    pub alert_type: Option<String>,
+    pub source_type: Option<Coded>,
+    pub component: Option<Named>,
+    pub module: Option<Named>,
+    pub event: Option<Named>,
+    pub in_catalog: bool,
+    /// The description text from the line.
+    pub message: String,
+    /// Motr's running count, when the line carried one.
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub count: Option<u64>,
+    /// The trailing JSON object after the description, if any.
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub extra: Option<serde_json::Value>,
+    /// Why a malformed alert is malformed.
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub reason: Option<String>,
+    /// Event time, RFC 3339.
+    pub time: String,
+    pub origin: Origin,
+    /// The line as read (lossy UTF-8; truncated to the maximum line length).
+    pub raw: String,
+    /// True when the line was longer than the maximum line length and was cut.
+    #[serde(skip_serializing_if = "std::ops::Not::not", default)]
+    pub truncated: bool,
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub host: Option<Host>,
+    #[serde(skip_serializing_if = "Vec::is_empty", default)]
+    pub hardware: Vec<Hardware>,
+}

@@ -1,0 +1,7 @@
+//! The `[enrich]` section.
+
+use serde::Deserialize;
+
+#[derive(Debug, Clone, Deserialize, Default)]
+#[serde(deny_unknown_fields, default)]
+pub struct EnrichConfig {}

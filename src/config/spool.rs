@@ -1,0 +1,7 @@
+//! The `[spool]` section.
+
+use serde::Deserialize;
+
+#[derive(Debug, Clone, Deserialize, Default)]
+#[serde(deny_unknown_fields, default)]
+pub struct SpoolConfig {}

@@ -1,0 +1,29 @@
+//! iemd: turns Interesting Event Messages (IEMs) from syslog and journald into durable,
+//! enriched alerts on RabbitMQ.
+//!
+//! # Layout
+//!
+//! One data path, one direction:
+//! `source -> parse (iem-parsers) -> decode (catalog) -> enrich -> spool -> publish -> ack spool -> checkpoints`.
+//!
+//! - `alert`: the alert record (`iem.alert/v1`) every stage after parsing uses.
+//! - `catalog`: the IEM catalog (components, modules, events) and decoding a parsed line into an alert.
+//! - `config`: the daemon's TOML configuration, validated completely up front.
+//! - `enrich`: host identity and hardware context from sysfs.
+//! - `spool`: the durable, ordered, segmented on-disk queue between sources and the publisher.
+//! - `publish`: RabbitMQ publishing with confirms, draining the spool.
+//! - `source`: file tailing (rotation-safe) and journald, with checkpoints.
+//! - `pipeline`: wires the stages together; the only module that knows them all.
+//! - `shutdown`: the cancellation token and task tracker passed into every long-running task.
+//! - `telemetry`: tracing set-up and the observable events (logs + counters).
+
+pub mod alert;
+pub mod catalog;
+pub mod shutdown;
+pub mod config;
+pub mod enrich;
+pub mod pipeline;
+pub mod publish;
+pub mod source;
+pub mod spool;
+pub mod telemetry;

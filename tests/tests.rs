@@ -1,0 +1,13 @@
+//! All integration tests, in one test binary (as ripgrep does). Each area has its own module.
+
+mod util;
+
+mod chaos;
+mod cluster;
+mod emit;
+mod enrich;
+mod ops;
+mod parse;
+mod publish;
+mod source;
+mod spool;

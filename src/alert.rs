@@ -102,6 +102,12 @@ pub struct Alert {
     pub in_catalog: bool,
     /// The description text from the line.
     pub message: String,
+    /// What the event means for the system, from the catalog.
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub impact: Option<String>,
+    /// What the operator should do, from the catalog.
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub recommendation: Option<String>,
     /// Motr's running count, when the line carried one.
     #[serde(skip_serializing_if = "Option::is_none", default)]
     pub count: Option<u64>,

@@ -15,6 +15,7 @@
 //! - `source`: file tailing (rotation-safe) and journald, with checkpoints.
 //! - `pipeline`: wires the stages together; the only module that knows them all.
 //! - `shutdown`: the cancellation token and task tracker passed into every long-running task.
+//! - `sspl`: the SSPL-compatible body made from an alert, for the old consumers.
 //! - `telemetry`: tracing set-up and the observable events (logs + counters).
 
 pub mod alert;
@@ -26,4 +27,5 @@ pub mod pipeline;
 pub mod publish;
 pub mod source;
 pub mod spool;
+pub mod sspl;
 pub mod telemetry;

@@ -20,11 +20,11 @@
 
 pub mod alert;
 pub mod catalog;
-pub mod shutdown;
 pub mod config;
 pub mod enrich;
 pub mod pipeline;
 pub mod publish;
+pub mod shutdown;
 pub mod source;
 pub mod spool;
 pub mod sspl;

@@ -39,7 +39,11 @@ fn parse(input: &[u8], extra_args: &[&str]) -> (Vec<Value>, String, bool) {
         .lines()
         .map(|l| serde_json::from_str(l).unwrap())
         .collect();
-    (alerts, String::from_utf8_lossy(&out.stderr).into_owned(), out.status.success())
+    (
+        alerts,
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+        out.status.success(),
+    )
 }
 
 fn schema(name: &str) -> jsonschema::Validator {
@@ -55,7 +59,10 @@ fn every_producer_shape_becomes_a_valid_alert() {
     assert_eq!(stderr.trim(), "-: 10 lines, 6 IEMs, 2 malformed");
     let validator = schema("iem.alert.v1.json");
     for alert in &alerts {
-        let errors: Vec<String> = validator.iter_errors(alert).map(|e| format!("{e} at {}", e.instance_path)).collect();
+        let errors: Vec<String> = validator
+            .iter_errors(alert)
+            .map(|e| format!("{e} at {}", e.instance_path))
+            .collect();
         assert!(errors.is_empty(), "{alert}: {errors:?}");
     }
     let field = |i: usize, f: &str| alerts[i].pointer(f).cloned().unwrap_or(Value::Null);
@@ -69,14 +76,22 @@ fn every_producer_shape_becomes_a_valid_alert() {
     assert_eq!(field(0, "/time"), "2026-11-21T22:50:01+00:00");
     assert_eq!(field(0, "/in_catalog"), true);
     // Motr, RFC 3339, running count in hex
-    assert_eq!(field(1, "/message"), "RPC_ITEM_FAILED item=0x7f3a2c01a2b0 opcode=41 rc=-110");
+    assert_eq!(
+        field(1, "/message"),
+        "RPC_ITEM_FAILED item=0x7f3a2c01a2b0 opcode=41 rc=-110"
+    );
     assert_eq!(field(2, "/count"), 42);
     assert_eq!(field(2, "/message"), "Observed data accessibility issue.");
     assert_eq!(field(2, "/time"), "2026-11-21T22:50:04.500+01:00");
     // HA over RFC 5424: the stray quote is gone
     assert_eq!(field(3, "/severity/name"), "warning");
     assert_eq!(field(3, "/origin/priority"), 131);
-    assert!(field(3, "/message").as_str().unwrap().ends_with("status=lost;"));
+    assert!(
+        field(3, "/message")
+            .as_str()
+            .unwrap()
+            .ends_with("status=lost;")
+    );
     // trailing JSON goes to extra
     assert_eq!(field(4, "/extra/signal_number"), 11);
     assert_eq!(field(4, "/message"), "Fatal handler triggered");
@@ -96,7 +111,11 @@ fn every_producer_shape_becomes_a_valid_alert() {
 fn ids_are_stable_across_runs_and_differ_by_position() {
     let (first, _, _) = parse(LINES.as_bytes(), &[]);
     let (second, _, _) = parse(LINES.as_bytes(), &[]);
-    let ids = |a: &[Value]| a.iter().map(|a| a["id"].as_str().unwrap().to_owned()).collect::<Vec<_>>();
+    let ids = |a: &[Value]| {
+        a.iter()
+            .map(|a| a["id"].as_str().unwrap().to_owned())
+            .collect::<Vec<_>>()
+    };
     assert_eq!(ids(&first), ids(&second));
     // The same line twice at two offsets: two ids.
     let line = "Nov 21 22:50:01 node1 s3server[1]: IEC:ES0030010001:x\n";
@@ -128,19 +147,32 @@ fn hostile_input_never_stops_the_parser() {
 
 #[test]
 fn text_format_and_io_errors() {
-    let out = iemctl().args(["parse", "--format", "text", "/nonexistent/messages"]).output().unwrap();
+    let out = iemctl()
+        .args(["parse", "--format", "text", "/nonexistent/messages"])
+        .output()
+        .unwrap();
     assert_eq!(out.status.code(), Some(1));
     let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(stderr.contains("cannot open /nonexistent/messages"), "{stderr}");
+    assert!(
+        stderr.contains("cannot open /nonexistent/messages"),
+        "{stderr}"
+    );
 
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("messages");
     std::fs::write(&path, LINES).unwrap();
-    let out = iemctl().args(["parse", "--format", "text", "--year", "2026", "--tz", "UTC"]).arg(&path).output().unwrap();
+    let out = iemctl()
+        .args(["parse", "--format", "text", "--year", "2026", "--tz", "UTC"])
+        .arg(&path)
+        .output()
+        .unwrap();
     assert!(out.status.success());
     let text = String::from_utf8(out.stdout).unwrap();
     assert_eq!(text.lines().count(), 8);
-    assert!(text.starts_with("2026-11-21T22:50:01+00:00 ES0030010001 error"), "{text}");
+    assert!(
+        text.starts_with("2026-11-21T22:50:01+00:00 ES0030010001 error"),
+        "{text}"
+    );
 }
 
 #[test]
@@ -148,7 +180,10 @@ fn catalog_explains_a_code() {
     let out = iemctl().args(["catalog", "ES0030010001"]).output().unwrap();
     assert!(out.status.success());
     let text = String::from_utf8(out.stdout).unwrap();
-    assert!(text.contains("event:          0001 Auth server connection failed"), "{text}");
+    assert!(
+        text.contains("event:          0001 Auth server connection failed"),
+        "{text}"
+    );
     let out = iemctl().args(["catalog", "XS00300100"]).output().unwrap();
     assert_eq!(out.status.code(), Some(2));
     let out = iemctl().arg("catalog").output().unwrap();

@@ -90,7 +90,12 @@ impl<'c> Decoder<'c> {
 
     /// The alert for one journal entry, or `None` when it holds no IEM. Entries written by
     /// `iemctl emit` carry `IEM_CODE`, which is used when the message itself has no marker.
-    pub fn decode_journal(&self, entry: &journal::Entry<'_>, source: &LineSource<'_>, clock: &Clock) -> Option<Alert> {
+    pub fn decode_journal(
+        &self,
+        entry: &journal::Entry<'_>,
+        source: &LineSource<'_>,
+        clock: &Clock,
+    ) -> Option<Alert> {
         let mut classified = iem_parsers::iem::classify(&entry.message);
         let with_code;
         if matches!(classified, Classified::NotIem) {
@@ -103,7 +108,11 @@ impl<'c> Decoder<'c> {
             path: None,
             cursor: entry.cursor.as_deref().map(str::to_owned),
             offset: None,
-            program: entry.identifier.as_deref().or(entry.comm.as_deref()).map(str::to_owned),
+            program: entry
+                .identifier
+                .as_deref()
+                .or(entry.comm.as_deref())
+                .map(str::to_owned),
             pid: entry.pid.as_deref().map(str::to_owned),
             host: entry.hostname.as_deref().map(str::to_owned),
             priority: entry.priority,
@@ -114,7 +123,14 @@ impl<'c> Decoder<'c> {
             .unwrap_or(clock.now)
             .fixed_offset();
         let id = stable_id(source, entry.cursor.as_deref(), &entry.message);
-        Some(self.alert(id, classified, time, origin, &entry.message, source.truncated))
+        Some(self.alert(
+            id,
+            classified,
+            time,
+            origin,
+            &entry.message,
+            source.truncated,
+        ))
     }
 
     fn alert(
@@ -166,7 +182,9 @@ impl<'c> Decoder<'c> {
                     match serde_json::from_str(extra) {
                         Ok(value) => alert.extra = Some(value),
                         // Balanced but not JSON: it stays part of the text rather than being lost.
-                        Err(_) => alert.message = format!("{} {extra}", alert.message).trim().to_owned(),
+                        Err(_) => {
+                            alert.message = format!("{} {extra}", alert.message).trim().to_owned()
+                        }
                     }
                 }
             }
@@ -235,14 +253,12 @@ pub fn stable_id(source: &LineSource<'_>, cursor: Option<&str>, text: &str) -> S
 /// The absolute time of a syslog stamp; RFC 3164 stamps take their year and zone from the clock.
 fn resolve_time(ts: &syslog::Timestamp, clock: &Clock) -> Option<DateTime<FixedOffset>> {
     let at = |year: i32| -> Option<DateTime<FixedOffset>> {
-        let naive = NaiveDate::from_ymd_opt(year, ts.month.into(), ts.day.into())?.and_hms_nano_opt(
-            ts.hour.into(),
-            ts.minute.into(),
-            ts.second.into(),
-            ts.nanos,
-        )?;
+        let naive = NaiveDate::from_ymd_opt(year, ts.month.into(), ts.day.into())?
+            .and_hms_nano_opt(ts.hour.into(), ts.minute.into(), ts.second.into(), ts.nanos)?;
         match ts.utc_offset_secs {
-            Some(secs) => FixedOffset::east_opt(secs)?.from_local_datetime(&naive).single(),
+            Some(secs) => FixedOffset::east_opt(secs)?
+                .from_local_datetime(&naive)
+                .single(),
             None => match clock.tz.from_local_datetime(&naive) {
                 LocalResult::Single(t) | LocalResult::Ambiguous(t, _) => Some(t.fixed_offset()),
                 LocalResult::None => None,

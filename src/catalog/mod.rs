@@ -143,12 +143,14 @@ impl Catalog {
             line: span.map_or(1, |s| line_of(text, s.start)),
             reason,
         };
-        let file: FileV1 = toml::from_str(text).map_err(|e| invalid(e.span(), e.message().to_string()))?;
+        let file: FileV1 =
+            toml::from_str(text).map_err(|e| invalid(e.span(), e.message().to_string()))?;
         let id = parse_hex(file.id.get_ref(), 3, 0x001, 0x0ff, "component id")
             .map_err(|r| invalid(Some(file.id.span()), r))?;
         let mut modules = BTreeMap::new();
         for (key, name) in &file.modules {
-            let m = parse_hex(key, 3, 0x001, 0x0ff, "module id").map_err(|r| invalid(Some(name.span()), r))?;
+            let m = parse_hex(key, 3, 0x001, 0x0ff, "module id")
+                .map_err(|r| invalid(Some(name.span()), r))?;
             modules.insert(m, name.get_ref().clone());
         }
         let mut events = BTreeMap::new();
@@ -158,7 +160,10 @@ impl Catalog {
             let e = parse_hex(ev.event.get_ref(), 4, 0x0001, 0x270f, "event id")
                 .map_err(|r| invalid(Some(ev.event.span()), r))?;
             if ev.description.trim().is_empty() {
-                return Err(invalid(Some(ev.event.span()), "event has an empty description".into()));
+                return Err(invalid(
+                    Some(ev.event.span()),
+                    "event has an empty description".into(),
+                ));
             }
             let event = Event {
                 description: ev.description,
@@ -176,7 +181,10 @@ impl Catalog {
         match file.name {
             Some(name) => component.name = name,
             None if component.name.is_empty() => {
-                return Err(invalid(Some(file.id.span()), format!("new component {id:03x} needs a name")));
+                return Err(invalid(
+                    Some(file.id.span()),
+                    format!("new component {id:03x} needs a name"),
+                ));
             }
             None => {}
         }
@@ -190,16 +198,20 @@ impl Catalog {
         let component = self.components.get(&code.component);
         Lookup {
             component: component.map(|c| c.name.as_str()),
-            module: component.and_then(|c| c.modules.get(&code.module)).map(String::as_str),
+            module: component
+                .and_then(|c| c.modules.get(&code.module))
+                .map(String::as_str),
             event: component.and_then(|c| c.events.get(&(code.module, code.event))),
         }
     }
 
     /// Every event, as (component id, module id, event id, component, event).
     pub fn events(&self) -> impl Iterator<Item = (u16, u16, u16, &Component, &Event)> {
-        self.components
-            .iter()
-            .flat_map(|(&c, comp)| comp.events.iter().map(move |(&(m, e), ev)| (c, m, e, comp, ev)))
+        self.components.iter().flat_map(|(&c, comp)| {
+            comp.events
+                .iter()
+                .map(move |(&(m, e), ev)| (c, m, e, comp, ev))
+        })
     }
 }
 
@@ -210,7 +222,9 @@ fn parse_hex(text: &str, width: usize, min: u16, max: u16, what: &str) -> Result
     }
     let value = u16::from_str_radix(text, 16).map_err(|e| format!("{what} {text:?}: {e}"))?;
     if !(min..=max).contains(&value) {
-        return Err(format!("{what} {text:?} out of range {min:0width$x}..{max:0width$x}"));
+        return Err(format!(
+            "{what} {text:?} out of range {min:0width$x}..{max:0width$x}"
+        ));
     }
     Ok(value)
 }
@@ -243,8 +257,15 @@ mod tests {
             catalog.add_file(Path::new(name), text).unwrap();
         }
         assert_eq!(catalog, Catalog::builtin());
-        let names: Vec<&str> = catalog.components.values().map(|c| c.name.as_str()).collect();
-        assert_eq!(names, ["hare", "motr", "s3", "auth", "sspl", "csm", "nfs", "ha"]);
+        let names: Vec<&str> = catalog
+            .components
+            .values()
+            .map(|c| c.name.as_str())
+            .collect();
+        assert_eq!(
+            names,
+            ["hare", "motr", "s3", "auth", "sspl", "csm", "nfs", "ha"]
+        );
     }
 
     #[test]
@@ -256,14 +277,34 @@ mod tests {
             (0x002, 0x003, 0x0003, "Motr free space warning"),
             (0x003, 0x001, 0x0001, "Auth server connection failed"),
             (0x006, 0x001, 0x0001, "SSL certificate is expiring"),
-            (0x008, 0x001, 0x0002, "Server has joined back the cluster. System is restored."),
+            (
+                0x008,
+                0x001,
+                0x0002,
+                "Server has joined back the cluster. System is restored.",
+            ),
         ];
         for (c, m, e, description) in known {
             let found = catalog.lookup(&code(c, m, e));
-            assert_eq!(found.event.map(|e| e.description.as_str()), Some(description));
+            assert_eq!(
+                found.event.map(|e| e.description.as_str()),
+                Some(description)
+            );
         }
-        for (c, m, e) in [(2, 2, 4), (2, 2, 5), (2, 2, 6), (3, 6, 5), (4, 6, 1), (5, 1, 8), (5, 2, 2), (8, 1, 1)] {
-            assert!(catalog.lookup(&code(c, m, e)).event.is_some(), "{c:03x}{m:03x}{e:04x}");
+        for (c, m, e) in [
+            (2, 2, 4),
+            (2, 2, 5),
+            (2, 2, 6),
+            (3, 6, 5),
+            (4, 6, 1),
+            (5, 1, 8),
+            (5, 2, 2),
+            (8, 1, 1),
+        ] {
+            assert!(
+                catalog.lookup(&code(c, m, e)).event.is_some(),
+                "{c:03x}{m:03x}{e:04x}"
+            );
         }
         let s3 = catalog.lookup(&code(3, 1, 1));
         assert_eq!((s3.component, s3.module), (Some("s3"), Some("Connection")));
@@ -273,28 +314,54 @@ mod tests {
     fn unknown_code_is_a_partial_lookup() {
         let catalog = Catalog::builtin();
         let found = catalog.lookup(&code(0x003, 0x0aa, 0x0001));
-        assert_eq!(found, Lookup { component: Some("s3"), module: None, event: None });
+        assert_eq!(
+            found,
+            Lookup {
+                component: Some("s3"),
+                module: None,
+                event: None
+            }
+        );
         let found = catalog.lookup(&code(0x0fe, 1, 1));
-        assert_eq!(found, Lookup { component: None, module: None, event: None });
+        assert_eq!(
+            found,
+            Lookup {
+                component: None,
+                module: None,
+                event: None
+            }
+        );
     }
 
     #[test]
     fn bad_files_name_file_line_and_reason() {
         let mut catalog = Catalog::builtin();
         let text = "id = \"003\"\n[modules]\n\"001\" = \"X\"\n\n[[events]]\nmodule = \"001\"\nevent = \"27100\"\ndescription = \"d\"\n";
-        let err = catalog.add_file(Path::new("site.toml"), text).unwrap_err().to_string();
+        let err = catalog
+            .add_file(Path::new("site.toml"), text)
+            .unwrap_err()
+            .to_string();
         assert_eq!(err, "site.toml:7: event id \"27100\" must be 4 hex digits");
 
         let text = "id = \"000\"\nname = \"zero\"\n";
-        let err = catalog.add_file(Path::new("z.toml"), text).unwrap_err().to_string();
+        let err = catalog
+            .add_file(Path::new("z.toml"), text)
+            .unwrap_err()
+            .to_string();
         assert_eq!(err, "z.toml:1: component id \"000\" out of range 001..0ff");
 
         let text = "id = \"0aa\"\nname = \"x\"\ncolour = 1\n";
-        let err = catalog.add_file(Path::new("u.toml"), text).unwrap_err().to_string();
+        let err = catalog
+            .add_file(Path::new("u.toml"), text)
+            .unwrap_err()
+            .to_string();
         assert!(err.starts_with("u.toml:3: unknown field `colour`"), "{err}");
 
         let text = "id = \"0ab\"\n";
-        let err = catalog.add_file(Path::new("n.toml"), text).unwrap_err().to_string();
+        let err = catalog
+            .add_file(Path::new("n.toml"), text)
+            .unwrap_err()
+            .to_string();
         assert_eq!(err, "n.toml:1: new component 0ab needs a name");
     }
 
@@ -307,7 +374,8 @@ mod tests {
         )
         .unwrap();
         std::fs::write(dir.path().join("ignored.txt"), "not toml").unwrap();
-        let catalog = Catalog::load(&[dir.path().to_path_buf(), dir.path().join("missing")]).unwrap();
+        let catalog =
+            Catalog::load(&[dir.path().to_path_buf(), dir.path().join("missing")]).unwrap();
         let found = catalog.lookup(&code(3, 1, 1));
         assert_eq!(found.event.unwrap().description, "Site text");
         assert_eq!(found.component, Some("s3"));

@@ -43,7 +43,10 @@ impl fmt::Display for Problem {
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
     #[error("{path}: cannot read: {source}")]
-    Read { path: PathBuf, source: std::io::Error },
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
     #[error("{path}:{line}:{column}: {reason}")]
     Syntax {
         path: PathBuf,
@@ -52,7 +55,10 @@ pub enum ConfigError {
         reason: String,
     },
     #[error("{path}: {}", problems.iter().map(ToString::to_string).collect::<Vec<_>>().join("\n  "))]
-    Invalid { path: PathBuf, problems: Vec<Problem> },
+    Invalid {
+        path: PathBuf,
+        problems: Vec<Problem>,
+    },
 }
 
 /// How lines are read and decoded.
@@ -81,10 +87,16 @@ impl ParseConfig {
 
     fn validate(&self, problems: &mut Vec<Problem>) {
         if self.timezone.parse::<chrono_tz::Tz>().is_err() {
-            problems.push(Problem::new("parse.timezone", format!("unknown time zone {:?}", self.timezone)));
+            problems.push(Problem::new(
+                "parse.timezone",
+                format!("unknown time zone {:?}", self.timezone),
+            ));
         }
         if !(256..=16 * 1024 * 1024).contains(&self.max_line_bytes) {
-            problems.push(Problem::new("parse.max_line_bytes", "must be between 256 and 16777216"));
+            problems.push(Problem::new(
+                "parse.max_line_bytes",
+                "must be between 256 and 16777216",
+            ));
         }
     }
 }
@@ -194,23 +206,37 @@ mod tests {
 
     #[test]
     fn syntax_errors_name_file_line_and_column() {
-        let err = Config::parse(Path::new("/etc/iemd/iemd.toml"), "state_dir = \"/x\"\n[parse]\nmax_line_bytes = \"big\"\n")
-            .unwrap_err()
-            .to_string();
-        assert!(err.starts_with("/etc/iemd/iemd.toml:3:18: invalid type"), "{err}");
+        let err = Config::parse(
+            Path::new("/etc/iemd/iemd.toml"),
+            "state_dir = \"/x\"\n[parse]\nmax_line_bytes = \"big\"\n",
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(
+            err.starts_with("/etc/iemd/iemd.toml:3:18: invalid type"),
+            "{err}"
+        );
     }
 
     #[test]
     fn unknown_keys_are_rejected_by_name() {
-        let err = Config::parse(Path::new("c.toml"), "[parse]\ntimezon = \"UTC\"\n").unwrap_err().to_string();
-        assert!(err.starts_with("c.toml:2:1: unknown field `timezon`"), "{err}");
+        let err = Config::parse(Path::new("c.toml"), "[parse]\ntimezon = \"UTC\"\n")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.starts_with("c.toml:2:1: unknown field `timezon`"),
+            "{err}"
+        );
     }
 
     #[test]
     fn every_problem_is_reported() {
-        let err = Config::parse(Path::new("c.toml"), "[parse]\ntimezone = \"Mars/Base\"\nmax_line_bytes = 1\n")
-            .unwrap_err()
-            .to_string();
+        let err = Config::parse(
+            Path::new("c.toml"),
+            "[parse]\ntimezone = \"Mars/Base\"\nmax_line_bytes = 1\n",
+        )
+        .unwrap_err()
+        .to_string();
         assert_eq!(
             err,
             "c.toml: parse.timezone: unknown time zone \"Mars/Base\"\n  parse.max_line_bytes: must be between 256 and 16777216"

@@ -25,19 +25,32 @@ pub struct Args {
 pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     let catalog = Catalog::load(&args.catalog_dirs)?;
     let Some(code) = args.code else {
-        println!("{:<10}  {:<9}  {:<19}  description", "code", "component", "module");
+        println!(
+            "{:<10}  {:<9}  {:<19}  description",
+            "code", "component", "module"
+        );
         for (c, m, e, component, event) in catalog.events() {
             let module = component.modules.get(&m).map_or("-", String::as_str);
-            println!("{c:03x}{m:03x}{e:04x}  {:<9}  {module:<19}  {}", component.name, event.description);
+            println!(
+                "{c:03x}{m:03x}{e:04x}  {:<9}  {module:<19}  {}",
+                component.name, event.description
+            );
         }
         return Ok(ExitCode::SUCCESS);
     };
     // A bare 10-digit code is looked up as an error from software, the most common shape.
-    let text = if code.len() == 10 { format!("IEC:ES{code}:") } else { format!("IEC:{code}:") };
+    let text = if code.len() == 10 {
+        format!("IEC:ES{code}:")
+    } else {
+        format!("IEC:{code}:")
+    };
     let parsed = match iem_parsers::iem::classify(&text) {
         Classified::Iem(iem) => iem.code,
         Classified::Malformed(m) => {
-            eprintln!("iemctl catalog: {code:?} is not a valid IEM code: {}", m.reason);
+            eprintln!(
+                "iemctl catalog: {code:?} is not a valid IEM code: {}",
+                m.reason
+            );
             return Ok(ExitCode::from(2));
         }
         Classified::NotIem => unreachable!("the text starts with the marker"),
@@ -45,11 +58,23 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     let found = catalog.lookup(&parsed);
     if code.len() == 12 {
         println!("code:           {parsed}");
-        println!("severity:       {} ({})", parsed.severity.name(), parsed.severity.alert_type());
+        println!(
+            "severity:       {} ({})",
+            parsed.severity.name(),
+            parsed.severity.alert_type()
+        );
         println!("source:         {}", parsed.source.name());
     }
-    println!("component:      {:03x} {}", parsed.component, found.component.unwrap_or("(unknown)"));
-    println!("module:         {:03x} {}", parsed.module, found.module.unwrap_or("(unknown)"));
+    println!(
+        "component:      {:03x} {}",
+        parsed.component,
+        found.component.unwrap_or("(unknown)")
+    );
+    println!(
+        "module:         {:03x} {}",
+        parsed.module,
+        found.module.unwrap_or("(unknown)")
+    );
     match found.event {
         Some(event) => {
             println!("event:          {:04x} {}", parsed.event, event.description);

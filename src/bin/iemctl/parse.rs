@@ -52,18 +52,35 @@ enum Format {
 }
 
 pub fn run(args: Args) -> anyhow::Result<ExitCode> {
-    anyhow::ensure!(args.max_line_bytes > 0, "--max-line-bytes must be at least 1");
+    anyhow::ensure!(
+        args.max_line_bytes > 0,
+        "--max-line-bytes must be at least 1"
+    );
     let catalog = Catalog::load(&args.catalog_dirs)?;
     let decoder = Decoder::new(&catalog);
     let (name, mut input): (String, Box<dyn BufRead>) = match &args.file {
-        None => ("-".into(), Box::new(BufReader::with_capacity(1 << 16, io::stdin().lock()))),
-        Some(p) if p.as_os_str() == "-" => ("-".into(), Box::new(BufReader::with_capacity(1 << 16, io::stdin().lock()))),
+        None => (
+            "-".into(),
+            Box::new(BufReader::with_capacity(1 << 16, io::stdin().lock())),
+        ),
+        Some(p) if p.as_os_str() == "-" => (
+            "-".into(),
+            Box::new(BufReader::with_capacity(1 << 16, io::stdin().lock())),
+        ),
         Some(path) => {
-            let file = File::open(path).with_context(|| format!("cannot open {}", path.display()))?;
-            (path.display().to_string(), Box::new(BufReader::with_capacity(1 << 16, file)))
+            let file =
+                File::open(path).with_context(|| format!("cannot open {}", path.display()))?;
+            (
+                path.display().to_string(),
+                Box::new(BufReader::with_capacity(1 << 16, file)),
+            )
         }
     };
-    let kind = if name == "-" { OriginKind::Stdin } else { OriginKind::File };
+    let kind = if name == "-" {
+        OriginKind::Stdin
+    } else {
+        OriginKind::File
+    };
     let mut clock = Clock::now(args.tz);
     clock.year = args.year;
     let stdout = io::stdout();
@@ -99,7 +116,9 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         }
         let written = match args.format {
             Format::Json => serde_json::to_writer(&mut out, &alert).map_err(io::Error::from),
-            Format::Sspl => serde_json::to_writer(&mut out, &iemd::sspl::body(&alert)).map_err(io::Error::from),
+            Format::Sspl => {
+                serde_json::to_writer(&mut out, &iemd::sspl::body(&alert)).map_err(io::Error::from)
+            }
             Format::Text => write_text(&mut out, &alert),
         };
         match written.and_then(|()| out.write_all(b"\n")) {
@@ -113,7 +132,9 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         }
     }
     match out.flush() {
-        Err(err) if err.kind() != io::ErrorKind::BrokenPipe => return Err(err).context("cannot write to stdout"),
+        Err(err) if err.kind() != io::ErrorKind::BrokenPipe => {
+            return Err(err).context("cannot write to stdout");
+        }
         _ => {}
     }
     if progress {
@@ -126,7 +147,11 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
 /// Reads one line into `line` (without its `\n`), keeping at most `max` bytes; the rest of an
 /// over-long line is consumed and dropped. Returns the bytes consumed (0 at the end of input) and
 /// whether the line was cut. Memory stays bounded by `max` whatever the input.
-fn read_line_capped(input: &mut dyn BufRead, line: &mut Vec<u8>, max: usize) -> io::Result<(usize, bool)> {
+fn read_line_capped(
+    input: &mut dyn BufRead,
+    line: &mut Vec<u8>,
+    max: usize,
+) -> io::Result<(usize, bool)> {
     line.clear();
     let (mut consumed, mut truncated) = (0, false);
     loop {

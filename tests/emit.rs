@@ -523,3 +523,58 @@ fn help_has_an_example() {
     assert!(help.contains("iemctl emit ES0030010001"), "{help}");
     assert!(help.contains("--json-extra"));
 }
+
+/// Runs `script` with `sh` after sourcing packaging/iem-emit.sh, as a wrapper script would.
+fn helper_script(dir: &Path, name: &str, body: &str, opts: &str) -> Output {
+    let helper = Path::new(env!("CARGO_MANIFEST_DIR")).join("packaging/iem-emit.sh");
+    let script = dir.join(name);
+    std::fs::write(&script, format!(". '{}'\n{body}\n", helper.display())).unwrap();
+    let out = Command::new("sh")
+        .arg(&script)
+        .env("IEMCTL", env!("CARGO_BIN_EXE_iemctl"))
+        .env("IEM_EMIT_OPTS", opts)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    out
+}
+
+#[test]
+fn shell_helper_tags_with_the_script_and_never_exits_it() {
+    let sink = Sink::new();
+    let dir = tempfile::tempdir().unwrap();
+    let opts = format!(
+        "--to syslog --syslog-format rfc3164 --socket {}",
+        sink.path.display()
+    );
+    let out = helper_script(
+        dir.path(),
+        "m0d wrapper.sh",
+        r#"set -e
+iem_emit ES0020020002 "-IO error on /dev/sdb" '{"dev": "sdb"}'
+echo "ok=$? pid=$$"
+iem_emit ES0020020002 "extra" "[not json]" || :
+echo "bad=$IEM_EMIT_STATUS"
+iem_emit ES002002 "bad code" || echo "code=$?"
+iem_emit only-one-arg || echo "usage=$?"
+IEMCTL=/nonexistent/iemctl iem_emit ES0020020002 "m" 2>/dev/null || echo "missing=$?"
+echo done"#,
+        &opts,
+    );
+    let stdout = String::from_utf8(out.stdout).unwrap();
+    let pid = stdout
+        .lines()
+        .find_map(|l| l.strip_prefix("ok=0 pid="))
+        .unwrap_or_else(|| panic!("{stdout}"));
+    let line = String::from_utf8(sink.recv()).unwrap();
+    sink.assert_empty();
+    assert!(
+        line.ends_with(&format!(
+            " m0d_wrapper.sh[{pid}]: IEC:ES0020020002:-IO error on /dev/sdb {{\"dev\":\"sdb\"}}"
+        )),
+        "{line}"
+    );
+    for want in ["bad=2", "code=2", "usage=2", "missing=127", "done"] {
+        assert!(stdout.lines().any(|l| l == want), "{want} in {stdout}");
+    }
+}

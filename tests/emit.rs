@@ -82,9 +82,16 @@ fn run_with_stdin(cmd: &mut Command, input: &[u8]) -> Output {
 
 fn syslog_cmd(sink: &Sink, format: &str) -> Command {
     let mut cmd = iemctl();
-    cmd.args(["emit", "--to", "syslog", "--syslog-format", format, "--socket"])
-        .arg(&sink.path)
-        .args(["--tag", "s3server", "--pid", "1234"]);
+    cmd.args([
+        "emit",
+        "--to",
+        "syslog",
+        "--syslog-format",
+        format,
+        "--socket",
+    ])
+    .arg(&sink.path)
+    .args(["--tag", "s3server", "--pid", "1234"]);
     cmd
 }
 
@@ -102,7 +109,11 @@ fn decode_journal(mut b: &[u8]) -> Vec<(String, Vec<u8>)> {
             let name = String::from_utf8(line.to_vec()).unwrap();
             let len = u64::from_le_bytes(b[nl + 1..nl + 9].try_into().unwrap()) as usize;
             let value = b[nl + 9..nl + 9 + len].to_vec();
-            assert_eq!(b[nl + 9 + len], b'\n', "binary field {name} ends with a newline");
+            assert_eq!(
+                b[nl + 9 + len],
+                b'\n',
+                "binary field {name} ends with a newline"
+            );
             fields.push((name, value));
             b = &b[nl + 10 + len..];
         }
@@ -155,31 +166,51 @@ fn syslog_rfc5424_record_parses_back() {
     assert_eq!(iem.extra, Some(r#"{"host":"node1","rc":-110}"#));
 }
 
+/// Splits a syslog(3)-form datagram `<PRI>Mmm dd hh:mm:ss TAG[PID]: MSG` into PRI, TAG, PID
+/// and MSG, checking the timestamp's shape.
+fn split_local(datagram: &str) -> (u8, &str, &str, &str) {
+    let rest = datagram.strip_prefix('<').expect("<PRI>");
+    let (pri, rest) = rest.split_once('>').expect("<PRI>");
+    let (stamp, rest) = rest.split_at(15);
+    let b = stamp.as_bytes();
+    assert!(
+        b[3] == b' ' && b[6] == b' ' && b[9] == b':' && b[12] == b':',
+        "timestamp {stamp:?}"
+    );
+    let rest = rest.strip_prefix(' ').expect("space after the timestamp");
+    let (tag, rest) = rest.split_once('[').expect("TAG[");
+    let (pid, msg) = rest.split_once("]: ").expect("PID]: ");
+    (pri.parse().unwrap(), tag, pid, msg)
+}
+
 #[test]
-fn syslog_rfc3164_record_parses_back() {
+fn syslog_rfc3164_is_the_syslog3_form() {
     let sink = Sink::new();
-    let out = run(syslog_cmd(&sink, "rfc3164").args([
-        "--facility",
-        "local3",
-        "WS0080010001",
-        "The cluster has lost ssc-vm-1 server.",
-    ]));
+    let out = run(iemctl()
+        .args(["emit", "--to", "syslog", "--socket"])
+        .arg(&sink.path)
+        .args([
+            "--tag",
+            "s3server",
+            "--pid",
+            "1234",
+            "--facility",
+            "local3",
+            "WS0080010001",
+            "The cluster has lost ssc-vm-1 server.",
+        ]));
     assert!(out.status.success());
     let line = String::from_utf8(sink.recv()).unwrap();
+    // No host name: local readers add their own (and would take ours for the tag).
+    let (pri, tag, pid, msg) = split_local(&line);
     // local3.warning = 19*8+4
-    assert!(line.starts_with("<156>"), "{line}");
-    assert!(
-        line.ends_with(" s3server[1234]: IEC:WS0080010001:The cluster has lost ssc-vm-1 server."),
-        "{line}"
+    assert_eq!((pri, tag, pid), (156, "s3server", "1234"));
+    assert_eq!(
+        msg,
+        "IEC:WS0080010001:The cluster has lost ssc-vm-1 server."
     );
-
-    let parsed = iem_parsers::parse_syslog_line(&line);
-    assert_eq!(parsed.header.format, Format::Rfc3164);
-    assert_eq!(parsed.header.priority, Some(156));
-    assert_eq!(parsed.header.program, Some("s3server"));
-    assert_eq!(parsed.header.pid, Some("1234"));
-    let Classified::Iem(iem) = parsed.iem else {
-        panic!("not an IEM: {parsed:?}")
+    let Classified::Iem(iem) = iem_parsers::iem::classify(msg) else {
+        panic!("not an IEM: {msg}")
     };
     assert_eq!(iem.code.to_string(), "WS0080010001");
     assert_eq!(iem.description, "The cluster has lost ssc-vm-1 server.");
@@ -203,7 +234,10 @@ fn field_flags_build_the_same_code() {
     ]));
     assert!(out.status.success());
     let line = String::from_utf8(sink.recv()).unwrap();
-    assert!(line.ends_with("s3server[1234]: IEC:ES0030010001:Ldap down"), "{line}");
+    assert!(
+        line.ends_with("s3server[1234]: IEC:ES0030010001:Ldap down"),
+        "{line}"
+    );
 }
 
 #[test]
@@ -276,7 +310,14 @@ fn journald_large_entry_goes_through_a_sealed_memfd() {
     let message = "x".repeat(400_000);
     let out = run_with_stdin(
         iemctl()
-            .args(["emit", "--to", "journald", "--max-length", "1000000", "--socket"])
+            .args([
+                "emit",
+                "--to",
+                "journald",
+                "--max-length",
+                "1000000",
+                "--socket",
+            ])
             .arg(&sink.path)
             .args(["ES0030010001", "-"]),
         format!("{message}\n").as_bytes(),
@@ -291,7 +332,13 @@ fn journald_large_entry_goes_through_a_sealed_memfd() {
     let mut iov = [IoSliceMut::new(&mut buf)];
     let mut space = [MaybeUninit::uninit(); rustix::cmsg_space!(ScmRights(1))];
     let mut control = RecvAncillaryBuffer::new(&mut space);
-    let got = recvmsg(&sink.socket, &mut iov, &mut control, RecvFlags::CMSG_CLOEXEC).unwrap();
+    let got = recvmsg(
+        &sink.socket,
+        &mut iov,
+        &mut control,
+        RecvFlags::CMSG_CLOEXEC,
+    )
+    .unwrap();
     assert_eq!(got.bytes, 0, "the datagram carrying the fd is empty");
     let mut fds = Vec::new();
     for msg in control.drain() {
@@ -303,7 +350,9 @@ fn journald_large_entry_goes_through_a_sealed_memfd() {
     let fd = fds.pop().unwrap();
     let seals = rustix::fs::fcntl_get_seals(&fd).unwrap();
     use rustix::fs::SealFlags;
-    assert!(seals.contains(SealFlags::WRITE | SealFlags::SHRINK | SealFlags::GROW | SealFlags::SEAL));
+    assert!(
+        seals.contains(SealFlags::WRITE | SealFlags::SHRINK | SealFlags::GROW | SealFlags::SEAL)
+    );
     let mut payload = Vec::new();
     let mut file = File::from(fd);
     // The fd shares the sender's file offset, which is at the end.
@@ -333,14 +382,26 @@ fn injection_attempts_stay_one_record() {
         sink.assert_empty();
         assert!(line.ends_with(want), "{format}: {line}");
         assert!(!line.chars().any(char::is_control), "{format}: {line:?}");
-        let parsed = iem_parsers::parse_syslog_line(&line);
-        let Classified::Iem(iem) = parsed.iem else {
-            panic!("not an IEM: {parsed:?}")
+        let message = if format == "rfc3164" {
+            split_local(&line).3
+        } else {
+            iem_parsers::parse_syslog_line(&line).message
+        };
+        let Classified::Iem(iem) = iem_parsers::iem::classify(message) else {
+            panic!("not an IEM: {message}")
         };
         assert_eq!(iem.code.to_string(), "ES0030010001", "the first code wins");
     }
 
-    let out = run(iemctl().args(["emit", "--to", "stdout", "--tag", "t", "ES0030010001", attack]));
+    let out = run(iemctl().args([
+        "emit",
+        "--to",
+        "stdout",
+        "--tag",
+        "t",
+        "ES0030010001",
+        attack,
+    ]));
     assert!(out.status.success());
     let text = String::from_utf8(out.stdout).unwrap();
     assert_eq!(text.lines().count(), 1, "{text:?}");
@@ -355,7 +416,10 @@ fn injection_attempts_stay_one_record() {
     assert!(out.status.success());
     let line = String::from_utf8(sink.recv()).unwrap();
     sink.assert_empty();
-    assert!(line.ends_with(": IEC:ES0030010001:a\\x00b\\rc\\x1b[0m"), "{line:?}");
+    assert!(
+        line.ends_with(": IEC:ES0030010001:a\\x00b\\rc\\x1b[0m"),
+        "{line:?}"
+    );
 }
 
 #[test]
@@ -365,10 +429,17 @@ fn stdin_lines_are_records_each() {
         syslog_cmd(&sink, "rfc3164").args(["IS0030010001", "-"]),
         b"first\r\n\n  \nsecond\nthird without newline",
     );
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     for want in ["first", "second", "third without newline"] {
         let line = String::from_utf8(sink.recv()).unwrap();
-        assert!(line.ends_with(&format!(": IEC:IS0030010001:{want}")), "{line}");
+        assert!(
+            line.ends_with(&format!(": IEC:IS0030010001:{want}")),
+            "{line}"
+        );
     }
     sink.assert_empty();
 
@@ -379,7 +450,10 @@ fn stdin_lines_are_records_each() {
     );
     assert_eq!(out.status.code(), Some(2));
     let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(stderr.contains("line 2") && stderr.contains("maximum of 5"), "{stderr}");
+    assert!(
+        stderr.contains("line 2") && stderr.contains("maximum of 5"),
+        "{stderr}"
+    );
     assert!(String::from_utf8(sink.recv()).unwrap().ends_with(":ok"));
     assert!(String::from_utf8(sink.recv()).unwrap().ends_with(":fine"));
     sink.assert_empty();
@@ -389,7 +463,14 @@ fn stdin_lines_are_records_each() {
 fn default_identity_is_the_parent_process() {
     let sink = Sink::new();
     let out = run(iemctl()
-        .args(["emit", "--to", "syslog", "--syslog-format", "rfc3164", "--socket"])
+        .args([
+            "emit",
+            "--to",
+            "syslog",
+            "--syslog-format",
+            "rfc3164",
+            "--socket",
+        ])
         .arg(&sink.path)
         .args(["ES0030010001", "who"]));
     assert!(out.status.success());
@@ -437,7 +518,10 @@ fn stdout_round_trips_through_iemctl_parse() {
         .collect();
     assert_eq!(alerts.len(), 1, "{text}");
     assert_eq!(alerts[0]["code"], "ES0030010001");
-    assert_eq!(alerts[0]["message"], "S3 server cannot connect to auth server");
+    assert_eq!(
+        alerts[0]["message"],
+        "S3 server cannot connect to auth server"
+    );
     assert_eq!(alerts[0]["extra"], serde_json::json!({"node": "n1"}));
 }
 
@@ -458,18 +542,39 @@ fn validation_errors_exit_2_and_name_the_field() {
         (&["ES003001", "m"], "8 characters"),
         (&["QS0030010001", "m"], "unknown severity 'Q'"),
         (&["--json-extra", "[1]", "ES0030010001", "m"], "json-extra"),
-        (&["--json-extra", "{\"a\":", "ES0030010001", "m"], "json-extra"),
+        (
+            &["--json-extra", "{\"a\":", "ES0030010001", "m"],
+            "json-extra",
+        ),
         (&["--tag", "bad tag", "ES0030010001", "m"], "tag"),
         (&["--facility", "local9", "ES0030010001", "m"], "facility"),
-        (&["--max-length", "3", "ES0030010001", "long"], "maximum of 3"),
+        (
+            &["--max-length", "3", "ES0030010001", "long"],
+            "maximum of 3",
+        ),
         (&["ES0030010001", " "], "empty"),
         (&["--severity", "E", "ES0030010001", "m"], "all five"),
         (
-            &["--severity", "E", "--source", "S", "--component", "100", "--module", "1", "--event", "1", "m"],
+            &[
+                "--severity",
+                "E",
+                "--source",
+                "S",
+                "--component",
+                "100",
+                "--module",
+                "1",
+                "--event",
+                "1",
+                "m",
+            ],
             "component",
         ),
         (&["--strict", "AS0ff0ff270f", "m"], "AS0ff0ff270f"),
-        (&["--socket", "/tmp/x", "ES0030010001", "m"], "--to journald"),
+        (
+            &["--socket", "/tmp/x", "ES0030010001", "m"],
+            "--to journald",
+        ),
     ];
     for (args, needle) in cases {
         let (code, stderr) = failure(iemctl().args(["emit", "--to", "stdout"]).args(*args));
@@ -500,7 +605,10 @@ fn missing_socket_exits_3_and_names_it() {
                 .args(["ES0030010001", "m"]),
         );
         assert_eq!(code, 3, "{to}: {stderr}");
-        assert!(stderr.contains(&path.display().to_string()), "{to}: {stderr}");
+        assert!(
+            stderr.contains(&path.display().to_string()),
+            "{to}: {stderr}"
+        );
     }
     // A socket file nobody listens on any more.
     let stale = dir.path().join("stale");
@@ -535,7 +643,11 @@ fn helper_script(dir: &Path, name: &str, body: &str, opts: &str) -> Output {
         .env("IEM_EMIT_OPTS", opts)
         .output()
         .unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     out
 }
 
@@ -577,4 +689,181 @@ echo done"#,
     for want in ["bad=2", "code=2", "usage=2", "missing=127", "done"] {
         assert!(stdout.lines().any(|l| l == want), "{want} in {stdout}");
     }
+}
+
+/// A real systemd-journald in its own namespace (`systemd-journald NAMESPACE` listens on
+/// /run/systemd/journal.NAMESPACE/socket), stopped and its files removed on drop.
+struct Journald {
+    child: std::process::Child,
+    namespace: String,
+    socket: PathBuf,
+}
+
+impl Journald {
+    /// None (after a loud message) where journald cannot run: no binary, or not root.
+    fn start(test: &str) -> Option<Journald> {
+        let binary = [
+            "/usr/lib/systemd/systemd-journald",
+            "/lib/systemd/systemd-journald",
+        ]
+        .into_iter()
+        .find(|p| Path::new(p).exists());
+        // SAFETY: geteuid has no preconditions and cannot fail.
+        let is_root = unsafe { libc::geteuid() } == 0;
+        let (Some(binary), true) = (binary, is_root) else {
+            eprintln!("\n!!!!!!!! SKIPPED {test}: needs root and systemd-journald !!!!!!!!\n");
+            return None;
+        };
+        let namespace = format!("iemdemit{}", std::process::id());
+        let child = Command::new(binary)
+            .arg(&namespace)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        let socket = PathBuf::from(format!("/run/systemd/journal.{namespace}/socket"));
+        let journald = Journald {
+            child,
+            namespace,
+            socket,
+        };
+        for _ in 0..100 {
+            if journald.socket.exists() {
+                return Some(journald);
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        panic!("journald did not create {}", journald.socket.display());
+    }
+
+    /// The entries that have `field`, as `journalctl -o json --all` prints them.
+    fn entries_with(&self, field: &str, want: usize) -> Vec<serde_json::Value> {
+        let mut entries = Vec::new();
+        for _ in 0..100 {
+            let out = Command::new("journalctl")
+                .args(["-o", "json", "--all", "--no-pager"])
+                .arg(format!("--namespace={}", self.namespace))
+                .output()
+                .unwrap();
+            entries = String::from_utf8_lossy(&out.stdout)
+                .lines()
+                .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+                .filter(|e| e.get(field).is_some())
+                .collect();
+            if entries.len() >= want {
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        entries
+    }
+}
+
+impl Drop for Journald {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        let _ = std::fs::remove_dir_all(format!("/run/systemd/journal.{}", self.namespace));
+        if let Ok(id) = std::fs::read_to_string("/etc/machine-id") {
+            for root in ["/var/log/journal", "/run/log/journal"] {
+                let _ = std::fs::remove_dir_all(format!("{root}/{}.{}", id.trim(), self.namespace));
+            }
+        }
+    }
+}
+
+#[test]
+fn real_journald_stores_the_fields_and_the_memfd_entry() {
+    let Some(journald) = Journald::start("real_journald_stores_the_fields_and_the_memfd_entry")
+    else {
+        return;
+    };
+    let out = run(iemctl()
+        .args(["emit", "--to", "journald", "--socket"])
+        .arg(&journald.socket)
+        .args([
+            "--tag",
+            "m0d",
+            "--pid",
+            "4242",
+            "--json-extra",
+            r#"{"fom":"0x7f3a"}"#,
+            "AS0020020005",
+            "HUNG_FOM_NOTIFY\ndiff_in_sec=13",
+        ]));
+    assert!(out.status.success());
+    let big = "y".repeat(300_000);
+    let out = run_with_stdin(
+        iemctl()
+            .args([
+                "emit",
+                "--to",
+                "journald",
+                "--max-length",
+                "1000000",
+                "--tag",
+                "big",
+                "--socket",
+            ])
+            .arg(&journald.socket)
+            .args(["ES0030010001", "-"]),
+        big.as_bytes(),
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+
+    let entries = journald.entries_with("IEM_CODE", 2);
+    assert_eq!(entries.len(), 2, "{entries:?}");
+    let e = &entries[0];
+    assert_eq!(
+        e["MESSAGE"],
+        r#"IEC:AS0020020005:HUNG_FOM_NOTIFY\ndiff_in_sec=13 {"fom":"0x7f3a"}"#
+    );
+    assert_eq!(e["PRIORITY"], "1");
+    assert_eq!(e["SYSLOG_IDENTIFIER"], "m0d");
+    assert_eq!(e["SYSLOG_PID"], "4242");
+    assert_eq!(e["IEM_CODE"], "AS0020020005");
+    assert_eq!(e["IEM_COMPONENT"], "002");
+    assert_eq!(e["IEM_MODULE"], "002");
+    assert_eq!(e["IEM_EVENT"], "0005");
+    assert_eq!(e["IEM_EXTRA"], r#"{"fom":"0x7f3a"}"#);
+    // journalctl prints a value holding a newline as a string with --all, else as bytes.
+    let description: Vec<u8> = match &e["IEM_DESCRIPTION"] {
+        serde_json::Value::String(s) => s.clone().into_bytes(),
+        serde_json::Value::Array(bytes) => {
+            bytes.iter().map(|b| b.as_u64().unwrap() as u8).collect()
+        }
+        other => panic!("IEM_DESCRIPTION {other}"),
+    };
+    assert_eq!(description, b"HUNG_FOM_NOTIFY\ndiff_in_sec=13");
+    assert_eq!(e["MESSAGE_ID"].as_str().unwrap().len(), 32, "{e}");
+
+    let e = &entries[1];
+    assert_eq!(e["SYSLOG_IDENTIFIER"], "big");
+    assert_eq!(
+        e["MESSAGE"].as_str().unwrap(),
+        format!("IEC:ES0030010001:{big}")
+    );
+
+    // The default syslog datagram, on journald's own /dev/log socket: journald takes the tag and
+    // pid from it and keeps exactly the IEM as MESSAGE.
+    let dev_log = journald.socket.with_file_name("dev-log");
+    let out = run(iemctl()
+        .args([
+            "emit", "--to", "syslog", "--tag", "s3server", "--pid", "1234", "--socket",
+        ])
+        .arg(&dev_log)
+        .args(["ES0030010001", "via dev-log"]));
+    assert!(out.status.success());
+    let entries = journald.entries_with("SYSLOG_PID", 3);
+    let e = entries
+        .iter()
+        .find(|e| e["SYSLOG_IDENTIFIER"] == "s3server")
+        .unwrap_or_else(|| panic!("{entries:?}"));
+    assert_eq!(e["SYSLOG_PID"], "1234");
+    assert_eq!(e["PRIORITY"], "3");
+    assert_eq!(e["MESSAGE"], "IEC:ES0030010001:via dev-log");
 }

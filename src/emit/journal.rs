@@ -36,9 +36,15 @@ pub fn fields(record: &Record, identity: &Identity) -> Vec<(&'static str, Vec<u8
         ("SYSLOG_PID", identity.pid.to_string().into_bytes()),
         ("MESSAGE_ID", message_id(code).into_bytes()),
         ("IEM_CODE", code.to_string().into_bytes()),
-        ("IEM_SEVERITY", code.severity.letter().to_string().into_bytes()),
+        (
+            "IEM_SEVERITY",
+            code.severity.letter().to_string().into_bytes(),
+        ),
         ("IEM_SOURCE", code.source.letter().to_string().into_bytes()),
-        ("IEM_COMPONENT", format!("{:03x}", code.component).into_bytes()),
+        (
+            "IEM_COMPONENT",
+            format!("{:03x}", code.component).into_bytes(),
+        ),
         ("IEM_MODULE", format!("{:03x}", code.module).into_bytes()),
         ("IEM_EVENT", format!("{:04x}", code.event).into_bytes()),
         ("IEM_DESCRIPTION", record.raw_message.clone().into_bytes()),

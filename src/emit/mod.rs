@@ -4,7 +4,7 @@
 //! - this file: validating the code and the fields, escaping the message, the [`Record`] and the
 //!   [`Emitter`] that writes records through one [`Transport`];
 //! - `journal`: the native journald protocol (datagram, binary values, sealed memfd for large ones);
-//! - `syslog`: RFC 5424 / RFC 3164 datagrams for `/dev/log` and the file line for stdout.
+//! - `syslog`: RFC 3164 (syslog(3) form) / RFC 5424 datagrams for `/dev/log` and the file line for stdout.
 //!
 //! What one emit writes is always one record: the message is escaped (see [`escape_message`]) so
 //! that no newline, carriage return, NUL, control character or ANSI escape survives into the log
@@ -170,8 +170,7 @@ pub fn parse_field(field: Field, s: &str) -> Result<u16, EmitError> {
         .or_else(|| s.strip_prefix("0X"))
         .unwrap_or(s);
     let width = if field == Field::Event { 4 } else { 3 };
-    if digits.is_empty() || digits.len() > width || !digits.bytes().all(|b| b.is_ascii_hexdigit())
-    {
+    if digits.is_empty() || digits.len() > width || !digits.bytes().all(|b| b.is_ascii_hexdigit()) {
         return Err(fail(format!("expected 1 to {width} hex digits")));
     }
     let value = u16::from_str_radix(digits, 16).map_err(|e| fail(e.to_string()))?;
@@ -453,9 +452,7 @@ impl Emitter {
                     SyslogFormat::Rfc5424 => {
                         syslog::rfc5424(record, &self.identity, facility, &self.host, now)
                     }
-                    SyslogFormat::Rfc3164 => {
-                        syslog::rfc3164(record, &self.identity, facility, &self.host, now)
-                    }
+                    SyslogFormat::Rfc3164 => syslog::rfc3164(record, &self.identity, facility, now),
                 };
                 let sock = self.socket(&socket)?;
                 sock.send_to(line.as_bytes(), &socket)

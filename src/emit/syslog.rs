@@ -1,5 +1,11 @@
-//! Syslog shapes of one record: RFC 5424 and RFC 3164 datagrams for `/dev/log`, and the line a
-//! syslog file holds (rsyslog's `RSYSLOG_FileFormat`) for `--to stdout`.
+//! Syslog shapes of one record: RFC 3164 (the local syslog(3) form) and RFC 5424 datagrams for
+//! `/dev/log`, and the line a syslog file holds (rsyslog's `RSYSLOG_FileFormat`) for `--to stdout`.
+//!
+//! The default datagram is the syslog(3) form `<PRI>Mmm dd hh:mm:ss TAG[PID]: MSG`, without a
+//! host name: it is the only form both local readers of `/dev/log` parse. journald's syslog socket
+//! keeps an RFC 5424 header or a host name as part of MESSAGE and loses the identifier (checked
+//! against systemd-journald), and rsyslog's imuxsock with its default special parser does the same
+//! (rsyslog issue #4749; its docs: "local log sockets do not contain hostnames").
 
 use chrono::{DateTime, FixedOffset};
 
@@ -8,10 +14,11 @@ use super::{Identity, Record, priority};
 /// The datagram format for `--to syslog`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum SyslogFormat {
-    /// `<PRI>1 TIMESTAMP HOST TAG PID CODE - IEC:...` (MSGID is the IEM code).
-    Rfc5424,
-    /// `<PRI>Mmm dd hh:mm:ss HOST TAG[PID]: IEC:...`
+    /// `<PRI>Mmm dd hh:mm:ss TAG[PID]: IEC:...`, as syslog(3) writes to `/dev/log`.
     Rfc3164,
+    /// `<PRI>1 TIMESTAMP HOST TAG PID CODE - IEC:...` (MSGID is the IEM code), for readers
+    /// configured to parse it (rsyslog `useSpecialParser="off"`).
+    Rfc5424,
 }
 
 impl SyslogFormat {
@@ -96,19 +103,18 @@ pub fn rfc5424(
     )
 }
 
-/// RFC 3164: `<PRI>Nov 21 22:50:01 host tag[pid]: IEC:CODE:msg`.
+/// RFC 3164 as syslog(3) sends it to the local socket, without a host name (the reader adds it):
+/// `<PRI>Nov 21 22:50:01 tag[pid]: IEC:CODE:msg`.
 pub fn rfc3164(
     record: &Record,
     identity: &Identity,
     facility: Facility,
-    host: &str,
     now: DateTime<FixedOffset>,
 ) -> String {
     format!(
-        "<{}>{} {} {}[{}]: {}",
+        "<{}>{} {}[{}]: {}",
         pri(record, facility),
         now.format("%b %e %H:%M:%S"),
-        host,
         identity.tag,
         identity.pid,
         record.text()
@@ -139,7 +145,8 @@ mod tests {
     use crate::emit::parse_code;
 
     fn fixture() -> (Record, Identity, DateTime<FixedOffset>) {
-        let record = Record::new(parse_code("ES0030010001").unwrap(), "no auth", None, 100).unwrap();
+        let record =
+            Record::new(parse_code("ES0030010001").unwrap(), "no auth", None, 100).unwrap();
         let identity = Identity::new("s3server", 1234).unwrap();
         let now = DateTime::parse_from_rfc3339("2026-11-01T02:50:01.123456+01:00").unwrap();
         (record, identity, now)
@@ -155,8 +162,8 @@ mod tests {
         );
         let local3 = Facility::from_name("LOCAL3").unwrap();
         assert_eq!(
-            rfc3164(&r, &id, local3, "node1", now),
-            "<155>Nov  1 02:50:01 node1 s3server[1234]: IEC:ES0030010001:no auth"
+            rfc3164(&r, &id, local3, now),
+            "<155>Nov  1 02:50:01 s3server[1234]: IEC:ES0030010001:no auth"
         );
         assert_eq!(
             file_line(&r, &id, "node1", now),
@@ -169,7 +176,10 @@ mod tests {
         assert_eq!(Facility::from_name("daemon"), Some(Facility(3)));
         assert_eq!(Facility::from_name("local8"), None);
         assert_eq!(Facility::names().count(), 20);
-        assert_eq!(SyslogFormat::from_name("RFC3164"), Some(SyslogFormat::Rfc3164));
+        assert_eq!(
+            SyslogFormat::from_name("RFC3164"),
+            Some(SyslogFormat::Rfc3164)
+        );
         assert_eq!(SyslogFormat::from_name("json"), None);
     }
 }

@@ -28,6 +28,13 @@ Exit status: 0 written; 2 usage or validation error; 3 transport unavailable.";
 #[derive(clap::Args)]
 #[command(after_help = EXAMPLES)]
 pub struct Args {
+    // Boxed: the options would make `iemctl`'s subcommand enum lopsided.
+    #[command(flatten)]
+    options: Box<Options>,
+}
+
+#[derive(clap::Args)]
+struct Options {
     /// `CODE MESSAGE`, or just `MESSAGE` with --severity/--source/--component/--module/--event.
     /// MESSAGE `-` reads one message per line from stdin, each its own record (blank lines are
     /// skipped). Put `--` before a message that starts with `-`.
@@ -66,8 +73,10 @@ pub struct Args {
     /// (with --to journald or --to syslog).
     #[arg(long, value_name = "PATH")]
     socket: Option<PathBuf>,
-    /// Syslog datagram format.
-    #[arg(long, value_enum, default_value = "rfc5424")]
+    /// Syslog datagram format: rfc3164 is what syslog(3) sends to /dev/log (no host name), the
+    /// only form journald and rsyslog's default /dev/log parser read; rfc5424 for readers set up
+    /// for it.
+    #[arg(long, value_enum, default_value = "rfc3164")]
     syslog_format: Format,
     /// Syslog facility name (kern, user, daemon, local0..local7, ...).
     #[arg(long, default_value = "user")]
@@ -90,8 +99,8 @@ enum To {
 
 #[derive(Clone, Copy, clap::ValueEnum)]
 enum Format {
-    Rfc5424,
     Rfc3164,
+    Rfc5424,
 }
 
 /// CATALOG CALL SITE — the lead wires this to the catalog:
@@ -132,7 +141,7 @@ fn usage(field: &'static str, reason: &str) -> EmitError {
     }
 }
 
-fn plan(args: Args) -> Result<Plan, EmitError> {
+fn plan(args: Options) -> Result<Plan, EmitError> {
     let parts = [
         &args.severity,
         &args.source,
@@ -141,22 +150,14 @@ fn plan(args: Args) -> Result<Plan, EmitError> {
         &args.event,
     ];
     let (code, message) = if parts.iter().any(|p| p.is_some()) {
-        let (
-            Some(severity),
-            Some(source),
-            Some(component),
-            Some(module),
-            Some(event),
-            [message],
-        ) = (
+        let (Some(severity), Some(source), Some(component), Some(module), Some(event), [message]) = (
             &args.severity,
             &args.source,
             &args.component,
             &args.module,
             &args.event,
             args.args.as_slice(),
-        )
-        else {
+        ) else {
             return Err(usage(
                 "arguments",
                 "with --severity/--source/--component/--module/--event, give all five and \
@@ -238,7 +239,7 @@ fn plan(args: Args) -> Result<Plan, EmitError> {
 /// Emits every record; returns the exit status (2 when a stdin line was refused), or the
 /// first error that stops everything (a bad argument, an unavailable transport).
 fn emit_all(args: Args) -> Result<u8, EmitError> {
-    let plan = plan(args)?;
+    let plan = plan(*args.options)?;
     if !emit::check_catalog(&plan.code, catalog_knows, plan.strict)? {
         eprintln!(
             "iemctl emit: warning: IEM code {} is not in the catalog (written anyway; --strict refuses it)",

@@ -103,15 +103,6 @@ enum Format {
     Rfc5424,
 }
 
-/// CATALOG CALL SITE — the lead wires this to the catalog:
-/// `iemd::catalog::Catalog::builtin().lookup(code).is_some()` (`code` is the canonical
-/// 12-character code, e.g. `ES0030010001`). Until then no catalog is compiled in and every code
-/// counts as unknown: a warning on stderr, and `--strict` refuses.
-fn catalog_knows(code: &str) -> bool {
-    let _ = code;
-    false
-}
-
 pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     match emit_all(args) {
         Ok(status) => Ok(ExitCode::from(status)),
@@ -240,7 +231,14 @@ fn plan(args: Options) -> Result<Plan, EmitError> {
 /// first error that stops everything (a bad argument, an unavailable transport).
 fn emit_all(args: Args) -> Result<u8, EmitError> {
     let plan = plan(*args.options)?;
-    if !emit::check_catalog(&plan.code, catalog_knows, plan.strict)? {
+    if !emit::check_catalog(
+        &plan.code,
+        iemd::catalog::Catalog::builtin()
+            .lookup(&plan.code)
+            .event
+            .is_some(),
+        plan.strict,
+    )? {
         eprintln!(
             "iemctl emit: warning: IEM code {} is not in the catalog (written anyway; --strict refuses it)",
             plan.code

@@ -597,15 +597,11 @@ struct Sink<'a> {
 impl Sink<'_> {
     /// Sends one line, waiting for room. False when cancelled or the receiver is gone.
     async fn send(&mut self, line: SourceLine) -> bool {
+        SourceMetrics::add(&self.metrics.lines_read_total, 1);
         tokio::select! {
             biased;
             _ = self.token.cancelled() => false,
-            r = self.tx.send(line) => {
-                if r.is_ok() {
-                    SourceMetrics::add(&self.metrics.lines_read_total, 1);
-                }
-                r.is_ok()
-            }
+            r = self.tx.send(line) => r.is_ok(),
         }
     }
 }

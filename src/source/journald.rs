@@ -210,6 +210,7 @@ impl JournaldSource {
                     truncated: false,
                     position: Position::Journal(JournalPosition { cursor }),
                 };
+                SourceMetrics::add(&self.metrics.lines_read_total, 1);
                 let sent = tokio::select! {
                     biased;
                     _ = token.cancelled() => false,
@@ -220,7 +221,6 @@ impl JournaldSource {
                     let _ = child.wait().await;
                     return Flow::Stop;
                 }
-                SourceMetrics::add(&self.metrics.lines_read_total, 1);
             }
         }
         match child.wait().await {

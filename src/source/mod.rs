@@ -76,7 +76,7 @@ pub struct JournalPosition {
 /// Counters of one source, for the pipeline to export (names as exported, label `source`).
 #[derive(Debug, Default)]
 pub struct SourceMetrics {
-    /// `source_lines_read_total`: lines sent downstream.
+    /// `source_lines_read_total`: lines read and handed to the channel.
     pub lines_read_total: AtomicU64,
     /// `source_bytes_read_total`: bytes consumed from files / journalctl stdout, terminators included.
     pub bytes_read_total: AtomicU64,

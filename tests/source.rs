@@ -233,7 +233,10 @@ async fn copytruncate_under_writes_delivers_what_survives() {
     }
     let numbers: HashSet<u64> = check_once_in_order(&got).into_iter().collect();
     let missing: Vec<&u64> = survived.difference(&numbers).collect();
-    assert!(missing.is_empty(), "lines in the copy or the file never arrived: {missing:?}");
+    assert!(
+        missing.is_empty(),
+        "lines in the copy or the file never arrived: {missing:?}"
+    );
     // What neither file holds (written between the copy and the truncation) cannot be read.
     let lost = TOTAL as usize - survived.len();
     eprintln!("copytruncate: {lost} lines were written between the copy and the truncation");
@@ -337,7 +340,10 @@ async fn partial_long_and_binary_lines() {
     assert_eq!(got.len(), 1);
     assert_eq!(text(&got[0]), "no newline yet");
     assert!(!got[0].truncated);
-    assert!(waited >= Duration::from_millis(250), "flushed after {waited:?}");
+    assert!(
+        waited >= Duration::from_millis(250),
+        "flushed after {waited:?}"
+    );
 
     // Too long: cut at the maximum, marked, the rest of the line skipped.
     let long = vec![b'x'; 5000];
@@ -500,7 +506,10 @@ async fn journald_reads_real_journal_files_and_resumes_after_the_cursor() {
     let binary: &[u8] = b"IEC:ES0030010001:bad \xff\xfe bytes\nsecond line";
     write_journal(
         &jdir,
-        &[b"IEC:ES0030010001:S3 server cannot connect to auth server.", binary],
+        &[
+            b"IEC:ES0030010001:S3 server cannot connect to auth server.",
+            binary,
+        ],
     );
     let mut src = start_journal(&jdir, None);
     let got = src.take(2, Duration::from_secs(10)).await;
@@ -584,11 +593,45 @@ fn file_identity_survives_rename() {
     let before = iemd::source::identity::FileFacts::of(&File::open(&p).unwrap()).unwrap();
     std::fs::rename(&p, d.path().join("m.1")).unwrap();
     let after =
-        iemd::source::identity::FileFacts::of(&File::open(d.path().join("m.1")).unwrap())
-            .unwrap();
+        iemd::source::identity::FileFacts::of(&File::open(d.path().join("m.1")).unwrap()).unwrap();
     assert_eq!(before.fingerprint, after.fingerprint);
     assert_eq!(
         before.ino,
         std::fs::metadata(d.path().join("m.1")).unwrap().ino()
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn copytruncate_behind_the_reader_is_finished_from_the_copy() {
+    let d = tempfile::tempdir().unwrap();
+    let path = d.path().join("app.log");
+    {
+        let mut f = append(&path);
+        for i in 0..2000 {
+            f.write_all(line(i).as_bytes()).unwrap();
+        }
+    }
+    // A channel of one: the reader is held back in the first 64 KiB while the file is rotated.
+    let mut src = start_files(&file_config(vec![path.clone()]), vec![], 1);
+    let mut got = src.take(5, Duration::from_secs(5)).await;
+    std::fs::copy(&path, d_join(&path, ".1")).unwrap();
+    OpenOptions::new()
+        .write(true)
+        .open(&path)
+        .unwrap()
+        .set_len(0)
+        .unwrap();
+    {
+        let mut f = append(&path);
+        for i in 2000..2010 {
+            f.write_all(line(i).as_bytes()).unwrap();
+        }
+    }
+    got.extend(src.take(2005, Duration::from_secs(15)).await);
+    assert_eq!(check_once_in_order(&got), (0..2010).collect::<Vec<_>>());
+    // The copied lines keep the identity they had in the original file.
+    let fp0 = file_pos(&got[0]).fingerprint;
+    assert!(got[..2000].iter().all(|l| file_pos(l).fingerprint == fp0));
+    assert_eq!(src.metrics.snapshot().rotations_total, 1);
+    src.stop().await;
 }

@@ -140,9 +140,12 @@ impl CheckpointStore {
         let mut inner = self.lock();
         match position {
             Position::File(f) => {
-                let key = f.path.to_str().ok_or_else(|| CheckpointError::PathNotUtf8 {
-                    path: f.path.clone(),
-                })?;
+                let key = f
+                    .path
+                    .to_str()
+                    .ok_or_else(|| CheckpointError::PathNotUtf8 {
+                        path: f.path.clone(),
+                    })?;
                 inner.state.files.insert(key.to_string(), f.clone());
             }
             Position::Journal(j) => {
@@ -249,7 +252,9 @@ mod tests {
 
         let again = CheckpointStore::open(&state).unwrap();
         assert_eq!(
-            again.file(Path::new("/var/log/messages")).map(Position::File),
+            again
+                .file(Path::new("/var/log/messages"))
+                .map(Position::File),
             Some(file_pos("/var/log/messages", 200))
         );
         assert_eq!(again.files().len(), 1);

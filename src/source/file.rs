@@ -140,9 +140,9 @@ impl FileSource {
             if tick || rescan.swap(false, Ordering::Relaxed) {
                 self.watch_dirs(&mut watcher, &mut watched);
                 for path in self.expand() {
-                    if !tracked.contains_key(&path) {
-                        let t = self.discover(&path, at_startup);
-                        tracked.insert(path, t);
+                    if let std::collections::btree_map::Entry::Vacant(e) = tracked.entry(path) {
+                        let t = self.discover(e.key(), at_startup);
+                        e.insert(t);
                     }
                 }
                 at_startup = false;
@@ -303,9 +303,7 @@ impl FileSource {
             let same = std::fs::metadata(&t.path)
                 .map(|m| m.dev() == r.dev && m.ino() == r.ino)
                 .unwrap_or(false);
-            if !same
-                && let Some(mut old) = t.current.take()
-            {
+            if !same && let Some(mut old) = t.current.take() {
                 tracing::info!(source = %self.name, path = %t.path.display(), "file rotated (renamed or removed)");
                 SourceMetrics::add(&self.metrics.rotations_total, 1);
                 old.last_data = Instant::now();
@@ -321,8 +319,7 @@ impl FileSource {
             if !self.read_available(&t.path, r, out).await {
                 return false;
             }
-            if r
-                .partial_since
+            if r.partial_since
                 .is_some_and(|s| s.elapsed() >= self.partial_timeout)
                 && !self.flush_partial(&t.path, r, out).await
             {
@@ -350,7 +347,10 @@ impl FileSource {
                 }
                 continue;
             }
-            match self.read_chunk(path, r, size, &mut buf, &mut lines, out).await {
+            match self
+                .read_chunk(path, r, size, &mut buf, &mut lines, out)
+                .await
+            {
                 Chunk::Read => {}
                 Chunk::End => return true,
                 Chunk::Stop => return false,
@@ -366,7 +366,10 @@ impl FileSource {
             return true;
         };
         loop {
-            match self.read_chunk(path, r, size, &mut buf, &mut lines, out).await {
+            match self
+                .read_chunk(path, r, size, &mut buf, &mut lines, out)
+                .await
+            {
                 Chunk::Read => {}
                 Chunk::End => return self.flush_partial(path, r, out).await,
                 Chunk::Stop => return false,

@@ -195,7 +195,10 @@ mod tests {
             (PathBuf::from("messages.1"), facts(1, 10, 800, 77)), // renamed original
             (PathBuf::from("messages.2"), facts(1, 30, 900, 66)),
         ];
-        assert_eq!(pick_rotated(&c, &cands).unwrap().0, PathBuf::from("messages.1"));
+        assert_eq!(
+            pick_rotated(&c, &cands).unwrap().0,
+            PathBuf::from("messages.1")
+        );
         assert_eq!(
             pick_rotated(&c, &cands[..1]).unwrap().0,
             PathBuf::from("messages.0")
@@ -208,7 +211,13 @@ mod tests {
     #[test]
     fn candidates_are_name_prefixed_uncompressed_siblings() {
         let d = tempfile::tempdir().unwrap();
-        for n in ["messages", "messages.1", "messages.2.gz", "messages-2026", "other"] {
+        for n in [
+            "messages",
+            "messages.1",
+            "messages.2.gz",
+            "messages-2026",
+            "other",
+        ] {
             std::fs::write(d.path().join(n), b"l\n").unwrap();
         }
         let names: Vec<String> = rotated_candidates(&d.path().join("messages"))

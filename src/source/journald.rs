@@ -227,7 +227,9 @@ impl JournaldSource {
             Ok(status) => {
                 tracing::warn!(source = %self.name, %status, "journalctl exited; restarting")
             }
-            Err(e) => tracing::warn!(source = %self.name, error = %e, "journalctl lost; restarting"),
+            Err(e) => {
+                tracing::warn!(source = %self.name, error = %e, "journalctl lost; restarting")
+            }
         }
         Flow::Exited
     }
@@ -286,15 +288,13 @@ mod tests {
 
         cfg.start_at = JournalStartAt::Beginning;
         cfg.directory = None;
-        let s = JournaldSource::new(
-            &cfg,
-            Some(JournalPosition {
-                cursor: "c".into(),
-            }),
-        );
+        let s = JournaldSource::new(&cfg, Some(JournalPosition { cursor: "c".into() }));
         let a = s.args(None);
         assert!(!a.iter().any(|x| x.to_string_lossy().starts_with("--since")));
-        assert!(!a.iter().any(|x| x.to_string_lossy().starts_with("--directory")));
+        assert!(
+            !a.iter()
+                .any(|x| x.to_string_lossy().starts_with("--directory"))
+        );
         assert_eq!(s.cursor.as_deref(), Some("c"));
     }
 }

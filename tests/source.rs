@@ -576,8 +576,9 @@ async fn journalctl_that_exits_is_restarted_with_backoff() {
     let task = tokio::spawn(async move { src.run(tx, t).await.unwrap() });
     tokio::time::sleep(Duration::from_millis(1000)).await;
     let restarts = metrics.snapshot().journalctl_restarts_total;
-    // 100 + 200 + 400 ms of backoff fit in a second, 800 more do not.
-    assert!((2..=4).contains(&restarts), "{restarts} restarts");
+    // 100 + 200 + 400 ms of backoff fit in a second, 800 more do not; without backoff there
+    // would be hundreds.
+    assert!((1..=4).contains(&restarts), "{restarts} restarts");
     token.cancel();
     tokio::time::timeout(Duration::from_secs(5), task)
         .await

@@ -12,8 +12,8 @@
 //! spool's acked position a prefix of the log.
 
 use std::borrow::Cow;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use futures_util::StreamExt;
@@ -25,7 +25,9 @@ use lapin::options::{
 use lapin::tcp::{OwnedIdentity, OwnedTLSConfig};
 use lapin::types::{AMQPValue, FieldTable};
 use lapin::uri::{AMQPUri, AMQPUserInfo};
-use lapin::{BasicProperties, Channel, Confirmation, Connection, ConnectionProperties, ExchangeKind};
+use lapin::{
+    BasicProperties, Channel, Confirmation, Connection, ConnectionProperties, ExchangeKind,
+};
 use serde::Deserialize;
 
 use crate::alert::Alert;
@@ -98,7 +100,11 @@ pub struct Credentials {
 
 impl std::fmt::Debug for Credentials {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "Credentials {{ user: {:?}, password: \"***\" }}", self.user)
+        write!(
+            f,
+            "Credentials {{ user: {:?}, password: \"***\" }}",
+            self.user
+        )
     }
 }
 
@@ -209,7 +215,10 @@ struct Throttle {
 impl Throttle {
     fn ready(&mut self) -> Option<u64> {
         let now = Instant::now();
-        if self.last.is_none_or(|l| now.duration_since(l) >= self.every) {
+        if self
+            .last
+            .is_none_or(|l| now.duration_since(l) >= self.every)
+        {
             self.last = Some(now);
             Some(std::mem::take(&mut self.suppressed))
         } else {
@@ -294,7 +303,10 @@ pub fn message(config: &BrokerConfig, rec: &Record) -> Outgoing {
         (BodyFormat::V1, Ok(m)) => (
             routing_key(m),
             rec.payload.clone(),
-            m.schema.as_deref().unwrap_or(crate::alert::SCHEMA).to_string(),
+            m.schema
+                .as_deref()
+                .unwrap_or(crate::alert::SCHEMA)
+                .to_string(),
         ),
         (BodyFormat::Sspl, Ok(_)) => {
             let body = serde_json::from_slice::<Alert>(&rec.payload)
@@ -359,7 +371,9 @@ async fn connect(
         )
         .await?;
         let channel = conn.create_channel().await?;
-        channel.confirm_select(ConfirmSelectOptions::default()).await?;
+        channel
+            .confirm_select(ConfirmSelectOptions::default())
+            .await?;
         declare(config, &channel).await?;
         Ok::<_, ConnectError>(Session { conn, channel })
     };
@@ -387,7 +401,10 @@ async fn declare(config: &BrokerConfig, channel: &Channel) -> Result<(), lapin::
     if let Some(q) = &config.queue {
         let mut args = FieldTable::default();
         if q.kind == QueueKind::Quorum {
-            args.insert("x-queue-type".into(), AMQPValue::LongString("quorum".into()));
+            args.insert(
+                "x-queue-type".into(),
+                AMQPValue::LongString("quorum".into()),
+            );
         }
         channel
             .queue_declare(
@@ -416,7 +433,9 @@ async fn declare(config: &BrokerConfig, channel: &Channel) -> Result<(), lapin::
 enum Ended {
     Shutdown,
     /// Something was not confirmed; `reconnect` when the connection or channel is unusable.
-    Failed { reconnect: bool },
+    Failed {
+        reconnect: bool,
+    },
 }
 
 /// Drains `reader` to the broker until shutdown is requested. A broker that is away is retried
@@ -483,7 +502,10 @@ pub async fn run(
             }
         };
         stats.set_connected(idx, false);
-        let _ = session.conn.close(200, "iemd publisher closing".into()).await;
+        let _ = session
+            .conn
+            .close(200, "iemd publisher closing".into())
+            .await;
         reader.persist()?;
         match ended {
             Ended::Shutdown => return Ok(()),
@@ -612,7 +634,10 @@ fn settle(
         }
         Ok(Confirmation::Nack(_)) => {
             stats.nacks_total.fetch_add(1, Ordering::Relaxed);
-            tracing::warn!(seq, "broker nacked an alert; it stays in the spool and is retried");
+            tracing::warn!(
+                seq,
+                "broker nacked an alert; it stays in the spool and is retried"
+            );
             false
         }
         Ok(Confirmation::NotRequested) => {
@@ -624,6 +649,95 @@ fn settle(
             false
         }
     }
+}
+
+/// The outcome of a one-shot publish (`iemctl replay --publish`).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct SendReport {
+    pub delivered: u64,
+    /// Seqs the broker did not confirm as delivered (nack, return, or no confirm).
+    pub failed: Vec<u64>,
+}
+
+/// Publishes `records` once, in order, through the first reachable broker, waiting for every
+/// confirm; `progress(done, total)` is called as confirms arrive. Does not touch any spool.
+pub async fn send_records(
+    config: &BrokerConfig,
+    records: &[Record],
+    mut progress: impl FnMut(u64, u64),
+) -> Result<SendReport, PublishError> {
+    let creds = credentials(config)?;
+    let tls = tls_config(config)?;
+    let mut session = None;
+    let mut failures = Vec::new();
+    for idx in connect_order(config.urls.len(), None) {
+        match connect(config, &config.urls[idx], &creds, &tls).await {
+            Ok(s) => {
+                session = Some(s);
+                break;
+            }
+            Err(e) => failures.push(format!("{}: {e}", redact_url(&config.urls[idx]))),
+        }
+    }
+    let Some(session) = session else {
+        return Err(PublishError::Url {
+            url: config
+                .urls
+                .iter()
+                .map(|u| redact_url(u))
+                .collect::<Vec<_>>()
+                .join(", "),
+            reason: format!("no broker reachable: {}", failures.join("; ")),
+        });
+    };
+    let stats = PublishStats::new(config, None);
+    let mut report = SendReport::default();
+    let total = records.len() as u64;
+    let mut inflight = FuturesOrdered::new();
+    let mandatory = BasicPublishOptions {
+        mandatory: true,
+        ..BasicPublishOptions::default()
+    };
+    let mut settle_one = |(seq, time_ms, res), report: &mut SendReport| {
+        let mut confirmed = None;
+        if settle(seq, time_ms, res, &stats, &mut confirmed) {
+            report.delivered += 1;
+        } else {
+            report.failed.push(seq);
+        }
+        progress(report.delivered + report.failed.len() as u64, total);
+    };
+    for rec in records {
+        if inflight.len() >= config.window
+            && let Some(done) = inflight.next().await
+        {
+            settle_one(done, &mut report);
+        }
+        let out = message(config, rec);
+        let (seq, time_ms) = (rec.seq, rec.time_ms);
+        match session
+            .channel
+            .basic_publish(
+                out.exchange.as_str().into(),
+                out.routing_key.as_str().into(),
+                mandatory,
+                &out.body,
+                out.properties,
+            )
+            .await
+        {
+            Ok(confirm) => inflight.push_back(async move { (seq, time_ms, confirm.await) }),
+            Err(e) => {
+                tracing::warn!(seq, error = %e, "publish failed");
+                report.failed.push(seq);
+            }
+        }
+    }
+    while let Some(done) = inflight.next().await {
+        settle_one(done, &mut report);
+    }
+    let _ = session.conn.close(200, "iemctl replay done".into()).await;
+    Ok(report)
 }
 
 #[cfg(test)]
@@ -645,7 +759,8 @@ mod tests {
         .unwrap();
         assert_eq!(routing_key(&m), "iem.error.s3");
         let m: Meta<'_> =
-            serde_json::from_str(r#"{"id":"a","kind":"iem","component":{"id":"0F3","name":null}}"#).unwrap();
+            serde_json::from_str(r#"{"id":"a","kind":"iem","component":{"id":"0F3","name":null}}"#)
+                .unwrap();
         assert_eq!(routing_key(&m), "iem.unknown.0f3");
         let m: Meta<'_> = serde_json::from_str(r#"{"id":"a","kind":"malformed"}"#).unwrap();
         assert_eq!(routing_key(&m), "iem.malformed");

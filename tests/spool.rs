@@ -1,6 +1,10 @@
 //! The spool on real files: torn-tail recovery, backpressure at the cap with a real publisher
 //! draining it, and `iemctl replay` run as a process.
 
+// The broker lock is held for a whole test on purpose; each test has its own runtime, so
+// blocking its thread while waiting for the lock is harmless.
+#![allow(clippy::await_holding_lock)]
+
 use std::sync::Arc;
 use std::time::Duration;
 

@@ -168,7 +168,10 @@ impl BrokerConfig {
                         ));
                     }
                     if url.starts_with("amqp://") && self.tls.is_some() {
-                        problems.push(Problem::new(key, "broker.tls is set but this URL is amqp://, not amqps://"));
+                        problems.push(Problem::new(
+                            key,
+                            "broker.tls is set but this URL is amqp://, not amqps://",
+                        ));
                     }
                 }
             }
@@ -182,7 +185,10 @@ impl BrokerConfig {
         if let Some(tls) = &self.tls
             && tls.cert_file.is_some() != tls.key_file.is_some()
         {
-            problems.push(Problem::new("broker.tls.key_file", "cert_file and key_file go together"));
+            problems.push(Problem::new(
+                "broker.tls.key_file",
+                "cert_file and key_file go together",
+            ));
         }
         if let Some(q) = &self.queue
             && q.name.is_empty()
@@ -199,7 +205,10 @@ impl BrokerConfig {
             ));
         }
         if self.connect_timeout_ms == 0 {
-            problems.push(Problem::new("broker.connect_timeout_ms", "must be at least 1"));
+            problems.push(Problem::new(
+                "broker.connect_timeout_ms",
+                "must be at least 1",
+            ));
         }
     }
 }

@@ -101,7 +101,12 @@ pub enum Source {
 }
 
 impl Source {
-    pub const ALL: [Source; 4] = [Source::Hardware, Source::Software, Source::Firmware, Source::Os];
+    pub const ALL: [Source; 4] = [
+        Source::Hardware,
+        Source::Software,
+        Source::Firmware,
+        Source::Os,
+    ];
 
     /// From the code letter, either case.
     pub fn from_letter(c: u8) -> Option<Source> {
@@ -180,15 +185,22 @@ pub struct Iem<'a> {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Reason {
     /// The code between the marker and the next `:` (or end) has the wrong length.
-    CodeLength { found: usize },
+    CodeLength {
+        found: usize,
+    },
     /// No `:` after the code.
     MissingSeparator,
     UnknownSeverity(char),
     UnknownSource(char),
     /// A field that must be hex digits is not.
-    NotHex { field: Field },
+    NotHex {
+        field: Field,
+    },
     /// A field outside its range (component 000, event 2710...).
-    OutOfRange { field: Field, value: u16 },
+    OutOfRange {
+        field: Field,
+        value: u16,
+    },
 }
 
 /// The numeric fields of a code.
@@ -537,16 +549,27 @@ mod tests {
         // Older releases: no count, the colon inside the text is part of the description.
         let i = iem("IEC: ES0020020006: IO error (42): Observed data accessibility issue.");
         assert_eq!(i.count, None);
-        assert_eq!(i.description, "IO error (42): Observed data accessibility issue.");
+        assert_eq!(
+            i.description,
+            "IO error (42): Observed data accessibility issue."
+        );
     }
 
     #[test]
     fn trailing_json_moves_to_extra() {
-        let i = iem(r#"IEC: ES0030050001: Fatal handler triggered: { "time": "a}b", "pid": 42, "q": "x\"}" }"#);
+        let i = iem(
+            r#"IEC: ES0030050001: Fatal handler triggered: { "time": "a}b", "pid": 42, "q": "x\"}" }"#,
+        );
         assert_eq!(i.description, "Fatal handler triggered");
-        assert_eq!(i.extra, Some(r#"{ "time": "a}b", "pid": 42, "q": "x\"}" }"#));
+        assert_eq!(
+            i.extra,
+            Some(r#"{ "time": "a}b", "pid": 42, "q": "x\"}" }"#)
+        );
         let i = iem(r#"IEC:ES0030010001:text {"a":{"b":[1,2]}}"#);
-        assert_eq!((i.description, i.extra), ("text", Some(r#"{"a":{"b":[1,2]}}"#)));
+        assert_eq!(
+            (i.description, i.extra),
+            ("text", Some(r#"{"a":{"b":[1,2]}}"#))
+        );
         // Unbalanced: stays in the description.
         let i = iem("IEC:ES0030010001:text }");
         assert_eq!((i.description, i.extra), ("text }", None));
@@ -562,30 +585,59 @@ mod tests {
             "The cluster has lost ssc-vm-1 server. Extra Info: host=ssc-vm-1; status=lost;"
         );
         // A balanced quote stays.
-        assert_eq!(iem(r#"IEC:WS0080010001:say "hi""#).description, r#"say "hi""#);
+        assert_eq!(
+            iem(r#"IEC:WS0080010001:say "hi""#).description,
+            r#"say "hi""#
+        );
     }
 
     #[test]
     fn malformed_reasons() {
-        assert_eq!(reason("IEC: 020001002: Drive removed"), Reason::CodeLength { found: 9 });
-        assert_eq!(reason("IEC: 0030050001: Fatal"), Reason::CodeLength { found: 10 });
-        assert_eq!(reason("IEC: TS0020010001: test"), Reason::UnknownSeverity('T'));
-        assert_eq!(reason("IEC: EZ0020010001: test"), Reason::UnknownSource('Z'));
+        assert_eq!(
+            reason("IEC: 020001002: Drive removed"),
+            Reason::CodeLength { found: 9 }
+        );
+        assert_eq!(
+            reason("IEC: 0030050001: Fatal"),
+            Reason::CodeLength { found: 10 }
+        );
+        assert_eq!(
+            reason("IEC: TS0020010001: test"),
+            Reason::UnknownSeverity('T')
+        );
+        assert_eq!(
+            reason("IEC: EZ0020010001: test"),
+            Reason::UnknownSource('Z')
+        );
         assert_eq!(
             reason("IEC:ES0000010001:x"),
-            Reason::OutOfRange { field: Field::Component, value: 0 }
+            Reason::OutOfRange {
+                field: Field::Component,
+                value: 0
+            }
         );
         assert_eq!(
             reason("IEC:ES0010012710:x"),
-            Reason::OutOfRange { field: Field::Event, value: 0x2710 }
+            Reason::OutOfRange {
+                field: Field::Event,
+                value: 0x2710
+            }
         );
         assert_eq!(
             reason("IEC: ES  2  2   6: RPC"),
-            Reason::NotHex { field: Field::Component }
+            Reason::NotHex {
+                field: Field::Component
+            }
         );
-        assert_eq!(reason("IEC:ES0030010001 no colon"), Reason::MissingSeparator);
+        assert_eq!(
+            reason("IEC:ES0030010001 no colon"),
+            Reason::MissingSeparator
+        );
         assert_eq!(reason("IEC:ES0030010001"), Reason::MissingSeparator);
-        assert_eq!(reason("IEC:ES0030010001 text: more"), Reason::MissingSeparator);
+        assert_eq!(
+            reason("IEC:ES0030010001 text: more"),
+            Reason::MissingSeparator
+        );
         assert_eq!(reason("IEC:"), Reason::CodeLength { found: 0 });
     }
 
@@ -600,7 +652,10 @@ mod tests {
     fn first_valid_marker_wins() {
         let m = "IEC: 020001002: old IEC:ES0030010001:new IEC:EH0010010001:third";
         let i = iem(m);
-        assert_eq!((i.code.to_string().as_str(), i.marker_at), ("ES0030010001", 20));
+        assert_eq!(
+            (i.code.to_string().as_str(), i.marker_at),
+            ("ES0030010001", 20)
+        );
         assert_eq!(i.description, "new IEC:EH0010010001:third");
         let bad = "IEC: 020001002: a IEC:TS0010010001:b";
         assert_eq!(
@@ -634,7 +689,10 @@ mod tests {
         assert_eq!(blanks("  \tES"), Ok(("ES", "  \t")));
         assert_eq!(word("ES0030010001 x"), Ok((" x", "ES0030010001")));
         assert_eq!(json_object_start(r#"a {"k":"{"}"#), Some(2));
-        assert_eq!(split_extra(r#"TEXT: {"a":1}"#), ("TEXT", Some(r#"{"a":1}"#)));
+        assert_eq!(
+            split_extra(r#"TEXT: {"a":1}"#),
+            ("TEXT", Some(r#"{"a":1}"#))
+        );
         assert_eq!(strip_stray_quote(r#"x;""#), "x;");
     }
 }

@@ -10,7 +10,7 @@
 use nom::IResult;
 use nom::Parser;
 use nom::branch::alt;
-use nom::bytes::complete::{tag, take, take_till1, take_while_m_n};
+use nom::bytes::complete::tag;
 use nom::character::complete::{char, one_of};
 use nom::combinator::{eof, map, opt, recognize, value, verify};
 use nom::multi::many1_count;
@@ -101,7 +101,7 @@ fn header(input: &str) -> IResult<&str, Header<'_>> {
 /// `<PRI>`: facility * 8 + severity, at most 191.
 fn pri(input: &str) -> IResult<&str, u8> {
     let (input, _) = char('<')(input)?;
-    let (input, value) = verify(number::<u16>(1, 3), |v| *v <= 191).parse(input)?;
+    let (input, value) = verify(number(1, 3), |v| *v <= 191).parse(input)?;
     let (input, _) = char('>')(input)?;
     // Checked above: at most 191.
     Ok((input, value as u8))
@@ -139,7 +139,7 @@ fn file_header<'a>(
 
 /// The host name and the blank after it (or the end of the line).
 fn hostname(input: &str) -> IResult<&str, &str> {
-    let (input, host) = take_till1(|c| c == ' ')(input)?;
+    let (input, host) = till1(input, |c| c == b' ')?;
     let (input, _) = alt((tag(" "), eof)).parse(input)?;
     Ok((input, host))
 }
@@ -148,7 +148,7 @@ fn hostname(input: &str) -> IResult<&str, &str> {
 /// `python3.6`, `(sd-pam)`). A bare `IEC:` is not taken as a tag: it is the IEM marker of a
 /// message logged without one, and must stay in the message.
 fn tag_pid(input: &str) -> IResult<&str, (&str, Option<&str>)> {
-    let (input, program) = take_till1(|c| c == '[' || c == ':' || c == ' ')(input)?;
+    let (input, program) = till1(input, |c| matches!(c, b'[' | b':' | b' '))?;
     let (input, pid) = opt(pid).parse(input)?;
     if program == "IEC" && pid.is_none() {
         return Err(nom::Err::Error(nom::error::Error::new(
@@ -164,7 +164,7 @@ fn tag_pid(input: &str) -> IResult<&str, (&str, Option<&str>)> {
 /// `[pid]` after a tag.
 fn pid(input: &str) -> IResult<&str, &str> {
     let (input, _) = char('[')(input)?;
-    let (input, pid) = take_till1(|c| c == ']' || c == ' ')(input)?;
+    let (input, pid) = till1(input, |c| c == b']' || c == b' ')?;
     let (input, _) = char(']')(input)?;
     Ok((input, pid))
 }
@@ -173,14 +173,14 @@ fn pid(input: &str) -> IResult<&str, &str> {
 fn rfc3164_timestamp(input: &str) -> IResult<&str, Timestamp> {
     let (input, month) = month(input)?;
     let (input, _) = char(' ')(input)?;
-    let (input, day) =
-        alt((preceded(char(' '), number::<u8>(1, 1)), number::<u8>(1, 2))).parse(input)?;
+    let (input, day) = alt((preceded(char(' '), number(1, 1)), number(1, 2))).parse(input)?;
     let (input, _) = char(' ')(input)?;
     let (input, (hour, minute, second)) = clock(input)?;
     let ts = Timestamp {
         year: None,
         month,
-        day,
+        // At most two digits.
+        day: day as u8,
         hour,
         minute,
         second,
@@ -192,37 +192,42 @@ fn rfc3164_timestamp(input: &str) -> IResult<&str, Timestamp> {
 
 /// English month abbreviation, as 1..=12.
 fn month(input: &str) -> IResult<&str, u8> {
-    let (rest, name) = take(3usize)(input)?;
-    const MONTHS: [&str; 12] = [
-        "Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec",
-    ];
-    match MONTHS.iter().position(|m| *m == name) {
-        // position < 12.
-        Some(i) => Ok((rest, i as u8 + 1)),
-        None => Err(nom::Err::Error(nom::error::Error::new(
-            input,
-            nom::error::ErrorKind::Tag,
-        ))),
-    }
+    let m = match input.as_bytes().get(..3) {
+        Some(b"Jan") => 1,
+        Some(b"Feb") => 2,
+        Some(b"Mar") => 3,
+        Some(b"Apr") => 4,
+        Some(b"May") => 5,
+        Some(b"Jun") => 6,
+        Some(b"Jul") => 7,
+        Some(b"Aug") => 8,
+        Some(b"Sep") => 9,
+        Some(b"Oct") => 10,
+        Some(b"Nov") => 11,
+        Some(b"Dec") => 12,
+        _ => return fail(input, nom::error::ErrorKind::Tag),
+    };
+    // Three ASCII letters: a char boundary.
+    Ok((&input[3..], m))
 }
 
 /// `HH:MM:SS`.
 fn clock(input: &str) -> IResult<&str, (u8, u8, u8)> {
-    let (input, hour) = number::<u8>(2, 2)(input)?;
+    let (input, hour) = digits2(input)?;
     let (input, _) = char(':')(input)?;
-    let (input, minute) = number::<u8>(2, 2)(input)?;
+    let (input, minute) = digits2(input)?;
     let (input, _) = char(':')(input)?;
-    let (input, second) = number::<u8>(2, 2)(input)?;
+    let (input, second) = digits2(input)?;
     Ok((input, (hour, minute, second)))
 }
 
 /// RFC 3339 timestamp `2026-11-21T22:50:01.123456+00:00` (fraction optional, `Z` allowed).
 fn rfc3339_timestamp(input: &str) -> IResult<&str, Timestamp> {
-    let (input, year) = number::<u32>(4, 4)(input)?;
+    let (input, year) = number(4, 4)(input)?;
     let (input, _) = char('-')(input)?;
-    let (input, month) = number::<u8>(2, 2)(input)?;
+    let (input, month) = digits2(input)?;
     let (input, _) = char('-')(input)?;
-    let (input, day) = number::<u8>(2, 2)(input)?;
+    let (input, day) = digits2(input)?;
     let (input, _) = one_of("Tt")(input)?;
     let (input, (hour, minute, second)) = clock(input)?;
     let (input, nanos) = opt(fraction).parse(input)?;
@@ -244,7 +249,7 @@ fn rfc3339_timestamp(input: &str) -> IResult<&str, Timestamp> {
 /// `.123456` as nanoseconds; digits past the ninth are read and dropped.
 fn fraction(input: &str) -> IResult<&str, u32> {
     let (input, _) = char('.')(input)?;
-    let (input, digits) = take_till1(|c: char| !c.is_ascii_digit())(input)?;
+    let (input, digits) = till1(input, |c| !c.is_ascii_digit())?;
     let mut nanos: u32 = 0;
     for i in 0..9 {
         let d = digits.as_bytes().get(i).map_or(0, |b| b - b'0');
@@ -258,12 +263,7 @@ fn utc_offset(input: &str) -> IResult<&str, i32> {
     alt((
         value(0, one_of("Zz")),
         map(
-            (
-                one_of("+-"),
-                number::<u8>(2, 2),
-                char(':'),
-                number::<u8>(2, 2),
-            ),
+            (one_of("+-"), digits2, char(':'), digits2),
             |(sign, h, _, m)| {
                 let secs = i32::from(h) * 3600 + i32::from(m) * 60;
                 if sign == '-' { -secs } else { secs }
@@ -275,7 +275,7 @@ fn utc_offset(input: &str) -> IResult<&str, i32> {
 
 /// RFC 5424 after its `<PRI>`: `1 TS HOST APP PROCID MSGID SD [BOM]MSG`.
 fn rfc5424(input: &str, priority: u8) -> IResult<&str, Header<'_>> {
-    let (input, _) = number::<u8>(1, 3)(input)?;
+    let (input, _) = number(1, 3)(input)?;
     let (input, _) = char(' ')(input)?;
     let (input, timestamp) =
         alt((value(None, char('-')), map(rfc3339_timestamp, Some))).parse(input)?;
@@ -304,7 +304,7 @@ fn rfc5424(input: &str, priority: u8) -> IResult<&str, Header<'_>> {
 
 /// One space-terminated RFC 5424 header field; `-` is nil.
 fn nil_or_word(input: &str) -> IResult<&str, Option<&str>> {
-    let (input, word) = take_till1(|c| c == ' ')(input)?;
+    let (input, word) = till1(input, |c| c == b' ')?;
     let (input, _) = char(' ')(input)?;
     Ok((input, if word == "-" { None } else { Some(word) }))
 }
@@ -329,7 +329,9 @@ fn sd_element(input: &str) -> IResult<&str, ()> {
 
 /// An SD-ID or PARAM-NAME: printable ASCII except `=`, blank, `]`, `"`.
 fn sd_name(input: &str) -> IResult<&str, &str> {
-    take_till1(|c: char| matches!(c, '=' | ' ' | ']' | '"') || !c.is_ascii_graphic())(input)
+    till1(input, |c| {
+        matches!(c, b'=' | b' ' | b']' | b'"') || !c.is_ascii_graphic()
+    })
 }
 
 /// ` name="value"`, the value with `\"`, `\]` and `\\` escapes, returned raw.
@@ -366,18 +368,43 @@ fn sd_value(input: &str) -> IResult<&str, &str> {
     )))
 }
 
-/// A decimal number of `min..=max` digits.
-fn number<T: std::str::FromStr>(min: usize, max: usize) -> impl Fn(&str) -> IResult<&str, T> {
+/// A decimal number of `min..=max` digits (at most 9, so it fits in `u32`).
+fn number(min: usize, max: usize) -> impl Fn(&str) -> IResult<&str, u32> {
     move |input| {
-        let (rest, digits) = take_while_m_n(min, max, |c: char| c.is_ascii_digit())(input)?;
-        match digits.parse::<T>() {
-            Ok(v) => Ok((rest, v)),
-            Err(_) => Err(nom::Err::Error(nom::error::Error::new(
-                input,
-                nom::error::ErrorKind::Digit,
-            ))),
+        let b = input.as_bytes();
+        let mut value: u32 = 0;
+        let mut n = 0;
+        while n < max && n < b.len() && b[n].is_ascii_digit() {
+            value = value * 10 + u32::from(b[n] - b'0');
+            n += 1;
         }
+        if n < min {
+            return fail(input, nom::error::ErrorKind::Digit);
+        }
+        // Digits are ASCII: `n` is a char boundary.
+        Ok((&input[n..], value))
     }
+}
+
+/// Exactly two decimal digits.
+fn digits2(input: &str) -> IResult<&str, u8> {
+    // At most 99: fits in u8.
+    number(2, 2)(input).map(|(rest, v)| (rest, v as u8))
+}
+
+/// A non-empty run of bytes up to the first byte matching `stop` (always an ASCII byte, so the
+/// split falls on a char boundary).
+fn till1(input: &str, stop: impl Fn(u8) -> bool) -> IResult<&str, &str> {
+    let n = input.bytes().position(stop).unwrap_or(input.len());
+    if n == 0 {
+        return fail(input, nom::error::ErrorKind::TakeTill1);
+    }
+    Ok((&input[n..], &input[..n]))
+}
+
+/// A recoverable nom error at `input`.
+fn fail<T>(input: &str, kind: nom::error::ErrorKind) -> IResult<&str, T> {
+    Err(nom::Err::Error(nom::error::Error::new(input, kind)))
 }
 
 /// Rejects timestamps whose fields are out of range (a line starting `Nov 99` has no header).

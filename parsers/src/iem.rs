@@ -274,8 +274,13 @@ pub fn find_marker(message: &str) -> Option<usize> {
 /// the next `:`, which is at the latest the next marker's own colon, and only the winning marker's
 /// description is scanned further.
 pub fn classify(message: &str) -> Classified<'_> {
+    let bytes = message.as_bytes();
+    // The common case, a line without the marker, costs one search.
+    let Some(mut at) = MARKER.find(bytes) else {
+        return Classified::NotIem;
+    };
     let mut first_bad: Option<Malformed<'_>> = None;
-    for at in MARKER.find_iter(message.as_bytes()) {
+    loop {
         // `at` is the start of the ASCII marker, so `at + MARKER_LEN` is a char boundary.
         let after = &message[at + MARKER_LEN..];
         match code_after_marker(after) {
@@ -291,6 +296,10 @@ pub fn classify(message: &str) -> Classified<'_> {
                     });
                 }
             }
+        }
+        match MARKER.find(&bytes[at + MARKER_LEN..]) {
+            Some(next) => at += MARKER_LEN + next,
+            None => break,
         }
     }
     match first_bad {

@@ -116,7 +116,9 @@ fn file_header<'a>(
     timestamp: impl Fn(&str) -> IResult<&str, Timestamp>,
 ) -> IResult<&'a str, Header<'a>> {
     let (input, ts) = timestamp(input)?;
-    let (input, _) = char(' ')(input)?;
+    let Some(input) = input.strip_prefix(' ') else {
+        return fail(input, nom::error::ErrorKind::Char);
+    };
     let (input, host) = hostname(input)?;
     let (message, (program, pid)) = match tag_pid(input) {
         Ok((rest, (program, pid))) => (rest, (Some(program), pid)),
@@ -145,10 +147,9 @@ fn hostname(input: &str) -> IResult<&str, &str> {
     if end == 0 {
         return fail(input, nom::error::ErrorKind::TakeTill1);
     }
-    // ' ' is ASCII: a char boundary.
-    let (host, input) = input.split_at(end);
-    let (input, _) = alt((tag(" "), eof)).parse(input)?;
-    Ok((input, host))
+    // ' ' is ASCII: a char boundary; the blank itself is skipped when present.
+    let (host, rest) = input.split_at(end);
+    Ok((rest.get(1..).unwrap_or(rest), host))
 }
 
 /// `tag[pid]: ` or `tag: `; the tag is anything up to `[`, `:` or a blank (`/usr/sbin/cron`,
@@ -156,26 +157,33 @@ fn hostname(input: &str) -> IResult<&str, &str> {
 /// message logged without one, and must stay in the message.
 #[inline]
 fn tag_pid(input: &str) -> IResult<&str, (&str, Option<&str>)> {
-    let (input, program) = till1(input, |c| matches!(c, b'[' | b':' | b' '))?;
-    let (input, pid) = opt(pid).parse(input)?;
+    let (rest, program) = till1(input, |c| matches!(c, b'[' | b':' | b' '))?;
+    let (rest, pid) = match pid(rest) {
+        Ok((rest, pid)) => (rest, Some(pid)),
+        Err(_) => (rest, None),
+    };
     if program == "IEC" && pid.is_none() {
-        return Err(nom::Err::Error(nom::error::Error::new(
-            input,
-            nom::error::ErrorKind::Verify,
-        )));
+        return fail(rest, nom::error::ErrorKind::Verify);
     }
-    let (input, _) = char(':')(input)?;
-    let (input, _) = opt(char(' ')).parse(input)?;
-    Ok((input, (program, pid)))
+    match rest.as_bytes() {
+        // ASCII bytes: char boundaries.
+        [b':', b' ', ..] => Ok((&rest[2..], (program, pid))),
+        [b':', ..] => Ok((&rest[1..], (program, pid))),
+        _ => fail(rest, nom::error::ErrorKind::Char),
+    }
 }
 
 /// `[pid]` after a tag.
 #[inline]
 fn pid(input: &str) -> IResult<&str, &str> {
-    let (input, _) = char('[')(input)?;
-    let (input, pid) = till1(input, |c| c == b']' || c == b' ')?;
-    let (input, _) = char(']')(input)?;
-    Ok((input, pid))
+    let Some(inner) = input.strip_prefix('[') else {
+        return fail(input, nom::error::ErrorKind::Char);
+    };
+    let (rest, pid) = till1(inner, |c| c == b']' || c == b' ')?;
+    match rest.strip_prefix(']') {
+        Some(rest) => Ok((rest, pid)),
+        None => fail(rest, nom::error::ErrorKind::Char),
+    }
 }
 
 /// RFC 3164 timestamp `Nov 21 22:50:01` (day may be padded with a blank: `Nov  1`).

@@ -5,8 +5,7 @@
 //! The parse path splits the same way and calls `iem_parsers::parse_syslog_line` on every line.
 //! Heap allocations on the parse path are counted with a counting global allocator.
 //!
-//! Run: `cargo bench --bench parse`; with `PARSE_BENCH_SPLIT=1` it also prints the per-line cost
-//! of splitting, header parsing and classification alone.
+//! Run: `cargo bench --bench parse`.
 
 use std::alloc::{GlobalAlloc, Layout, System};
 use std::hint::black_box;

@@ -7,6 +7,7 @@ pub mod broker;
 pub mod enrich;
 pub mod sources;
 pub mod spool;
+pub mod telemetry;
 
 use serde::Deserialize;
 

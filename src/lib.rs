@@ -13,6 +13,7 @@
 //! - `spool`: the durable, ordered, segmented on-disk queue between sources and the publisher.
 //! - `publish`: RabbitMQ publishing with confirms, draining the spool.
 //! - `source`: file tailing (rotation-safe) and journald, with checkpoints.
+//! - `manpages`: man pages and shell completions from a clap command, for packaging.
 //! - `pipeline`: wires the stages together; the only module that knows them all.
 //! - `shutdown`: the cancellation token and task tracker passed into every long-running task.
 //! - `systemd`: sd_notify for `Type=notify` (ready, status, stopping) and the watchdog task.
@@ -23,6 +24,7 @@ pub mod alert;
 pub mod catalog;
 pub mod config;
 pub mod enrich;
+pub mod manpages;
 pub mod pipeline;
 pub mod publish;
 pub mod shutdown;

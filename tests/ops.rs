@@ -409,3 +409,95 @@ fn rand_suffix() -> u32 {
         .unwrap()
         .subsec_nanos()
 }
+
+/// Builds the RPM with packaging/build-rpm.sh and checks it with `rpm`. Needs a release build,
+/// so it runs only with IEMD_TEST_RPM=1 (CI sets it); otherwise it says loudly that it skipped.
+#[test]
+fn rpm_package_has_every_file_with_the_right_modes_and_scriptlets() {
+    if std::env::var("IEMD_TEST_RPM").ok().as_deref() != Some("1") {
+        eprintln!(
+            "\n!!!!!!!! SKIPPED ops::rpm_package_has_every_file_with_the_right_modes_and_scriptlets: set IEMD_TEST_RPM=1 to build and check the RPM !!!!!!!!\n"
+        );
+        return;
+    }
+    let root = env!("CARGO_MANIFEST_DIR");
+    let build = Command::new("sh")
+        .arg(format!("{root}/packaging/build-rpm.sh"))
+        .current_dir(root)
+        .output()
+        .unwrap();
+    assert!(
+        build.status.success(),
+        "build-rpm.sh failed:\n{}\n{}",
+        String::from_utf8_lossy(&build.stdout),
+        String::from_utf8_lossy(&build.stderr)
+    );
+    let stdout = String::from_utf8_lossy(&build.stdout);
+    let rpm_path = stdout
+        .lines()
+        .rev()
+        .find(|l| l.ends_with(".rpm"))
+        .unwrap_or_else(|| panic!("no .rpm named in\n{stdout}"))
+        .to_string();
+    let rpm_path = format!("{root}/{rpm_path}");
+    let query = |args: &[&str]| {
+        let out = Command::new("rpm").args(args).arg(&rpm_path).output().unwrap();
+        assert!(out.status.success(), "rpm {args:?}: {}", String::from_utf8_lossy(&out.stderr));
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+
+    // path -> (mode, user, group, file flags)
+    let listing = query(&["-qp", "--qf", "[%{FILEMODES:perms} %{FILEUSERNAME} %{FILEGROUPNAME} %{FILEFLAGS:fflags} %{FILENAMES}\n]"]);
+    let files: std::collections::HashMap<&str, (&str, &str, &str, &str)> = listing
+        .lines()
+        .filter_map(|l| {
+            let f: Vec<&str> = l.splitn(5, ' ').collect();
+            (f.len() == 5).then(|| (f[4], (f[0], f[1], f[2], f[3])))
+        })
+        .collect();
+    let expect = |path: &str, perms: &str, user: &str, group: &str| {
+        let (p, u, g, _) = files.get(path).unwrap_or_else(|| panic!("{path} missing from the package:\n{listing}"));
+        assert_eq!((*p, *u, *g), (perms, user, group), "{path}");
+    };
+    expect("/usr/bin/iemd", "-rwxr-xr-x", "root", "root");
+    expect("/usr/bin/iemctl", "-rwxr-xr-x", "root", "root");
+    expect("/usr/lib/systemd/system/iemd.service", "-rw-r--r--", "root", "root");
+    expect("/usr/lib/systemd/system-preset/90-iemd.preset", "-rw-r--r--", "root", "root");
+    expect("/etc/iemd", "drwxr-x---", "root", "iemd");
+    expect("/etc/iemd/iemd.toml", "-rw-r-----", "root", "iemd");
+    expect("/etc/iemd/catalog.d", "drwxr-x---", "root", "iemd");
+    expect("/etc/logrotate.d/iemd", "-rw-r--r--", "root", "root");
+    expect("/usr/share/iemd/iem-emit.sh", "-rwxr-xr-x", "root", "root");
+    expect("/usr/share/man/man1/iemctl.1", "-rw-r--r--", "root", "root");
+    expect("/usr/share/man/man1/iemctl-tail.1", "-rw-r--r--", "root", "root");
+    expect("/usr/share/bash-completion/completions/iemctl", "-rw-r--r--", "root", "root");
+    expect("/usr/share/zsh/site-functions/_iemctl", "-rw-r--r--", "root", "root");
+    expect("/usr/share/fish/vendor_completions.d/iemctl.fish", "-rw-r--r--", "root", "root");
+    for entry in std::fs::read_dir(format!("{root}/iem-catalog")).unwrap() {
+        let name = entry.unwrap().file_name().to_string_lossy().into_owned();
+        if name.ends_with(".toml") {
+            expect(&format!("/usr/share/iemd/catalog/{name}"), "-rw-r--r--", "root", "root");
+        }
+    }
+    // %config(noreplace): flags c (config) and n (noreplace).
+    for config in ["/etc/iemd/iemd.toml", "/etc/logrotate.d/iemd"] {
+        let flags = files[config].3;
+        assert!(flags.contains('c') && flags.contains('n'), "{config} flags {flags:?}");
+    }
+    let configs = query(&["-qpc"]);
+    assert!(configs.lines().any(|l| l == "/etc/iemd/iemd.toml"), "{configs}");
+
+    let scripts = query(&["-qp", "--scripts"]);
+    for needle in [
+        "groupadd -r iemd",
+        "useradd -r -g iemd",
+        "systemctl preset iemd.service",
+        "systemctl --no-reload disable --now iemd.service",
+        "try-restart iemd.service",
+        "\"$1\" -ge 1",
+    ] {
+        assert!(scripts.contains(needle), "scriptlets lack {needle:?}:\n{scripts}");
+    }
+    let requires = query(&["-qp", "--requires"]);
+    assert!(requires.contains("/bin/sh"), "{requires}");
+}

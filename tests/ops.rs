@@ -441,13 +441,25 @@ fn rpm_package_has_every_file_with_the_right_modes_and_scriptlets() {
         .to_string();
     let rpm_path = format!("{root}/{rpm_path}");
     let query = |args: &[&str]| {
-        let out = Command::new("rpm").args(args).arg(&rpm_path).output().unwrap();
-        assert!(out.status.success(), "rpm {args:?}: {}", String::from_utf8_lossy(&out.stderr));
+        let out = Command::new("rpm")
+            .args(args)
+            .arg(&rpm_path)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "rpm {args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
         String::from_utf8_lossy(&out.stdout).into_owned()
     };
 
     // path -> (mode, user, group, file flags)
-    let listing = query(&["-qp", "--qf", "[%{FILEMODES:perms} %{FILEUSERNAME} %{FILEGROUPNAME} %{FILEFLAGS:fflags} %{FILENAMES}\n]"]);
+    let listing = query(&[
+        "-qp",
+        "--qf",
+        "[%{FILEMODES:perms} %{FILEUSERNAME} %{FILEGROUPNAME} %{FILEFLAGS:fflags} %{FILENAMES}\n]",
+    ]);
     let files: std::collections::HashMap<&str, (&str, &str, &str, &str)> = listing
         .lines()
         .filter_map(|l| {
@@ -456,36 +468,79 @@ fn rpm_package_has_every_file_with_the_right_modes_and_scriptlets() {
         })
         .collect();
     let expect = |path: &str, perms: &str, user: &str, group: &str| {
-        let (p, u, g, _) = files.get(path).unwrap_or_else(|| panic!("{path} missing from the package:\n{listing}"));
+        let (p, u, g, _) = files
+            .get(path)
+            .unwrap_or_else(|| panic!("{path} missing from the package:\n{listing}"));
         assert_eq!((*p, *u, *g), (perms, user, group), "{path}");
     };
     expect("/usr/bin/iemd", "-rwxr-xr-x", "root", "root");
     expect("/usr/bin/iemctl", "-rwxr-xr-x", "root", "root");
-    expect("/usr/lib/systemd/system/iemd.service", "-rw-r--r--", "root", "root");
-    expect("/usr/lib/systemd/system-preset/90-iemd.preset", "-rw-r--r--", "root", "root");
+    expect(
+        "/usr/lib/systemd/system/iemd.service",
+        "-rw-r--r--",
+        "root",
+        "root",
+    );
+    expect(
+        "/usr/lib/systemd/system-preset/90-iemd.preset",
+        "-rw-r--r--",
+        "root",
+        "root",
+    );
     expect("/etc/iemd", "drwxr-x---", "root", "iemd");
     expect("/etc/iemd/iemd.toml", "-rw-r-----", "root", "iemd");
     expect("/etc/iemd/catalog.d", "drwxr-x---", "root", "iemd");
     expect("/etc/logrotate.d/iemd", "-rw-r--r--", "root", "root");
     expect("/usr/share/iemd/iem-emit.sh", "-rwxr-xr-x", "root", "root");
     expect("/usr/share/man/man1/iemctl.1", "-rw-r--r--", "root", "root");
-    expect("/usr/share/man/man1/iemctl-tail.1", "-rw-r--r--", "root", "root");
-    expect("/usr/share/bash-completion/completions/iemctl", "-rw-r--r--", "root", "root");
-    expect("/usr/share/zsh/site-functions/_iemctl", "-rw-r--r--", "root", "root");
-    expect("/usr/share/fish/vendor_completions.d/iemctl.fish", "-rw-r--r--", "root", "root");
+    expect(
+        "/usr/share/man/man1/iemctl-tail.1",
+        "-rw-r--r--",
+        "root",
+        "root",
+    );
+    expect(
+        "/usr/share/bash-completion/completions/iemctl",
+        "-rw-r--r--",
+        "root",
+        "root",
+    );
+    expect(
+        "/usr/share/zsh/site-functions/_iemctl",
+        "-rw-r--r--",
+        "root",
+        "root",
+    );
+    expect(
+        "/usr/share/fish/vendor_completions.d/iemctl.fish",
+        "-rw-r--r--",
+        "root",
+        "root",
+    );
     for entry in std::fs::read_dir(format!("{root}/iem-catalog")).unwrap() {
         let name = entry.unwrap().file_name().to_string_lossy().into_owned();
         if name.ends_with(".toml") {
-            expect(&format!("/usr/share/iemd/catalog/{name}"), "-rw-r--r--", "root", "root");
+            expect(
+                &format!("/usr/share/iemd/catalog/{name}"),
+                "-rw-r--r--",
+                "root",
+                "root",
+            );
         }
     }
     // %config(noreplace): flags c (config) and n (noreplace).
     for config in ["/etc/iemd/iemd.toml", "/etc/logrotate.d/iemd"] {
         let flags = files[config].3;
-        assert!(flags.contains('c') && flags.contains('n'), "{config} flags {flags:?}");
+        assert!(
+            flags.contains('c') && flags.contains('n'),
+            "{config} flags {flags:?}"
+        );
     }
     let configs = query(&["-qpc"]);
-    assert!(configs.lines().any(|l| l == "/etc/iemd/iemd.toml"), "{configs}");
+    assert!(
+        configs.lines().any(|l| l == "/etc/iemd/iemd.toml"),
+        "{configs}"
+    );
 
     let scripts = query(&["-qp", "--scripts"]);
     for needle in [
@@ -496,7 +551,10 @@ fn rpm_package_has_every_file_with_the_right_modes_and_scriptlets() {
         "try-restart iemd.service",
         "\"$1\" -ge 1",
     ] {
-        assert!(scripts.contains(needle), "scriptlets lack {needle:?}:\n{scripts}");
+        assert!(
+            scripts.contains(needle),
+            "scriptlets lack {needle:?}:\n{scripts}"
+        );
     }
     let requires = query(&["-qp", "--requires"]);
     assert!(requires.contains("/bin/sh"), "{requires}");

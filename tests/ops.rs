@@ -487,9 +487,7 @@ fn rpm_package_has_every_file_with_the_right_modes_and_scriptlets() {
         "root",
         "root",
     );
-    expect("/etc/iemd", "drwxr-x---", "root", "iemd");
     expect("/etc/iemd/iemd.toml", "-rw-r-----", "root", "iemd");
-    expect("/etc/iemd/catalog.d", "drwxr-x---", "root", "iemd");
     expect("/etc/logrotate.d/iemd", "-rw-r--r--", "root", "root");
     expect("/usr/share/iemd/iem-emit.sh", "-rwxr-xr-x", "root", "root");
     expect("/usr/share/man/man1/iemctl.1", "-rw-r--r--", "root", "root");
@@ -545,6 +543,7 @@ fn rpm_package_has_every_file_with_the_right_modes_and_scriptlets() {
     let scripts = query(&["-qp", "--scripts"]);
     for needle in [
         "groupadd -r iemd",
+        "install -d -m 0750 -o root -g iemd /etc/iemd /etc/iemd/catalog.d",
         "useradd -r -g iemd",
         "systemctl preset iemd.service",
         "systemctl --no-reload disable --now iemd.service",

@@ -54,18 +54,20 @@ pub fn init_logging(level: Option<&str>) -> Result<(), TelemetryError> {
 /// True when `JOURNAL_STREAM` (`device:inode`) names the file stderr is (systemd's rule: the
 /// variable is inherited by children whose stderr may have been redirected elsewhere).
 pub fn stderr_is_journal_stream() -> bool {
-    let Ok(value) = std::env::var("JOURNAL_STREAM") else {
-        return false;
-    };
+    std::env::var("JOURNAL_STREAM").is_ok_and(|v| fd_is_journal_stream(&v, 2))
+}
+
+/// True when `value` (`device:inode`, as in `JOURNAL_STREAM`) names the file open as `fd`.
+fn fd_is_journal_stream(value: &str, fd: i32) -> bool {
     let Some((dev, ino)) = value.split_once(':') else {
         return false;
     };
     let (Ok(dev), Ok(ino)) = (dev.parse::<u64>(), ino.parse::<u64>()) else {
         return false;
     };
-    // SAFETY: fstat writes into the zeroed struct we own; fd 2 is only inspected.
+    // SAFETY: fstat writes into the zeroed struct we own; the fd is only inspected.
     let mut st: libc::stat = unsafe { std::mem::zeroed() };
-    if unsafe { libc::fstat(2, &mut st) } != 0 {
+    if unsafe { libc::fstat(fd, &mut st) } != 0 {
         return false;
     }
     st.st_dev as u64 == dev && st.st_ino as u64 == ino
@@ -156,14 +158,21 @@ mod tests {
     }
 
     #[test]
-    fn journal_stream_must_match_stderr() {
-        // SAFETY (test): only this test reads or writes JOURNAL_STREAM in this process.
-        unsafe { std::env::set_var("JOURNAL_STREAM", "1:1") };
-        assert!(!stderr_is_journal_stream());
-        let mut st: libc::stat = unsafe { std::mem::zeroed() };
-        assert_eq!(unsafe { libc::fstat(2, &mut st) }, 0);
-        unsafe { std::env::set_var("JOURNAL_STREAM", format!("{}:{}", st.st_dev, st.st_ino)) };
-        assert!(stderr_is_journal_stream());
-        unsafe { std::env::remove_var("JOURNAL_STREAM") };
+    fn journal_stream_must_name_the_open_file() {
+        use std::os::fd::AsRawFd;
+        use std::os::unix::fs::MetadataExt;
+        let file = tempfile::tempfile().unwrap();
+        let meta = file.metadata().unwrap();
+        let fd = file.as_raw_fd();
+        assert!(fd_is_journal_stream(
+            &format!("{}:{}", meta.dev(), meta.ino()),
+            fd
+        ));
+        assert!(!fd_is_journal_stream(
+            &format!("{}:{}", meta.dev(), meta.ino() + 1),
+            fd
+        ));
+        assert!(!fd_is_journal_stream("garbage", fd));
+        assert!(!fd_is_journal_stream("1:", fd));
     }
 }

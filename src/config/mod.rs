@@ -8,6 +8,7 @@ pub mod broker;
 pub mod enrich;
 pub mod sources;
 pub mod spool;
+pub mod telemetry;
 
 use std::fmt;
 use std::path::{Path, PathBuf};

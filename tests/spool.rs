@@ -14,8 +14,8 @@ use iemd::shutdown::Shutdown;
 use iemd::spool;
 
 use crate::publish::{alert_json, broker_config};
-use crate::util::amqp::drain_ids;
 use crate::util;
+use crate::util::amqp::drain_ids;
 
 fn cfg(dir: &std::path::Path) -> SpoolConfig {
     SpoolConfig {

@@ -106,6 +106,7 @@ pub struct Config {
     pub broker: broker::BrokerConfig,
     pub sources: sources::SourcesConfig,
     pub enrich: enrich::EnrichConfig,
+    pub telemetry: telemetry::TelemetryConfig,
 }
 
 impl Default for Config {
@@ -121,6 +122,7 @@ impl Default for Config {
             broker: broker::BrokerConfig::default(),
             sources: sources::SourcesConfig::default_for_this_machine(),
             enrich: enrich::EnrichConfig::default(),
+            telemetry: telemetry::TelemetryConfig::default(),
         }
     }
 }
@@ -196,6 +198,7 @@ impl Config {
         self.broker.validate(&mut problems);
         self.sources.validate(&mut problems);
         // enrich: validated once its section has keys.
+        self.telemetry.validate(&mut problems);
         if self.sources.files.is_empty() && !self.sources.journald.enabled {
             problems.push(Problem::new(
                 "sources",

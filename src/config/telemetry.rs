@@ -9,7 +9,7 @@
 
 use std::net::SocketAddr;
 
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 
 use super::Problem;
 
@@ -17,14 +17,14 @@ use super::Problem;
 pub const DEFAULT_SPOOL_WARNING_RECORDS: u64 = 10_000;
 
 /// `metrics_listen` as written: an address, `""`, or a boolean.
-#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize)]
 #[serde(untagged)]
 pub enum Listen {
     Enabled(bool),
     Address(String),
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct TelemetryConfig {
     pub metrics_listen: Listen,

@@ -50,4 +50,3 @@ pub async fn drain_ids(queue: &str, idle: Duration) -> Vec<String> {
         .await;
     ids
 }
-

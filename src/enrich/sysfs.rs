@@ -169,6 +169,13 @@ fn link_name(path: &Path) -> Option<String> {
     Some(target.file_name()?.to_string_lossy().into_owned())
 }
 
+/// The name of the directory a sysfs link resolves to (`device` -> `0000:04:00.0`). Canonical,
+/// because a link's own text may end in `..`.
+fn real_name(path: &Path) -> Option<String> {
+    let target = fs::canonicalize(path).ok()?;
+    Some(target.file_name()?.to_string_lossy().into_owned())
+}
+
 /// The serial in a VPD page 0x80: the page-length bytes after the 4-byte header.
 fn vpd_serial(page: &[u8]) -> Option<String> {
     if page.len() < 4 || page[1] != 0x80 {
@@ -270,10 +277,7 @@ impl Sysfs {
             .and_then(|p| vpd_serial(&p))
             .or_else(|| attr(&device.join("serial")));
         dev.sas_address = attr(&device.join("sas_address"));
-        dev.hctl = fs::canonicalize(&device)
-            .ok()
-            .and_then(|p| Some(p.file_name()?.to_string_lossy().into_owned()))
-            .filter(|n| scan::is_hctl(n));
+        dev.hctl = real_name(&device).filter(|n| scan::is_hctl(n));
         dev.bus = if dev.sas_address.is_some() {
             Some("sas")
         } else if dev.vendor.as_deref() == Some("ATA") {
@@ -376,14 +380,14 @@ impl Sysfs {
             speed_mbps: attr_num::<i64>(&dir.join("speed")).and_then(|s| u32::try_from(s).ok()),
             mtu: attr_num(&dir.join("mtu")),
             driver: has_device
-                .then(|| link_name(&device.join("driver")))
+                .then(|| real_name(&device.join("driver")))
                 .flatten(),
             pci_vendor: has_device.then(|| attr(&device.join("vendor"))).flatten(),
             pci_device: has_device.then(|| attr(&device.join("device"))).flatten(),
-            pci_address: has_device.then(|| link_name(&device)).flatten(),
+            pci_address: has_device.then(|| real_name(&device)).flatten(),
             is_virtual,
             bond_slaves,
-            master: link_name(&dir.join("master")),
+            master: real_name(&dir.join("master")),
         })
     }
 }

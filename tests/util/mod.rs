@@ -2,6 +2,8 @@
 
 #![allow(dead_code)]
 
+pub mod fake_sysfs;
+
 use std::net::{TcpStream, ToSocketAddrs};
 use std::time::Duration;
 

@@ -102,7 +102,7 @@ fn by_ref<'a>(hw: &'a [Hardware], reference: &str) -> &'a Hardware {
 fn device(hw: &[Hardware], reference: &str) -> Value {
     let h = by_ref(hw, reference);
     assert!(h.found, "{reference} not found");
-    h.device.clone().unwrap()
+    h.device.as_deref().cloned().unwrap()
 }
 
 fn sas_disk() -> Value {

@@ -28,9 +28,9 @@ pub mod host;
 pub mod scan;
 pub mod sysfs;
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
 use std::path::PathBuf;
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use crate::alert::{Alert, Hardware, Host};
@@ -40,6 +40,8 @@ use crate::enrich::sysfs::Sysfs;
 
 /// How long a reference that did not resolve stays cached (at most `cache_ttl`).
 pub const NEGATIVE_TTL: Duration = Duration::from_secs(5);
+/// Longest interface name (IFNAMSIZ - 1).
+const IFNAMSIZ: usize = 15;
 /// Most cached references.
 pub const MAX_ENTRIES: usize = 4096;
 
@@ -65,7 +67,7 @@ struct Entry {
 #[derive(Debug)]
 struct Cache {
     entries: HashMap<Box<str>, Entry>,
-    nic_names: HashSet<Box<str>>,
+    nic_names: Vec<Box<str>>,
     nic_names_expire: Instant,
 }
 
@@ -103,7 +105,7 @@ impl Enricher {
             max_refs: cfg.max_refs.max(1),
             cache: Mutex::new(Cache {
                 entries: HashMap::new(),
-                nic_names: HashSet::new(),
+                nic_names: Vec::new(),
                 nic_names_expire: now,
             }),
         })
@@ -121,90 +123,85 @@ impl Enricher {
             return;
         };
         let now = Instant::now();
-        let hardware = {
-            let mut refs: Vec<Ref<'_>> = Vec::new();
-            {
-                let mut cache = lock(&self.cache);
-                if now >= cache.nic_names_expire {
-                    // Rare (once per TTL): a directory listing under the lock.
-                    cache.nic_names = sysfs.nic_names().into_iter().map(Into::into).collect();
-                    cache.nic_names_expire = now + self.ttl;
-                }
-                let known = |name: &str| cache.nic_names.contains(name);
-                scan::scan(&alert.message, &known, &mut refs);
-                if let Some(extra) = &alert.extra {
-                    scan_json(extra, &known, &mut refs, 0);
-                }
-                if let Some(program) = &alert.origin.program {
-                    scan::scan(program, &known, &mut refs);
-                }
+        let mut refs: Vec<Ref<'_>> = Vec::new();
+        // Cached answers in order; `None` = not cached (or expired), to be resolved.
+        let mut slots: Vec<Option<Option<Hardware>>> = Vec::new();
+        {
+            let mut cache = lock(&self.cache);
+            if now >= cache.nic_names_expire {
+                // Rare (once per TTL): a directory listing under the lock.
+                cache.nic_names = sysfs.nic_names().into_iter().map(Into::into).collect();
+                cache.nic_names_expire = now + self.ttl;
+            }
+            let names = &cache.nic_names;
+            // Interfaces are few: comparing lengths first beats hashing every word of the text.
+            let known = |name: &str| {
+                name.len() <= IFNAMSIZ
+                    && names.iter().any(|n| n.len() == name.len() && **n == *name)
+            };
+            scan::scan(&alert.message, &known, &mut refs);
+            if let Some(extra) = &alert.extra {
+                scan_json(extra, &known, &mut refs, 0);
+            }
+            if let Some(program) = &alert.origin.program {
+                scan::scan(program, &known, &mut refs);
+            }
+            if refs.is_empty() {
+                alert.hardware = Vec::new();
+                return;
             }
             dedup_in_place(&mut refs);
-            self.resolve_all(sysfs, &refs, now)
-        };
-        alert.hardware = hardware;
-    }
-
-    /// Looks every reference up in the cache, resolves the misses outside the lock, and returns
-    /// the reportable ones in order, at most `max_refs`.
-    fn resolve_all(&self, sysfs: &Sysfs, refs: &[Ref<'_>], now: Instant) -> Vec<Hardware> {
-        if refs.is_empty() {
-            return Vec::new();
-        }
-        let mut slots: Vec<Option<Option<Hardware>>> = Vec::with_capacity(refs.len());
-        let mut misses = 0;
-        {
-            let cache = lock(&self.cache);
-            for r in refs {
-                match cache.entries.get(r.text) {
-                    Some(e)
-                        if e.expires > now
-                            && e.hardware
-                                .as_ref()
-                                .is_none_or(|h| h.ref_kind == r.kind.as_str()) =>
-                    {
-                        slots.push(Some(e.hardware.clone()))
-                    }
-                    _ => {
-                        slots.push(None);
-                        misses += 1;
-                    }
-                }
+            for r in &refs {
+                slots.push(match cache.entries.get(r.text) {
+                    Some(e) if e.expires > now => Some(e.hardware.clone()),
+                    _ => None,
+                });
             }
         }
-        if misses > 0 {
-            let resolved: Vec<(usize, Option<Hardware>)> = slots
-                .iter()
-                .enumerate()
-                .filter(|(_, s)| s.is_none())
-                .map(|(i, _)| (i, resolve(sysfs, refs[i])))
-                .collect();
-            let mut cache = lock(&self.cache);
-            if cache.entries.len() + resolved.len() > MAX_ENTRIES {
-                cache.entries.retain(|_, e| e.expires > now);
-                if cache.entries.len() + resolved.len() > MAX_ENTRIES {
-                    cache.entries.clear();
-                }
-            }
-            for (i, hardware) in resolved {
-                let found = hardware.as_ref().is_some_and(|h| h.found);
-                let ttl = if found { self.ttl } else { self.negative_ttl };
-                cache.entries.insert(
-                    refs[i].text.into(),
-                    Entry {
-                        hardware: hardware.clone(),
-                        expires: now + ttl,
-                    },
-                );
-                slots[i] = Some(hardware);
-            }
+        if slots.iter().any(Option::is_none) {
+            self.resolve_misses(sysfs, &refs, &mut slots, now);
         }
-        slots
+        alert.hardware = slots
             .into_iter()
             .flatten()
             .flatten()
             .take(self.max_refs)
-            .collect()
+            .collect();
+    }
+
+    /// Resolves the uncached references outside the lock, then caches the answers.
+    fn resolve_misses(
+        &self,
+        sysfs: &Sysfs,
+        refs: &[Ref<'_>],
+        slots: &mut [Option<Option<Hardware>>],
+        now: Instant,
+    ) {
+        let resolved: Vec<(usize, Option<Hardware>)> = slots
+            .iter()
+            .enumerate()
+            .filter(|(_, s)| s.is_none())
+            .map(|(i, _)| (i, resolve(sysfs, refs[i])))
+            .collect();
+        let mut cache = lock(&self.cache);
+        if cache.entries.len() + resolved.len() > MAX_ENTRIES {
+            cache.entries.retain(|_, e| e.expires > now);
+            if cache.entries.len() + resolved.len() > MAX_ENTRIES {
+                cache.entries.clear();
+            }
+        }
+        for (i, hardware) in resolved {
+            let found = hardware.as_ref().is_some_and(|h| h.found);
+            let ttl = if found { self.ttl } else { self.negative_ttl };
+            cache.entries.insert(
+                refs[i].text.into(),
+                Entry {
+                    hardware: hardware.clone(),
+                    expires: now + ttl,
+                },
+            );
+            slots[i] = Some(hardware);
+        }
     }
 }
 
@@ -294,9 +291,9 @@ fn resolve(sysfs: &Sysfs, r: Ref<'_>) -> Option<Hardware> {
     })
 }
 
-fn to_json<T: serde::Serialize>(device: T) -> Option<serde_json::Value> {
+fn to_json<T: serde::Serialize>(device: T) -> Option<Arc<serde_json::Value>> {
     // Serializing these plain structs cannot fail; if it ever did, the device is just absent.
-    serde_json::to_value(device).ok()
+    serde_json::to_value(device).ok().map(Arc::new)
 }
 
 #[cfg(test)]

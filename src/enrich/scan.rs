@@ -104,7 +104,9 @@ pub fn classify(token: &str, known_nic: &dyn Fn(&str) -> bool) -> Option<RefKind
                 is_wwn_hex(hex).then_some(RefKind::Wwn)
             } else if let Some(hex) = token.strip_prefix("naa.") {
                 is_wwn_hex(hex).then_some(RefKind::Naa)
-            } else if is_nic_name(token) || (token != "lo" && known_nic(token)) {
+            } else if (matches!(first, b'e' | b'i' | b'b' | b'w' | b't') && is_nic_name(token))
+                || (token != "lo" && known_nic(token))
+            {
                 Some(RefKind::Nic)
             } else {
                 None

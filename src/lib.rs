@@ -9,6 +9,7 @@
 //! - `alert`: the alert record (`iem.alert/v1`) every stage after parsing uses.
 //! - `catalog`: the IEM catalog (components, modules, events) and decoding a parsed line into an alert.
 //! - `config`: the daemon's TOML configuration, validated completely up front.
+//! - `emit`: formats and writes one IEM to journald, syslog or stdout (used by `iemctl emit`).
 //! - `enrich`: host identity and hardware context from sysfs.
 //! - `spool`: the durable, ordered, segmented on-disk queue between sources and the publisher.
 //! - `publish`: RabbitMQ publishing with confirms, draining the spool.
@@ -20,11 +21,12 @@
 
 pub mod alert;
 pub mod catalog;
-pub mod shutdown;
 pub mod config;
+pub mod emit;
 pub mod enrich;
 pub mod pipeline;
 pub mod publish;
+pub mod shutdown;
 pub mod source;
 pub mod spool;
 pub mod sspl;

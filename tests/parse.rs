@@ -1,1 +1,192 @@
-//! Integration tests: parse.
+//! Integration tests: `iemctl parse` and `iemctl catalog` over real files.
+
+use std::io::Write;
+use std::process::{Command, Stdio};
+
+use serde_json::Value;
+
+fn iemctl() -> Command {
+    Command::new(env!("CARGO_BIN_EXE_iemctl"))
+}
+
+/// Every real producer shape of the domain notes, in the three header shapes and journald JSON.
+const LINES: &str = r#"Nov 21 22:50:01 node1 s3server[1234]: IEC:ES0030010001:S3 server cannot connect to auth server. For more information, refer Troubleshooting Guide.
+Nov 21 22:50:02 node1 kernel: [  12.345678] sd 2:0:0:1: [sdc] no IEM here
+2026-11-21T22:50:03.123456+00:00 node1 m0d[77]: IEC: ES0020020004: RPC_ITEM_FAILED item=0x7f3a2c01a2b0 opcode=41 rc=-110
+2026-11-21T22:50:04.5+01:00 node1 m0d[77]: IEC: ES0020020006: Event count: 2a, Observed data accessibility issue.
+<131>1 2026-11-21T22:50:05Z node1 ha 4242 - [meta x="a\]b"] IEC:WS0080010001:The cluster has lost ssc-vm-1 server. System is running in degraded mode. Extra Info: host=ssc-vm-1; status=lost;"
+Nov 21 22:50:06 node1 s3server[1234]: IEC: ES0030050001: Fatal handler triggered: { "time": "t", "node": "n", "pid": 42, "file": "s3.cc", "line": 9, "signal_number": 11 }
+Nov 21 22:50:07 node1 motr[1]: IEC: 020001002: Drive removed
+Nov 21 22:50:08 node1 m0d[77]: IEC: TS0020010001: Motr test IEM
+Nov 21 22:50:09 node1 iec-host-1 sshd[5]: Accepted publickey for IEC 60870 user
+{"MESSAGE":"IEC:WS0060010001:SSL certificate is expiring","SYSLOG_IDENTIFIER":"csm_agent","_PID":"99","PRIORITY":"4","_HOSTNAME":"node2","__REALTIME_TIMESTAMP":"1763765410000000","__CURSOR":"s=abc;i=1"}
+"#;
+
+fn parse(input: &[u8], extra_args: &[&str]) -> (Vec<Value>, String, bool) {
+    let mut child = iemctl()
+        .arg("parse")
+        .args(["--year", "2026", "--tz", "UTC"])
+        .args(extra_args)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    child.stdin.take().unwrap().write_all(input).unwrap();
+    let out = child.wait_with_output().unwrap();
+    let alerts = String::from_utf8(out.stdout.clone())
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    (
+        alerts,
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+        out.status.success(),
+    )
+}
+
+fn schema(name: &str) -> jsonschema::Validator {
+    let path = format!("{}/schema/{name}", env!("CARGO_MANIFEST_DIR"));
+    let schema: Value = serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap();
+    jsonschema::validator_for(&schema).unwrap()
+}
+
+#[test]
+fn every_producer_shape_becomes_a_valid_alert() {
+    let (alerts, stderr, ok) = parse(LINES.as_bytes(), &[]);
+    assert!(ok, "{stderr}");
+    assert_eq!(stderr.trim(), "-: 10 lines, 6 IEMs, 2 malformed");
+    let validator = schema("iem.alert.v1.json");
+    for alert in &alerts {
+        let errors: Vec<String> = validator
+            .iter_errors(alert)
+            .map(|e| format!("{e} at {}", e.instance_path))
+            .collect();
+        assert!(errors.is_empty(), "{alert}: {errors:?}");
+    }
+    let field = |i: usize, f: &str| alerts[i].pointer(f).cloned().unwrap_or(Value::Null);
+    // s3server, RFC 3164
+    assert_eq!(field(0, "/code"), "ES0030010001");
+    assert_eq!(field(0, "/alert_type"), "fault");
+    assert_eq!(field(0, "/event/name"), "Auth server connection failed");
+    assert_eq!(field(0, "/component/name"), "s3");
+    assert_eq!(field(0, "/origin/program"), "s3server");
+    assert_eq!(field(0, "/origin/pid"), "1234");
+    assert_eq!(field(0, "/time"), "2026-11-21T22:50:01+00:00");
+    assert_eq!(field(0, "/in_catalog"), true);
+    // Motr, RFC 3339, running count in hex
+    assert_eq!(
+        field(1, "/message"),
+        "RPC_ITEM_FAILED item=0x7f3a2c01a2b0 opcode=41 rc=-110"
+    );
+    assert_eq!(field(2, "/count"), 42);
+    assert_eq!(field(2, "/message"), "Observed data accessibility issue.");
+    assert_eq!(field(2, "/time"), "2026-11-21T22:50:04.500+01:00");
+    // HA over RFC 5424: the stray quote is gone
+    assert_eq!(field(3, "/severity/name"), "warning");
+    assert_eq!(field(3, "/origin/priority"), 131);
+    assert!(
+        field(3, "/message")
+            .as_str()
+            .unwrap()
+            .ends_with("status=lost;")
+    );
+    // trailing JSON goes to extra
+    assert_eq!(field(4, "/extra/signal_number"), 11);
+    assert_eq!(field(4, "/message"), "Fatal handler triggered");
+    // legacy 9-digit code and severity T are malformed, with reasons
+    assert_eq!(field(5, "/kind"), "malformed");
+    assert_eq!(field(5, "/reason"), "code has 9 characters, expected 12");
+    assert_eq!(field(6, "/reason"), "unknown severity 'T'");
+    // journald JSON
+    assert_eq!(field(7, "/origin/kind"), "journald");
+    assert_eq!(field(7, "/origin/cursor"), "s=abc;i=1");
+    assert_eq!(field(7, "/origin/program"), "csm_agent");
+    assert_eq!(field(7, "/event/name"), "SSL certificate is expiring");
+    assert_eq!(field(7, "/time"), "2025-11-21T22:50:10+00:00");
+}
+
+#[test]
+fn ids_are_stable_across_runs_and_differ_by_position() {
+    let (first, _, _) = parse(LINES.as_bytes(), &[]);
+    let (second, _, _) = parse(LINES.as_bytes(), &[]);
+    let ids = |a: &[Value]| {
+        a.iter()
+            .map(|a| a["id"].as_str().unwrap().to_owned())
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(ids(&first), ids(&second));
+    // The same line twice at two offsets: two ids.
+    let line = "Nov 21 22:50:01 node1 s3server[1]: IEC:ES0030010001:x\n";
+    let (twice, _, _) = parse(format!("{line}{line}").as_bytes(), &[]);
+    assert_eq!(twice.len(), 2);
+    assert_ne!(twice[0]["id"], twice[1]["id"]);
+}
+
+#[test]
+fn hostile_input_never_stops_the_parser() {
+    let mut input = Vec::new();
+    input.extend_from_slice(b"Nov 21 22:50:01 n p[1]: IEC:ES0030010001:before\n");
+    input.extend_from_slice(b"\xff\xfe\x00garbage\x00 IEC:ES0030010001:\xc3\x28 bad utf8\r\n");
+    input.extend(std::iter::repeat_n(b'x', 200_000));
+    input.extend_from_slice(b" IEC:ES0030010001:long\n");
+    input.extend_from_slice(&b"IEC:".repeat(10_000));
+    input.push(b'\n');
+    input.extend_from_slice(b"Nov 21 22:50:02 n p[1]: IEC:ES0030010001:after");
+    let (alerts, stderr, ok) = parse(&input, &["--max-line-bytes", "1024"]);
+    assert!(ok, "{stderr}");
+    assert_eq!(stderr.trim(), "-: 5 lines, 3 IEMs, 1 malformed");
+    assert_eq!(alerts[0]["message"], "before");
+    assert_eq!(alerts[1]["message"], "\u{fffd}( bad utf8");
+    // The 200 kB line was cut before its marker: no alert. The 10,000 markers: one malformed alert.
+    assert_eq!(alerts[2]["kind"], "malformed");
+    assert_eq!(alerts[2]["truncated"], true);
+    assert_eq!(alerts[3]["message"], "after");
+}
+
+#[test]
+fn text_format_and_io_errors() {
+    let out = iemctl()
+        .args(["parse", "--format", "text", "/nonexistent/messages"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("cannot open /nonexistent/messages"),
+        "{stderr}"
+    );
+
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("messages");
+    std::fs::write(&path, LINES).unwrap();
+    let out = iemctl()
+        .args(["parse", "--format", "text", "--year", "2026", "--tz", "UTC"])
+        .arg(&path)
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    let text = String::from_utf8(out.stdout).unwrap();
+    assert_eq!(text.lines().count(), 8);
+    assert!(
+        text.starts_with("2026-11-21T22:50:01+00:00 ES0030010001 error"),
+        "{text}"
+    );
+}
+
+#[test]
+fn catalog_explains_a_code() {
+    let out = iemctl().args(["catalog", "ES0030010001"]).output().unwrap();
+    assert!(out.status.success());
+    let text = String::from_utf8(out.stdout).unwrap();
+    assert!(
+        text.contains("event:          0001 Auth server connection failed"),
+        "{text}"
+    );
+    let out = iemctl().args(["catalog", "XS00300100"]).output().unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    let out = iemctl().arg("catalog").output().unwrap();
+    let listing = String::from_utf8(out.stdout).unwrap();
+    assert!(listing.contains("0080010002  ha"), "{listing}");
+}

@@ -1,1 +1,638 @@
-//! Integration tests: source.
+//! Integration tests: source. Real files, real rotations, real journal files and journalctl.
+
+use std::collections::{BTreeMap, HashSet};
+use std::fs::{File, OpenOptions};
+use std::io::Write;
+use std::os::unix::fs::MetadataExt;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+use iemd::config::sources::{FileSourceConfig, FileStartAt, JournalStartAt, JournaldConfig};
+use iemd::source::checkpoint::CheckpointStore;
+use iemd::source::file::FileSource;
+use iemd::source::journald::JournaldSource;
+use iemd::source::{FilePosition, Position, SourceLine, SourceMetrics};
+use tokio::sync::mpsc;
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+
+/// The Debian package `systemd-journal-remote` installs this.
+const JOURNAL_REMOTE: &str = "/lib/systemd/systemd-journal-remote";
+
+struct Running {
+    rx: mpsc::Receiver<SourceLine>,
+    token: CancellationToken,
+    task: JoinHandle<()>,
+    metrics: Arc<SourceMetrics>,
+}
+
+impl Running {
+    /// Receives lines until `n` arrived or `within` passed.
+    async fn take(&mut self, n: usize, within: Duration) -> Vec<SourceLine> {
+        let deadline = tokio::time::Instant::now() + within;
+        let mut out = Vec::new();
+        while out.len() < n {
+            match tokio::time::timeout_at(deadline, self.rx.recv()).await {
+                Ok(Some(l)) => out.push(l),
+                _ => break,
+            }
+        }
+        out
+    }
+
+    /// Cancels the source, waits for it, and returns what it had already sent.
+    async fn stop(mut self) -> Vec<SourceLine> {
+        self.token.cancel();
+        tokio::time::timeout(Duration::from_secs(10), self.task)
+            .await
+            .expect("source stops when cancelled")
+            .unwrap();
+        let mut rest = Vec::new();
+        while let Ok(l) = self.rx.try_recv() {
+            rest.push(l);
+        }
+        rest
+    }
+}
+
+fn file_config(paths: Vec<PathBuf>) -> FileSourceConfig {
+    FileSourceConfig {
+        name: "test".into(),
+        paths,
+        start_at: FileStartAt::Beginning,
+        partial_line_timeout_ms: 300,
+        ..FileSourceConfig::default()
+    }
+}
+
+fn start_files(cfg: &FileSourceConfig, cps: Vec<FilePosition>, capacity: usize) -> Running {
+    let src = FileSource::new(cfg, cps);
+    let metrics = src.metrics();
+    let (tx, rx) = mpsc::channel(capacity);
+    let token = CancellationToken::new();
+    let t = token.clone();
+    let task = tokio::spawn(async move { src.run(tx, t).await.unwrap() });
+    Running {
+        rx,
+        token,
+        task,
+        metrics,
+    }
+}
+
+fn text(l: &SourceLine) -> String {
+    String::from_utf8_lossy(&l.bytes).into_owned()
+}
+
+fn file_pos(l: &SourceLine) -> &FilePosition {
+    match &l.position {
+        Position::File(f) => f,
+        Position::Journal(_) => panic!("file line expected"),
+    }
+}
+
+/// Numbers of `seq NNNNNN` lines, checking each arrived once and in order within its file.
+fn check_once_in_order(lines: &[SourceLine]) -> Vec<u64> {
+    let mut per_file: BTreeMap<(u64, u64), Vec<u64>> = BTreeMap::new();
+    let mut seen = HashSet::new();
+    for l in lines {
+        let t = text(l);
+        let n: u64 = t
+            .strip_prefix("seq ")
+            .and_then(|s| s.split(' ').next())
+            .and_then(|s| s.parse().ok())
+            .unwrap_or_else(|| panic!("unexpected line {t:?}"));
+        assert!(seen.insert(n), "line {n} arrived twice");
+        let p = file_pos(l);
+        per_file.entry((p.ino, p.fingerprint)).or_default().push(n);
+    }
+    for (file, ns) in &per_file {
+        assert!(
+            ns.windows(2).all(|w| w[0] < w[1]),
+            "out of order in {file:?}: {ns:?}"
+        );
+    }
+    let mut all: Vec<u64> = seen.into_iter().collect();
+    all.sort();
+    all
+}
+
+fn append(path: &Path) -> File {
+    OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(path)
+        .unwrap()
+}
+
+fn line(n: u64) -> String {
+    format!("seq {n:06} some syslog text IEC:ES0030010001:S3 server cannot connect\n")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rename_rotation_under_writes_delivers_every_line_once() {
+    let d = tempfile::tempdir().unwrap();
+    let path = d.path().join("messages");
+    let mut src = start_files(&file_config(vec![path.clone()]), vec![], 64);
+
+    const TOTAL: u64 = 900;
+    let writer = {
+        let path = path.clone();
+        std::thread::spawn(move || {
+            let mut f = append(&path);
+            for i in 0..TOTAL {
+                f.write_all(line(i).as_bytes()).unwrap();
+                if i == 300 || i == 600 {
+                    // logrotate: shift the old names, rename, create anew. Like rsyslog before its
+                    // HUP, the writer goes on writing to the renamed file for a while.
+                    let _ = std::fs::rename(d_join(&path, ".1"), d_join(&path, ".2"));
+                    std::fs::rename(&path, d_join(&path, ".1")).unwrap();
+                    File::create(&path).unwrap();
+                }
+                if i == 320 || i == 620 {
+                    f = append(&path);
+                }
+                std::thread::sleep(Duration::from_micros(300));
+            }
+        })
+    };
+    let got = src.take(TOTAL as usize, Duration::from_secs(30)).await;
+    writer.join().unwrap();
+    let numbers = check_once_in_order(&got);
+    assert_eq!(numbers, (0..TOTAL).collect::<Vec<_>>());
+    // Three files, and a line keeps its (fingerprint, offset) identity whatever its name now.
+    let files: HashSet<u64> = got.iter().map(|l| file_pos(l).ino).collect();
+    assert_eq!(files.len(), 3);
+    assert_eq!(src.metrics.snapshot().rotations_total, 2);
+    assert_eq!(src.metrics.snapshot().lines_read_total, TOTAL);
+    let extra = src.take(1, Duration::from_millis(500)).await;
+    assert!(extra.is_empty(), "extra lines: {extra:?}");
+    src.stop().await;
+}
+
+fn d_join(path: &Path, suffix: &str) -> PathBuf {
+    let mut s = path.as_os_str().to_owned();
+    s.push(suffix);
+    PathBuf::from(s)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn copytruncate_under_writes_delivers_what_survives() {
+    let d = tempfile::tempdir().unwrap();
+    let path = d.path().join("app.log");
+    let copy = d_join(&path, ".1");
+    let mut src = start_files(&file_config(vec![path.clone()]), vec![], 64);
+
+    const TOTAL: u64 = 1200;
+    let done = Arc::new(AtomicBool::new(false));
+    let writer = {
+        let (path, done) = (path.clone(), done.clone());
+        std::thread::spawn(move || {
+            let mut f = append(&path);
+            for i in 0..TOTAL {
+                f.write_all(line(i).as_bytes()).unwrap();
+                std::thread::sleep(Duration::from_micros(300));
+            }
+            done.store(true, Ordering::SeqCst);
+        })
+    };
+    // logrotate copytruncate, racing the writer: copy, then truncate.
+    tokio::time::sleep(Duration::from_millis(150)).await;
+    std::fs::copy(&path, &copy).unwrap();
+    OpenOptions::new()
+        .write(true)
+        .open(&path)
+        .unwrap()
+        .set_len(0)
+        .unwrap();
+    writer.join().unwrap();
+    assert!(done.load(Ordering::SeqCst));
+
+    let in_file = |p: &Path| -> HashSet<u64> {
+        std::fs::read_to_string(p)
+            .unwrap()
+            .lines()
+            .filter_map(|l| l.get(4..10)?.parse().ok())
+            .collect()
+    };
+    let survived: HashSet<u64> = in_file(&copy).union(&in_file(&path)).copied().collect();
+    let mut got = Vec::new();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while Instant::now() < deadline {
+        got.extend(src.take(usize::MAX, Duration::from_millis(700)).await);
+        let have: HashSet<u64> = got
+            .iter()
+            .filter_map(|l| text(l).get(4..10)?.parse().ok())
+            .collect();
+        if survived.is_subset(&have) {
+            break;
+        }
+    }
+    let numbers: HashSet<u64> = check_once_in_order(&got).into_iter().collect();
+    let missing: Vec<&u64> = survived.difference(&numbers).collect();
+    assert!(
+        missing.is_empty(),
+        "lines in the copy or the file never arrived: {missing:?}"
+    );
+    // What neither file holds (written between the copy and the truncation) cannot be read.
+    let lost = TOTAL as usize - survived.len();
+    eprintln!("copytruncate: {lost} lines were written between the copy and the truncation");
+    assert!(src.metrics.snapshot().rotations_total >= 1);
+    src.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn clean_stop_rotate_while_stopped_restart_loses_and_repeats_nothing() {
+    let d = tempfile::tempdir().unwrap();
+    let state = d.path().join("state");
+    let path = d.path().join("messages");
+    let store = CheckpointStore::open(&state).unwrap();
+    {
+        let mut f = append(&path);
+        for i in 0..500 {
+            f.write_all(line(i).as_bytes()).unwrap();
+        }
+    }
+    let cfg = file_config(vec![path.clone()]);
+    // A small channel: the source is blocked mid-file when it is stopped.
+    let mut src = start_files(&cfg, store.files(), 8);
+    let mut got = src.take(120, Duration::from_secs(10)).await;
+    assert_eq!(got.len(), 120);
+    got.extend(src.stop().await);
+    let last = got.last().unwrap();
+    store.commit(&last.source, &last.position).unwrap();
+    let first_run = got.len();
+    assert!(first_run < 500, "the source was stopped mid-stream");
+
+    // While stopped: more lines, rotation by rename, a new file.
+    {
+        let mut f = append(&path);
+        for i in 500..600 {
+            f.write_all(line(i).as_bytes()).unwrap();
+        }
+    }
+    std::fs::rename(&path, d_join(&path, ".1")).unwrap();
+    {
+        let mut f = append(&path);
+        for i in 600..700 {
+            f.write_all(line(i).as_bytes()).unwrap();
+        }
+    }
+
+    let store = CheckpointStore::open(&state).unwrap();
+    let mut src = start_files(&cfg, store.files(), 8);
+    let rest = src.take(700 - first_run, Duration::from_secs(15)).await;
+    let extra = src.take(1, Duration::from_millis(700)).await;
+    assert!(extra.is_empty(), "read twice: {:?}", text(&extra[0]));
+    got.extend(rest);
+    assert_eq!(check_once_in_order(&got), (0..700).collect::<Vec<_>>());
+    assert_eq!(src.metrics.snapshot().rotations_total, 1);
+    src.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn restart_continues_in_the_same_file_at_the_checkpoint() {
+    let d = tempfile::tempdir().unwrap();
+    let path = d.path().join("x.log");
+    std::fs::write(&path, "a\nb\n").unwrap();
+    let cfg = file_config(vec![path.clone()]);
+    let mut src = start_files(&cfg, vec![], 8);
+    let got = src.take(2, Duration::from_secs(5)).await;
+    src.stop().await;
+    assert_eq!(got.iter().map(text).collect::<Vec<_>>(), vec!["a", "b"]);
+    let cp = file_pos(&got[1]).clone();
+    assert_eq!((cp.offset_of_line, cp.next_offset), (2, 4));
+    append(&path).write_all(b"c\n").unwrap();
+    let mut src = start_files(&cfg, vec![cp.clone()], 8);
+    let got = src.take(2, Duration::from_secs(2)).await;
+    assert_eq!(got.iter().map(text).collect::<Vec<_>>(), vec!["c"]);
+    assert_eq!(file_pos(&got[0]).fingerprint, cp.fingerprint);
+    src.stop().await;
+
+    // Same inode, different content (rewritten in place): not the checkpointed file, read anew.
+    std::fs::write(&path, "other first line\nd\n").unwrap();
+    let mut src = start_files(&cfg, vec![cp], 8);
+    let got = src.take(3, Duration::from_secs(2)).await;
+    assert_eq!(
+        got.iter().map(text).collect::<Vec<_>>(),
+        vec!["other first line", "d"]
+    );
+    src.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn partial_long_and_binary_lines() {
+    let d = tempfile::tempdir().unwrap();
+    let path = d.path().join("odd.log");
+    let mut cfg = file_config(vec![path.clone()]);
+    cfg.max_line_bytes = 1024;
+    let mut f = append(&path);
+    let mut src = start_files(&cfg, vec![], 16);
+
+    // A partial line waits for its newline, and is flushed after the timeout.
+    let t0 = Instant::now();
+    f.write_all(b"no newline yet").unwrap();
+    let got = src.take(1, Duration::from_secs(5)).await;
+    let waited = t0.elapsed();
+    assert_eq!(got.len(), 1);
+    assert_eq!(text(&got[0]), "no newline yet");
+    assert!(!got[0].truncated);
+    assert!(
+        waited >= Duration::from_millis(250),
+        "flushed after {waited:?}"
+    );
+
+    // Too long: cut at the maximum, marked, the rest of the line skipped.
+    let long = vec![b'x'; 5000];
+    f.write_all(&long).unwrap();
+    f.write_all(b"\r\n").unwrap();
+    // Binary garbage and NUL pass through; the source goes on.
+    f.write_all(b"\x00\xff\xfe\x80garbage\x00\r\n").unwrap();
+    f.write_all(b"after\n").unwrap();
+    let got = src.take(3, Duration::from_secs(5)).await;
+    assert_eq!(got.len(), 3);
+    assert_eq!(got[0].bytes, vec![b'x'; 1024]);
+    assert!(got[0].truncated);
+    let p = file_pos(&got[0]);
+    assert_eq!(p.next_offset - p.offset_of_line, 5002);
+    assert_eq!(got[1].bytes, b"\x00\xff\xfe\x80garbage\x00".to_vec());
+    assert!(!got[1].truncated);
+    assert_eq!(text(&got[2]), "after");
+    let m = src.metrics.snapshot();
+    assert_eq!(m.lines_truncated_total, 1);
+    assert_eq!(m.lines_read_total, 4);
+    assert_eq!(m.bytes_read_total, std::fs::metadata(&path).unwrap().len());
+    src.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn missing_directory_and_globbed_files_are_waited_for() {
+    let d = tempfile::tempdir().unwrap();
+    let dir = d.path().join("later");
+    let mut cfg = file_config(vec![dir.join("*.log"), dir.join("fixed")]);
+    cfg.start_at = FileStartAt::End;
+    let mut src = start_files(&cfg, vec![], 16);
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    std::fs::create_dir(&dir).unwrap();
+    std::fs::write(dir.join("a.log"), "first\n").unwrap();
+    std::fs::write(dir.join("a.txt"), "not matched\n").unwrap();
+    let got = src.take(1, Duration::from_secs(5)).await;
+    assert_eq!(got.iter().map(text).collect::<Vec<_>>(), vec!["first"]);
+    // Files that appear while running are read from the start, even with start_at = "end".
+    std::fs::write(dir.join("fixed"), "one\n").unwrap();
+    let got = src.take(1, Duration::from_secs(5)).await;
+    assert_eq!(got.iter().map(text).collect::<Vec<_>>(), vec!["one"]);
+    // With inotify watching, a new line arrives in milliseconds, not at the 1 s stat.
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    let t0 = Instant::now();
+    append(&dir.join("fixed")).write_all(b"two\n").unwrap();
+    let got = src.take(1, Duration::from_secs(5)).await;
+    let latency = t0.elapsed();
+    assert_eq!(text(&got[0]), "two");
+    eprintln!("write-to-line latency with inotify: {latency:?}");
+    assert!(latency < Duration::from_millis(500), "{latency:?}");
+    src.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn start_at_end_skips_existing_lines() {
+    let d = tempfile::tempdir().unwrap();
+    let path = d.path().join("old.log");
+    std::fs::write(&path, "old 1\nold 2\n").unwrap();
+    let mut cfg = file_config(vec![path.clone()]);
+    cfg.start_at = FileStartAt::End;
+    let mut src = start_files(&cfg, vec![], 16);
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    append(&path).write_all(b"new\n").unwrap();
+    let got = src.take(2, Duration::from_secs(2)).await;
+    assert_eq!(got.iter().map(text).collect::<Vec<_>>(), vec!["new"]);
+    assert_eq!(file_pos(&got[0]).offset_of_line, 12);
+    src.stop().await;
+}
+
+// ---- journald ----
+
+/// One entry in journal export format; `message` may hold any bytes (binary encoding).
+fn export_entry(message: &[u8], ident: &str, usec: u64) -> Vec<u8> {
+    let mut e = format!("__REALTIME_TIMESTAMP={usec}\n").into_bytes();
+    if message.contains(&b'\n') || !message.is_ascii() {
+        e.extend_from_slice(b"MESSAGE\n");
+        e.extend_from_slice(&(message.len() as u64).to_le_bytes());
+        e.extend_from_slice(message);
+        e.push(b'\n');
+    } else {
+        e.extend_from_slice(b"MESSAGE=");
+        e.extend_from_slice(message);
+        e.push(b'\n');
+    }
+    e.extend_from_slice(
+        format!("SYSLOG_IDENTIFIER={ident}\n_PID=42\nPRIORITY=3\n_BOOT_ID=6d13c9bf251f46509ca2f12e99e2c945\n\n")
+            .as_bytes(),
+    );
+    e
+}
+
+/// Appends entries to `dir/remote.journal` with the real systemd-journal-remote.
+fn write_journal(dir: &Path, messages: &[&[u8]]) {
+    assert!(
+        Path::new(JOURNAL_REMOTE).exists(),
+        "{JOURNAL_REMOTE} is missing: install the Debian package systemd-journal-remote"
+    );
+    let base = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_micros() as u64;
+    let mut input = Vec::new();
+    for (i, m) in messages.iter().enumerate() {
+        input.extend(export_entry(m, "s3server", base + i as u64));
+    }
+    let mut child = Command::new(JOURNAL_REMOTE)
+        .arg(format!("--output={}", dir.join("remote.journal").display()))
+        .arg("-")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    child.stdin.take().unwrap().write_all(&input).unwrap();
+    assert!(child.wait().unwrap().success());
+}
+
+fn start_journal(dir: &Path, cursor: Option<String>) -> Running {
+    let cfg = JournaldConfig {
+        enabled: true,
+        directory: Some(dir.to_path_buf()),
+        start_at: JournalStartAt::Beginning,
+        ..JournaldConfig::default()
+    };
+    let src = JournaldSource::new(
+        &cfg,
+        cursor.map(|cursor| iemd::source::JournalPosition { cursor }),
+    );
+    let metrics = src.metrics();
+    let (tx, rx) = mpsc::channel(16);
+    let token = CancellationToken::new();
+    let t = token.clone();
+    let task = tokio::spawn(async move { src.run(tx, t).await.unwrap() });
+    Running {
+        rx,
+        token,
+        task,
+        metrics,
+    }
+}
+
+fn message(l: &SourceLine) -> serde_json::Value {
+    let v: serde_json::Value = serde_json::from_slice(&l.bytes).unwrap();
+    v["MESSAGE"].clone()
+}
+
+fn cursor(l: &SourceLine) -> String {
+    match &l.position {
+        Position::Journal(j) => j.cursor.clone(),
+        Position::File(_) => panic!("journal line expected"),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn journald_reads_real_journal_files_and_resumes_after_the_cursor() {
+    let d = tempfile::tempdir().unwrap();
+    let jdir = d.path().join("journal");
+    std::fs::create_dir(&jdir).unwrap();
+    let store = CheckpointStore::open(&d.path().join("state")).unwrap();
+    let binary: &[u8] = b"IEC:ES0030010001:bad \xff\xfe bytes\nsecond line";
+    write_journal(
+        &jdir,
+        &[
+            b"IEC:ES0030010001:S3 server cannot connect to auth server.",
+            binary,
+        ],
+    );
+    let mut src = start_journal(&jdir, None);
+    let got = src.take(2, Duration::from_secs(10)).await;
+    assert_eq!(got.len(), 2);
+    assert_eq!(
+        message(&got[0]),
+        "IEC:ES0030010001:S3 server cannot connect to auth server."
+    );
+    // Not UTF-8 / multi-line: journalctl prints the bytes as an array.
+    let bytes: Vec<u8> = message(&got[1])
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|b| b.as_u64().unwrap() as u8)
+        .collect();
+    assert_eq!(bytes, binary);
+    assert_ne!(cursor(&got[0]), cursor(&got[1]));
+
+    // Followed live: entries appended while running arrive.
+    write_journal(&jdir, &[b"live one", b"live two"]);
+    let live = src.take(2, Duration::from_secs(10)).await;
+    assert_eq!(
+        live.iter().map(message).collect::<Vec<_>>(),
+        vec!["live one", "live two"]
+    );
+    let last = live.last().unwrap();
+    store.commit(&last.source, &last.position).unwrap();
+    src.stop().await;
+
+    // Stopped: more entries (more than journalctl's default 10 of --follow).
+    let later: Vec<Vec<u8>> = (0..12).map(|i| format!("later {i}").into_bytes()).collect();
+    write_journal(&jdir, &later.iter().map(Vec::as_slice).collect::<Vec<_>>());
+    let cp = store.journal("journald").unwrap().cursor;
+    let mut src = start_journal(&jdir, Some(cp));
+    let got = src.take(13, Duration::from_secs(10)).await;
+    let extra = src.take(1, Duration::from_millis(700)).await;
+    assert!(extra.is_empty());
+    let texts: Vec<String> = got
+        .iter()
+        .map(|l| message(l).as_str().unwrap().to_string())
+        .collect();
+    assert_eq!(
+        texts,
+        (0..12).map(|i| format!("later {i}")).collect::<Vec<_>>()
+    );
+    let m = src.metrics.snapshot();
+    assert_eq!(m.lines_read_total, 12);
+    assert_eq!(m.journalctl_restarts_total, 0);
+    src.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn journalctl_that_exits_is_restarted_with_backoff() {
+    let cfg = JournaldConfig {
+        enabled: true,
+        journalctl: PathBuf::from("/bin/false"),
+        ..JournaldConfig::default()
+    };
+    let src = JournaldSource::new(&cfg, None);
+    let metrics = src.metrics();
+    let (tx, _rx) = mpsc::channel(1);
+    let token = CancellationToken::new();
+    let t = token.clone();
+    let task = tokio::spawn(async move { src.run(tx, t).await.unwrap() });
+    tokio::time::sleep(Duration::from_millis(1000)).await;
+    let restarts = metrics.snapshot().journalctl_restarts_total;
+    // 100 + 200 + 400 ms of backoff fit in a second, 800 more do not; without backoff there
+    // would be hundreds.
+    assert!((1..=4).contains(&restarts), "{restarts} restarts");
+    token.cancel();
+    tokio::time::timeout(Duration::from_secs(5), task)
+        .await
+        .unwrap()
+        .unwrap();
+}
+
+#[test]
+fn file_identity_survives_rename() {
+    let d = tempfile::tempdir().unwrap();
+    let p = d.path().join("m");
+    std::fs::write(&p, "first\nsecond\n").unwrap();
+    let before = iemd::source::identity::FileFacts::of(&File::open(&p).unwrap()).unwrap();
+    std::fs::rename(&p, d.path().join("m.1")).unwrap();
+    let after =
+        iemd::source::identity::FileFacts::of(&File::open(d.path().join("m.1")).unwrap()).unwrap();
+    assert_eq!(before.fingerprint, after.fingerprint);
+    assert_eq!(
+        before.ino,
+        std::fs::metadata(d.path().join("m.1")).unwrap().ino()
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn copytruncate_behind_the_reader_is_finished_from_the_copy() {
+    let d = tempfile::tempdir().unwrap();
+    let path = d.path().join("app.log");
+    {
+        let mut f = append(&path);
+        for i in 0..2000 {
+            f.write_all(line(i).as_bytes()).unwrap();
+        }
+    }
+    // A channel of one: the reader is held back in the first 64 KiB while the file is rotated.
+    let mut src = start_files(&file_config(vec![path.clone()]), vec![], 1);
+    let mut got = src.take(5, Duration::from_secs(5)).await;
+    std::fs::copy(&path, d_join(&path, ".1")).unwrap();
+    OpenOptions::new()
+        .write(true)
+        .open(&path)
+        .unwrap()
+        .set_len(0)
+        .unwrap();
+    {
+        let mut f = append(&path);
+        for i in 2000..2010 {
+            f.write_all(line(i).as_bytes()).unwrap();
+        }
+    }
+    got.extend(src.take(2005, Duration::from_secs(15)).await);
+    assert_eq!(check_once_in_order(&got), (0..2010).collect::<Vec<_>>());
+    // The copied lines keep the identity they had in the original file.
+    let fp0 = file_pos(&got[0]).fingerprint;
+    assert!(got[..2000].iter().all(|l| file_pos(l).fingerprint == fp0));
+    assert_eq!(src.metrics.snapshot().rotations_total, 1);
+    src.stop().await;
+}

@@ -93,7 +93,12 @@ pub enum Source {
 }
 
 impl Source {
-    pub const ALL: [Source; 4] = [Source::Hardware, Source::Software, Source::Firmware, Source::Os];
+    pub const ALL: [Source; 4] = [
+        Source::Hardware,
+        Source::Software,
+        Source::Firmware,
+        Source::Os,
+    ];
 
     /// From the code letter, either case.
     pub fn from_letter(c: u8) -> Option<Source> {
@@ -172,15 +177,22 @@ pub struct Iem<'a> {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Reason {
     /// The code between the marker and the next `:` (or end) has the wrong length.
-    CodeLength { found: usize },
+    CodeLength {
+        found: usize,
+    },
     /// No `:` after the code.
     MissingSeparator,
     UnknownSeverity(char),
     UnknownSource(char),
     /// A field that must be hex digits is not.
-    NotHex { field: Field },
+    NotHex {
+        field: Field,
+    },
     /// A field outside its range (component 000, event 2710...).
-    OutOfRange { field: Field, value: u16 },
+    OutOfRange {
+        field: Field,
+        value: u16,
+    },
 }
 
 /// The numeric fields of a code.

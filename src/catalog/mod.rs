@@ -1,1 +1,385 @@
-//! placeholder
+//! The IEM catalog (components, modules, events) and decoding a line into an alert.
+//!
+//! The files under `iem-catalog/` are compiled in as the default; directories given at run time
+//! override or extend it (see `iem-catalog/README.md` for the format). An unknown code is not an
+//! error: its alert says `in_catalog: false`.
+
+pub mod decode;
+
+use std::collections::BTreeMap;
+use std::ops::Range;
+use std::path::{Path, PathBuf};
+
+use serde::Deserialize;
+use toml::Spanned;
+
+/// The catalog files shipped with iemd, compiled in.
+const BUILTIN: &[(&str, &str)] = &[
+    ("hare.toml", include_str!("../../iem-catalog/hare.toml")),
+    ("motr.toml", include_str!("../../iem-catalog/motr.toml")),
+    ("s3.toml", include_str!("../../iem-catalog/s3.toml")),
+    ("auth.toml", include_str!("../../iem-catalog/auth.toml")),
+    ("sspl.toml", include_str!("../../iem-catalog/sspl.toml")),
+    ("csm.toml", include_str!("../../iem-catalog/csm.toml")),
+    ("nfs.toml", include_str!("../../iem-catalog/nfs.toml")),
+    ("ha.toml", include_str!("../../iem-catalog/ha.toml")),
+];
+
+/// A catalog file that could not be used: which file, which line, why.
+#[derive(Debug, thiserror::Error)]
+pub enum CatalogError {
+    #[error("{path}: cannot read: {source}")]
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("{path}:{line}: {reason}")]
+    Invalid {
+        path: PathBuf,
+        line: usize,
+        reason: String,
+    },
+}
+
+/// One event of the catalog.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Event {
+    pub description: String,
+    pub impact: Option<String>,
+    pub recommendation: Option<String>,
+}
+
+/// One component: its name, its modules' names and its events by (module, event).
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct Component {
+    pub name: String,
+    pub modules: BTreeMap<u16, String>,
+    pub events: BTreeMap<(u16, u16), Event>,
+}
+
+/// What the catalog knows about one code; any part may be missing.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Lookup<'c> {
+    pub component: Option<&'c str>,
+    pub module: Option<&'c str>,
+    pub event: Option<&'c Event>,
+}
+
+/// The catalog in effect.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct Catalog {
+    pub components: BTreeMap<u16, Component>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FileV1 {
+    id: Spanned<String>,
+    name: Option<String>,
+    #[serde(default)]
+    modules: BTreeMap<String, Spanned<String>>,
+    #[serde(default)]
+    events: Vec<EventV1>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct EventV1 {
+    module: Spanned<String>,
+    event: Spanned<String>,
+    description: String,
+    impact: Option<String>,
+    recommendation: Option<String>,
+}
+
+impl Catalog {
+    /// The catalog compiled into iemd.
+    pub fn builtin() -> Catalog {
+        let mut catalog = Catalog::default();
+        for (name, text) in BUILTIN {
+            // The shipped files are checked by the `builtin_catalog_loads` test.
+            if let Err(err) = catalog.add_file(Path::new(name), text) {
+                tracing::error!(%err, "built-in catalog file rejected");
+            }
+        }
+        catalog
+    }
+
+    /// The built-in catalog extended by every `*.toml` file of each directory, in order
+    /// (files sorted by name). A directory that does not exist is skipped.
+    pub fn load(dirs: &[PathBuf]) -> Result<Catalog, CatalogError> {
+        let mut catalog = Catalog::builtin();
+        for dir in dirs {
+            let entries = match std::fs::read_dir(dir) {
+                Ok(entries) => entries,
+                Err(err) if err.kind() == std::io::ErrorKind::NotFound => continue,
+                Err(source) => {
+                    return Err(CatalogError::Read {
+                        path: dir.clone(),
+                        source,
+                    });
+                }
+            };
+            let mut files: Vec<PathBuf> = entries
+                .filter_map(|e| e.ok().map(|e| e.path()))
+                .filter(|p| p.extension().is_some_and(|e| e == "toml"))
+                .collect();
+            files.sort();
+            for path in files {
+                let text = std::fs::read_to_string(&path).map_err(|source| CatalogError::Read {
+                    path: path.clone(),
+                    source,
+                })?;
+                catalog.add_file(&path, &text)?;
+            }
+        }
+        Ok(catalog)
+    }
+
+    /// Adds one catalog file: a known component is extended, its name replaced when given.
+    pub fn add_file(&mut self, path: &Path, text: &str) -> Result<(), CatalogError> {
+        let invalid = |span: Option<Range<usize>>, reason: String| CatalogError::Invalid {
+            path: path.to_path_buf(),
+            line: span.map_or(1, |s| line_of(text, s.start)),
+            reason,
+        };
+        let file: FileV1 =
+            toml::from_str(text).map_err(|e| invalid(e.span(), e.message().to_string()))?;
+        let id = parse_hex(file.id.get_ref(), 3, 0x001, 0x0ff, "component id")
+            .map_err(|r| invalid(Some(file.id.span()), r))?;
+        let mut modules = BTreeMap::new();
+        for (key, name) in &file.modules {
+            let m = parse_hex(key, 3, 0x001, 0x0ff, "module id")
+                .map_err(|r| invalid(Some(name.span()), r))?;
+            modules.insert(m, name.get_ref().clone());
+        }
+        let mut events = BTreeMap::new();
+        for ev in file.events {
+            let m = parse_hex(ev.module.get_ref(), 3, 0x001, 0x0ff, "module id")
+                .map_err(|r| invalid(Some(ev.module.span()), r))?;
+            let e = parse_hex(ev.event.get_ref(), 4, 0x0001, 0x270f, "event id")
+                .map_err(|r| invalid(Some(ev.event.span()), r))?;
+            if ev.description.trim().is_empty() {
+                return Err(invalid(
+                    Some(ev.event.span()),
+                    "event has an empty description".into(),
+                ));
+            }
+            let event = Event {
+                description: ev.description,
+                impact: ev.impact,
+                recommendation: ev.recommendation,
+            };
+            if events.insert((m, e), event).is_some() {
+                return Err(invalid(
+                    Some(ev.event.span()),
+                    format!("event {m:03x}/{e:04x} is listed twice"),
+                ));
+            }
+        }
+        let component = self.components.entry(id).or_default();
+        match file.name {
+            Some(name) => component.name = name,
+            None if component.name.is_empty() => {
+                return Err(invalid(
+                    Some(file.id.span()),
+                    format!("new component {id:03x} needs a name"),
+                ));
+            }
+            None => {}
+        }
+        component.modules.extend(modules);
+        component.events.extend(events);
+        Ok(())
+    }
+
+    /// What the catalog knows about a code.
+    pub fn lookup(&self, code: &iem_parsers::iem::Code) -> Lookup<'_> {
+        let component = self.components.get(&code.component);
+        Lookup {
+            component: component.map(|c| c.name.as_str()),
+            module: component
+                .and_then(|c| c.modules.get(&code.module))
+                .map(String::as_str),
+            event: component.and_then(|c| c.events.get(&(code.module, code.event))),
+        }
+    }
+
+    /// Every event, as (component id, module id, event id, component, event).
+    pub fn events(&self) -> impl Iterator<Item = (u16, u16, u16, &Component, &Event)> {
+        self.components.iter().flat_map(|(&c, comp)| {
+            comp.events
+                .iter()
+                .map(move |(&(m, e), ev)| (c, m, e, comp, ev))
+        })
+    }
+}
+
+/// Parses exactly `width` hex digits in `min..=max`.
+fn parse_hex(text: &str, width: usize, min: u16, max: u16, what: &str) -> Result<u16, String> {
+    if text.len() != width || !text.bytes().all(|b| b.is_ascii_hexdigit()) {
+        return Err(format!("{what} {text:?} must be {width} hex digits"));
+    }
+    let value = u16::from_str_radix(text, 16).map_err(|e| format!("{what} {text:?}: {e}"))?;
+    if !(min..=max).contains(&value) {
+        return Err(format!(
+            "{what} {text:?} out of range {min:0width$x}..{max:0width$x}"
+        ));
+    }
+    Ok(value)
+}
+
+/// 1-based line number of a byte offset.
+fn line_of(text: &str, offset: usize) -> usize {
+    let end = offset.min(text.len());
+    1 + memchr::memchr_iter(b'\n', &text.as_bytes()[..end]).count()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use iem_parsers::iem::{Code, Severity, Source};
+
+    fn code(component: u16, module: u16, event: u16) -> Code {
+        Code {
+            severity: Severity::Error,
+            source: Source::Software,
+            component,
+            module,
+            event,
+        }
+    }
+
+    #[test]
+    fn builtin_catalog_loads() {
+        let mut catalog = Catalog::default();
+        for (name, text) in BUILTIN {
+            catalog.add_file(Path::new(name), text).unwrap();
+        }
+        assert_eq!(catalog, Catalog::builtin());
+        let names: Vec<&str> = catalog
+            .components
+            .values()
+            .map(|c| c.name.as_str())
+            .collect();
+        assert_eq!(
+            names,
+            ["hare", "motr", "s3", "auth", "sspl", "csm", "nfs", "ha"]
+        );
+    }
+
+    #[test]
+    fn every_code_from_the_domain_notes_is_known() {
+        let catalog = Catalog::builtin();
+        let known = [
+            (0x002, 0x001, 0x0001, "Motr test IEM"),
+            (0x002, 0x002, 0x0002, "Motr IO error"),
+            (0x002, 0x003, 0x0003, "Motr free space warning"),
+            (0x003, 0x001, 0x0001, "Auth server connection failed"),
+            (0x006, 0x001, 0x0001, "SSL certificate is expiring"),
+            (
+                0x008,
+                0x001,
+                0x0002,
+                "Server has joined back the cluster. System is restored.",
+            ),
+        ];
+        for (c, m, e, description) in known {
+            let found = catalog.lookup(&code(c, m, e));
+            assert_eq!(
+                found.event.map(|e| e.description.as_str()),
+                Some(description)
+            );
+        }
+        for (c, m, e) in [
+            (2, 2, 4),
+            (2, 2, 5),
+            (2, 2, 6),
+            (3, 6, 5),
+            (4, 6, 1),
+            (5, 1, 8),
+            (5, 2, 2),
+            (8, 1, 1),
+        ] {
+            assert!(
+                catalog.lookup(&code(c, m, e)).event.is_some(),
+                "{c:03x}{m:03x}{e:04x}"
+            );
+        }
+        let s3 = catalog.lookup(&code(3, 1, 1));
+        assert_eq!((s3.component, s3.module), (Some("s3"), Some("Connection")));
+    }
+
+    #[test]
+    fn unknown_code_is_a_partial_lookup() {
+        let catalog = Catalog::builtin();
+        let found = catalog.lookup(&code(0x003, 0x0aa, 0x0001));
+        assert_eq!(
+            found,
+            Lookup {
+                component: Some("s3"),
+                module: None,
+                event: None
+            }
+        );
+        let found = catalog.lookup(&code(0x0fe, 1, 1));
+        assert_eq!(
+            found,
+            Lookup {
+                component: None,
+                module: None,
+                event: None
+            }
+        );
+    }
+
+    #[test]
+    fn bad_files_name_file_line_and_reason() {
+        let mut catalog = Catalog::builtin();
+        let text = "id = \"003\"\n[modules]\n\"001\" = \"X\"\n\n[[events]]\nmodule = \"001\"\nevent = \"27100\"\ndescription = \"d\"\n";
+        let err = catalog
+            .add_file(Path::new("site.toml"), text)
+            .unwrap_err()
+            .to_string();
+        assert_eq!(err, "site.toml:7: event id \"27100\" must be 4 hex digits");
+
+        let text = "id = \"000\"\nname = \"zero\"\n";
+        let err = catalog
+            .add_file(Path::new("z.toml"), text)
+            .unwrap_err()
+            .to_string();
+        assert_eq!(err, "z.toml:1: component id \"000\" out of range 001..0ff");
+
+        let text = "id = \"0aa\"\nname = \"x\"\ncolour = 1\n";
+        let err = catalog
+            .add_file(Path::new("u.toml"), text)
+            .unwrap_err()
+            .to_string();
+        assert!(err.starts_with("u.toml:3: unknown field `colour`"), "{err}");
+
+        let text = "id = \"0ab\"\n";
+        let err = catalog
+            .add_file(Path::new("n.toml"), text)
+            .unwrap_err()
+            .to_string();
+        assert_eq!(err, "n.toml:1: new component 0ab needs a name");
+    }
+
+    #[test]
+    fn a_directory_extends_and_overrides() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(
+            dir.path().join("10-s3.toml"),
+            "id = \"003\"\n[modules]\n\"007\" = \"Replication\"\n[[events]]\nmodule = \"001\"\nevent = \"0001\"\ndescription = \"Site text\"\n",
+        )
+        .unwrap();
+        std::fs::write(dir.path().join("ignored.txt"), "not toml").unwrap();
+        let catalog =
+            Catalog::load(&[dir.path().to_path_buf(), dir.path().join("missing")]).unwrap();
+        let found = catalog.lookup(&code(3, 1, 1));
+        assert_eq!(found.event.unwrap().description, "Site text");
+        assert_eq!(found.component, Some("s3"));
+        assert_eq!(catalog.lookup(&code(3, 7, 1)).module, Some("Replication"));
+        assert_eq!(catalog.lookup(&code(3, 2, 1)).module, Some("ChunkParsing"));
+    }
+}

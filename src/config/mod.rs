@@ -1,14 +1,21 @@
 //! The daemon's configuration: TOML, every key documented in `packaging/iemd.toml`, validated
-//! completely up front so that errors name the file, the key and the reason.
+//! completely up front so that errors name the file, the key (or line) and the reason.
 //!
-//! Each stage's section lives in its own submodule; this module composes them and loads the file.
+//! Each stage's section lives in its own submodule; this module composes them, loads the file
+//! and fills the defaults that depend on the machine (state directory, sources).
 
 pub mod broker;
 pub mod enrich;
 pub mod sources;
 pub mod spool;
 
+use std::fmt;
+use std::path::{Path, PathBuf};
+
 use serde::Deserialize;
+
+/// Where the package installs its configuration.
+pub const DEFAULT_PATH: &str = "/etc/iemd/iemd.toml";
 
 /// One thing wrong with a configuration: the dotted key (`broker.urls[1]`) and why.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -26,12 +33,220 @@ impl Problem {
     }
 }
 
+impl fmt::Display for Problem {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}: {}", self.key, self.reason)
+    }
+}
+
+/// A configuration that cannot be used.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("{path}: cannot read: {source}")]
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("{path}:{line}:{column}: {reason}")]
+    Syntax {
+        path: PathBuf,
+        line: usize,
+        column: usize,
+        reason: String,
+    },
+    #[error("{path}: {}", problems.iter().map(ToString::to_string).collect::<Vec<_>>().join("\n  "))]
+    Invalid {
+        path: PathBuf,
+        problems: Vec<Problem>,
+    },
+}
+
+/// How lines are read and decoded.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ParseConfig {
+    /// Time zone of RFC 3164 stamps (which carry none): an IANA name. Default: the machine's zone.
+    pub timezone: String,
+    /// Lines longer than this are cut and marked `truncated`.
+    pub max_line_bytes: usize,
+}
+
+impl Default for ParseConfig {
+    fn default() -> Self {
+        ParseConfig {
+            timezone: iana_time_zone::get_timezone().unwrap_or_else(|_| "UTC".to_owned()),
+            max_line_bytes: 64 * 1024,
+        }
+    }
+}
+
+impl ParseConfig {
+    pub fn tz(&self) -> chrono_tz::Tz {
+        self.timezone.parse().unwrap_or(chrono_tz::UTC)
+    }
+
+    fn validate(&self, problems: &mut Vec<Problem>) {
+        if self.timezone.parse::<chrono_tz::Tz>().is_err() {
+            problems.push(Problem::new(
+                "parse.timezone",
+                format!("unknown time zone {:?}", self.timezone),
+            ));
+        }
+        if !(256..=16 * 1024 * 1024).contains(&self.max_line_bytes) {
+            problems.push(Problem::new(
+                "parse.max_line_bytes",
+                "must be between 256 and 16777216",
+            ));
+        }
+    }
+}
+
 /// The whole configuration.
-#[derive(Debug, Clone, Deserialize, Default)]
+#[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct Config {
+    /// Checkpoints and (by default) the spool live here.
+    pub state_dir: PathBuf,
+    /// Catalog directories read after the built-in catalog, in order.
+    pub catalog_dirs: Vec<PathBuf>,
+    pub parse: ParseConfig,
     pub spool: spool::SpoolConfig,
     pub broker: broker::BrokerConfig,
     pub sources: sources::SourcesConfig,
     pub enrich: enrich::EnrichConfig,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            state_dir: default_state_dir(),
+            catalog_dirs: vec![
+                PathBuf::from("/usr/share/iemd/catalog"),
+                PathBuf::from("/etc/iemd/catalog.d"),
+            ],
+            parse: ParseConfig::default(),
+            spool: spool::SpoolConfig::default(),
+            broker: broker::BrokerConfig::default(),
+            sources: sources::SourcesConfig::default(),
+            enrich: enrich::EnrichConfig::default(),
+        }
+    }
+}
+
+impl Config {
+    /// Reads and validates a configuration file.
+    pub fn load(path: &Path) -> Result<Config, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.to_path_buf(),
+            source,
+        })?;
+        Config::parse(path, &text)
+    }
+
+    /// Parses and validates configuration text; `path` only names it in errors.
+    pub fn parse(path: &Path, text: &str) -> Result<Config, ConfigError> {
+        let config: Config = toml::from_str(text).map_err(|e| {
+            let (line, column) = e.span().map_or((1, 1), |s| line_column(text, s.start));
+            ConfigError::Syntax {
+                path: path.to_path_buf(),
+                line,
+                column,
+                reason: e.message().to_owned(),
+            }
+        })?;
+        config.validated(path)
+    }
+
+    /// The configuration used when there is no file: works on a fresh machine.
+    pub fn for_this_machine() -> Config {
+        Config::default()
+    }
+
+    /// Checks every section; all problems are reported together.
+    pub fn validated(self, path: &Path) -> Result<Config, ConfigError> {
+        let mut problems = Vec::new();
+        if self.state_dir.as_os_str().is_empty() {
+            problems.push(Problem::new("state_dir", "must not be empty"));
+        }
+        self.parse.validate(&mut problems);
+        if problems.is_empty() {
+            Ok(self)
+        } else {
+            Err(ConfigError::Invalid {
+                path: path.to_path_buf(),
+                problems,
+            })
+        }
+    }
+}
+
+/// `/var/lib/iemd` as root; otherwise `$XDG_STATE_HOME/iemd`, or `./state`.
+pub fn default_state_dir() -> PathBuf {
+    // SAFETY: geteuid has no preconditions and cannot fail.
+    if unsafe { libc::geteuid() } == 0 {
+        return PathBuf::from("/var/lib/iemd");
+    }
+    match std::env::var_os("XDG_STATE_HOME") {
+        Some(dir) if !dir.is_empty() => PathBuf::from(dir).join("iemd"),
+        _ => PathBuf::from("state"),
+    }
+}
+
+/// 1-based line and column of a byte offset.
+fn line_column(text: &str, offset: usize) -> (usize, usize) {
+    let before = &text.as_bytes()[..offset.min(text.len())];
+    let line = 1 + memchr::memchr_iter(b'\n', before).count();
+    let column = 1 + before.len() - memchr::memrchr(b'\n', before).map_or(0, |i| i + 1);
+    (line, column)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn syntax_errors_name_file_line_and_column() {
+        let err = Config::parse(
+            Path::new("/etc/iemd/iemd.toml"),
+            "state_dir = \"/x\"\n[parse]\nmax_line_bytes = \"big\"\n",
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(
+            err.starts_with("/etc/iemd/iemd.toml:3:18: invalid type"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn unknown_keys_are_rejected_by_name() {
+        let err = Config::parse(Path::new("c.toml"), "[parse]\ntimezon = \"UTC\"\n")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.starts_with("c.toml:2:1: unknown field `timezon`"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn every_problem_is_reported() {
+        let err = Config::parse(
+            Path::new("c.toml"),
+            "[parse]\ntimezone = \"Mars/Base\"\nmax_line_bytes = 1\n",
+        )
+        .unwrap_err()
+        .to_string();
+        assert_eq!(
+            err,
+            "c.toml: parse.timezone: unknown time zone \"Mars/Base\"\n  parse.max_line_bytes: must be between 256 and 16777216"
+        );
+    }
+
+    #[test]
+    fn empty_file_gives_the_defaults() {
+        let config = Config::parse(Path::new("c.toml"), "").unwrap();
+        assert_eq!(config.parse.max_line_bytes, 65536);
+        assert!(!config.state_dir.as_os_str().is_empty());
+    }
 }

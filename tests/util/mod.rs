@@ -2,6 +2,7 @@
 
 #![allow(dead_code)]
 
+pub mod broker_lock;
 pub mod fake_sysfs;
 
 use std::net::{TcpStream, ToSocketAddrs};

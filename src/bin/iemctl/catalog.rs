@@ -1,11 +1,94 @@
-//! `iemctl catalog` (not yet built).
+//! `iemctl catalog`: list the catalog in effect or explain one code.
 
+use std::path::PathBuf;
 use std::process::ExitCode;
 
-/// Not yet built.
-#[derive(clap::Args)]
-pub struct Args {}
+use iem_parsers::iem::Classified;
+use iemd::catalog::Catalog;
 
-pub fn run(_args: Args) -> anyhow::Result<ExitCode> {
-    anyhow::bail!("iemctl catalog is not built yet")
+/// List the IEM catalog, or explain one code.
+///
+/// Examples:
+///   iemctl catalog                       # every known event
+///   iemctl catalog ES0030010001          # what this code means
+///   iemctl catalog --catalog-dir /etc/iemd/catalog.d 0020020006
+#[derive(clap::Args)]
+#[command(verbatim_doc_comment)]
+pub struct Args {
+    /// A code: 12 characters (`ES0030010001`), or the 10 hex digits without severity and source.
+    code: Option<String>,
+    /// Extra catalog directories, read after the built-in catalog (repeatable).
+    #[arg(long = "catalog-dir")]
+    catalog_dirs: Vec<PathBuf>,
+}
+
+pub fn run(args: Args) -> anyhow::Result<ExitCode> {
+    let catalog = Catalog::load(&args.catalog_dirs)?;
+    let Some(code) = args.code else {
+        println!(
+            "{:<10}  {:<9}  {:<19}  description",
+            "code", "component", "module"
+        );
+        for (c, m, e, component, event) in catalog.events() {
+            let module = component.modules.get(&m).map_or("-", String::as_str);
+            println!(
+                "{c:03x}{m:03x}{e:04x}  {:<9}  {module:<19}  {}",
+                component.name, event.description
+            );
+        }
+        return Ok(ExitCode::SUCCESS);
+    };
+    // A bare 10-digit code is looked up as an error from software, the most common shape.
+    let text = if code.len() == 10 {
+        format!("IEC:ES{code}:")
+    } else {
+        format!("IEC:{code}:")
+    };
+    let parsed = match iem_parsers::iem::classify(&text) {
+        Classified::Iem(iem) => iem.code,
+        Classified::Malformed(m) => {
+            eprintln!(
+                "iemctl catalog: {code:?} is not a valid IEM code: {}",
+                m.reason
+            );
+            return Ok(ExitCode::from(2));
+        }
+        Classified::NotIem => unreachable!("the text starts with the marker"),
+    };
+    let found = catalog.lookup(&parsed);
+    if code.len() == 12 {
+        println!("code:           {parsed}");
+        println!(
+            "severity:       {} ({})",
+            parsed.severity.name(),
+            parsed.severity.alert_type()
+        );
+        println!("source:         {}", parsed.source.name());
+    }
+    println!(
+        "component:      {:03x} {}",
+        parsed.component,
+        found.component.unwrap_or("(unknown)")
+    );
+    println!(
+        "module:         {:03x} {}",
+        parsed.module,
+        found.module.unwrap_or("(unknown)")
+    );
+    match found.event {
+        Some(event) => {
+            println!("event:          {:04x} {}", parsed.event, event.description);
+            if let Some(impact) = &event.impact {
+                println!("impact:         {impact}");
+            }
+            if let Some(rec) = &event.recommendation {
+                println!("recommendation: {rec}");
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        None => {
+            println!("event:          {:04x} (not in the catalog)", parsed.event);
+            Ok(ExitCode::from(1))
+        }
+    }
 }

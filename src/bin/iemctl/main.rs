@@ -13,7 +13,11 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand};
 
 #[derive(Parser)]
-#[command(name = "iemctl", version, about = "Inspect, produce and replay Interesting Event Messages (IEMs)")]
+#[command(
+    name = "iemctl",
+    version,
+    about = "Inspect, produce and replay Interesting Event Messages (IEMs)"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,

@@ -1,0 +1,633 @@
+//! Tailing files: any number of paths and globs, rotation-safe, resumable from checkpoints.
+//!
+//! # How it reads
+//!
+//! Every watched path has at most one *current* reader (the file the path names now) and any
+//! number of *draining* readers (files renamed away by a rotation, still open). The parent
+//! directories are watched with inotify (notify crate); every event, and a stat every second as a
+//! safety net, triggers a poll: read each reader to its end through its handle, then compare the
+//! path's device+inode with the current reader's.
+//!
+//! - Rename/create rotation: the path names another inode. The old handle is read to its end and
+//!   kept draining for [`ROTATED_GRACE`] after its last byte (writers such as rsyslog keep writing
+//!   to it until they reopen); the new file is read from its start.
+//! - copytruncate: the file is shorter than what we read, or its first line (fingerprint) changed.
+//!   Reading restarts at 0. Before that, a sibling `<name>*` with the same fingerprint and more
+//!   bytes (the copy) is read from where we were, which recovers the lines written between our
+//!   last read and the copy. Lines written between the copy and the truncation exist nowhere any
+//!   more and are lost; so are lines if the truncated file regrows past our offset with the same
+//!   first line before we look (not detectable).
+//! - Restart from a checkpoint: if the path still names the checkpointed file (device, inode,
+//!   fingerprint, and at least `next_offset` bytes), continue there. Otherwise finish the rotated
+//!   file (a sibling `<name>*`, see [`identity::pick_rotated`]) from the checkpoint, then read the
+//!   file now at the path from its start. If the rotated file is gone (compressed, deleted), the
+//!   lines after the checkpoint in it are lost (logged).
+//!
+//! Known limits: late writes to a rotated file are sent interleaved with the new file's lines, so a
+//! checkpoint taken between them can re-read the new file's first lines after a crash (never loses
+//! them after a clean stop). Glob patterns should not also match the rotated names (`*.log`, not
+//! `*`), or rotated files are tailed as files of their own. A first line flushed incomplete by the
+//! partial-line timeout gets a fingerprint of its incomplete bytes.
+//!
+//! Reads are plain blocking reads of at most [`READ_CHUNK`] bytes on local files between awaits.
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::fs::File;
+use std::io;
+use std::os::unix::fs::{FileExt, MetadataExt};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use notify::{EventKind, RecursiveMode, Watcher};
+use tokio::sync::{Notify, mpsc};
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+
+use crate::config::sources::{FileSourceConfig, FileStartAt, has_glob_chars};
+use crate::source::identity::{self, FileFacts};
+use crate::source::lines::{LineSplitter, RawLine};
+use crate::source::{FilePosition, Position, SourceError, SourceLine, SourceMetrics};
+
+/// A rotated-away file is read until it has had no new byte for this long.
+pub const ROTATED_GRACE: Duration = Duration::from_secs(5);
+/// The safety-net stat interval (inotify does the fast path).
+pub const RESCAN_INTERVAL: Duration = Duration::from_secs(1);
+/// Largest single read.
+pub const READ_CHUNK: usize = 64 * 1024;
+
+/// One `[[sources.files]]` entry, ready to run.
+pub struct FileSource {
+    name: Arc<str>,
+    patterns: Vec<PathBuf>,
+    start_at: FileStartAt,
+    max_line_bytes: usize,
+    partial_timeout: Duration,
+    checkpoints: HashMap<PathBuf, FilePosition>,
+    metrics: Arc<SourceMetrics>,
+}
+
+impl FileSource {
+    /// `checkpoints` are the committed file positions (all of them; those of other paths are
+    /// ignored), e.g. `CheckpointStore::files()`.
+    pub fn new(config: &FileSourceConfig, checkpoints: Vec<FilePosition>) -> Self {
+        FileSource {
+            name: Arc::from(config.source_name()),
+            patterns: config.paths.clone(),
+            start_at: config.start_at,
+            max_line_bytes: config.max_line_bytes,
+            partial_timeout: config.partial_line_timeout(),
+            checkpoints: checkpoints
+                .into_iter()
+                .map(|c| (c.path.clone(), c))
+                .collect(),
+            metrics: Arc::new(SourceMetrics::default()),
+        }
+    }
+
+    pub fn name(&self) -> Arc<str> {
+        self.name.clone()
+    }
+
+    pub fn metrics(&self) -> Arc<SourceMetrics> {
+        self.metrics.clone()
+    }
+
+    /// Reads until `token` is cancelled or the receiver is dropped. Fails only when inotify
+    /// cannot be set up at all; missing files and directories are waited for.
+    pub async fn run(
+        mut self,
+        tx: mpsc::Sender<SourceLine>,
+        token: CancellationToken,
+    ) -> Result<(), SourceError> {
+        let wake = Arc::new(Notify::new());
+        let rescan = Arc::new(AtomicBool::new(true));
+        let mut watcher = {
+            let (wake, rescan) = (wake.clone(), rescan.clone());
+            notify::recommended_watcher(move |ev: notify::Result<notify::Event>| {
+                let names_changed = match ev {
+                    Ok(ev) => matches!(
+                        ev.kind,
+                        EventKind::Create(_)
+                            | EventKind::Remove(_)
+                            | EventKind::Modify(notify::event::ModifyKind::Name(_))
+                    ),
+                    Err(_) => true,
+                };
+                if names_changed {
+                    rescan.store(true, Ordering::Relaxed);
+                }
+                wake.notify_one();
+            })?
+        };
+        let mut watched: HashSet<PathBuf> = HashSet::new();
+        let mut tracked: BTreeMap<PathBuf, Tracked> = BTreeMap::new();
+        let mut at_startup = true;
+        let mut next_tick = Instant::now();
+        let mut out = Sink {
+            tx: &tx,
+            token: &token,
+            metrics: self.metrics.clone(),
+        };
+
+        loop {
+            let now = Instant::now();
+            let tick = now >= next_tick;
+            if tick {
+                next_tick = now + RESCAN_INTERVAL;
+            }
+            if tick || rescan.swap(false, Ordering::Relaxed) {
+                self.watch_dirs(&mut watcher, &mut watched);
+                for path in self.expand() {
+                    if let std::collections::btree_map::Entry::Vacant(e) = tracked.entry(path) {
+                        let t = self.discover(e.key(), at_startup);
+                        e.insert(t);
+                    }
+                }
+                at_startup = false;
+            }
+            let mut gone = Vec::new();
+            for (path, t) in tracked.iter_mut() {
+                if !self.poll(t, &mut out).await {
+                    return Ok(());
+                }
+                if t.current.is_none() && t.draining.is_empty() && t.from_glob && !path.exists() {
+                    gone.push(path.clone());
+                }
+            }
+            for p in gone {
+                tracked.remove(&p);
+            }
+
+            let deadline = tracked
+                .values()
+                .flat_map(|t| t.current.iter().chain(t.draining.iter()))
+                .filter_map(|r| r.deadline(self.partial_timeout))
+                .fold(next_tick, Instant::min);
+            tokio::select! {
+                _ = token.cancelled() => return Ok(()),
+                _ = wake.notified() => {}
+                _ = tokio::time::sleep_until(deadline) => {}
+            }
+        }
+    }
+
+    /// Watches the parent directory of every pattern that exists and is not watched yet.
+    fn watch_dirs(&self, watcher: &mut impl Watcher, watched: &mut HashSet<PathBuf>) {
+        for p in &self.patterns {
+            let Some(dir) = p.parent() else { continue };
+            if watched.contains(dir) || !dir.is_dir() {
+                continue;
+            }
+            match watcher.watch(dir, RecursiveMode::NonRecursive) {
+                Ok(()) => {
+                    watched.insert(dir.to_path_buf());
+                }
+                Err(e) => tracing::warn!(
+                    source = %self.name, dir = %dir.display(), error = %e,
+                    "cannot watch directory; relying on the 1 s stat"
+                ),
+            }
+        }
+    }
+
+    /// The paths the patterns name now: literal paths always (they may appear later), glob
+    /// matches that are regular files.
+    fn expand(&self) -> Vec<PathBuf> {
+        let mut out = Vec::new();
+        for p in &self.patterns {
+            out.extend(expand_pattern(p));
+        }
+        out
+    }
+
+    /// Starts tracking a path: from its checkpoint, or per `start_at` when found at startup, or
+    /// from the beginning when it appeared later.
+    fn discover(&mut self, path: &Path, at_startup: bool) -> Tracked {
+        let mut t = Tracked {
+            path: path.to_path_buf(),
+            from_glob: !self.patterns.iter().any(|p| p == path),
+            current: None,
+            draining: Vec::new(),
+        };
+        let opened = open_with_facts(path);
+        let Some(cp) = self.checkpoints.remove(path) else {
+            if let Some((file, facts)) = opened {
+                let offset = match (at_startup, self.start_at) {
+                    (true, FileStartAt::End) => facts.size,
+                    _ => 0,
+                };
+                t.current = Some(self.reader(path, file, &facts, offset));
+            }
+            return t;
+        };
+        if let Some((file, facts)) = &opened
+            && identity::is_checkpointed_file(&cp, facts)
+        {
+            let file = file.try_clone();
+            if let Ok(file) = file {
+                t.current = Some(self.reader(path, file, facts, cp.next_offset));
+                return t;
+            }
+        }
+        // Rotated (or truncated) while we were stopped: finish the old bytes first.
+        let candidates = identity::rotated_candidates(path);
+        match identity::pick_rotated(&cp, &candidates) {
+            Some((old_path, facts)) => match File::open(old_path) {
+                Ok(file) => {
+                    tracing::info!(
+                        source = %self.name, path = %path.display(), rotated = %old_path.display(),
+                        offset = cp.next_offset, "finishing the rotated file from the checkpoint"
+                    );
+                    SourceMetrics::add(&self.metrics.rotations_total, 1);
+                    t.draining
+                        .push(self.reader(old_path, file, facts, cp.next_offset));
+                }
+                Err(e) => tracing::warn!(
+                    source = %self.name, path = %old_path.display(), error = %e,
+                    "cannot open the rotated file; lines after the checkpoint in it are lost"
+                ),
+            },
+            None => tracing::warn!(
+                source = %self.name, path = %path.display(), offset = cp.next_offset,
+                "the checkpointed file is gone (rotated away, compressed or deleted); lines after the checkpoint in it are lost"
+            ),
+        }
+        if let Some((file, facts)) = opened {
+            t.current = Some(self.reader(path, file, &facts, 0));
+        }
+        t
+    }
+
+    fn reader(&self, label: &Path, file: File, facts: &FileFacts, offset: u64) -> Reader {
+        Reader {
+            label: label.to_path_buf(),
+            file,
+            dev: facts.dev,
+            ino: facts.ino,
+            // Known now only if final; otherwise computed when the first line is sent.
+            fingerprint: facts
+                .fingerprint_complete
+                .then_some((facts.fingerprint, true)),
+            splitter: LineSplitter::new(self.max_line_bytes, offset),
+            partial_since: None,
+            last_data: Instant::now(),
+        }
+    }
+
+    /// Reads everything available for one path, handling rotation and truncation. False when
+    /// the source must stop (cancelled, receiver gone).
+    async fn poll(&self, t: &mut Tracked, out: &mut Sink<'_>) -> bool {
+        let mut i = 0;
+        while i < t.draining.len() {
+            let r = &mut t.draining[i];
+            if !self.read_available(&t.path, r, out).await {
+                return false;
+            }
+            if r.last_data.elapsed() >= ROTATED_GRACE {
+                let mut r = t.draining.remove(i);
+                if !self.flush_partial(&t.path, &mut r, out).await {
+                    return false;
+                }
+                tracing::debug!(source = %self.name, path = %r.label.display(), "closed rotated file");
+                continue;
+            }
+            i += 1;
+        }
+
+        if let Some(r) = t.current.as_mut() {
+            if !self.read_available(&t.path, r, out).await {
+                return false;
+            }
+            let same = std::fs::metadata(&t.path)
+                .map(|m| m.dev() == r.dev && m.ino() == r.ino)
+                .unwrap_or(false);
+            if !same && let Some(mut old) = t.current.take() {
+                tracing::info!(source = %self.name, path = %t.path.display(), "file rotated (renamed or removed)");
+                SourceMetrics::add(&self.metrics.rotations_total, 1);
+                old.last_data = Instant::now();
+                t.draining.push(old);
+            }
+        }
+        if t.current.is_none()
+            && let Some((file, facts)) = open_with_facts(&t.path)
+        {
+            t.current = Some(self.reader(&t.path, file, &facts, 0));
+        }
+        if let Some(r) = t.current.as_mut() {
+            if !self.read_available(&t.path, r, out).await {
+                return false;
+            }
+            if r.partial_since
+                .is_some_and(|s| s.elapsed() >= self.partial_timeout)
+                && !self.flush_partial(&t.path, r, out).await
+            {
+                return false;
+            }
+        }
+        true
+    }
+
+    /// Reads a reader to the end of its file, sending the complete lines.
+    async fn read_available(&self, path: &Path, r: &mut Reader, out: &mut Sink<'_>) -> bool {
+        let mut buf = vec![0u8; READ_CHUNK];
+        let mut lines = Vec::new();
+        loop {
+            let size = match r.file.metadata() {
+                Ok(m) => m.len(),
+                Err(e) => {
+                    tracing::warn!(source = %self.name, path = %r.label.display(), error = %e, "cannot stat open file");
+                    return true;
+                }
+            };
+            if self.was_truncated(r, size) {
+                if !self.handle_truncation(path, r, out).await {
+                    return false;
+                }
+                continue;
+            }
+            match self
+                .read_chunk(path, r, size, &mut buf, &mut lines, out)
+                .await
+            {
+                Chunk::Read => {}
+                Chunk::End => return true,
+                Chunk::Stop => return false,
+            }
+        }
+    }
+
+    /// A copytruncate copy: read it to its end once (it does not grow, nor get truncated).
+    async fn read_copy(&self, path: &Path, r: &mut Reader, out: &mut Sink<'_>) -> bool {
+        let mut buf = vec![0u8; READ_CHUNK];
+        let mut lines = Vec::new();
+        let Ok(size) = r.file.metadata().map(|m| m.len()) else {
+            return true;
+        };
+        loop {
+            match self
+                .read_chunk(path, r, size, &mut buf, &mut lines, out)
+                .await
+            {
+                Chunk::Read => {}
+                Chunk::End => return self.flush_partial(path, r, out).await,
+                Chunk::Stop => return false,
+            }
+        }
+    }
+
+    /// Reads one chunk below `size` and sends the lines it completes.
+    async fn read_chunk(
+        &self,
+        path: &Path,
+        r: &mut Reader,
+        size: u64,
+        buf: &mut [u8],
+        lines: &mut Vec<RawLine>,
+        out: &mut Sink<'_>,
+    ) -> Chunk {
+        let at = r.splitter.consumed();
+        if size <= at {
+            return Chunk::End;
+        }
+        let want = ((size - at) as usize).min(buf.len());
+        let n = loop {
+            match r.file.read_at(&mut buf[..want], at) {
+                Ok(0) => return Chunk::End,
+                Ok(n) => break n,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(e) => {
+                    tracing::warn!(source = %self.name, path = %r.label.display(), error = %e, "read failed; retrying later");
+                    return Chunk::End;
+                }
+            }
+        };
+        SourceMetrics::add(&self.metrics.bytes_read_total, n as u64);
+        r.splitter.push(&buf[..n], lines);
+        r.last_data = Instant::now();
+        r.partial_since = r.splitter.has_partial().then(Instant::now);
+        for line in lines.drain(..) {
+            let l = self.make_line(path, r, line);
+            if !out.send(l).await {
+                return Chunk::Stop;
+            }
+        }
+        Chunk::Read
+    }
+
+    /// The file is shorter than what we read, or its first line is not the one we fingerprinted.
+    fn was_truncated(&self, r: &Reader, size: u64) -> bool {
+        if size < r.splitter.consumed() {
+            return true;
+        }
+        let Some((fp, true)) = r.fingerprint else {
+            return false;
+        };
+        if size == r.splitter.consumed() {
+            return false;
+        }
+        match identity::read_prefix(&r.file) {
+            Ok(prefix) => identity::fingerprint(&prefix).0 != fp,
+            Err(_) => false,
+        }
+    }
+
+    /// copytruncate: recover what the copy holds beyond our offset, then restart at 0.
+    async fn handle_truncation(&self, path: &Path, r: &mut Reader, out: &mut Sink<'_>) -> bool {
+        tracing::info!(source = %self.name, path = %r.label.display(), offset = r.splitter.consumed(), "file truncated (copytruncate)");
+        SourceMetrics::add(&self.metrics.rotations_total, 1);
+        let copy = r.fingerprint.and_then(|(fp, _)| {
+            let cp = FilePosition {
+                path: path.to_path_buf(),
+                dev: r.dev,
+                ino: r.ino,
+                fingerprint: fp,
+                offset_of_line: r.splitter.line_start(),
+                next_offset: r.splitter.consumed() + 1,
+            };
+            let candidates = identity::rotated_candidates(&r.label);
+            let (p, facts) = identity::pick_rotated(&cp, &candidates)?;
+            if (facts.dev, facts.ino) == (r.dev, r.ino) {
+                return None;
+            }
+            Some((p.clone(), File::open(p).ok()?, *facts))
+        });
+        match copy {
+            Some((p, file, facts)) => {
+                tracing::info!(source = %self.name, copy = %p.display(), "reading the rest from the copy");
+                let mut c = self.reader(&p, file, &facts, r.splitter.line_start());
+                if !self.read_copy(path, &mut c, out).await {
+                    return false;
+                }
+            }
+            None => {
+                if !self.flush_partial(path, r, out).await {
+                    return false;
+                }
+            }
+        }
+        r.splitter = LineSplitter::new(self.max_line_bytes, 0);
+        r.fingerprint = None;
+        r.partial_since = None;
+        true
+    }
+
+    async fn flush_partial(&self, path: &Path, r: &mut Reader, out: &mut Sink<'_>) -> bool {
+        r.partial_since = None;
+        match r.splitter.flush_partial() {
+            Some(line) => {
+                let l = self.make_line(path, r, line);
+                out.send(l).await
+            }
+            None => true,
+        }
+    }
+
+    fn make_line(&self, path: &Path, r: &mut Reader, line: RawLine) -> SourceLine {
+        let fingerprint = match r.fingerprint {
+            Some((fp, _)) => fp,
+            None => {
+                let (fp, complete) = identity::read_prefix(&r.file)
+                    .map(|p| identity::fingerprint(&p))
+                    .unwrap_or((0, false));
+                // An incomplete fingerprint only when a first line is flushed before its LF.
+                r.fingerprint = Some((fp, complete));
+                fp
+            }
+        };
+        if line.truncated {
+            SourceMetrics::add(&self.metrics.lines_truncated_total, 1);
+        }
+        SourceLine {
+            source: self.name.clone(),
+            bytes: line.bytes,
+            truncated: line.truncated,
+            position: Position::File(FilePosition {
+                path: path.to_path_buf(),
+                dev: r.dev,
+                ino: r.ino,
+                fingerprint,
+                offset_of_line: line.start,
+                next_offset: line.end,
+            }),
+        }
+    }
+}
+
+/// The paths a configured pattern names now.
+pub fn expand_pattern(pattern: &Path) -> Vec<PathBuf> {
+    let Some(name) = pattern.file_name().and_then(|n| n.to_str()) else {
+        return vec![pattern.to_path_buf()];
+    };
+    if !has_glob_chars(name) {
+        return vec![pattern.to_path_buf()];
+    }
+    let (Some(dir), Ok(pat)) = (pattern.parent(), glob::Pattern::new(name)) else {
+        return Vec::new();
+    };
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return Vec::new();
+    };
+    let opts = glob::MatchOptions {
+        case_sensitive: true,
+        require_literal_separator: true,
+        require_literal_leading_dot: true,
+    };
+    let mut out: Vec<PathBuf> = entries
+        .filter_map(Result::ok)
+        .filter(|e| {
+            e.file_name()
+                .to_str()
+                .is_some_and(|n| pat.matches_with(n, opts))
+        })
+        .map(|e| e.path())
+        .filter(|p| p.is_file())
+        .collect();
+    out.sort();
+    out
+}
+
+fn open_with_facts(path: &Path) -> Option<(File, FileFacts)> {
+    let file = File::open(path).ok()?;
+    let facts = FileFacts::of(&file).ok()?;
+    file.metadata().ok()?.is_file().then_some((file, facts))
+}
+
+enum Chunk {
+    Read,
+    End,
+    Stop,
+}
+
+/// A watched path and the open files behind it.
+struct Tracked {
+    path: PathBuf,
+    /// Found by a glob: forgotten once gone (a literal path is waited for forever).
+    from_glob: bool,
+    current: Option<Reader>,
+    draining: Vec<Reader>,
+}
+
+/// An open file being read.
+struct Reader {
+    /// The name it was opened under (for logs).
+    label: PathBuf,
+    file: File,
+    dev: u64,
+    ino: u64,
+    /// The fingerprint once known, and whether it is final (first line complete).
+    fingerprint: Option<(u64, bool)>,
+    splitter: LineSplitter,
+    /// When the last read left an incomplete line.
+    partial_since: Option<Instant>,
+    last_data: Instant,
+}
+
+impl Reader {
+    fn deadline(&self, partial_timeout: Duration) -> Option<Instant> {
+        self.partial_since.map(|s| s + partial_timeout)
+    }
+}
+
+/// Where lines go: the bounded channel, abandoned on cancellation.
+struct Sink<'a> {
+    tx: &'a mpsc::Sender<SourceLine>,
+    token: &'a CancellationToken,
+    metrics: Arc<SourceMetrics>,
+}
+
+impl Sink<'_> {
+    /// Sends one line, waiting for room. False when cancelled or the receiver is gone.
+    async fn send(&mut self, line: SourceLine) -> bool {
+        SourceMetrics::add(&self.metrics.lines_read_total, 1);
+        tokio::select! {
+            biased;
+            _ = self.token.cancelled() => false,
+            r = self.tx.send(line) => r.is_ok(),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn glob_expansion_matches_file_names_only() {
+        let d = tempfile::tempdir().unwrap();
+        for n in ["a.log", "b.log", ".hidden.log", "a.log.1", "c.txt"] {
+            std::fs::write(d.path().join(n), b"").unwrap();
+        }
+        std::fs::create_dir(d.path().join("dir.log")).unwrap();
+        let got: Vec<String> = expand_pattern(&d.path().join("*.log"))
+            .into_iter()
+            .map(|p| p.file_name().unwrap().to_string_lossy().into_owned())
+            .collect();
+        assert_eq!(got, vec!["a.log", "b.log"]);
+        // A literal path is named even before it exists; a glob in a missing directory names nothing.
+        let missing = d.path().join("later.log");
+        assert_eq!(expand_pattern(&missing), vec![missing]);
+        assert!(expand_pattern(&d.path().join("nope/*.log")).is_empty());
+    }
+}

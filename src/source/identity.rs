@@ -1,0 +1,229 @@
+//! File identity: device + inode say which file a name points at now; the fingerprint (a hash of
+//! the first line, at most [`FINGERPRINT_BYTES`]) says whether it is still the file we read, so a
+//! reused inode or a file truncated and rewritten in place is not taken for the old one.
+//!
+//! The fingerprint is stable once the first line is complete (or 1 KiB long) and survives
+//! renames; it changes when a copytruncate rotation truncates and new lines are written.
+
+use std::fs::File;
+use std::io;
+use std::os::unix::fs::{FileExt, MetadataExt};
+use std::path::{Path, PathBuf};
+
+use crate::source::FilePosition;
+
+/// How much of the first line the fingerprint covers.
+pub const FINGERPRINT_BYTES: usize = 1024;
+
+/// Rotated copies under these suffixes are compressed: their bytes are not the file's bytes.
+const COMPRESSED_SUFFIXES: [&str; 6] = [".gz", ".bz2", ".xz", ".zst", ".lz4", ".Z"];
+
+/// The fingerprint of a file whose first bytes are `prefix` (at most [`FINGERPRINT_BYTES`]
+/// read from offset 0): blake3 of the first line including its LF, cut to 1 KiB, truncated
+/// to 64 bits. The boolean is false while the first line is still incomplete and shorter than
+/// 1 KiB, i.e. while the value may still change as the file grows.
+pub fn fingerprint(prefix: &[u8]) -> (u64, bool) {
+    let prefix = &prefix[..prefix.len().min(FINGERPRINT_BYTES)];
+    let (covered, complete) = match memchr::memchr(b'\n', prefix) {
+        Some(i) => (&prefix[..=i], true),
+        None => (prefix, prefix.len() == FINGERPRINT_BYTES),
+    };
+    let hash = blake3::hash(covered);
+    let mut first = [0u8; 8];
+    first.copy_from_slice(&hash.as_bytes()[..8]);
+    (u64::from_le_bytes(first), complete)
+}
+
+/// Reads up to [`FINGERPRINT_BYTES`] from the start of the file (positional: the handle's
+/// offset is untouched).
+pub fn read_prefix(file: &File) -> io::Result<Vec<u8>> {
+    let mut buf = vec![0u8; FINGERPRINT_BYTES];
+    let mut filled = 0;
+    while filled < buf.len() {
+        match file.read_at(&mut buf[filled..], filled as u64) {
+            Ok(0) => break,
+            Ok(n) => filled += n,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+            Err(e) => return Err(e),
+        }
+    }
+    buf.truncate(filled);
+    Ok(buf)
+}
+
+/// What identifies an open file now.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct FileFacts {
+    pub dev: u64,
+    pub ino: u64,
+    pub size: u64,
+    pub fingerprint: u64,
+    /// See [`fingerprint`].
+    pub fingerprint_complete: bool,
+}
+
+impl FileFacts {
+    pub fn of(file: &File) -> io::Result<FileFacts> {
+        let meta = file.metadata()?;
+        let (fingerprint, fingerprint_complete) = fingerprint(&read_prefix(file)?);
+        Ok(FileFacts {
+            dev: meta.dev(),
+            ino: meta.ino(),
+            size: meta.len(),
+            fingerprint,
+            fingerprint_complete,
+        })
+    }
+}
+
+/// True when `file` is the file the checkpoint was taken in and still holds everything up to it:
+/// reading may continue at `cp.next_offset`.
+pub fn is_checkpointed_file(cp: &FilePosition, file: &FileFacts) -> bool {
+    file.dev == cp.dev
+        && file.ino == cp.ino
+        && file.fingerprint == cp.fingerprint
+        && file.size >= cp.next_offset
+}
+
+/// Among files that may be rotated copies of the checkpointed one, the one that holds the
+/// checkpointed bytes: the same fingerprint and at least `next_offset` bytes. The same device and
+/// inode (a rename rotation) is preferred over a mere fingerprint match (a copytruncate copy).
+pub fn pick_rotated<'a>(
+    cp: &FilePosition,
+    candidates: &'a [(PathBuf, FileFacts)],
+) -> Option<&'a (PathBuf, FileFacts)> {
+    let holds = |f: &FileFacts| f.fingerprint == cp.fingerprint && f.size >= cp.next_offset;
+    candidates
+        .iter()
+        .find(|(_, f)| holds(f) && f.dev == cp.dev && f.ino == cp.ino)
+        .or_else(|| candidates.iter().find(|(_, f)| holds(f)))
+}
+
+/// The files beside `path` whose names start with its name (`messages.1`, `messages-20260101`),
+/// except compressed ones, with their facts. Unreadable entries are skipped.
+pub fn rotated_candidates(path: &Path) -> Vec<(PathBuf, FileFacts)> {
+    let (Some(dir), Some(name)) = (path.parent(), path.file_name()) else {
+        return Vec::new();
+    };
+    let name = name.to_string_lossy();
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return Vec::new();
+    };
+    let mut out: Vec<(PathBuf, FileFacts)> = entries
+        .filter_map(Result::ok)
+        .filter(|e| {
+            let n = e.file_name();
+            let n = n.to_string_lossy();
+            n.len() > name.len()
+                && n.starts_with(name.as_ref())
+                && !COMPRESSED_SUFFIXES.iter().any(|s| n.ends_with(s))
+        })
+        .filter_map(|e| {
+            let p = e.path();
+            let file = File::open(&p).ok()?;
+            if !file.metadata().ok()?.is_file() {
+                return None;
+            }
+            Some((p, FileFacts::of(&file).ok()?))
+        })
+        .collect();
+    // Deterministic order: `.1` before `.2`.
+    out.sort_by(|a, b| a.0.cmp(&b.0));
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn cp(dev: u64, ino: u64, fingerprint: u64, next_offset: u64) -> FilePosition {
+        FilePosition {
+            path: PathBuf::from("/var/log/messages"),
+            dev,
+            ino,
+            fingerprint,
+            offset_of_line: 0,
+            next_offset,
+        }
+    }
+
+    fn facts(dev: u64, ino: u64, size: u64, fingerprint: u64) -> FileFacts {
+        FileFacts {
+            dev,
+            ino,
+            size,
+            fingerprint,
+            fingerprint_complete: true,
+        }
+    }
+
+    #[test]
+    fn fingerprint_covers_the_first_line_only_and_knows_when_it_is_final() {
+        let (a, ca) = fingerprint(b"first line\nsecond");
+        let (b, cb) = fingerprint(b"first line\nother second line");
+        assert_eq!((a, ca), (b, cb));
+        assert!(ca);
+        let (c, cc) = fingerprint(b"first li");
+        assert!(!cc);
+        assert_ne!(a, c);
+        let long = vec![b'x'; 3000];
+        let (d, cd) = fingerprint(&long[..FINGERPRINT_BYTES]);
+        assert!(cd);
+        assert_eq!(d, fingerprint(&long).0);
+        assert_ne!(fingerprint(b"other first\n").0, a);
+    }
+
+    #[test]
+    fn continue_only_in_the_same_file_with_enough_bytes() {
+        let c = cp(1, 10, 77, 500);
+        assert!(is_checkpointed_file(&c, &facts(1, 10, 500, 77)));
+        assert!(is_checkpointed_file(&c, &facts(1, 10, 900, 77)));
+        // renamed away, a new file at the path
+        assert!(!is_checkpointed_file(&c, &facts(1, 11, 900, 77)));
+        // inode reused by a different file
+        assert!(!is_checkpointed_file(&c, &facts(1, 10, 900, 78)));
+        // truncated (copytruncate while stopped)
+        assert!(!is_checkpointed_file(&c, &facts(1, 10, 499, 77)));
+        assert!(!is_checkpointed_file(&c, &facts(2, 10, 900, 77)));
+    }
+
+    #[test]
+    fn rotated_file_prefers_the_same_inode_over_a_copy() {
+        let c = cp(1, 10, 77, 500);
+        let cands = vec![
+            (PathBuf::from("messages.0"), facts(1, 20, 600, 77)), // a copy
+            (PathBuf::from("messages.1"), facts(1, 10, 800, 77)), // renamed original
+            (PathBuf::from("messages.2"), facts(1, 30, 900, 66)),
+        ];
+        assert_eq!(
+            pick_rotated(&c, &cands).unwrap().0,
+            PathBuf::from("messages.1")
+        );
+        assert_eq!(
+            pick_rotated(&c, &cands[..1]).unwrap().0,
+            PathBuf::from("messages.0")
+        );
+        // too short to hold the checkpoint, or another file
+        assert_eq!(pick_rotated(&cp(1, 10, 77, 1000), &cands), None);
+        assert_eq!(pick_rotated(&c, &cands[2..]), None);
+    }
+
+    #[test]
+    fn candidates_are_name_prefixed_uncompressed_siblings() {
+        let d = tempfile::tempdir().unwrap();
+        for n in [
+            "messages",
+            "messages.1",
+            "messages.2.gz",
+            "messages-2026",
+            "other",
+        ] {
+            std::fs::write(d.path().join(n), b"l\n").unwrap();
+        }
+        let names: Vec<String> = rotated_candidates(&d.path().join("messages"))
+            .into_iter()
+            .map(|(p, _)| p.file_name().unwrap().to_string_lossy().into_owned())
+            .collect();
+        assert_eq!(names, vec!["messages-2026", "messages.1"]);
+    }
+}

@@ -16,7 +16,7 @@ use iemd::enrich::Enricher;
 fn alert(i: usize, code: &str, comp: (&str, &str), module: (&str, &str), message: &str) -> Alert {
     Alert {
         schema: iemd::alert::SCHEMA.into(),
-        id: format!("srvnode-1:/var/log/messages:{}", i * 211),
+        id: format!("{:032x}", 0x5eed_0000_0000u128 + i as u128),
         kind: Kind::Iem,
         code: Some(code.into()),
         severity: Some(Coded {

@@ -44,7 +44,7 @@ fn config(f: &FakeSysfs) -> EnrichConfig {
 pub fn alert(message: &str) -> Alert {
     Alert {
         schema: iemd::alert::SCHEMA.into(),
-        id: format!("srvnode-1:/var/log/messages:{}", message.len()),
+        id: blake3::hash(message.as_bytes()).to_hex()[..32].to_string(),
         kind: Kind::Iem,
         code: Some("EH0020020002".into()),
         severity: Some(Coded {
@@ -411,6 +411,10 @@ fn hardware_and_host_match_their_schema() {
     let mut bad = serde_json::to_value(&a.hardware[0]).unwrap();
     bad["device"]["colour"] = json!("red");
     assert!(!validator.is_valid(&bad));
+
+    // And the whole enriched alert is a valid iem.alert/v1.
+    let alert_validator = jsonschema::validator_for(&schema("iem.alert.v1.json")).unwrap();
+    assert_valid(&alert_validator, &serde_json::to_value(&a).unwrap());
 
     let mut host_schema = hw_schema.clone();
     host_schema["$ref"] = json!("#/$defs/host");

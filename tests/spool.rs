@@ -13,7 +13,8 @@ use iemd::publish::{self, PublishStats};
 use iemd::shutdown::Shutdown;
 use iemd::spool;
 
-use crate::publish::{alert_json, broker_config, drain_ids};
+use crate::publish::{alert_json, broker_config};
+use crate::util::amqp::drain_ids;
 use crate::util;
 
 fn cfg(dir: &std::path::Path) -> SpoolConfig {

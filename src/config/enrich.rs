@@ -18,7 +18,7 @@
 
 use std::path::PathBuf;
 
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 
 use crate::config::Problem;
 
@@ -27,7 +27,7 @@ pub const MAX_CACHE_TTL: u64 = 86_400;
 /// Most device references resolved per alert (`max_refs` upper bound).
 pub const MAX_REFS_LIMIT: usize = 256;
 
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct EnrichConfig {
     /// When false, alerts get `host` but no `hardware` (no sysfs reads at all).

@@ -12,7 +12,7 @@ pub mod spool;
 use std::fmt;
 use std::path::{Path, PathBuf};
 
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 
 /// Where the package installs its configuration.
 pub const DEFAULT_PATH: &str = "/etc/iemd/iemd.toml";
@@ -62,20 +62,17 @@ pub enum ConfigError {
 }
 
 /// How lines are read and decoded.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct ParseConfig {
     /// Time zone of RFC 3164 stamps (which carry none): an IANA name. Default: the machine's zone.
     pub timezone: String,
-    /// Lines longer than this are cut and marked `truncated`.
-    pub max_line_bytes: usize,
 }
 
 impl Default for ParseConfig {
     fn default() -> Self {
         ParseConfig {
             timezone: iana_time_zone::get_timezone().unwrap_or_else(|_| "UTC".to_owned()),
-            max_line_bytes: 64 * 1024,
         }
     }
 }
@@ -92,20 +89,14 @@ impl ParseConfig {
                 format!("unknown time zone {:?}", self.timezone),
             ));
         }
-        if !(256..=16 * 1024 * 1024).contains(&self.max_line_bytes) {
-            problems.push(Problem::new(
-                "parse.max_line_bytes",
-                "must be between 256 and 16777216",
-            ));
-        }
     }
 }
 
 /// The whole configuration.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct Config {
-    /// Checkpoints and (by default) the spool live here.
+    /// Checkpoints and (unless `spool.dir` is set) the spool live here.
     pub state_dir: PathBuf,
     /// Catalog directories read after the built-in catalog, in order.
     pub catalog_dirs: Vec<PathBuf>,
@@ -127,14 +118,15 @@ impl Default for Config {
             parse: ParseConfig::default(),
             spool: spool::SpoolConfig::default(),
             broker: broker::BrokerConfig::default(),
-            sources: sources::SourcesConfig::default(),
+            sources: sources::SourcesConfig::default_for_this_machine(),
             enrich: enrich::EnrichConfig::default(),
         }
     }
 }
 
 impl Config {
-    /// Reads and validates a configuration file.
+    /// Reads and validates a configuration file. A file without `[sources]` gets the sources of
+    /// this machine (as with no file at all); without `spool.dir` the spool is `<state_dir>/spool`.
     pub fn load(path: &Path) -> Result<Config, ConfigError> {
         let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
             path: path.to_path_buf(),
@@ -145,7 +137,7 @@ impl Config {
 
     /// Parses and validates configuration text; `path` only names it in errors.
     pub fn parse(path: &Path, text: &str) -> Result<Config, ConfigError> {
-        let config: Config = toml::from_str(text).map_err(|e| {
+        let syntax = |e: toml::de::Error| {
             let (line, column) = e.span().map_or((1, 1), |s| line_column(text, s.start));
             ConfigError::Syntax {
                 path: path.to_path_buf(),
@@ -153,13 +145,43 @@ impl Config {
                 column,
                 reason: e.message().to_owned(),
             }
-        })?;
+        };
+        let table: toml::Table = text.parse().map_err(syntax)?;
+        let mut config: Config = toml::from_str(text).map_err(syntax)?;
+        let spool_dir_set = table.get("spool").and_then(|s| s.get("dir")).is_some();
+        if !spool_dir_set {
+            config.spool.dir = config.state_dir.join("spool");
+        }
         config.validated(path)
     }
 
+    /// The effective configuration as TOML, for `--check-config`. It holds no secret (passwords
+    /// come only from a file or the environment, and URLs may not carry credentials); URLs are
+    /// redacted all the same.
+    pub fn redacted_toml(&self) -> String {
+        let mut shown = self.clone();
+        shown.broker.urls = shown
+            .broker
+            .urls
+            .iter()
+            .map(|u| broker::redact_url(u))
+            .collect();
+        toml::to_string_pretty(&shown).unwrap_or_else(|e| format!("# cannot print: {e}\n"))
+    }
+
     /// The configuration used when there is no file: works on a fresh machine.
+    ///
+    /// Besides the machine's sources, it declares a durable queue `iem.alerts` bound to every
+    /// alert, so that on a fresh broker alerts are kept rather than returned as unroutable.
     pub fn for_this_machine() -> Config {
-        Config::default()
+        let mut config = Config::default();
+        config.spool.dir = config.state_dir.join("spool");
+        config.broker.queue = Some(broker::QueueConfig {
+            name: "iem.alerts".to_owned(),
+            kind: broker::QueueKind::Classic,
+            binding_key: "#".to_owned(),
+        });
+        config
     }
 
     /// Checks every section; all problems are reported together.
@@ -169,6 +191,16 @@ impl Config {
             problems.push(Problem::new("state_dir", "must not be empty"));
         }
         self.parse.validate(&mut problems);
+        self.spool.validate(&mut problems);
+        self.broker.validate(&mut problems);
+        self.sources.validate(&mut problems);
+        // enrich: validated once its section has keys.
+        if self.sources.files.is_empty() && !self.sources.journald.enabled {
+            problems.push(Problem::new(
+                "sources",
+                "no source configured: nothing would be read",
+            ));
+        }
         if problems.is_empty() {
             Ok(self)
         } else {
@@ -208,12 +240,12 @@ mod tests {
     fn syntax_errors_name_file_line_and_column() {
         let err = Config::parse(
             Path::new("/etc/iemd/iemd.toml"),
-            "state_dir = \"/x\"\n[parse]\nmax_line_bytes = \"big\"\n",
+            "state_dir = \"/x\"\n[spool]\nmax_bytes = \"big\"\n",
         )
         .unwrap_err()
         .to_string();
         assert!(
-            err.starts_with("/etc/iemd/iemd.toml:3:18: invalid type"),
+            err.starts_with("/etc/iemd/iemd.toml:3:13: invalid type: string \"big\""),
             "{err}"
         );
     }
@@ -233,20 +265,20 @@ mod tests {
     fn every_problem_is_reported() {
         let err = Config::parse(
             Path::new("c.toml"),
-            "[parse]\ntimezone = \"Mars/Base\"\nmax_line_bytes = 1\n",
+            "[parse]\ntimezone = \"Mars/Base\"\n[spool]\nsync_interval_ms = 99999\n",
         )
         .unwrap_err()
         .to_string();
         assert_eq!(
             err,
-            "c.toml: parse.timezone: unknown time zone \"Mars/Base\"\n  parse.max_line_bytes: must be between 256 and 16777216"
+            "c.toml: parse.timezone: unknown time zone \"Mars/Base\"\n  spool.sync_interval_ms: must be at most 10000 (alerts would wait that long before being published)"
         );
     }
 
     #[test]
     fn empty_file_gives_the_defaults() {
         let config = Config::parse(Path::new("c.toml"), "").unwrap();
-        assert_eq!(config.parse.max_line_bytes, 65536);
+        assert_eq!(config.spool.dir, config.state_dir.join("spool"));
         assert!(!config.state_dir.as_os_str().is_empty());
     }
 }

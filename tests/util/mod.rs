@@ -2,6 +2,7 @@
 
 #![allow(dead_code)]
 
+pub mod amqp;
 pub mod broker_lock;
 pub mod fake_sysfs;
 

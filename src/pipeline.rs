@@ -30,6 +30,7 @@ use crate::alert::{Kind, OriginKind};
 use crate::catalog::decode::{Clock, Decoder, LineSource};
 use crate::catalog::{Catalog, CatalogError};
 use crate::config::Config;
+use crate::enrich::{EnrichError, Enricher};
 use crate::publish::{self, PublishError, PublishStats};
 use crate::shutdown::Shutdown;
 use crate::source::checkpoint::{CheckpointError, CheckpointStore};
@@ -64,11 +65,14 @@ pub enum PipelineError {
     Encode(#[from] serde_json::Error),
     #[error(transparent)]
     Telemetry(#[from] telemetry::TelemetryError),
+    #[error(transparent)]
+    Enrich(#[from] EnrichError),
 }
 
 /// Runs the agent until `shutdown` is cancelled.
 pub async fn run(config: Config, shutdown: Shutdown) -> Result<(), PipelineError> {
     let catalog = Catalog::load(&config.catalog_dirs)?;
+    let enricher = Enricher::new(&config.enrich)?;
     let (writer, reader, recovery) = spool::open(&config.spool)?;
     if !recovery.cuts.is_empty() {
         tracing::warn!(
@@ -148,6 +152,7 @@ pub async fn run(config: Config, shutdown: Shutdown) -> Result<(), PipelineError
 
     let mut stage = Stage {
         decoder: Decoder::new(&catalog),
+        enricher,
         tz: config.parse.tz(),
         writer,
         checkpoints: checkpoints.clone(),
@@ -221,6 +226,7 @@ struct Waiting {
 /// The decode -> enrich -> spool stage and its checkpoint bookkeeping.
 struct Stage<'c> {
     decoder: Decoder<'c>,
+    enricher: Enricher,
     tz: chrono_tz::Tz,
     writer: SpoolWriter,
     checkpoints: Arc<CheckpointStore>,
@@ -256,7 +262,8 @@ impl Stage<'_> {
                     truncated: line.truncated,
                 },
             };
-            if let Some(alert) = self.decoder.decode(&line.bytes, &source, &clock) {
+            if let Some(mut alert) = self.decoder.decode(&line.bytes, &source, &clock) {
+                self.enricher.enrich(&mut alert);
                 match (alert.kind, &alert.code, &alert.reason) {
                     (Kind::Iem, Some(code), _) => events::iem(&line.source, code),
                     (_, _, reason) => {

@@ -197,7 +197,7 @@ impl Config {
         self.spool.validate(&mut problems);
         self.broker.validate(&mut problems);
         self.sources.validate(&mut problems);
-        // enrich: validated once its section has keys.
+        self.enrich.validate(&mut problems);
         self.telemetry.validate(&mut problems);
         if self.sources.files.is_empty() && !self.sources.journald.enabled {
             problems.push(Problem::new(

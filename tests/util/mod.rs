@@ -4,6 +4,7 @@
 
 pub mod amqp;
 pub mod broker_lock;
+pub mod fake_sysfs;
 
 use std::net::{TcpStream, ToSocketAddrs};
 use std::time::Duration;

@@ -15,6 +15,7 @@ for b in iemd iemctl; do
     if command -v strip >/dev/null 2>&1; then strip -s "$assets/bin/$b"; fi
 done
 "$assets/bin/iemctl" man "$assets/man" >/dev/null
+"$assets/bin/iemd" --man-pages "$assets/man" >/dev/null
 "$assets/bin/iemctl" completions bash > "$assets/completions/iemctl.bash"
 "$assets/bin/iemctl" completions zsh > "$assets/completions/_iemctl"
 "$assets/bin/iemctl" completions fish > "$assets/completions/iemctl.fish"

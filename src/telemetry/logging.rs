@@ -21,14 +21,18 @@ use tracing_subscriber::registry::LookupSpan;
 
 use super::TelemetryError;
 
+/// The filter when neither RUST_LOG nor the config names one: lapin logs every returned
+/// (unroutable) message in full at warn level; the publisher reports those itself, briefly.
+pub const DEFAULT_FILTER: &str = "info,lapin=warn,lapin::returned_messages=off";
+
 /// Sets up tracing on stderr. The filter is `RUST_LOG` when set, else `level` (the config's
-/// `telemetry.log_level`, e.g. `"info"` or `"iemd=debug,lapin=warn"`), else `info`.
+/// `telemetry.log_level`, e.g. `"info"` or `"iemd=debug,lapin=warn"`), else [`DEFAULT_FILTER`].
 pub fn init_logging(level: Option<&str>) -> Result<(), TelemetryError> {
     let filter_text = std::env::var("RUST_LOG")
         .ok()
         .filter(|s| !s.is_empty())
         .or_else(|| level.map(str::to_string))
-        .unwrap_or_else(|| "info".to_string());
+        .unwrap_or_else(|| DEFAULT_FILTER.to_string());
     let filter = EnvFilter::try_new(&filter_text).map_err(|e| TelemetryError::LogFilter {
         filter: filter_text.clone(),
         reason: e.to_string(),

@@ -216,8 +216,15 @@ impl Config {
     }
 }
 
-/// `/var/lib/iemd` as root; otherwise `$XDG_STATE_HOME/iemd`, or `./state`.
+/// `$STATE_DIRECTORY` when systemd sets it (`StateDirectory=`); else `/var/lib/iemd` as root;
+/// otherwise `$XDG_STATE_HOME/iemd`, or `./state`.
 pub fn default_state_dir() -> PathBuf {
+    if let Some(dirs) = std::env::var_os("STATE_DIRECTORY")
+        && let Some(first) = std::env::split_paths(&dirs).next()
+        && !first.as_os_str().is_empty()
+    {
+        return first;
+    }
     // SAFETY: geteuid has no preconditions and cannot fail.
     if unsafe { libc::geteuid() } == 0 {
         return PathBuf::from("/var/lib/iemd");

@@ -375,14 +375,13 @@ fn export_source_metrics(name: &str, metrics: &Arc<SourceMetrics>) {
     );
 }
 
+/// One of the publisher's own counters.
+type StatField = fn(&PublishStats) -> &std::sync::atomic::AtomicU64;
+
 /// The publisher counts its own retries, nacks and returns, and its connections.
 fn export_publish_metrics(stats: &Arc<PublishStats>) {
     let r = telemetry::registry();
-    let series: [(
-        &str,
-        &str,
-        fn(&PublishStats) -> &std::sync::atomic::AtomicU64,
-    ); 3] = [
+    let series: [(&str, &str, StatField); 3] = [
         (
             "iemd_publish_retries_total",
             "Publish attempts retried after a failure.",

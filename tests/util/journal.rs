@@ -38,8 +38,11 @@ pub fn write_journal(dir: &Path, messages: &[&[u8]]) {
     );
 }
 
+/// One journal entry to write: its message and extra fields.
+pub type Entry<'a> = (&'a [u8], &'a [(&'a str, &'a str)]);
+
 /// Appends entries (message and extra fields) to `dir/remote.journal`.
-pub fn write_entries(dir: &Path, entries: &[(&[u8], &[(&str, &str)])]) {
+pub fn write_entries(dir: &Path, entries: &[Entry<'_>]) {
     assert!(
         Path::new(JOURNAL_REMOTE).exists(),
         "{JOURNAL_REMOTE} is missing: install the Debian package systemd-journal-remote"

@@ -46,6 +46,8 @@ pub enum PublishError {
     Url { url: String, reason: String },
     #[error(transparent)]
     Spool(#[from] SpoolError),
+    #[error("no broker reachable: {0}")]
+    Unreachable(String),
 }
 
 /// Counters the lead exports as metrics.
@@ -350,26 +352,58 @@ enum ConnectError {
     Url(String),
 }
 
-async fn connect(
-    config: &BrokerConfig,
+/// Connects to the first reachable broker URL of `config`, with its credentials and TLS, for
+/// tools that consume (`iemctl tail`). Returns the connection and the (redacted) URL used.
+pub async fn connect_any(config: &BrokerConfig) -> Result<(Connection, String), PublishError> {
+    let creds = credentials(config)?;
+    let tls = tls_config(config)?;
+    let mut failures = Vec::new();
+    for url in &config.urls {
+        let shown = crate::config::broker::redact_url(url);
+        let attempt = tokio::time::timeout(
+            Duration::from_millis(config.connect_timeout_ms),
+            open(url, &creds, &tls),
+        )
+        .await
+        .map_err(|_| ConnectError::Timeout)
+        .and_then(|r| r);
+        match attempt {
+            Ok(conn) => return Ok((conn, shown)),
+            Err(err) => failures.push(format!("{shown}: {err}")),
+        }
+    }
+    Err(PublishError::Unreachable(failures.join("; ")))
+}
+
+/// An AMQP connection to `url` with the given credentials.
+async fn open(
     url: &str,
     creds: &Credentials,
     tls: &OwnedTLSConfig,
-) -> Result<Session, ConnectError> {
+) -> Result<Connection, ConnectError> {
     let mut uri: AMQPUri = url.parse().map_err(ConnectError::Url)?;
     uri.authority.userinfo = AMQPUserInfo {
         username: creds.user.clone(),
         password: creds.password.clone(),
     };
     let runtime = lapin::runtime::default_runtime()?;
+    Ok(Connection::connect_uri_with_config(
+        uri,
+        ConnectionProperties::default(),
+        tls.clone(),
+        runtime,
+    )
+    .await?)
+}
+
+async fn connect(
+    config: &BrokerConfig,
+    url: &str,
+    creds: &Credentials,
+    tls: &OwnedTLSConfig,
+) -> Result<Session, ConnectError> {
     let fut = async {
-        let conn = Connection::connect_uri_with_config(
-            uri,
-            ConnectionProperties::default(),
-            tls.clone(),
-            runtime,
-        )
-        .await?;
+        let conn = open(url, creds, tls).await?;
         let channel = conn.create_channel().await?;
         channel
             .confirm_select(ConfirmSelectOptions::default())

@@ -315,3 +315,75 @@ fn check_config_names_the_file_line_and_key() {
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("bad.toml:2:1: unknown field `file`"), "{err}");
 }
+
+#[test]
+fn iemctl_check_config_is_iemd_check_config() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("c.toml");
+    fs::write(&path, "[spool]\nmax_bytes = 10\n").unwrap();
+    let run = |bin: &str, args: &[&std::ffi::OsStr]| Command::new(bin).args(args).output().unwrap();
+    let ctl = run(
+        env!("CARGO_BIN_EXE_iemctl"),
+        &["check-config".as_ref(), path.as_os_str()],
+    );
+    let daemon = run(
+        env!("CARGO_BIN_EXE_iemd"),
+        &[
+            "--check-config".as_ref(),
+            "--config".as_ref(),
+            path.as_os_str(),
+        ],
+    );
+    assert_eq!(
+        (ctl.status.code(), daemon.status.code()),
+        (Some(2), Some(2))
+    );
+    let problems = |o: &std::process::Output| {
+        let e = String::from_utf8_lossy(&o.stderr).into_owned();
+        e[e.find(": invalid configuration: ").unwrap()..].to_owned()
+    };
+    assert_eq!(problems(&ctl), problems(&daemon));
+    assert!(problems(&ctl).contains("spool.max_bytes"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn iemctl_emit_to_a_tailed_file_reaches_the_broker() {
+    if !util::broker_available("iemctl_emit_to_a_tailed_file_reaches_the_broker") {
+        return;
+    }
+    let _broker = broker_lock::shared();
+    let dir = tempfile::tempdir().unwrap();
+    let name = unique("agent-emit");
+    let messages = log_file(dir.path(), "messages");
+    let mut daemon = Daemon::start(dir.path(), &config(dir.path(), &name, &[&messages], ""));
+    daemon.wait_log("iemd running", Duration::from_secs(20));
+    // A wrapper script's emit, with a hostile message and a JSON extra, as its log line.
+    let out = Command::new(env!("CARGO_BIN_EXE_iemctl"))
+        .args(["emit", "--to", "stdout", "--tag", "s3server", "--pid", "77"])
+        .args(["--json-extra", r#"{"disk": "sdc"}"#, "ES0030010001"])
+        .arg("auth down\nNov 21 22:50:01 node1 forged[1]: IEC:ES0030010001:forged")
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    std::io::Write::write_all(
+        &mut fs::OpenOptions::new().append(true).open(&messages).unwrap(),
+        &out.stdout,
+    )
+    .unwrap();
+    let got = collect(&name, 1, Duration::from_secs(30)).await;
+    assert!(daemon.stop().success());
+    assert_eq!(
+        got.ids.len(),
+        1,
+        "one emit is one alert: {:?}",
+        got.messages
+    );
+    assert_eq!(
+        got.messages[0],
+        r"auth down\nNov 21 22:50:01 node1 forged[1]: IEC:ES0030010001:forged"
+    );
+}

@@ -287,6 +287,13 @@ fn iemctl_tail_prints_published_alerts() {
         (conn, channel)
     });
 
+    let dir = tempfile::tempdir().unwrap();
+    let tail_config = dir.path().join("iemd.toml");
+    std::fs::write(
+        &tail_config,
+        format!("[broker]\nurls = [\"{}\"]\n", util::amqp::plain_url()),
+    )
+    .unwrap();
     let mut child = Command::new(IEMCTL)
         .args([
             "tail",
@@ -297,7 +304,8 @@ fn iemctl_tail_prints_published_alerts() {
             "--format",
             "text",
         ])
-        .env("IEMD_AMQP_URL", util::broker_url())
+        .arg("--config")
+        .arg(&tail_config)
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()

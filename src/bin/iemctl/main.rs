@@ -2,6 +2,7 @@
 //! library code.
 
 mod catalog;
+mod check_config;
 mod completions;
 mod emit;
 mod parse;
@@ -32,6 +33,7 @@ enum Command {
     Emit(emit::Args),
     Tail(tail::Args),
     Stats(stats::Args),
+    CheckConfig(check_config::Args),
     Completions(completions::CompletionsArgs),
     Man(completions::ManArgs),
 }
@@ -45,6 +47,7 @@ fn main() -> ExitCode {
         Command::Emit(args) => emit::run(args),
         Command::Tail(args) => tail::run(args),
         Command::Stats(args) => stats::run(args),
+        Command::CheckConfig(args) => check_config::run(args),
         Command::Completions(args) => completions::completions(args),
         Command::Man(args) => completions::man(args),
     };

@@ -7,9 +7,10 @@ use std::process::ExitCode;
 use anyhow::Context;
 use futures_util::StreamExt;
 use iemd::alert::{Alert, Kind};
+use iemd::config::Config;
+use iemd::config::broker::BrokerConfig;
 use lapin::options::{BasicConsumeOptions, QueueBindOptions, QueueDeclareOptions};
 use lapin::types::FieldTable;
-use lapin::{Connection, ConnectionProperties};
 
 /// Print alerts live, as the broker routes them.
 ///
@@ -48,43 +49,25 @@ enum Format {
 }
 
 pub fn run(args: Args) -> anyhow::Result<ExitCode> {
-    let url = broker_url(args.config.as_deref())?;
+    let broker = broker_config(args.config.as_deref())?;
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
         .context("cannot start the async runtime")?;
-    runtime.block_on(tail(args, url))
+    runtime.block_on(tail(args, broker))
 }
 
-/// The broker to connect to. The one place that knows where the URL and credentials come from:
-/// swap the body for the `[broker]` section's loader once it is merged.
-fn broker_url(config: Option<&Path>) -> anyhow::Result<String> {
-    if let Some(path) = config {
-        let text = std::fs::read_to_string(path)
-            .with_context(|| format!("cannot read {}", path.display()))?;
-        let table: toml::Table = toml::from_str(&text)
-            .with_context(|| format!("{} is not valid TOML", path.display()))?;
-        let first = table
-            .get("broker")
-            .and_then(|b| b.get("urls"))
-            .and_then(|u| u.as_array())
-            .and_then(|u| u.first())
-            .and_then(|u| u.as_str());
-        if let Some(url) = first {
-            return Ok(url.to_string());
-        }
-    }
-    Ok(std::env::var("IEMD_AMQP_URL")
-        .ok()
-        .filter(|u| !u.is_empty())
-        .unwrap_or_else(|| "amqp://guest:guest@127.0.0.1:5672/%2f".to_string()))
+/// The broker settings: the daemon's `[broker]` section (credentials from its password file or
+/// IEMD_AMQP_USER/IEMD_AMQP_PASSWORD, never from the command line), or the defaults.
+fn broker_config(config: Option<&Path>) -> anyhow::Result<BrokerConfig> {
+    Ok(match config {
+        Some(path) => Config::load(path)?.broker,
+        None => Config::for_this_machine().broker,
+    })
 }
 
-async fn tail(args: Args, url: String) -> anyhow::Result<ExitCode> {
-    let shown = iemd::telemetry::redact_url(&url);
-    let conn = Connection::connect(&url, ConnectionProperties::default())
-        .await
-        .with_context(|| format!("cannot connect to {shown}"))?;
+async fn tail(args: Args, broker: BrokerConfig) -> anyhow::Result<ExitCode> {
+    let (conn, shown) = iemd::publish::connect_any(&broker).await?;
     let channel = conn
         .create_channel()
         .await
@@ -259,15 +242,18 @@ mod tests {
     }
 
     #[test]
-    fn broker_url_comes_from_the_config_first() {
+    fn broker_comes_from_the_config_file() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("iemd.toml");
         std::fs::write(
             &path,
-            "[broker]\nurls = [\"amqp://a:b@h1/%2f\", \"amqp://h2\"]\n",
+            "[broker]\nurls = [\"amqp://h1/%2f\", \"amqp://h2\"]\n",
         )
         .unwrap();
-        assert_eq!(broker_url(Some(&path)).unwrap(), "amqp://a:b@h1/%2f");
-        assert!(broker_url(Some(&dir.path().join("missing.toml"))).is_err());
+        assert_eq!(broker_config(Some(&path)).unwrap().urls[0], "amqp://h1/%2f");
+        assert!(broker_config(Some(&dir.path().join("missing.toml"))).is_err());
+        // Credentials in a URL are refused, not used.
+        std::fs::write(&path, "[broker]\nurls = [\"amqp://a:b@h1/%2f\"]\n").unwrap();
+        assert!(broker_config(Some(&path)).is_err());
     }
 }

@@ -1,0 +1,32 @@
+//! `iemctl check-config`: the same check as `iemd --check-config`.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use iemd::config::Config;
+
+/// Validate an iemd configuration file and print the effective configuration (secrets redacted).
+///
+/// Exit status: 0 valid, 2 invalid (each problem names the file, the key or line, and why).
+///
+/// Example:
+///   iemctl check-config /etc/iemd/iemd.toml
+#[derive(clap::Args)]
+#[command(verbatim_doc_comment)]
+pub struct Args {
+    /// The configuration file.
+    file: PathBuf,
+}
+
+pub fn run(args: Args) -> anyhow::Result<ExitCode> {
+    match Config::load(&args.file) {
+        Ok(config) => {
+            print!("{}", config.redacted_toml());
+            Ok(ExitCode::SUCCESS)
+        }
+        Err(err) => {
+            eprintln!("iemctl check-config: invalid configuration: {err}");
+            Ok(ExitCode::from(2))
+        }
+    }
+}

@@ -2,6 +2,8 @@
 
 #![allow(dead_code)]
 
+pub mod broker_lock;
+
 use std::net::{TcpStream, ToSocketAddrs};
 use std::time::Duration;
 
@@ -32,3 +34,5 @@ pub fn broker_available(test: &str) -> bool {
     );
     false
 }
+
+pub mod cluster;

@@ -1,1 +1,789 @@
-//! placeholder, see lib.rs Layout
+//! Publishing to RabbitMQ: drains the spool in order, with publisher confirms, and acks the
+//! spool only for what the broker confirmed.
+//!
+//! Delivery rule: a message is delivered when its confirm is `Ack(None)`. With `mandatory` set,
+//! an unroutable message comes back as `basic.return` *followed by* an ack; lapin folds the two
+//! into `Ack(Some(returned))`, which is therefore a failure, as is a `Nack` or a channel or
+//! connection error. On failure the publisher waits (capped exponential backoff) and re-sends
+//! from the first unconfirmed record, so order is kept and messages after the failed one may be
+//! delivered twice (at-least-once; the alert id is the message id for de-duplication).
+//!
+//! Confirms are consumed in publish order, so "every confirm so far was `Ack(None)`" makes the
+//! spool's acked position a prefix of the log.
+
+use std::borrow::Cow;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use futures_util::StreamExt;
+use futures_util::stream::FuturesOrdered;
+use lapin::options::{
+    BasicPublishOptions, ConfirmSelectOptions, ExchangeDeclareOptions, QueueBindOptions,
+    QueueDeclareOptions,
+};
+use lapin::tcp::{OwnedIdentity, OwnedTLSConfig};
+use lapin::types::{AMQPValue, FieldTable};
+use lapin::uri::{AMQPUri, AMQPUserInfo};
+use lapin::{
+    BasicProperties, Channel, Confirmation, Connection, ConnectionProperties, ExchangeKind,
+};
+use serde::Deserialize;
+
+use crate::alert::Alert;
+use crate::config::broker::{BodyFormat, BrokerConfig, QueueKind, redact_url};
+use crate::shutdown::Shutdown;
+use crate::spool::{Record, SpoolError, SpoolReader};
+
+/// Errors that stop the publisher (a broker being away is not one: that is retried forever).
+#[derive(Debug, thiserror::Error)]
+pub enum PublishError {
+    #[error("broker credentials: {0}")]
+    Credentials(String),
+    #[error("broker TLS: {0}")]
+    Tls(String),
+    #[error("broker URL {url}: {reason}")]
+    Url { url: String, reason: String },
+    #[error(transparent)]
+    Spool(#[from] SpoolError),
+}
+
+/// Counters the lead exports as metrics.
+pub struct PublishStats {
+    pub published_total: AtomicU64,
+    pub retries_total: AtomicU64,
+    pub nacks_total: AtomicU64,
+    pub returns_total: AtomicU64,
+    connected: Vec<AtomicBool>,
+    urls: Vec<String>,
+    latency: Option<LatencyObserver>,
+}
+
+/// Called with the time from spooling to broker confirm of each delivered alert.
+pub type LatencyObserver = Arc<dyn Fn(Duration) + Send + Sync>;
+
+impl PublishStats {
+    pub fn new(config: &BrokerConfig, latency: Option<LatencyObserver>) -> Self {
+        PublishStats {
+            published_total: AtomicU64::new(0),
+            retries_total: AtomicU64::new(0),
+            nacks_total: AtomicU64::new(0),
+            returns_total: AtomicU64::new(0),
+            connected: config.urls.iter().map(|_| AtomicBool::new(false)).collect(),
+            urls: config.urls.iter().map(|u| redact_url(u)).collect(),
+            latency,
+        }
+    }
+
+    /// (redacted URL, connected) per configured URL.
+    pub fn connected(&self) -> Vec<(String, bool)> {
+        self.urls
+            .iter()
+            .zip(&self.connected)
+            .map(|(u, c)| (u.clone(), c.load(Ordering::Relaxed)))
+            .collect()
+    }
+
+    fn set_connected(&self, idx: usize, v: bool) {
+        if let Some(c) = self.connected.get(idx) {
+            c.store(v, Ordering::Relaxed);
+        }
+    }
+}
+
+/// User and password; never printed.
+#[derive(Clone)]
+pub struct Credentials {
+    user: String,
+    password: String,
+}
+
+impl std::fmt::Debug for Credentials {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "Credentials {{ user: {:?}, password: \"***\" }}",
+            self.user
+        )
+    }
+}
+
+/// Credentials from `IEMD_AMQP_USER`/`IEMD_AMQP_PASSWORD`, else `user` + `password_file`,
+/// else RabbitMQ's default guest/guest.
+pub fn credentials(config: &BrokerConfig) -> Result<Credentials, PublishError> {
+    if let (Ok(user), Ok(password)) = (
+        std::env::var("IEMD_AMQP_USER"),
+        std::env::var("IEMD_AMQP_PASSWORD"),
+    ) {
+        return Ok(Credentials { user, password });
+    }
+    if let (Some(user), Some(path)) = (&config.user, &config.password_file) {
+        use std::os::unix::fs::MetadataExt;
+        let shown = path.display().to_string();
+        let meta = std::fs::metadata(path)
+            .map_err(|e| PublishError::Credentials(format!("{shown}: {e}")))?;
+        if meta.mode() & 0o077 != 0 {
+            return Err(PublishError::Credentials(format!(
+                "{shown} is readable by group or others (mode {:o}); chmod 600 it",
+                meta.mode() & 0o777
+            )));
+        }
+        let text = std::fs::read_to_string(path)
+            .map_err(|e| PublishError::Credentials(format!("{shown}: {e}")))?;
+        let password = text.lines().next().unwrap_or("").to_string();
+        return Ok(Credentials {
+            user: user.clone(),
+            password,
+        });
+    }
+    Ok(Credentials {
+        user: "guest".into(),
+        password: "guest".into(),
+    })
+}
+
+fn tls_config(config: &BrokerConfig) -> Result<OwnedTLSConfig, PublishError> {
+    let Some(tls) = &config.tls else {
+        return Ok(OwnedTLSConfig::default());
+    };
+    let read = |p: &std::path::Path| {
+        std::fs::read(p).map_err(|e| PublishError::Tls(format!("{}: {e}", p.display())))
+    };
+    let cert_chain = match &tls.ca_file {
+        Some(p) => Some(
+            String::from_utf8(read(p)?)
+                .map_err(|_| PublishError::Tls(format!("{}: not PEM text", p.display())))?,
+        ),
+        None => None,
+    };
+    let identity = match (&tls.cert_file, &tls.key_file) {
+        (Some(c), Some(k)) => Some(OwnedIdentity::PKCS8 {
+            pem: read(c)?,
+            key: read(k)?,
+        }),
+        _ => None,
+    };
+    Ok(OwnedTLSConfig {
+        identity,
+        cert_chain,
+    })
+}
+
+/// The order in which to try the URLs: configured order (preference), with the one just lost
+/// tried last so that a failover does not bounce straight back to a dying node.
+pub fn connect_order(urls: usize, just_lost: Option<usize>) -> Vec<usize> {
+    let mut order: Vec<usize> = (0..urls).filter(|&i| Some(i) != just_lost).collect();
+    if let Some(l) = just_lost.filter(|&l| l < urls) {
+        order.push(l);
+    }
+    order
+}
+
+/// Capped exponential backoff.
+struct Backoff {
+    initial: Duration,
+    max: Duration,
+    next: Duration,
+}
+
+impl Backoff {
+    fn new(config: &BrokerConfig) -> Self {
+        let initial = Duration::from_millis(config.backoff_initial_ms);
+        Backoff {
+            initial,
+            max: Duration::from_millis(config.backoff_max_ms),
+            next: initial,
+        }
+    }
+    fn step(&mut self) -> Duration {
+        let d = self.next;
+        self.next = (self.next * 2).min(self.max);
+        d
+    }
+    fn reset(&mut self) {
+        self.next = self.initial;
+    }
+}
+
+/// Logs a repeating condition at most once per interval.
+struct Throttle {
+    last: Option<Instant>,
+    every: Duration,
+    suppressed: u64,
+}
+
+impl Throttle {
+    fn ready(&mut self) -> Option<u64> {
+        let now = Instant::now();
+        if self
+            .last
+            .is_none_or(|l| now.duration_since(l) >= self.every)
+        {
+            self.last = Some(now);
+            Some(std::mem::take(&mut self.suppressed))
+        } else {
+            self.suppressed += 1;
+            None
+        }
+    }
+}
+
+/// The fields of a spooled alert the publisher needs, borrowed from the payload.
+#[derive(Deserialize)]
+struct Meta<'a> {
+    #[serde(borrow)]
+    id: Cow<'a, str>,
+    #[serde(borrow, default)]
+    schema: Option<Cow<'a, str>>,
+    #[serde(borrow, default)]
+    kind: Option<Cow<'a, str>>,
+    #[serde(borrow, default)]
+    severity: Option<NameRef<'a>>,
+    #[serde(borrow, default)]
+    component: Option<ComponentRef<'a>>,
+}
+
+#[derive(Deserialize)]
+struct NameRef<'a> {
+    #[serde(borrow)]
+    name: Cow<'a, str>,
+}
+
+#[derive(Deserialize)]
+struct ComponentRef<'a> {
+    #[serde(borrow)]
+    id: Cow<'a, str>,
+    #[serde(borrow, default)]
+    name: Option<Cow<'a, str>>,
+}
+
+/// One word of a routing key: lower case, `[a-z0-9_-]`, anything else `_`.
+fn key_word(s: &str) -> String {
+    s.chars()
+        .map(|c| match c.to_ascii_lowercase() {
+            c @ ('a'..='z' | '0'..='9' | '_' | '-') => c,
+            _ => '_',
+        })
+        .collect()
+}
+
+/// `iem.<severity name>.<component name or id>`, or `iem.malformed`.
+fn routing_key(meta: &Meta<'_>) -> String {
+    if meta.kind.as_deref() == Some("malformed") {
+        return "iem.malformed".into();
+    }
+    let sev = meta
+        .severity
+        .as_ref()
+        .map_or("unknown".to_string(), |s| key_word(&s.name));
+    let comp = meta.component.as_ref().map_or("unknown".to_string(), |c| {
+        key_word(c.name.as_deref().unwrap_or(&c.id))
+    });
+    format!("iem.{sev}.{comp}")
+}
+
+/// A message ready to publish.
+pub struct Outgoing {
+    pub exchange: String,
+    pub routing_key: String,
+    pub body: Vec<u8>,
+    pub properties: BasicProperties,
+}
+
+/// Builds the message for one spooled record.
+pub fn message(config: &BrokerConfig, rec: &Record) -> Outgoing {
+    let exchange = config.exchange_name().to_string();
+    let mut props = BasicProperties::default()
+        .with_delivery_mode(2)
+        .with_content_type("application/json".into())
+        .with_timestamp(u64::try_from(rec.time_ms / 1000).unwrap_or(0));
+    let mut headers = FieldTable::default();
+    let meta = serde_json::from_slice::<Meta<'_>>(&rec.payload);
+    let (routing_key, body, schema) = match (config.format, &meta) {
+        (BodyFormat::V1, Ok(m)) => (
+            routing_key(m),
+            rec.payload.clone(),
+            m.schema
+                .as_deref()
+                .unwrap_or(crate::alert::SCHEMA)
+                .to_string(),
+        ),
+        (BodyFormat::Sspl, Ok(_)) => {
+            let body = serde_json::from_slice::<Alert>(&rec.payload)
+                .ok()
+                .and_then(|a| serde_json::to_vec(&crate::sspl::body(&a)).ok())
+                .unwrap_or_else(|| rec.payload.clone());
+            ("sensor-key".into(), body, "sspl/1.0.0".into())
+        }
+        // Never dropped: an unreadable payload still goes out, where someone can see it.
+        (_, Err(_)) => (
+            "iem.malformed".into(),
+            rec.payload.clone(),
+            "unknown".into(),
+        ),
+    };
+    if let Ok(m) = &meta {
+        props = props.with_message_id(m.id.as_ref().into());
+    }
+    headers.insert("schema".into(), AMQPValue::LongString(schema.into()));
+    props = props.with_headers(headers);
+    Outgoing {
+        exchange,
+        routing_key,
+        body,
+        properties: props,
+    }
+}
+
+struct Session {
+    conn: Connection,
+    channel: Channel,
+}
+
+#[derive(Debug, thiserror::Error)]
+enum ConnectError {
+    #[error("{0}")]
+    Lapin(#[from] lapin::Error),
+    #[error("timed out")]
+    Timeout,
+    #[error("invalid URL: {0}")]
+    Url(String),
+}
+
+async fn connect(
+    config: &BrokerConfig,
+    url: &str,
+    creds: &Credentials,
+    tls: &OwnedTLSConfig,
+) -> Result<Session, ConnectError> {
+    let mut uri: AMQPUri = url.parse().map_err(ConnectError::Url)?;
+    uri.authority.userinfo = AMQPUserInfo {
+        username: creds.user.clone(),
+        password: creds.password.clone(),
+    };
+    let runtime = lapin::runtime::default_runtime()?;
+    let fut = async {
+        let conn = Connection::connect_uri_with_config(
+            uri,
+            ConnectionProperties::default(),
+            tls.clone(),
+            runtime,
+        )
+        .await?;
+        let channel = conn.create_channel().await?;
+        channel
+            .confirm_select(ConfirmSelectOptions::default())
+            .await?;
+        declare(config, &channel).await?;
+        Ok::<_, ConnectError>(Session { conn, channel })
+    };
+    tokio::time::timeout(Duration::from_millis(config.connect_timeout_ms), fut)
+        .await
+        .map_err(|_| ConnectError::Timeout)?
+}
+
+async fn declare(config: &BrokerConfig, channel: &Channel) -> Result<(), lapin::Error> {
+    if !config.declare {
+        return Ok(());
+    }
+    let exchange = config.exchange_name();
+    channel
+        .exchange_declare(
+            exchange.into(),
+            ExchangeKind::Topic,
+            ExchangeDeclareOptions {
+                durable: true,
+                ..ExchangeDeclareOptions::default()
+            },
+            FieldTable::default(),
+        )
+        .await?;
+    if let Some(q) = &config.queue {
+        let mut args = FieldTable::default();
+        if q.kind == QueueKind::Quorum {
+            args.insert(
+                "x-queue-type".into(),
+                AMQPValue::LongString("quorum".into()),
+            );
+        }
+        channel
+            .queue_declare(
+                q.name.as_str().into(),
+                QueueDeclareOptions {
+                    durable: true,
+                    ..QueueDeclareOptions::default()
+                },
+                args,
+            )
+            .await?;
+        channel
+            .queue_bind(
+                q.name.as_str().into(),
+                exchange.into(),
+                q.binding_key.as_str().into(),
+                QueueBindOptions::default(),
+                FieldTable::default(),
+            )
+            .await?;
+    }
+    Ok(())
+}
+
+/// Why a pump over one session ended.
+enum Ended {
+    Shutdown,
+    /// Something was not confirmed; `reconnect` when the connection or channel is unusable.
+    Failed {
+        reconnect: bool,
+    },
+}
+
+/// Drains `reader` to the broker until shutdown is requested. A broker that is away is retried
+/// forever; returns an error only for bad credentials/TLS files or an unreadable spool.
+pub async fn run(
+    config: &BrokerConfig,
+    mut reader: SpoolReader,
+    shutdown: Shutdown,
+    stats: Arc<PublishStats>,
+) -> Result<(), PublishError> {
+    let creds = credentials(config)?;
+    let tls = tls_config(config)?;
+    let mut backoff = Backoff::new(config);
+    let mut unreachable_log = Throttle {
+        last: None,
+        every: Duration::from_secs(30),
+        suppressed: 0,
+    };
+    let mut just_lost = None;
+    let token = shutdown.token.clone();
+    loop {
+        if token.is_cancelled() {
+            reader.persist()?;
+            return Ok(());
+        }
+        let mut session = None;
+        let mut failures = Vec::new();
+        for idx in connect_order(config.urls.len(), just_lost) {
+            let url = &config.urls[idx];
+            let attempt = tokio::select! {
+                _ = token.cancelled() => break,
+                r = connect(config, url, &creds, &tls) => r,
+            };
+            match attempt {
+                Ok(s) => {
+                    session = Some((idx, s));
+                    break;
+                }
+                Err(e) => failures.push(format!("{}: {e}", redact_url(url))),
+            }
+        }
+        let Some((idx, session)) = session else {
+            if token.is_cancelled() {
+                continue;
+            }
+            if let Some(suppressed) = unreachable_log.ready() {
+                tracing::warn!(errors = ?failures, suppressed,
+                    "no broker reachable; alerts stay in the spool and are retried");
+            }
+            sleep_or_cancel(backoff.step(), &token).await;
+            continue;
+        };
+        stats.set_connected(idx, true);
+        tracing::info!(url = %redact_url(&config.urls[idx]), "connected to broker");
+        let ended = loop {
+            reader.rewind();
+            let ended = pump(config, &mut reader, &session, &token, &stats, &mut backoff).await?;
+            match ended {
+                Ended::Failed { reconnect: false } if !token.is_cancelled() => {
+                    stats.retries_total.fetch_add(1, Ordering::Relaxed);
+                    sleep_or_cancel(backoff.step(), &token).await;
+                }
+                other => break other,
+            }
+        };
+        stats.set_connected(idx, false);
+        let _ = session
+            .conn
+            .close(200, "iemd publisher closing".into())
+            .await;
+        reader.persist()?;
+        match ended {
+            Ended::Shutdown => return Ok(()),
+            Ended::Failed { .. } => {
+                stats.retries_total.fetch_add(1, Ordering::Relaxed);
+                tracing::warn!(url = %redact_url(&config.urls[idx]), "lost the broker; failing over");
+                just_lost = Some(idx);
+                sleep_or_cancel(backoff.step(), &token).await;
+            }
+        }
+    }
+}
+
+async fn sleep_or_cancel(d: Duration, token: &tokio_util::sync::CancellationToken) {
+    tokio::select! {
+        _ = token.cancelled() => {}
+        _ = tokio::time::sleep(d) => {}
+    }
+}
+
+/// Acks the spool after this many confirms in a row (and whenever nothing is in flight).
+const ACK_BATCH: u64 = 64;
+
+async fn pump(
+    config: &BrokerConfig,
+    reader: &mut SpoolReader,
+    session: &Session,
+    token: &tokio_util::sync::CancellationToken,
+    stats: &PublishStats,
+    backoff: &mut Backoff,
+) -> Result<Ended, PublishError> {
+    let mut inflight = FuturesOrdered::new();
+    let mut confirmed: Option<u64> = None;
+    let mut unacked = 0u64;
+    let mut tick = tokio::time::interval(Duration::from_secs(1));
+    let mandatory = BasicPublishOptions {
+        mandatory: true,
+        ..BasicPublishOptions::default()
+    };
+    let ended = loop {
+        tokio::select! {
+            biased;
+            _ = token.cancelled() => {
+                // Wait for what is in flight so that it is acked and not re-sent at the next start.
+                let wait = Duration::from_millis(config.shutdown_timeout_ms);
+                let _ = tokio::time::timeout(wait, async {
+                    while let Some((seq, time_ms, res)) = inflight.next().await {
+                        if !settle(seq, time_ms, res, stats, &mut confirmed) {
+                            break;
+                        }
+                    }
+                }).await;
+                break Ended::Shutdown;
+            }
+            Some((seq, time_ms, res)) = inflight.next(), if !inflight.is_empty() => {
+                if !settle(seq, time_ms, res, stats, &mut confirmed) {
+                    break Ended::Failed { reconnect: !session.conn.status().connected() || !session.channel.status().connected() };
+                }
+                backoff.reset();
+                unacked += 1;
+                if (unacked >= ACK_BATCH || inflight.is_empty())
+                    && let Some(c) = confirmed
+                {
+                    reader.ack(c);
+                    unacked = 0;
+                }
+            }
+            rec = reader.next(), if inflight.len() < config.window => {
+                let rec = rec?;
+                let out = message(config, &rec);
+                let published = session.channel.basic_publish(
+                    out.exchange.as_str().into(),
+                    out.routing_key.as_str().into(),
+                    mandatory,
+                    &out.body,
+                    out.properties,
+                ).await;
+                match published {
+                    Ok(confirm) => {
+                        let (seq, time_ms) = (rec.seq, rec.time_ms);
+                        inflight.push_back(async move { (seq, time_ms, confirm.await) });
+                    }
+                    Err(e) => {
+                        tracing::warn!(error = %e, seq = rec.seq, "publish failed");
+                        break Ended::Failed { reconnect: true };
+                    }
+                }
+            }
+            _ = tick.tick() => {
+                if !session.conn.status().connected() || !session.channel.status().connected() {
+                    break Ended::Failed { reconnect: true };
+                }
+            }
+        }
+    };
+    if let Some(c) = confirmed {
+        reader.ack(c);
+    }
+    Ok(ended)
+}
+
+/// Accounts for one confirm; true when the message was delivered.
+fn settle(
+    seq: u64,
+    time_ms: i64,
+    res: Result<Confirmation, lapin::Error>,
+    stats: &PublishStats,
+    confirmed: &mut Option<u64>,
+) -> bool {
+    match res {
+        Ok(Confirmation::Ack(None)) => {
+            stats.published_total.fetch_add(1, Ordering::Relaxed);
+            if let Some(observe) = &stats.latency {
+                let ms = chrono::Utc::now().timestamp_millis() - time_ms;
+                observe(Duration::from_millis(u64::try_from(ms).unwrap_or(0)));
+            }
+            *confirmed = Some(seq);
+            true
+        }
+        Ok(Confirmation::Ack(Some(returned))) => {
+            stats.returns_total.fetch_add(1, Ordering::Relaxed);
+            tracing::warn!(seq, reply_code = returned.reply_code, reply_text = %returned.reply_text,
+                exchange = %returned.delivery.exchange, routing_key = %returned.delivery.routing_key,
+                "broker returned an alert (unroutable); it stays in the spool and is retried");
+            false
+        }
+        Ok(Confirmation::Nack(_)) => {
+            stats.nacks_total.fetch_add(1, Ordering::Relaxed);
+            tracing::warn!(
+                seq,
+                "broker nacked an alert; it stays in the spool and is retried"
+            );
+            false
+        }
+        Ok(Confirmation::NotRequested) => {
+            tracing::error!(seq, "publisher confirms are not active on the channel");
+            false
+        }
+        Err(e) => {
+            tracing::warn!(seq, error = %e, "no confirm for an alert; it stays in the spool and is retried");
+            false
+        }
+    }
+}
+
+/// The outcome of a one-shot publish (`iemctl replay --publish`).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct SendReport {
+    pub delivered: u64,
+    /// Seqs the broker did not confirm as delivered (nack, return, or no confirm).
+    pub failed: Vec<u64>,
+}
+
+/// Publishes `records` once, in order, through the first reachable broker, waiting for every
+/// confirm; `progress(done, total)` is called as confirms arrive. Does not touch any spool.
+pub async fn send_records(
+    config: &BrokerConfig,
+    records: &[Record],
+    mut progress: impl FnMut(u64, u64),
+) -> Result<SendReport, PublishError> {
+    let creds = credentials(config)?;
+    let tls = tls_config(config)?;
+    let mut session = None;
+    let mut failures = Vec::new();
+    for idx in connect_order(config.urls.len(), None) {
+        match connect(config, &config.urls[idx], &creds, &tls).await {
+            Ok(s) => {
+                session = Some(s);
+                break;
+            }
+            Err(e) => failures.push(format!("{}: {e}", redact_url(&config.urls[idx]))),
+        }
+    }
+    let Some(session) = session else {
+        return Err(PublishError::Url {
+            url: config
+                .urls
+                .iter()
+                .map(|u| redact_url(u))
+                .collect::<Vec<_>>()
+                .join(", "),
+            reason: format!("no broker reachable: {}", failures.join("; ")),
+        });
+    };
+    let stats = PublishStats::new(config, None);
+    let mut report = SendReport::default();
+    let total = records.len() as u64;
+    let mut inflight = FuturesOrdered::new();
+    let mandatory = BasicPublishOptions {
+        mandatory: true,
+        ..BasicPublishOptions::default()
+    };
+    let mut settle_one = |(seq, time_ms, res), report: &mut SendReport| {
+        let mut confirmed = None;
+        if settle(seq, time_ms, res, &stats, &mut confirmed) {
+            report.delivered += 1;
+        } else {
+            report.failed.push(seq);
+        }
+        progress(report.delivered + report.failed.len() as u64, total);
+    };
+    for rec in records {
+        if inflight.len() >= config.window
+            && let Some(done) = inflight.next().await
+        {
+            settle_one(done, &mut report);
+        }
+        let out = message(config, rec);
+        let (seq, time_ms) = (rec.seq, rec.time_ms);
+        match session
+            .channel
+            .basic_publish(
+                out.exchange.as_str().into(),
+                out.routing_key.as_str().into(),
+                mandatory,
+                &out.body,
+                out.properties,
+            )
+            .await
+        {
+            Ok(confirm) => inflight.push_back(async move { (seq, time_ms, confirm.await) }),
+            Err(e) => {
+                tracing::warn!(seq, error = %e, "publish failed");
+                report.failed.push(seq);
+            }
+        }
+    }
+    while let Some(done) = inflight.next().await {
+        settle_one(done, &mut report);
+    }
+    let _ = session.conn.close(200, "iemctl replay done".into()).await;
+    Ok(report)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn connect_order_puts_the_lost_url_last() {
+        assert_eq!(connect_order(3, None), [0, 1, 2]);
+        assert_eq!(connect_order(3, Some(0)), [1, 2, 0]);
+        assert_eq!(connect_order(1, Some(0)), [0]);
+    }
+
+    #[test]
+    fn routing_keys() {
+        let m: Meta<'_> = serde_json::from_str(
+            r#"{"id":"a","kind":"iem","severity":{"code":"E","name":"error"},"component":{"id":"003","name":"s3"}}"#,
+        )
+        .unwrap();
+        assert_eq!(routing_key(&m), "iem.error.s3");
+        let m: Meta<'_> =
+            serde_json::from_str(r#"{"id":"a","kind":"iem","component":{"id":"0F3","name":null}}"#)
+                .unwrap();
+        assert_eq!(routing_key(&m), "iem.unknown.0f3");
+        let m: Meta<'_> = serde_json::from_str(r#"{"id":"a","kind":"malformed"}"#).unwrap();
+        assert_eq!(routing_key(&m), "iem.malformed");
+    }
+
+    #[test]
+    fn credentials_debug_hides_the_password() {
+        let c = Credentials {
+            user: "u".into(),
+            password: "s3cret".into(),
+        };
+        assert!(!format!("{c:?}").contains("s3cret"));
+    }
+
+    #[test]
+    fn backoff_doubles_up_to_its_cap() {
+        let cfg = BrokerConfig {
+            backoff_initial_ms: 100,
+            backoff_max_ms: 300,
+            ..BrokerConfig::default()
+        };
+        let mut b = Backoff::new(&cfg);
+        let steps: Vec<u64> = (0..4).map(|_| b.step().as_millis() as u64).collect();
+        assert_eq!(steps, [100, 200, 300, 300]);
+    }
+}

@@ -1,1 +1,380 @@
-//! Integration tests: publish.
+//! The publisher against the real broker: order, no loss across a broker restart, unroutable
+//! alerts, failover, and credentials kept out of logs.
+
+// The broker lock is held for a whole test on purpose; each test has its own runtime, so
+// blocking its thread while waiting for the lock is harmless.
+#![allow(clippy::await_holding_lock)]
+
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use futures_util::StreamExt;
+use iemd::config::broker::{BrokerConfig, QueueConfig};
+use iemd::config::spool::SpoolConfig;
+use iemd::publish::{self, PublishStats};
+use iemd::shutdown::Shutdown;
+use iemd::spool::{self, SpoolWriter};
+use lapin::options::{BasicConsumeOptions, QueueDeleteOptions};
+use lapin::types::FieldTable;
+
+use crate::util;
+
+/// A realistic alert (about 600 bytes of JSON) with id `id-<i>`.
+pub fn alert_json(i: u64) -> Vec<u8> {
+    let v = serde_json::json!({
+        "schema": "iem.alert/v1", "id": format!("id-{i}"), "kind": "iem", "code": "ES0030010001",
+        "severity": {"code": "E", "name": "error"}, "alert_type": "fault",
+        "source_type": {"code": "S", "name": "software"},
+        "component": {"id": "003", "name": "s3"}, "module": {"id": "001", "name": "Connection"},
+        "event": {"id": "0001", "name": "Auth server connection failed"}, "in_catalog": true,
+        "message": "S3 server cannot connect to auth server. For more information, refer Troubleshooting Guide.",
+        "time": "2026-11-21T22:50:01.123456+00:00",
+        "origin": {"kind": "file", "path": "/var/log/messages", "offset": i * 160, "program": "s3server",
+                   "pid": "1234", "host": "node1", "priority": 3},
+        "raw": "Nov 21 22:50:01 node1 s3server[1234]: IEC:ES0030010001:S3 server cannot connect to auth server. For more information, refer Troubleshooting Guide.",
+        "host": {"hostname": "node1", "fqdn": "node1.example.com", "machine_id": null, "boot_id": null,
+                 "site_id": "1", "rack_id": "1", "node_id": "1", "cluster_id": null}
+    });
+    serde_json::to_vec(&v).unwrap()
+}
+
+/// A unique name for this test's exchange and queue.
+pub fn unique(name: &str) -> String {
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .subsec_nanos();
+    format!("iemd-test-{name}-{}-{nanos}", std::process::id())
+}
+
+/// The broker URL without credentials (the publisher takes those from elsewhere).
+pub fn plain_url() -> String {
+    let addr = std::env::var("IEMD_TEST_AMQP_ADDR").unwrap_or_else(|_| "127.0.0.1:5672".into());
+    format!("amqp://{addr}/%2f")
+}
+
+pub fn broker_config(name: &str) -> BrokerConfig {
+    let n = unique(name);
+    BrokerConfig {
+        urls: vec![plain_url()],
+        exchange: Some(n.clone()),
+        queue: Some(QueueConfig {
+            name: n,
+            kind: Default::default(),
+            binding_key: "#".into(),
+        }),
+        backoff_initial_ms: 50,
+        backoff_max_ms: 1000,
+        connect_timeout_ms: 3000,
+        ..BrokerConfig::default()
+    }
+}
+
+pub fn spool_config(dir: &std::path::Path) -> SpoolConfig {
+    SpoolConfig {
+        dir: dir.join("spool"),
+        ..SpoolConfig::default()
+    }
+}
+
+/// A running publisher over a fresh spool.
+pub struct Running {
+    pub writer: SpoolWriter,
+    pub stats: Arc<PublishStats>,
+    pub shutdown: Shutdown,
+    pub task: tokio::task::JoinHandle<Result<(), publish::PublishError>>,
+    pub _dir: tempfile::TempDir,
+}
+
+pub fn start(
+    broker: &BrokerConfig,
+    spool_cfg: impl FnOnce(&std::path::Path) -> SpoolConfig,
+) -> Running {
+    let dir = tempfile::tempdir().unwrap();
+    let (writer, reader, _) = spool::open(&spool_cfg(dir.path())).unwrap();
+    let stats = Arc::new(PublishStats::new(broker, None));
+    let shutdown = Shutdown::new();
+    let task = tokio::spawn({
+        let (broker, stats, shutdown) = (broker.clone(), stats.clone(), shutdown.clone());
+        async move { publish::run(&broker, reader, shutdown, stats).await }
+    });
+    Running {
+        writer,
+        stats,
+        shutdown,
+        task,
+        _dir: dir,
+    }
+}
+
+impl Running {
+    /// Waits until the spool's acked position reaches `seq`.
+    pub async fn wait_acked(&self, seq: u64, within: Duration) {
+        let start = Instant::now();
+        while self.writer.stats().acked_seq < seq {
+            assert!(
+                start.elapsed() < within,
+                "acked {} of {seq} after {within:?}",
+                self.writer.stats().acked_seq
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    pub async fn stop(self) {
+        self.shutdown.token.cancel();
+        self.task.await.unwrap().unwrap();
+    }
+}
+
+/// Every message id in `queue` (consumed with auto-ack until it stays empty for `idle`), then
+/// deletes the queue.
+pub async fn drain_ids(queue: &str, idle: Duration) -> Vec<String> {
+    let conn = lapin::Connection::connect(&util::broker_url(), Default::default())
+        .await
+        .unwrap();
+    let ch = conn.create_channel().await.unwrap();
+    let mut consumer = ch
+        .basic_consume(
+            queue.into(),
+            "drain".into(),
+            BasicConsumeOptions {
+                no_ack: true,
+                ..Default::default()
+            },
+            FieldTable::default(),
+        )
+        .await
+        .unwrap();
+    let mut ids = Vec::new();
+    while let Ok(Some(d)) = tokio::time::timeout(idle, consumer.next()).await {
+        let d = d.unwrap();
+        ids.push(d.properties.message_id().as_ref().unwrap().to_string());
+    }
+    let _ = ch
+        .queue_delete(queue.into(), QueueDeleteOptions::default())
+        .await;
+    ids
+}
+
+fn expected(range: std::ops::RangeInclusive<u64>) -> Vec<String> {
+    range.map(|i| format!("id-{i}")).collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ten_thousand_alerts_arrive_once_in_order() {
+    if !util::broker_available("ten_thousand_alerts_arrive_once_in_order") {
+        return;
+    }
+    let _b = util::broker_lock::shared();
+    let broker = broker_config("10k");
+    let run = start(&broker, spool_config);
+    for chunk in (1..=10_000u64).collect::<Vec<_>>().chunks(100) {
+        let batch: Vec<Vec<u8>> = chunk.iter().map(|&i| alert_json(i)).collect();
+        run.writer.append_batch(&batch).await.unwrap();
+    }
+    run.wait_acked(10_000, Duration::from_secs(60)).await;
+    assert_eq!(
+        run.stats
+            .published_total
+            .load(std::sync::atomic::Ordering::Relaxed),
+        10_000
+    );
+    let queue = broker.queue.clone().unwrap().name;
+    run.stop().await;
+    let ids = drain_ids(&queue, Duration::from_secs(1)).await;
+    assert_eq!(ids, expected(1..=10_000));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unroutable_alert_stays_pending() {
+    if !util::broker_available("unroutable_alert_stays_pending") {
+        return;
+    }
+    let _b = util::broker_lock::shared();
+    // No queue bound: every message is returned as NO_ROUTE.
+    let broker = BrokerConfig {
+        queue: None,
+        ..broker_config("noroute")
+    };
+    let run = start(&broker, spool_config);
+    run.writer.append(&alert_json(1)).await.unwrap();
+    let start_t = Instant::now();
+    while run
+        .stats
+        .returns_total
+        .load(std::sync::atomic::Ordering::Relaxed)
+        < 2
+    {
+        assert!(
+            start_t.elapsed() < Duration::from_secs(20),
+            "no return seen"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let s = run.writer.stats();
+    assert_eq!(s.acked_seq, 0);
+    assert_eq!(s.pending_records, 1);
+    assert_eq!(
+        run.stats
+            .published_total
+            .load(std::sync::atomic::Ordering::Relaxed),
+        0
+    );
+    run.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn fails_over_to_the_second_url() {
+    if !util::broker_available("fails_over_to_the_second_url") {
+        return;
+    }
+    let _b = util::broker_lock::shared();
+    let mut broker = broker_config("failover");
+    // Nothing listens on port 1.
+    broker.urls = vec!["amqp://127.0.0.1:1/%2f".into(), plain_url()];
+    let run = start(&broker, spool_config);
+    for i in 1..=200 {
+        run.writer.append(&alert_json(i)).await.unwrap();
+    }
+    run.wait_acked(200, Duration::from_secs(30)).await;
+    let connected = run.stats.connected();
+    assert!(!connected[0].1);
+    assert!(connected[1].1);
+    let queue = broker.queue.clone().unwrap().name;
+    run.stop().await;
+    assert_eq!(
+        drain_ids(&queue, Duration::from_secs(1)).await,
+        expected(1..=200)
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn broker_restart_loses_nothing_and_keeps_order() {
+    if !util::broker_available("broker_restart_loses_nothing_and_keeps_order") {
+        return;
+    }
+    let _b = util::broker_lock::exclusive();
+    let broker = broker_config("restart");
+    let run = start(&broker, spool_config);
+    let n = 3000u64;
+    let writer = run.writer.clone();
+    let feeder = tokio::spawn(async move {
+        for i in 1..=n {
+            writer.append(&alert_json(i)).await.unwrap();
+            if i % 20 == 0 {
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+        }
+    });
+    run.wait_acked(300, Duration::from_secs(30)).await;
+    let ctl = |arg: &str| {
+        let st = std::process::Command::new("rabbitmqctl")
+            .arg(arg)
+            .status()
+            .unwrap();
+        assert!(st.success(), "rabbitmqctl {arg}");
+    };
+    ctl("stop_app");
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let during = run.writer.stats();
+    ctl("start_app");
+    ctl("await_startup");
+    feeder.await.unwrap();
+    run.wait_acked(n, Duration::from_secs(120)).await;
+    assert!(
+        during.acked_seq < during.last_seq,
+        "alerts were spooled while the broker was down: {during:?}"
+    );
+    assert!(
+        run.stats
+            .retries_total
+            .load(std::sync::atomic::Ordering::Relaxed)
+            > 0
+    );
+    let queue = broker.queue.clone().unwrap().name;
+    run.stop().await;
+    let ids = drain_ids(&queue, Duration::from_secs(1)).await;
+    // At-least-once: re-sends after the outage may duplicate; the first occurrences must be
+    // every id, in order.
+    let mut seen = std::collections::HashSet::new();
+    let firsts: Vec<String> = ids
+        .into_iter()
+        .filter(|id| seen.insert(id.clone()))
+        .collect();
+    assert_eq!(firsts, expected(1..=n));
+}
+
+/// A `MakeWriter` collecting everything logged.
+#[derive(Clone, Default)]
+struct Captured(Arc<Mutex<Vec<u8>>>);
+
+impl std::io::Write for Captured {
+    fn write(&mut self, b: &[u8]) -> std::io::Result<usize> {
+        self.0.lock().unwrap().extend_from_slice(b);
+        Ok(b.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+#[tokio::test]
+async fn credentials_never_reach_the_log() {
+    if !util::broker_available("credentials_never_reach_the_log") {
+        return;
+    }
+    let _b = util::broker_lock::shared();
+    let captured = Captured::default();
+    let sub = tracing_subscriber::fmt()
+        .with_max_level(tracing::Level::TRACE)
+        .with_writer({
+            let c = captured.clone();
+            move || c.clone()
+        })
+        .finish();
+    let _guard = tracing::subscriber::set_default(sub);
+    let dir = tempfile::tempdir().unwrap();
+    let canary = "canary-Pw-7731";
+    let pw = dir.path().join("pw");
+    std::fs::write(&pw, format!("{canary}\n")).unwrap();
+    std::fs::set_permissions(&pw, std::os::unix::fs::PermissionsExt::from_mode(0o600)).unwrap();
+    let broker = BrokerConfig {
+        user: Some("guest".into()),
+        password_file: Some(pw.clone()),
+        urls: vec![plain_url(), format!("amqp://127.0.0.1:1/%2f")],
+        ..broker_config("creds")
+    };
+    tracing::info!(config = ?broker, "effective config");
+    // The current-thread runtime keeps the publisher on this thread, under the subscriber.
+    let run = start(&broker, spool_config);
+    run.writer.append(&alert_json(1)).await.unwrap();
+    let start_t = Instant::now();
+    loop {
+        let text = String::from_utf8_lossy(&captured.0.lock().unwrap()).to_string();
+        if text.contains("no broker reachable") {
+            assert!(!text.contains(canary), "password in log:\n{text}");
+            assert!(
+                text.contains("ACCESS_REFUSED")
+                    || text.contains("refused")
+                    || text.contains("auth"),
+                "the failure is logged:\n{text}"
+            );
+            break;
+        }
+        assert!(
+            start_t.elapsed() < Duration::from_secs(20),
+            "no failure logged:\n{text}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(run.writer.stats().acked_seq, 0);
+    run.stop().await;
+    // A password file others can read is refused.
+    std::fs::set_permissions(&pw, std::os::unix::fs::PermissionsExt::from_mode(0o644)).unwrap();
+    let err = publish::credentials(&broker).unwrap_err().to_string();
+    assert!(
+        err.contains("readable by group or others") && !err.contains(canary),
+        "{err}"
+    );
+}

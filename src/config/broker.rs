@@ -1,7 +1,244 @@
-//! The `[broker]` section.
+//! The `[broker]` section: where and how alerts are published.
+//!
+//! With nothing configured the agent publishes to `amqp://localhost:5672/%2f` as guest/guest
+//! (RabbitMQ's default account, which only works from localhost). Credentials come from the
+//! environment (`IEMD_AMQP_USER`, `IEMD_AMQP_PASSWORD`) or from `user` + `password_file`;
+//! never from a URL, the command line or a log line.
+
+use std::fmt;
+use std::path::PathBuf;
 
 use serde::Deserialize;
 
+use super::Problem;
+
+/// Body format of published messages.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum BodyFormat {
+    /// The alert JSON (`iem.alert/v1`) as spooled; exchange `iem`, key `iem.<severity>.<component>`.
+    #[default]
+    V1,
+    /// The old sensor's SSPL sensor response; exchange `sspl-out`, key `sensor-key`.
+    Sspl,
+}
+
+/// Queue type of the optional queue the agent declares.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum QueueKind {
+    #[default]
+    Classic,
+    Quorum,
+}
+
+/// A durable queue declared and bound to the exchange.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct QueueConfig {
+    pub name: String,
+    #[serde(default)]
+    pub kind: QueueKind,
+    /// Binding key; default `#` (everything).
+    #[serde(default = "default_binding")]
+    pub binding_key: String,
+}
+
+fn default_binding() -> String {
+    "#".into()
+}
+
+/// TLS for `amqps://` URLs. The server's host name is always verified.
 #[derive(Debug, Clone, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct TlsConfig {
+    /// PEM CA bundle the server certificate must chain to.
+    pub ca_file: Option<PathBuf>,
+    /// PEM client certificate (with `key_file`) for mutual TLS.
+    pub cert_file: Option<PathBuf>,
+    /// PEM PKCS#8 private key of the client certificate.
+    pub key_file: Option<PathBuf>,
+}
+
+#[derive(Clone, Deserialize)]
 #[serde(deny_unknown_fields, default)]
-pub struct BrokerConfig {}
+pub struct BrokerConfig {
+    /// Broker nodes in order of preference; the first reachable one is used.
+    pub urls: Vec<String>,
+    /// Reserved: prefer the broker on this node.
+    pub local_first: bool,
+    /// User name (with `password_file`).
+    pub user: Option<String>,
+    /// File holding the password (first line); must not be group or world readable.
+    pub password_file: Option<PathBuf>,
+    pub tls: Option<TlsConfig>,
+    pub format: BodyFormat,
+    /// Exchange; default `iem` (v1) or `sspl-out` (sspl).
+    pub exchange: Option<String>,
+    /// Declare the exchange (durable topic) and the queue at connect.
+    pub declare: bool,
+    pub queue: Option<QueueConfig>,
+    /// Published messages awaiting their confirm at most.
+    pub window: usize,
+    pub backoff_initial_ms: u64,
+    pub backoff_max_ms: u64,
+    pub connect_timeout_ms: u64,
+    /// At shutdown, how long to wait for outstanding confirms.
+    pub shutdown_timeout_ms: u64,
+}
+
+impl Default for BrokerConfig {
+    fn default() -> Self {
+        BrokerConfig {
+            urls: vec!["amqp://localhost:5672/%2f".into()],
+            local_first: false,
+            user: None,
+            password_file: None,
+            tls: None,
+            format: BodyFormat::V1,
+            exchange: None,
+            declare: true,
+            queue: None,
+            window: 256,
+            backoff_initial_ms: 100,
+            backoff_max_ms: 30_000,
+            connect_timeout_ms: 10_000,
+            shutdown_timeout_ms: 5_000,
+        }
+    }
+}
+
+/// Shows everything but secrets (there are none in the struct itself, but URLs are shown
+/// without any user info in case a bad one slipped past validation).
+impl fmt::Debug for BrokerConfig {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let urls: Vec<String> = self.urls.iter().map(|u| redact_url(u)).collect();
+        f.debug_struct("BrokerConfig")
+            .field("urls", &urls)
+            .field("local_first", &self.local_first)
+            .field("user", &self.user)
+            .field("password_file", &self.password_file)
+            .field("tls", &self.tls)
+            .field("format", &self.format)
+            .field("exchange", &self.exchange_name())
+            .field("declare", &self.declare)
+            .field("queue", &self.queue)
+            .field("window", &self.window)
+            .field("backoff_initial_ms", &self.backoff_initial_ms)
+            .field("backoff_max_ms", &self.backoff_max_ms)
+            .field("connect_timeout_ms", &self.connect_timeout_ms)
+            .field("shutdown_timeout_ms", &self.shutdown_timeout_ms)
+            .finish()
+    }
+}
+
+/// A URL with any `user:password@` replaced by `***@`.
+pub fn redact_url(url: &str) -> String {
+    match (url.find("://"), url.rfind('@')) {
+        (Some(s), Some(at)) if at > s => format!("{}***{}", &url[..s + 3], &url[at..]),
+        _ => url.to_string(),
+    }
+}
+
+impl BrokerConfig {
+    /// The exchange messages go to.
+    pub fn exchange_name(&self) -> &str {
+        match (&self.exchange, self.format) {
+            (Some(e), _) => e,
+            (None, BodyFormat::V1) => "iem",
+            (None, BodyFormat::Sspl) => "sspl-out",
+        }
+    }
+
+    pub fn validate(&self, problems: &mut Vec<Problem>) {
+        if self.urls.is_empty() {
+            problems.push(Problem::new("broker.urls", "at least one URL is needed"));
+        }
+        for (i, url) in self.urls.iter().enumerate() {
+            let key = format!("broker.urls[{i}]");
+            match url.parse::<lapin::uri::AMQPUri>() {
+                Err(e) => problems.push(Problem::new(key, e)),
+                Ok(_) => {
+                    let after_scheme = url.split_once("://").map_or("", |(_, r)| r);
+                    let authority = after_scheme.split('/').next().unwrap_or("");
+                    if authority.contains('@') {
+                        problems.push(Problem::new(
+                            key.clone(),
+                            "must not contain credentials; use broker.user + broker.password_file or IEMD_AMQP_USER/IEMD_AMQP_PASSWORD",
+                        ));
+                    }
+                    if url.starts_with("amqp://") && self.tls.is_some() {
+                        problems.push(Problem::new(
+                            key,
+                            "broker.tls is set but this URL is amqp://, not amqps://",
+                        ));
+                    }
+                }
+            }
+        }
+        if self.user.is_some() != self.password_file.is_some() {
+            problems.push(Problem::new(
+                "broker.password_file",
+                "broker.user and broker.password_file go together",
+            ));
+        }
+        if let Some(tls) = &self.tls
+            && tls.cert_file.is_some() != tls.key_file.is_some()
+        {
+            problems.push(Problem::new(
+                "broker.tls.key_file",
+                "cert_file and key_file go together",
+            ));
+        }
+        if let Some(q) = &self.queue
+            && q.name.is_empty()
+        {
+            problems.push(Problem::new("broker.queue.name", "must not be empty"));
+        }
+        if self.window == 0 || self.window > 65_535 {
+            problems.push(Problem::new("broker.window", "must be between 1 and 65535"));
+        }
+        if self.backoff_initial_ms == 0 || self.backoff_initial_ms > self.backoff_max_ms {
+            problems.push(Problem::new(
+                "broker.backoff_initial_ms",
+                "must be at least 1 and at most broker.backoff_max_ms",
+            ));
+        }
+        if self.connect_timeout_ms == 0 {
+            problems.push(Problem::new(
+                "broker.connect_timeout_ms",
+                "must be at least 1",
+            ));
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_validate() {
+        let mut p = Vec::new();
+        BrokerConfig::default().validate(&mut p);
+        assert!(p.is_empty(), "{p:?}");
+        assert_eq!(BrokerConfig::default().exchange_name(), "iem");
+    }
+
+    #[test]
+    fn url_with_password_is_rejected_and_never_shown() {
+        let c: BrokerConfig = toml::from_str(
+            "urls = ['amqp://localhost/%2f', 'amqp://bob:hunter2@node2:5672/%2f']\nformat = 'sspl'",
+        )
+        .unwrap();
+        let mut p = Vec::new();
+        c.validate(&mut p);
+        assert_eq!(p.len(), 1);
+        assert_eq!(p[0].key, "broker.urls[1]");
+        assert!(!p[0].reason.contains("hunter2"));
+        let shown = format!("{c:?}");
+        assert!(!shown.contains("hunter2"), "{shown}");
+        assert!(shown.contains("amqp://***@node2:5672/%2f"), "{shown}");
+        assert_eq!(c.exchange_name(), "sspl-out");
+    }
+}

@@ -1,1 +1,909 @@
-//! placeholder, see lib.rs Layout
+//! The durable spool: an ordered, segmented, append-only log on disk between the sources and the
+//! publisher. An alert leaves the spool only when the broker has confirmed it.
+//!
+//! # On-disk format (version 1)
+//!
+//! A spool is one directory (mode 0700); every file in it is mode 0600.
+//!
+//! - `lock`: empty; an exclusive `flock` on it is held by the one process writing the spool.
+//! - `ack`: the acknowledged position, 24 bytes, replaced atomically (write `ack.tmp`, fsync,
+//!   rename, fsync the directory):
+//!   `magic "IEMSPACK" (8) | version u32 LE = 1 | crc32c(acked) u32 LE | acked seq u64 LE`.
+//!   Every record with `seq <= acked` has been confirmed by the broker. Missing file = 0.
+//! - `seg-<first seq, 20 digits>.log`: segments, in seq order. A segment starts with a header
+//!   `magic "IEMSPOOL" (8) | version u32 LE = 1 | reserved u32 = 0 | first seq u64 LE`
+//!   followed by records, each
+//!   `len u32 LE | crc32c u32 LE | seq u64 LE | time_ms i64 LE | payload (len bytes)`,
+//!   where the crc covers `seq | time_ms | payload` and `time_ms` is the wall-clock time the
+//!   record was spooled (Unix milliseconds). The payload is opaque to the spool (the pipeline
+//!   stores the alert JSON).
+//!
+//! # Invariants
+//!
+//! - Sequence numbers start at 1 and increase by exactly one from record to record, across
+//!   segments; a segment's first record carries the seq in its header and its name. The ack
+//!   file keeps the numbering going when every segment has been deleted.
+//! - A record is *durable* once fsynced; `SpoolWriter::durable()` publishes the highest durable
+//!   seq. Sources advance their checkpoints only up to lines whose records are durable.
+//! - The reader hands out only durable records, so nothing reaches the broker that a crash
+//!   could take back out of the spool.
+//! - The acked position only moves forward and only over records the broker confirmed, in
+//!   order. A segment is deleted once every record in it is acked and the ack file says so.
+//! - A torn tail (crash mid-write) is cut at the first record that is incomplete or fails its
+//!   checksum; every complete record before it is kept. Corruption inside an older segment cuts
+//!   that segment too, after preserving a copy as `<name>.corrupt` for `iemctl replay`.
+//! - When the unacked records reach `max_bytes`, appends wait; nothing is dropped or overwritten.
+
+mod format;
+pub mod inspect;
+
+use std::collections::{BTreeMap, VecDeque};
+use std::fs::{self, File, OpenOptions};
+use std::io::{self, BufReader, BufWriter, Seek, SeekFrom, Write};
+use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard, Weak};
+use std::time::Duration;
+
+use tokio::sync::{Notify, watch};
+
+use crate::config::spool::SpoolConfig;
+
+pub use format::VERSION as FORMAT_VERSION;
+
+/// Something went wrong with the spool's files.
+#[derive(Debug, thiserror::Error)]
+pub enum SpoolError {
+    #[error("spool {path}: {source}")]
+    Io { path: PathBuf, source: io::Error },
+    #[error("spool {0} is in use by another process (lock held)")]
+    Locked(PathBuf),
+    #[error("spool {path}: {reason}")]
+    Format { path: PathBuf, reason: String },
+    #[error("spool record {seq} is unreadable at {path} offset {offset}: {reason}")]
+    Corrupt {
+        path: PathBuf,
+        offset: u64,
+        seq: u64,
+        reason: String,
+    },
+}
+
+fn io_err(path: &Path) -> impl FnOnce(io::Error) -> SpoolError + '_ {
+    move |source| SpoolError::Io {
+        path: path.to_path_buf(),
+        source,
+    }
+}
+
+/// A part of a segment that recovery cut off.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Cut {
+    pub segment: PathBuf,
+    /// Offset of the first byte cut.
+    pub offset: u64,
+    /// How many bytes were cut.
+    pub bytes: u64,
+    pub reason: String,
+}
+
+/// What `open` found.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct RecoveryReport {
+    pub segments: usize,
+    /// Complete records kept, acked or not.
+    pub records: u64,
+    /// Records kept that the broker has not confirmed yet.
+    pub pending: u64,
+    pub acked_seq: u64,
+    pub next_seq: u64,
+    pub cuts: Vec<Cut>,
+}
+
+/// A point-in-time view for metrics.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct SpoolStats {
+    pub pending_records: u64,
+    pub pending_bytes: u64,
+    /// Spool time (Unix ms) of the oldest unacked record the publisher has read, if any.
+    pub oldest_pending_ms: Option<i64>,
+    /// How many appends had to wait because the spool was full.
+    pub full_waits: u64,
+    pub last_seq: u64,
+    pub durable_seq: u64,
+    pub acked_seq: u64,
+    pub segments: usize,
+}
+
+/// One record handed to the publisher.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Record {
+    pub seq: u64,
+    /// When it was spooled (Unix milliseconds).
+    pub time_ms: i64,
+    pub payload: Vec<u8>,
+}
+
+struct State {
+    /// Seq the next append gets.
+    next_seq: u64,
+    file: BufWriter<File>,
+    file_path: PathBuf,
+    file_len: u64,
+    /// first seq -> path, every segment on disk.
+    segments: BTreeMap<u64, PathBuf>,
+    /// Framed bytes of every record appended or recovered as pending; with `acked_bytes` gives
+    /// the unacked volume the bound applies to.
+    written_bytes: u64,
+    acked_bytes: u64,
+    acked_seq: u64,
+    persisted_ack: u64,
+    oldest_pending_ms: Option<i64>,
+    scratch: Vec<u8>,
+    full_warned: bool,
+}
+
+struct Shared {
+    dir: PathBuf,
+    state: Mutex<State>,
+    /// Woken when acked records free space.
+    space: Notify,
+    durable_tx: watch::Sender<u64>,
+    wake: Arc<(Mutex<bool>, Condvar)>,
+    full_waits: AtomicU64,
+    /// Serializes writers of the ack file (the sync thread and explicit `persist` calls).
+    ack_file: Mutex<()>,
+    max_bytes: u64,
+    segment_bytes: u64,
+    sync_now: bool,
+    _lock: File,
+}
+
+impl Shared {
+    fn lock(&self) -> MutexGuard<'_, State> {
+        // A panic while holding the lock leaves the state consistent at record granularity (the
+        // only multi-step update is a write, which recovery handles), so poisoning is ignored.
+        self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn wake_syncer(&self) {
+        let (m, cv) = &*self.wake;
+        *m.lock().unwrap_or_else(|p| p.into_inner()) = true;
+        cv.notify_one();
+    }
+
+    /// Flushes and fsyncs everything appended so far, then publishes the durable seq; persists
+    /// the ack position and deletes fully acked segments.
+    fn sync(&self) -> Result<u64, SpoolError> {
+        let (fd, path, last) = {
+            let mut st = self.lock();
+            let path = st.file_path.clone();
+            st.file.flush().map_err(io_err(&path))?;
+            let fd = st.file.get_ref().try_clone().map_err(io_err(&path))?;
+            (fd, path, st.next_seq - 1)
+        };
+        if last > *self.durable_tx.borrow() {
+            fd.sync_data().map_err(io_err(&path))?;
+            self.durable_tx.send_replace(last);
+        }
+        self.persist_ack()?;
+        Ok(last)
+    }
+
+    /// Writes the ack file if the acked position moved, then deletes fully acked segments.
+    fn persist_ack(&self) -> Result<(), SpoolError> {
+        let _one_writer = self.ack_file.lock().unwrap_or_else(|p| p.into_inner());
+        let (acked, persisted) = {
+            let st = self.lock();
+            (st.acked_seq, st.persisted_ack)
+        };
+        if acked != persisted {
+            write_ack(&self.dir, acked)?;
+        }
+        let doomed: Vec<PathBuf> = {
+            let mut st = self.lock();
+            st.persisted_ack = acked;
+            let firsts: Vec<u64> = st.segments.keys().copied().collect();
+            let mut doomed = Vec::new();
+            // A segment is fully acked when the next one starts at or below acked + 1 (only
+            // the persisted position counts); the current segment is never deleted.
+            for pair in firsts.windows(2) {
+                if pair[1] <= acked + 1
+                    && let Some(p) = st.segments.remove(&pair[0])
+                {
+                    doomed.push(p);
+                }
+            }
+            doomed
+        };
+        for p in doomed {
+            if let Err(e) = fs::remove_file(&p) {
+                tracing::warn!(segment = %p.display(), error = %e, "cannot delete acked spool segment");
+            }
+        }
+        Ok(())
+    }
+}
+
+/// The writing half: cheap to clone, used by every source task.
+#[derive(Clone)]
+pub struct SpoolWriter {
+    shared: Arc<Shared>,
+    durable_rx: watch::Receiver<u64>,
+}
+
+/// The reading half, owned by the publisher: records after the acked position, in order.
+pub struct SpoolReader {
+    shared: Arc<Shared>,
+    durable_rx: watch::Receiver<u64>,
+    next_seq: u64,
+    cur: Option<(u64, PathBuf, BufReader<File>, u64)>,
+    /// Records handed out and not acked: seq, cumulative framed bytes up to its end, time.
+    handed: VecDeque<(u64, u64, i64)>,
+    read_bytes: u64,
+}
+
+fn now_ms() -> i64 {
+    chrono::Utc::now().timestamp_millis()
+}
+
+fn segment_path(dir: &Path, first_seq: u64) -> PathBuf {
+    dir.join(format!("seg-{first_seq:020}.log"))
+}
+
+/// Parses `seg-<digits>.log` into its first seq.
+pub(crate) fn segment_first_seq(name: &str) -> Option<u64> {
+    name.strip_prefix("seg-")?
+        .strip_suffix(".log")?
+        .parse()
+        .ok()
+}
+
+/// Every segment in `dir`, ordered by first seq.
+pub(crate) fn list_segments(dir: &Path) -> Result<BTreeMap<u64, PathBuf>, SpoolError> {
+    let mut out = BTreeMap::new();
+    for entry in fs::read_dir(dir).map_err(io_err(dir))? {
+        let entry = entry.map_err(io_err(dir))?;
+        if let Some(first) = entry.file_name().to_str().and_then(segment_first_seq) {
+            out.insert(first, entry.path());
+        }
+    }
+    Ok(out)
+}
+
+pub(crate) fn ack_path(dir: &Path) -> PathBuf {
+    dir.join("ack")
+}
+
+/// Reads the ack file; a missing file is 0, an unreadable one is 0 with a warning (the
+/// records are re-sent: duplicates, never loss).
+pub(crate) fn read_ack(dir: &Path) -> Result<u64, SpoolError> {
+    let path = ack_path(dir);
+    match fs::read(&path) {
+        Ok(b) => Ok(format::parse_ack(&b).unwrap_or_else(|| {
+            tracing::warn!(path = %path.display(), "spool ack file is invalid; re-sending from the start");
+            0
+        })),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(0),
+        Err(e) => Err(io_err(&path)(e)),
+    }
+}
+
+fn create_0600(path: &Path) -> io::Result<File> {
+    OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o600)
+        .open(path)
+}
+
+fn fsync_dir(dir: &Path) -> Result<(), SpoolError> {
+    File::open(dir)
+        .and_then(|d| d.sync_all())
+        .map_err(io_err(dir))
+}
+
+fn write_ack(dir: &Path, acked: u64) -> Result<(), SpoolError> {
+    let tmp = dir.join("ack.tmp");
+    let mut f = create_0600(&tmp).map_err(io_err(&tmp))?;
+    f.write_all(&format::encode_ack(acked))
+        .and_then(|_| f.sync_all())
+        .map_err(io_err(&tmp))?;
+    let path = ack_path(dir);
+    fs::rename(&tmp, &path).map_err(io_err(&path))?;
+    fsync_dir(dir)
+}
+
+/// Creates a segment whose first record will be `first_seq`, durably (file and directory).
+fn create_segment(dir: &Path, first_seq: u64) -> Result<(File, PathBuf), SpoolError> {
+    let path = segment_path(dir, first_seq);
+    let mut f = create_0600(&path).map_err(io_err(&path))?;
+    f.write_all(&format::segment_header(first_seq))
+        .and_then(|_| f.sync_all())
+        .map_err(io_err(&path))?;
+    fsync_dir(dir)?;
+    Ok((f, path))
+}
+
+/// What a scan of one segment found.
+struct Scanned {
+    first_seq: u64,
+    last_seq: Option<u64>,
+    records: u64,
+    pending: u64,
+    pending_bytes: u64,
+    oldest_pending_ms: Option<i64>,
+    good_len: u64,
+    bad: Option<String>,
+}
+
+fn scan_segment(path: &Path, acked: u64) -> Result<Result<Scanned, String>, SpoolError> {
+    let f = File::open(path).map_err(io_err(path))?;
+    let mut r = BufReader::with_capacity(1 << 20, f);
+    let mut h = [0u8; format::SEGMENT_HEADER_LEN as usize];
+    let n = io::Read::read(&mut r, &mut h).map_err(io_err(path))?;
+    let first_seq = match format::parse_segment_header(&h[..n]) {
+        Ok(s) => s,
+        Err(e) => return Ok(Err(e.to_string())),
+    };
+    let mut s = Scanned {
+        first_seq,
+        last_seq: None,
+        records: 0,
+        pending: 0,
+        pending_bytes: 0,
+        oldest_pending_ms: None,
+        good_len: format::SEGMENT_HEADER_LEN,
+        bad: None,
+    };
+    loop {
+        match format::read_record(&mut r).map_err(io_err(path))? {
+            format::ReadOutcome::End => break,
+            format::ReadOutcome::Bad(e) => {
+                s.bad = Some(e.to_string());
+                break;
+            }
+            format::ReadOutcome::Record(rec, total) => {
+                let expected = s.last_seq.map_or(first_seq, |l| l + 1);
+                if rec.seq != expected {
+                    s.bad = Some(format!("seq {} where {expected} was expected", rec.seq));
+                    break;
+                }
+                s.last_seq = Some(rec.seq);
+                s.records += 1;
+                s.good_len += total;
+                if rec.seq > acked {
+                    s.pending += 1;
+                    s.pending_bytes += total;
+                    s.oldest_pending_ms.get_or_insert(rec.time_ms);
+                }
+            }
+        }
+    }
+    Ok(Ok(s))
+}
+
+/// Opens (or creates) the spool in `config.dir`, recovers it, and starts its sync thread.
+pub fn open(
+    config: &SpoolConfig,
+) -> Result<(SpoolWriter, SpoolReader, RecoveryReport), SpoolError> {
+    let dir = config.dir.clone();
+    fs::create_dir_all(&dir).map_err(io_err(&dir))?;
+    fs::set_permissions(&dir, fs::Permissions::from_mode(0o700)).map_err(io_err(&dir))?;
+    let lock_path = dir.join("lock");
+    let lock = OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(false)
+        .mode(0o600)
+        .open(&lock_path)
+        .map_err(io_err(&lock_path))?;
+    match lock.try_lock() {
+        Ok(()) => {}
+        Err(fs::TryLockError::WouldBlock) => return Err(SpoolError::Locked(dir)),
+        Err(fs::TryLockError::Error(e)) => return Err(io_err(&lock_path)(e)),
+    }
+
+    let acked = read_ack(&dir)?;
+    let mut report = RecoveryReport {
+        acked_seq: acked,
+        ..RecoveryReport::default()
+    };
+    let mut segments = list_segments(&dir)?;
+    let last_key = segments.keys().next_back().copied();
+    let mut last_seq = acked;
+    let mut pending_bytes = 0;
+    let mut oldest = None;
+    for (&first, path) in segments.clone().iter() {
+        let is_last = Some(first) == last_key;
+        let len = fs::metadata(path).map_err(io_err(path))?.len();
+        let scanned = match scan_segment(path, acked)? {
+            Ok(s) => s,
+            Err(reason) => {
+                // Without a valid header nothing in the file can be trusted; keep it aside.
+                let aside = path.with_extension("log.corrupt");
+                fs::rename(path, &aside).map_err(io_err(path))?;
+                tracing::warn!(segment = %path.display(), %reason, "spool segment unreadable; moved aside");
+                report.cuts.push(Cut {
+                    segment: path.clone(),
+                    offset: 0,
+                    bytes: len,
+                    reason,
+                });
+                segments.remove(&first);
+                continue;
+            }
+        };
+        if let Some(reason) = scanned.bad {
+            let cut = Cut {
+                segment: path.clone(),
+                offset: scanned.good_len,
+                bytes: len - scanned.good_len,
+                reason,
+            };
+            tracing::warn!(segment = %path.display(), offset = cut.offset, bytes = cut.bytes,
+                reason = %cut.reason, "spool recovery cut a damaged record and what followed it");
+            if !is_last {
+                let aside = path.with_extension("log.corrupt");
+                fs::copy(path, &aside).map_err(io_err(&aside))?;
+            }
+            let f = OpenOptions::new()
+                .write(true)
+                .open(path)
+                .map_err(io_err(path))?;
+            f.set_len(scanned.good_len)
+                .and_then(|_| f.sync_all())
+                .map_err(io_err(path))?;
+            report.cuts.push(cut);
+        } else {
+            // The previous process may have died before its last fsync.
+            File::open(path)
+                .and_then(|f| f.sync_all())
+                .map_err(io_err(path))?;
+        }
+        report.segments += 1;
+        report.records += scanned.records;
+        report.pending += scanned.pending;
+        pending_bytes += scanned.pending_bytes;
+        if oldest.is_none() {
+            oldest = scanned.oldest_pending_ms;
+        }
+        last_seq = last_seq.max(
+            scanned
+                .last_seq
+                .unwrap_or(scanned.first_seq.saturating_sub(1)),
+        );
+        if scanned.records == 0 && is_last {
+            fs::remove_file(path).map_err(io_err(path))?;
+            segments.remove(&first);
+            report.segments -= 1;
+        }
+    }
+    let next_seq = last_seq + 1;
+    report.next_seq = next_seq;
+    let (file, file_path) = create_segment(&dir, next_seq)?;
+    segments.insert(next_seq, file_path.clone());
+
+    let (durable_tx, durable_rx) = watch::channel(last_seq);
+    let wake = Arc::new((Mutex::new(false), Condvar::new()));
+    let shared = Arc::new(Shared {
+        dir: dir.clone(),
+        state: Mutex::new(State {
+            next_seq,
+            file: BufWriter::with_capacity(256 << 10, file),
+            file_path,
+            file_len: format::SEGMENT_HEADER_LEN,
+            segments,
+            written_bytes: pending_bytes,
+            acked_bytes: 0,
+            acked_seq: acked,
+            persisted_ack: acked,
+            oldest_pending_ms: oldest,
+            scratch: Vec::new(),
+            full_warned: false,
+        }),
+        space: Notify::new(),
+        durable_tx,
+        wake: wake.clone(),
+        full_waits: AtomicU64::new(0),
+        ack_file: Mutex::new(()),
+        max_bytes: config.max_bytes,
+        segment_bytes: config.segment_bytes,
+        sync_now: config.sync_interval_ms == 0,
+        _lock: lock,
+    });
+    // Segments fully acked by the previous run go now.
+    shared.persist_ack()?;
+    spawn_syncer(Arc::downgrade(&shared), wake, config.sync_interval());
+    if !report.cuts.is_empty() {
+        tracing::warn!(
+            cuts = report.cuts.len(),
+            records = report.records,
+            "spool recovered with damage"
+        );
+    }
+    let reader = SpoolReader {
+        shared: shared.clone(),
+        durable_rx: durable_rx.clone(),
+        next_seq: acked + 1,
+        cur: None,
+        handed: VecDeque::new(),
+        read_bytes: 0,
+    };
+    Ok((SpoolWriter { shared, durable_rx }, reader, report))
+}
+
+/// The group-commit thread: syncs every `interval` (or as soon as woken when the interval is
+/// zero) until every handle to the spool is gone.
+fn spawn_syncer(shared: Weak<Shared>, wake: Arc<(Mutex<bool>, Condvar)>, interval: Duration) {
+    let spawned = std::thread::Builder::new()
+        .name("iemd-spool-sync".into())
+        .spawn(move || {
+            let mut failing = false;
+            loop {
+                {
+                    let (m, cv) = &*wake;
+                    let mut woken = m.lock().unwrap_or_else(|p| p.into_inner());
+                    if interval.is_zero() {
+                        while !*woken {
+                            let (g, t) = cv
+                                .wait_timeout(woken, Duration::from_millis(200))
+                                .unwrap_or_else(|p| p.into_inner());
+                            woken = g;
+                            if t.timed_out() {
+                                break;
+                            }
+                        }
+                    } else {
+                        woken = cv
+                            .wait_timeout(woken, interval)
+                            .unwrap_or_else(|p| p.into_inner())
+                            .0;
+                    }
+                    *woken = false;
+                }
+                let Some(shared) = shared.upgrade() else {
+                    return;
+                };
+                match shared.sync() {
+                    Ok(_) => failing = false,
+                    Err(e) => {
+                        if !failing {
+                            tracing::error!(error = %e, "spool sync failed; records stay unconfirmed until it succeeds");
+                        }
+                        failing = true;
+                    }
+                }
+            }
+        });
+    if let Err(e) = spawned {
+        tracing::error!(error = %e, "cannot start the spool sync thread");
+    }
+}
+
+impl SpoolWriter {
+    /// Appends one record; returns its seq. Waits while the spool is full.
+    pub async fn append(&self, payload: &[u8]) -> Result<u64, SpoolError> {
+        self.append_batch(&[payload]).await
+    }
+
+    /// Appends records in order with one lock; returns the seq of the last (or the last seq
+    /// so far when `payloads` is empty). Waits while the spool is full.
+    pub async fn append_batch<P: AsRef<[u8]>>(&self, payloads: &[P]) -> Result<u64, SpoolError> {
+        let need: u64 = payloads
+            .iter()
+            .map(|p| format::RECORD_HEADER_LEN as u64 + p.as_ref().len() as u64)
+            .sum();
+        let sh = &*self.shared;
+        loop {
+            let notified = sh.space.notified();
+            tokio::pin!(notified);
+            notified.as_mut().enable();
+            {
+                let mut st = sh.lock();
+                let pending = st.written_bytes - st.acked_bytes;
+                if pending == 0 || pending + need <= sh.max_bytes {
+                    if st.full_warned {
+                        st.full_warned = false;
+                        tracing::info!("spool has room again; appends resume");
+                    }
+                    let last = self.write_locked(&mut st, payloads)?;
+                    drop(st);
+                    if sh.sync_now {
+                        sh.wake_syncer();
+                    }
+                    return Ok(last);
+                }
+                sh.full_waits.fetch_add(1, Ordering::Relaxed);
+                if !st.full_warned {
+                    st.full_warned = true;
+                    tracing::warn!(
+                        pending_bytes = pending,
+                        max_bytes = sh.max_bytes,
+                        "spool is full; sources wait until the broker confirms alerts"
+                    );
+                }
+            }
+            notified.await;
+        }
+    }
+
+    fn write_locked<P: AsRef<[u8]>>(
+        &self,
+        st: &mut State,
+        payloads: &[P],
+    ) -> Result<u64, SpoolError> {
+        let sh = &*self.shared;
+        let time = now_ms();
+        for p in payloads {
+            if st.file_len >= sh.segment_bytes {
+                // The old segment must be durable before records in the new one can be.
+                let old = st.file_path.clone();
+                st.file.flush().map_err(io_err(&old))?;
+                st.file.get_ref().sync_data().map_err(io_err(&old))?;
+                let (f, path) = create_segment(&sh.dir, st.next_seq)?;
+                st.file = BufWriter::with_capacity(256 << 10, f);
+                st.segments.insert(st.next_seq, path.clone());
+                st.file_path = path;
+                st.file_len = format::SEGMENT_HEADER_LEN;
+            }
+            let mut buf = std::mem::take(&mut st.scratch);
+            buf.clear();
+            format::encode_record(&mut buf, st.next_seq, time, p.as_ref());
+            let res = st.file.write_all(&buf);
+            let n = buf.len() as u64;
+            st.scratch = buf;
+            if let Err(e) = res {
+                // The buffer may hold part of the record: drop it and start a fresh segment so
+                // the file never has a hole in the middle; recovery cuts the torn tail.
+                let path = st.file_path.clone();
+                return Err(io_err(&path)(e));
+            }
+            st.file_len += n;
+            st.written_bytes += n;
+            if st.oldest_pending_ms.is_none() {
+                st.oldest_pending_ms = Some(time);
+            }
+            st.next_seq += 1;
+        }
+        Ok(st.next_seq - 1)
+    }
+
+    /// Watches the highest durable seq.
+    pub fn durable(&self) -> watch::Receiver<u64> {
+        self.durable_rx.clone()
+    }
+
+    /// Waits until every record up to `seq` is fsynced.
+    pub async fn wait_durable(&self, seq: u64) {
+        let mut rx = self.durable_rx.clone();
+        // The sender lives in `Shared`, which `self` keeps alive, so this cannot fail.
+        let _ = rx.wait_for(|d| *d >= seq).await;
+    }
+
+    /// Flushes and fsyncs now (e.g. at shutdown); returns the durable seq. Blocking I/O.
+    pub fn sync(&self) -> Result<u64, SpoolError> {
+        self.shared.sync()
+    }
+
+    pub fn stats(&self) -> SpoolStats {
+        stats(&self.shared)
+    }
+}
+
+fn stats(sh: &Shared) -> SpoolStats {
+    let st = sh.lock();
+    SpoolStats {
+        pending_records: (st.next_seq - 1).saturating_sub(st.acked_seq),
+        pending_bytes: st.written_bytes - st.acked_bytes,
+        oldest_pending_ms: if st.next_seq - 1 > st.acked_seq {
+            st.oldest_pending_ms
+        } else {
+            None
+        },
+        full_waits: sh.full_waits.load(Ordering::Relaxed),
+        last_seq: st.next_seq - 1,
+        durable_seq: *sh.durable_tx.borrow(),
+        acked_seq: st.acked_seq,
+        segments: st.segments.len(),
+    }
+}
+
+impl SpoolReader {
+    /// The next durable record after the acked position (or after the last one handed out).
+    /// Cancel-safe: nothing moves until a record is returned.
+    pub async fn next(&mut self) -> Result<Record, SpoolError> {
+        loop {
+            if let Some(rec) = self.try_next()? {
+                return Ok(rec);
+            }
+            // `changed` fails only if the sender is gone, and `self.shared` holds it.
+            let _ = self.durable_rx.changed().await;
+        }
+    }
+
+    /// The next durable record if there is one now.
+    pub fn try_next(&mut self) -> Result<Option<Record>, SpoolError> {
+        loop {
+            let durable = *self.durable_rx.borrow_and_update();
+            if self.next_seq > durable {
+                return Ok(None);
+            }
+            if self.cur.is_none() {
+                let found = {
+                    let st = self.shared.lock();
+                    st.segments
+                        .range(..=self.next_seq)
+                        .next_back()
+                        .or_else(|| st.segments.range(self.next_seq..).next())
+                        .map(|(f, p)| (*f, p.clone()))
+                };
+                let Some((first, path)) = found else {
+                    return Ok(None);
+                };
+                let mut f = File::open(&path).map_err(io_err(&path))?;
+                f.seek(SeekFrom::Start(format::SEGMENT_HEADER_LEN))
+                    .map_err(io_err(&path))?;
+                self.cur = Some((
+                    first,
+                    path,
+                    BufReader::with_capacity(256 << 10, f),
+                    format::SEGMENT_HEADER_LEN,
+                ));
+            }
+            let Some((first, path, r, offset)) = self.cur.as_mut() else {
+                return Ok(None);
+            };
+            match format::read_record(r).map_err(io_err(path))? {
+                format::ReadOutcome::Record(rec, total) => {
+                    *offset += total;
+                    if rec.seq < self.next_seq {
+                        continue;
+                    }
+                    self.next_seq = rec.seq + 1;
+                    self.read_bytes += total;
+                    self.handed
+                        .push_back((rec.seq, self.read_bytes, rec.time_ms));
+                    return Ok(Some(Record {
+                        seq: rec.seq,
+                        time_ms: rec.time_ms,
+                        payload: rec.payload,
+                    }));
+                }
+                format::ReadOutcome::End => {
+                    let first = *first;
+                    let later = {
+                        let st = self.shared.lock();
+                        st.segments.range(first + 1..).next().map(|(f, _)| *f)
+                    };
+                    match later {
+                        Some(next_first) => {
+                            self.next_seq = self.next_seq.max(next_first);
+                            self.cur = None;
+                        }
+                        None => return Ok(None),
+                    }
+                }
+                format::ReadOutcome::Bad(e) => {
+                    return Err(SpoolError::Corrupt {
+                        path: path.clone(),
+                        offset: *offset,
+                        seq: self.next_seq,
+                        reason: e.to_string(),
+                    });
+                }
+            }
+        }
+    }
+
+    /// Makes the next `next()` start again from the first unacked record (after a failed
+    /// publish: re-send in order).
+    pub fn rewind(&mut self) {
+        let st = self.shared.lock();
+        self.next_seq = st.acked_seq + 1;
+        self.read_bytes = st.acked_bytes;
+        self.handed.clear();
+        self.cur = None;
+    }
+
+    /// Marks every record up to `seq` as confirmed. Only records already handed out count;
+    /// the caller acks in order. The ack file is written by the sync thread.
+    pub fn ack(&mut self, seq: u64) {
+        let mut last = None;
+        while let Some(&(s, bytes, _)) = self.handed.front() {
+            if s > seq {
+                break;
+            }
+            last = Some((s, bytes));
+            self.handed.pop_front();
+        }
+        let Some((s, bytes)) = last else { return };
+        {
+            let mut st = self.shared.lock();
+            st.acked_seq = s;
+            st.acked_bytes = bytes;
+            st.oldest_pending_ms = self.handed.front().map(|h| h.2);
+        }
+        self.shared.space.notify_waiters();
+        if self.shared.sync_now {
+            self.shared.wake_syncer();
+        }
+    }
+
+    /// The highest acked seq.
+    pub fn acked(&self) -> u64 {
+        self.shared.lock().acked_seq
+    }
+
+    /// Writes the ack file now (e.g. at shutdown). Blocking I/O.
+    pub fn persist(&self) -> Result<(), SpoolError> {
+        self.shared.persist_ack()
+    }
+
+    pub fn stats(&self) -> SpoolStats {
+        stats(&self.shared)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn cfg(dir: &Path) -> SpoolConfig {
+        SpoolConfig {
+            dir: dir.to_path_buf(),
+            max_bytes: 1 << 20,
+            segment_bytes: 4096,
+            sync_interval_ms: 5,
+        }
+    }
+
+    #[tokio::test]
+    async fn append_read_ack_across_segments_and_reopen() {
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = tmp.path().join("spool");
+        {
+            let (w, mut r, rep) = open(&cfg(&dir)).unwrap();
+            assert_eq!(rep.next_seq, 1);
+            for i in 0..100u32 {
+                let seq = w
+                    .append(format!("payload-{i}-{}", "x".repeat(100)).as_bytes())
+                    .await
+                    .unwrap();
+                assert_eq!(seq, u64::from(i) + 1);
+            }
+            w.wait_durable(100).await;
+            for i in 1..=60u64 {
+                let rec = r.next().await.unwrap();
+                assert_eq!(rec.seq, i);
+            }
+            r.ack(40);
+            r.rewind();
+            assert_eq!(r.next().await.unwrap().seq, 41);
+            r.persist().unwrap();
+            assert!(w.stats().segments < 5, "acked segments deleted");
+            assert_eq!(w.stats().pending_records, 60);
+        }
+        let mode = fs::metadata(&dir).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode, 0o700);
+        // The sync thread may still hold the lock for an instant after the handles drop.
+        std::thread::sleep(Duration::from_millis(50));
+        let (_w, mut r, rep) = open(&cfg(&dir)).unwrap();
+        assert_eq!(rep.acked_seq, 40);
+        assert_eq!(rep.pending, 60);
+        assert!(rep.cuts.is_empty());
+        let rec = r.next().await.unwrap();
+        assert_eq!(rec.seq, 41);
+        assert!(rec.payload.starts_with(b"payload-40-"));
+    }
+
+    #[tokio::test]
+    async fn second_open_is_refused_while_locked() {
+        let tmp = tempfile::tempdir().unwrap();
+        let _held = open(&cfg(tmp.path())).unwrap();
+        assert!(matches!(open(&cfg(tmp.path())), Err(SpoolError::Locked(_))));
+    }
+}

@@ -1,0 +1,183 @@
+//! Publisher drain rate from a full spool, beside a plain lapin publisher with confirms sending
+//! the same messages to the same broker in the same run (the ceiling).
+//!
+//! Run (RabbitMQ on 127.0.0.1:5672, guest/guest): `cargo bench --bench publish`
+
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::{Duration, Instant};
+
+use futures_util::StreamExt;
+use futures_util::stream::FuturesOrdered;
+use iemd::config::broker::{BrokerConfig, QueueConfig};
+use iemd::config::spool::SpoolConfig;
+use iemd::publish::PublishStats;
+use iemd::shutdown::Shutdown;
+use lapin::options::{
+    BasicPublishOptions, ConfirmSelectOptions, ExchangeDeclareOptions, QueueBindOptions,
+    QueueDeclareOptions, QueueDeleteOptions, QueuePurgeOptions,
+};
+use lapin::types::FieldTable;
+
+const N: u64 = 50_000;
+const WINDOW: usize = 256;
+
+fn payload(i: u64) -> Vec<u8> {
+    let mut p = format!(
+        r#"{{"schema":"iem.alert/v1","id":"{i:032x}","kind":"iem","severity":{{"code":"E","name":"error"}},"component":{{"id":"003","name":"s3"}},"message":"S3 server cannot connect to auth server.","time":"2026-11-21T22:50:01+00:00"}}"#
+    )
+    .into_bytes();
+    p.resize(600, b' ');
+    p
+}
+
+async fn plain(url: &str, exchange: &str, payloads: &[Vec<u8>]) -> f64 {
+    let conn = lapin::Connection::connect(url, Default::default())
+        .await
+        .expect("connect");
+    let ch = conn.create_channel().await.expect("channel");
+    ch.confirm_select(ConfirmSelectOptions::default())
+        .await
+        .expect("confirms");
+    let t = Instant::now();
+    let mut inflight = FuturesOrdered::new();
+    for p in payloads {
+        if inflight.len() >= WINDOW {
+            let c: lapin::Result<lapin::Confirmation> = inflight.next().await.expect("confirm");
+            assert!(matches!(
+                c.expect("confirm"),
+                lapin::Confirmation::Ack(None)
+            ));
+        }
+        let props = lapin::BasicProperties::default()
+            .with_delivery_mode(2)
+            .with_content_type("application/json".into());
+        let confirm = ch
+            .basic_publish(
+                exchange.into(),
+                "iem.error.s3".into(),
+                BasicPublishOptions {
+                    mandatory: true,
+                    ..Default::default()
+                },
+                p,
+                props,
+            )
+            .await
+            .expect("publish");
+        inflight.push_back(confirm);
+    }
+    while let Some(c) = inflight.next().await {
+        assert!(matches!(
+            c.expect("confirm"),
+            lapin::Confirmation::Ack(None)
+        ));
+    }
+    let rate = payloads.len() as f64 / t.elapsed().as_secs_f64();
+    let _ = conn.close(200, "bye".into()).await;
+    rate
+}
+
+fn main() {
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .expect("runtime");
+    rt.block_on(async {
+        let name = format!("iemd-bench-{}", std::process::id());
+        let url = "amqp://guest:guest@127.0.0.1:5672/%2f";
+        let conn = lapin::Connection::connect(url, Default::default())
+            .await
+            .expect("no broker at 127.0.0.1:5672");
+        let admin = conn.create_channel().await.expect("channel");
+        admin
+            .exchange_declare(
+                name.as_str().into(),
+                lapin::ExchangeKind::Topic,
+                ExchangeDeclareOptions {
+                    durable: true,
+                    ..Default::default()
+                },
+                FieldTable::default(),
+            )
+            .await
+            .expect("exchange");
+        admin
+            .queue_declare(
+                name.as_str().into(),
+                QueueDeclareOptions {
+                    durable: true,
+                    ..Default::default()
+                },
+                FieldTable::default(),
+            )
+            .await
+            .expect("queue");
+        admin
+            .queue_bind(
+                name.as_str().into(),
+                name.as_str().into(),
+                "#".into(),
+                QueueBindOptions::default(),
+                FieldTable::default(),
+            )
+            .await
+            .expect("bind");
+        let payloads: Vec<Vec<u8>> = (0..N).map(payload).collect();
+
+        // The spool, full before the publisher starts.
+        let tmp = tempfile::tempdir().expect("tempdir");
+        let (w, reader, _) = iemd::spool::open(&SpoolConfig {
+            dir: tmp.path().join("spool"),
+            max_bytes: 4 << 30,
+            ..SpoolConfig::default()
+        })
+        .expect("spool");
+        for chunk in payloads.chunks(256) {
+            w.append_batch(chunk).await.expect("append");
+        }
+        w.wait_durable(N).await;
+
+        let ceiling = plain(url, &name, &payloads).await;
+        admin
+            .queue_purge(name.as_str().into(), QueuePurgeOptions::default())
+            .await
+            .expect("purge");
+
+        let broker = BrokerConfig {
+            urls: vec!["amqp://127.0.0.1:5672/%2f".into()],
+            exchange: Some(name.clone()),
+            queue: Some(QueueConfig {
+                name: name.clone(),
+                kind: Default::default(),
+                binding_key: "#".into(),
+            }),
+            window: WINDOW,
+            ..BrokerConfig::default()
+        };
+        let stats = Arc::new(PublishStats::new(&broker, None));
+        let shutdown = Shutdown::new();
+        let t = Instant::now();
+        let task = tokio::spawn({
+            let (broker, stats, shutdown) = (broker.clone(), stats.clone(), shutdown.clone());
+            async move { iemd::publish::run(&broker, reader, shutdown, stats).await }
+        });
+        while w.stats().acked_seq < N {
+            tokio::time::sleep(Duration::from_millis(2)).await;
+        }
+        let drain = N as f64 / t.elapsed().as_secs_f64();
+        shutdown.token.cancel();
+        task.await.expect("join").expect("publisher");
+        assert_eq!(stats.published_total.load(Ordering::Relaxed), N);
+        println!("plain lapin publisher with confirms (ceiling): {ceiling:>8.0} msg/s");
+        println!("iemd publisher draining a full spool:          {drain:>8.0} msg/s");
+        println!("ratio: {:.0}% (target >= 90%)", 100.0 * drain / ceiling);
+        let _ = admin
+            .queue_delete(name.as_str().into(), QueueDeleteOptions::default())
+            .await;
+        let _ = admin
+            .exchange_delete(name.as_str().into(), Default::default())
+            .await;
+    });
+}

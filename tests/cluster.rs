@@ -24,7 +24,10 @@ fn unique(name: &str) -> String {
 
 fn quorum_args() -> FieldTable {
     let mut args = FieldTable::default();
-    args.insert("x-queue-type".into(), AMQPValue::LongString("quorum".into()));
+    args.insert(
+        "x-queue-type".into(),
+        AMQPValue::LongString("quorum".into()),
+    );
     args
 }
 
@@ -118,7 +121,7 @@ async fn quorum_queue_keeps_every_message_when_the_connected_node_stops() {
     assert_eq!(members.len(), 3, "quorum queue members: {members:?}");
 
     const N: usize = 6000;
-    const BATCH: usize = 200;
+    const BATCH: usize = 50;
     let mut node = 2;
     let mut next = 0; // first id not yet confirmed
     let mut failovers = 0;
@@ -129,6 +132,10 @@ async fn quorum_queue_keeps_every_message_when_the_connected_node_stops() {
         if next >= N / 3 && stopper.is_none() {
             let n2 = cluster.node(2);
             stopper = Some(std::thread::spawn(move || cluster::stop_app(&n2)));
+        }
+        if stopper.is_some() && failovers == 0 {
+            // Keep the stream going (slowly) until the stop takes effect.
+            tokio::time::sleep(Duration::from_millis(100)).await;
         }
         let end = (next + BATCH).min(N);
         let mut confirms = Vec::new();

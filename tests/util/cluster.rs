@@ -260,7 +260,11 @@ impl Cluster {
             .stdin(Stdio::null())
             .status()
             .expect("rabbitmq-server");
-        assert!(st.success(), "rabbitmq-server -detached for {}", self.node(n));
+        assert!(
+            st.success(),
+            "rabbitmq-server -detached for {}",
+            self.node(n)
+        );
     }
 
     /// Removes what a killed earlier run left: extra nodes still running or still members of

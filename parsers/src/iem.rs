@@ -1,6 +1,14 @@
 //! The IEM payload: `IEC:<SEV><SRC><COMP:3><MOD:3><EVT:4>:<description>`.
 
 use std::fmt;
+use std::sync::LazyLock;
+
+use memchr::memmem;
+use nom::IResult;
+use nom::Parser;
+use nom::bytes::complete::{tag, take_till, take_while, take_while_m_n};
+use nom::character::complete::{char, space0};
+use nom::combinator::map_res;
 
 /// IEM severity letter.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -247,14 +255,453 @@ pub enum Classified<'a> {
     Malformed(Malformed<'a>),
 }
 
+/// The marker searcher, built once: building a `Finder` per call would cost more than the scan
+/// of a typical line.
+static MARKER: LazyLock<memmem::Finder<'static>> = LazyLock::new(|| memmem::Finder::new(b"IEC:"));
+
+/// Length of the marker `IEC:`.
+const MARKER_LEN: usize = 4;
+
 /// Finds the first `IEC:` marker at memchr speed.
 pub fn find_marker(message: &str) -> Option<usize> {
-    memchr::memmem::find(message.as_bytes(), b"IEC:")
+    MARKER.find(message.as_bytes())
 }
 
 /// Classifies a message: no `IEC:` marker -> `NotIem`; the first marker followed by a valid code
 /// -> `Iem`; otherwise `Malformed` with the reason of the first marker.
+///
+/// Linear in the message length however many markers it holds: each marker's code scan stops at
+/// the next `:`, which is at the latest the next marker's own colon, and only the winning marker's
+/// description is scanned further.
 pub fn classify(message: &str) -> Classified<'_> {
-    let _ = message;
-    unimplemented!("iem::classify")
+    let bytes = message.as_bytes();
+    // The common case, a line without the marker, costs one search.
+    let Some(mut at) = MARKER.find(bytes) else {
+        return Classified::NotIem;
+    };
+    let mut first_bad: Option<Malformed<'_>> = None;
+    loop {
+        // `at` is the start of the ASCII marker, so `at + MARKER_LEN` is a char boundary.
+        let after = &message[at + MARKER_LEN..];
+        match code_after_marker(after) {
+            Ok((description, code)) => {
+                return Classified::Iem(iem_from(code, description, at));
+            }
+            Err(reason) => {
+                if first_bad.is_none() {
+                    first_bad = Some(Malformed {
+                        reason,
+                        marker_at: at,
+                        text: &message[at..],
+                    });
+                }
+            }
+        }
+        match MARKER.find(&bytes[at + MARKER_LEN..]) {
+            Some(next) => at += MARKER_LEN + next,
+            None => break,
+        }
+    }
+    match first_bad {
+        Some(bad) => Classified::Malformed(bad),
+        None => Classified::NotIem,
+    }
+}
+
+/// Reads the code after a marker and its `:` separator; returns the raw description text.
+fn code_after_marker(after: &str) -> Result<(&str, Code), Reason> {
+    let (rest, _) = blanks(after).map_err(|_| Reason::MissingSeparator)?;
+    match memchr::memchr(b':', rest.as_bytes()) {
+        Some(colon) => {
+            // ':' is ASCII, so both slices fall on char boundaries.
+            let token = rest[..colon].trim_end_matches([' ', '\t']);
+            if token.len() == CODE_LEN {
+                return Ok((&rest[colon + 1..], validate_code(token)?));
+            }
+            // A valid code followed by blank-separated text and a later colon.
+            if token.len() > CODE_LEN
+                && rest.as_bytes()[CODE_LEN].is_ascii_whitespace()
+                && validate_code(&rest[..CODE_LEN]).is_ok()
+            {
+                return Err(Reason::MissingSeparator);
+            }
+            Err(Reason::CodeLength {
+                found: token.chars().count(),
+            })
+        }
+        None => {
+            let (_, word) = word(rest).map_err(|_| Reason::MissingSeparator)?;
+            if word.len() == CODE_LEN {
+                validate_code(word)?;
+                return Err(Reason::MissingSeparator);
+            }
+            Err(Reason::CodeLength {
+                found: word.chars().count(),
+            })
+        }
+    }
+}
+
+/// Length of a code: severity, source, component (3), module (3), event (4).
+const CODE_LEN: usize = 12;
+
+/// Checks a 12-byte code token field by field, reporting the first bad field.
+fn validate_code(token: &str) -> Result<Code, Reason> {
+    let first = |s: &str| s.chars().next().unwrap_or('\0');
+    let bytes = token.as_bytes();
+    let severity = Severity::from_letter(bytes[0]).ok_or(Reason::UnknownSeverity(first(token)))?;
+    let source = Source::from_letter(bytes[1]).ok_or_else(|| {
+        // Byte 0 was an ASCII letter, so index 1 is a char boundary.
+        Reason::UnknownSource(first(&token[1..]))
+    })?;
+    let component = hex_field(&bytes[2..5], Field::Component, 0x0ff)?;
+    let module = hex_field(&bytes[5..8], Field::Module, 0x0ff)?;
+    let event = hex_field(&bytes[8..12], Field::Event, 0x270f)?;
+    Ok(Code {
+        severity,
+        source,
+        component,
+        module,
+        event,
+    })
+}
+
+/// Decodes one fixed-width hex field and checks it lies in `1..=max`.
+fn hex_field(digits: &[u8], field: Field, max: u16) -> Result<u16, Reason> {
+    let mut value: u16 = 0;
+    for &d in digits {
+        let v = match d {
+            b'0'..=b'9' => d - b'0',
+            b'a'..=b'f' => d - b'a' + 10,
+            b'A'..=b'F' => d - b'A' + 10,
+            _ => return Err(Reason::NotHex { field }),
+        };
+        // At most 4 digits: fits in u16.
+        value = (value << 4) | u16::from(v);
+    }
+    if value == 0 || value > max {
+        return Err(Reason::OutOfRange { field, value });
+    }
+    Ok(value)
+}
+
+/// Builds the IEM from the text after the code's separator.
+fn iem_from(code: Code, raw: &str, marker_at: usize) -> Iem<'_> {
+    let raw = raw.trim();
+    let (text, count) = match event_count(raw) {
+        Ok((rest, count)) => (rest, Some(count)),
+        Err(_) => (raw, None),
+    };
+    let (description, extra) = split_extra(text);
+    let description = if extra.is_none() {
+        strip_stray_quote(description)
+    } else {
+        description
+    };
+    Iem {
+        code,
+        count,
+        description,
+        extra,
+        marker_at,
+    }
+}
+
+/// Blanks (spaces, tabs) between the marker and the code.
+fn blanks(input: &str) -> IResult<&str, &str> {
+    space0(input)
+}
+
+/// A run of non-blank characters (the code when no `:` follows it).
+fn word(input: &str) -> IResult<&str, &str> {
+    take_till(|c: char| c.is_ascii_whitespace())(input)
+}
+
+/// Motr's running count prefix `Event count: 2a, ` (hex), returning the count.
+fn event_count(input: &str) -> IResult<&str, u64> {
+    let (input, _) = tag("Event count:")(input)?;
+    let (input, _) = space0(input)?;
+    let (input, count) = map_res(
+        take_while_m_n(1, 16, |c: char| c.is_ascii_hexdigit()),
+        |h: &str| u64::from_str_radix(h, 16),
+    )
+    .parse(input)?;
+    let (input, _) = char(',')(input)?;
+    let (input, _) = take_while(|c: char| c.is_whitespace())(input)?;
+    Ok((input, count))
+}
+
+/// Splits a trailing balanced JSON object off the description; the text before it loses its
+/// trailing blanks and one `:` separator (`TEXT: {JSON}`).
+fn split_extra(text: &str) -> (&str, Option<&str>) {
+    match json_object_start(text) {
+        Some(start) => {
+            let before = text[..start].trim_end();
+            let before = before.strip_suffix(':').unwrap_or(before).trim_end();
+            (before, Some(&text[start..]))
+        }
+        None => (text, None),
+    }
+}
+
+/// When `text` ends with `}`, the offset of the `{` that balances it, skipping braces inside
+/// JSON strings. Scans backwards once, so it is linear in the text.
+fn json_object_start(text: &str) -> Option<usize> {
+    let b = text.as_bytes();
+    if b.last() != Some(&b'}') {
+        return None;
+    }
+    let mut depth: usize = 0;
+    let mut in_string = false;
+    let mut i = b.len();
+    while i > 0 {
+        i -= 1;
+        let c = b[i];
+        if in_string {
+            if c == b'"' && !escaped(b, i) {
+                in_string = false;
+            }
+            continue;
+        }
+        match c {
+            b'"' => in_string = true,
+            b'}' => depth += 1,
+            b'{' => {
+                depth -= 1;
+                if depth == 0 {
+                    return Some(i);
+                }
+            }
+            _ => {}
+        }
+    }
+    None
+}
+
+/// True when the byte at `i` is preceded by an odd number of backslashes.
+fn escaped(b: &[u8], i: usize) -> bool {
+    let run = b[..i].iter().rev().take_while(|&&c| c == b'\\').count();
+    run % 2 == 1
+}
+
+/// Removes one trailing `"` that has no partner (cortx-ha's `logger "..."` quoting slip).
+fn strip_stray_quote(text: &str) -> &str {
+    match text.strip_suffix('"') {
+        Some(stripped) if memchr::memchr_iter(b'"', text.as_bytes()).count() % 2 == 1 => {
+            stripped.trim_end()
+        }
+        _ => text,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn code(s: &str) -> Code {
+        match validate_code(s) {
+            Ok(c) => c,
+            Err(r) => panic!("{s}: {r}"),
+        }
+    }
+
+    fn iem(msg: &str) -> Iem<'_> {
+        match classify(msg) {
+            Classified::Iem(i) => i,
+            other => panic!("{msg:?}: {other:?}"),
+        }
+    }
+
+    fn reason(msg: &str) -> Reason {
+        match classify(msg) {
+            Classified::Malformed(m) => m.reason,
+            other => panic!("{msg:?}: {other:?}"),
+        }
+    }
+
+    #[test]
+    fn s3server_no_space() {
+        let m = "IEC:ES0030010001:S3 server cannot connect to auth server.";
+        assert_eq!(
+            classify(m),
+            Classified::Iem(Iem {
+                code: Code {
+                    severity: Severity::Error,
+                    source: Source::Software,
+                    component: 3,
+                    module: 1,
+                    event: 1
+                },
+                count: None,
+                description: "S3 server cannot connect to auth server.",
+                extra: None,
+                marker_at: 0,
+            })
+        );
+    }
+
+    #[test]
+    fn motr_spaces_and_hex_either_case() {
+        let i = iem("prefix IEC: ES0020020004: RPC_ITEM_FAILED item=0x7f opcode=41 rc=-110");
+        assert_eq!(i.code.to_string(), "ES0020020004");
+        assert_eq!(i.description, "RPC_ITEM_FAILED item=0x7f opcode=41 rc=-110");
+        assert_eq!(i.marker_at, 7);
+        assert_eq!(iem("IEC: es002002000A: x").code.to_string(), "ES002002000a");
+        assert_eq!(iem("IEC: ES002002000a: x").code.event, 10);
+    }
+
+    #[test]
+    fn motr_event_count() {
+        let i = iem("IEC: ES0020020006: Event count: 2a, Observed data accessibility issue.");
+        assert_eq!(i.count, Some(42));
+        assert_eq!(i.description, "Observed data accessibility issue.");
+        // Older releases: no count, the colon inside the text is part of the description.
+        let i = iem("IEC: ES0020020006: IO error (42): Observed data accessibility issue.");
+        assert_eq!(i.count, None);
+        assert_eq!(
+            i.description,
+            "IO error (42): Observed data accessibility issue."
+        );
+    }
+
+    #[test]
+    fn trailing_json_moves_to_extra() {
+        let i = iem(
+            r#"IEC: ES0030050001: Fatal handler triggered: { "time": "a}b", "pid": 42, "q": "x\"}" }"#,
+        );
+        assert_eq!(i.description, "Fatal handler triggered");
+        assert_eq!(
+            i.extra,
+            Some(r#"{ "time": "a}b", "pid": 42, "q": "x\"}" }"#)
+        );
+        let i = iem(r#"IEC:ES0030010001:text {"a":{"b":[1,2]}}"#);
+        assert_eq!(
+            (i.description, i.extra),
+            ("text", Some(r#"{"a":{"b":[1,2]}}"#))
+        );
+        // Unbalanced: stays in the description.
+        let i = iem("IEC:ES0030010001:text }");
+        assert_eq!((i.description, i.extra), ("text }", None));
+    }
+
+    #[test]
+    fn cortx_ha_stray_quote() {
+        let i = iem(
+            r#"IEC:WS0080010001:The cluster has lost ssc-vm-1 server. Extra Info: host=ssc-vm-1; status=lost;""#,
+        );
+        assert_eq!(
+            i.description,
+            "The cluster has lost ssc-vm-1 server. Extra Info: host=ssc-vm-1; status=lost;"
+        );
+        // A balanced quote stays.
+        assert_eq!(
+            iem(r#"IEC:WS0080010001:say "hi""#).description,
+            r#"say "hi""#
+        );
+    }
+
+    #[test]
+    fn malformed_reasons() {
+        assert_eq!(
+            reason("IEC: 020001002: Drive removed"),
+            Reason::CodeLength { found: 9 }
+        );
+        assert_eq!(
+            reason("IEC: 0030050001: Fatal"),
+            Reason::CodeLength { found: 10 }
+        );
+        assert_eq!(
+            reason("IEC: TS0020010001: test"),
+            Reason::UnknownSeverity('T')
+        );
+        assert_eq!(
+            reason("IEC: EZ0020010001: test"),
+            Reason::UnknownSource('Z')
+        );
+        assert_eq!(
+            reason("IEC:ES0000010001:x"),
+            Reason::OutOfRange {
+                field: Field::Component,
+                value: 0
+            }
+        );
+        assert_eq!(
+            reason("IEC:ES0010012710:x"),
+            Reason::OutOfRange {
+                field: Field::Event,
+                value: 0x2710
+            }
+        );
+        assert_eq!(
+            reason("IEC: ES  2  2   6: RPC"),
+            Reason::NotHex {
+                field: Field::Component
+            }
+        );
+        assert_eq!(
+            reason("IEC:ES0030010001 no colon"),
+            Reason::MissingSeparator
+        );
+        assert_eq!(reason("IEC:ES0030010001"), Reason::MissingSeparator);
+        assert_eq!(
+            reason("IEC:ES0030010001 text: more"),
+            Reason::MissingSeparator
+        );
+        assert_eq!(reason("IEC:"), Reason::CodeLength { found: 0 });
+    }
+
+    #[test]
+    fn not_iem() {
+        assert_eq!(classify("IEC 60870 link up"), Classified::NotIem);
+        assert_eq!(classify("host iec:es0030010001:x"), Classified::NotIem);
+        assert_eq!(classify(""), Classified::NotIem);
+    }
+
+    #[test]
+    fn first_valid_marker_wins() {
+        let m = "IEC: 020001002: old IEC:ES0030010001:new IEC:EH0010010001:third";
+        let i = iem(m);
+        assert_eq!(
+            (i.code.to_string().as_str(), i.marker_at),
+            ("ES0030010001", 20)
+        );
+        assert_eq!(i.description, "new IEC:EH0010010001:third");
+        let bad = "IEC: 020001002: a IEC:TS0010010001:b";
+        assert_eq!(
+            classify(bad),
+            Classified::Malformed(Malformed {
+                reason: Reason::CodeLength { found: 9 },
+                marker_at: 0,
+                text: bad
+            })
+        );
+    }
+
+    #[test]
+    fn many_markers_stay_linear() {
+        let line = "IEC:".repeat(10_000) + &"IEC: x".repeat(10_000);
+        let t = std::time::Instant::now();
+        assert!(matches!(classify(&line), Classified::Malformed(_)));
+        // Quadratic behaviour would take seconds here; this is a generous bound.
+        assert!(t.elapsed() < std::time::Duration::from_millis(500));
+    }
+
+    #[test]
+    fn display_is_canonical() {
+        assert_eq!(code("es002002000A").to_string(), "ES002002000a");
+    }
+
+    #[test]
+    fn named_parsers() {
+        assert_eq!(event_count("Event count: 2a, text"), Ok(("text", 42)));
+        assert!(event_count("Event count: zz, text").is_err());
+        assert_eq!(blanks("  \tES"), Ok(("ES", "  \t")));
+        assert_eq!(word("ES0030010001 x"), Ok((" x", "ES0030010001")));
+        assert_eq!(json_object_start(r#"a {"k":"{"}"#), Some(2));
+        assert_eq!(
+            split_extra(r#"TEXT: {"a":1}"#),
+            ("TEXT", Some(r#"{"a":1}"#))
+        );
+        assert_eq!(strip_stray_quote(r#"x;""#), "x;");
+    }
 }

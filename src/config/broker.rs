@@ -8,12 +8,12 @@
 use std::fmt;
 use std::path::PathBuf;
 
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 
 use super::Problem;
 
 /// Body format of published messages.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize, Default)]
 #[serde(rename_all = "lowercase")]
 pub enum BodyFormat {
     /// The alert JSON (`iem.alert/v1`) as spooled; exchange `iem`, key `iem.<severity>.<component>`.
@@ -24,7 +24,7 @@ pub enum BodyFormat {
 }
 
 /// Queue type of the optional queue the agent declares.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize, Default)]
 #[serde(rename_all = "lowercase")]
 pub enum QueueKind {
     #[default]
@@ -33,7 +33,7 @@ pub enum QueueKind {
 }
 
 /// A durable queue declared and bound to the exchange.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct QueueConfig {
     pub name: String,
@@ -49,7 +49,7 @@ fn default_binding() -> String {
 }
 
 /// TLS for `amqps://` URLs. The server's host name is always verified.
-#[derive(Debug, Clone, Deserialize, Default)]
+#[derive(Debug, Clone, Deserialize, Serialize, Default)]
 #[serde(deny_unknown_fields)]
 pub struct TlsConfig {
     /// PEM CA bundle the server certificate must chain to.
@@ -60,7 +60,7 @@ pub struct TlsConfig {
     pub key_file: Option<PathBuf>,
 }
 
-#[derive(Clone, Deserialize)]
+#[derive(Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct BrokerConfig {
     /// Broker nodes in order of preference; the first reachable one is used.

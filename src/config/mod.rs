@@ -12,7 +12,7 @@ pub mod spool;
 use std::fmt;
 use std::path::{Path, PathBuf};
 
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 
 /// Where the package installs its configuration.
 pub const DEFAULT_PATH: &str = "/etc/iemd/iemd.toml";
@@ -62,7 +62,7 @@ pub enum ConfigError {
 }
 
 /// How lines are read and decoded.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct ParseConfig {
     /// Time zone of RFC 3164 stamps (which carry none): an IANA name. Default: the machine's zone.
@@ -102,10 +102,10 @@ impl ParseConfig {
 }
 
 /// The whole configuration.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct Config {
-    /// Checkpoints and (by default) the spool live here.
+    /// Checkpoints and (unless `spool.dir` is set) the spool live here.
     pub state_dir: PathBuf,
     /// Catalog directories read after the built-in catalog, in order.
     pub catalog_dirs: Vec<PathBuf>,
@@ -127,14 +127,15 @@ impl Default for Config {
             parse: ParseConfig::default(),
             spool: spool::SpoolConfig::default(),
             broker: broker::BrokerConfig::default(),
-            sources: sources::SourcesConfig::default(),
+            sources: sources::SourcesConfig::default_for_this_machine(),
             enrich: enrich::EnrichConfig::default(),
         }
     }
 }
 
 impl Config {
-    /// Reads and validates a configuration file.
+    /// Reads and validates a configuration file. A file without `[sources]` gets the sources of
+    /// this machine (as with no file at all); without `spool.dir` the spool is `<state_dir>/spool`.
     pub fn load(path: &Path) -> Result<Config, ConfigError> {
         let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
             path: path.to_path_buf(),
@@ -145,7 +146,7 @@ impl Config {
 
     /// Parses and validates configuration text; `path` only names it in errors.
     pub fn parse(path: &Path, text: &str) -> Result<Config, ConfigError> {
-        let config: Config = toml::from_str(text).map_err(|e| {
+        let syntax = |e: toml::de::Error| {
             let (line, column) = e.span().map_or((1, 1), |s| line_column(text, s.start));
             ConfigError::Syntax {
                 path: path.to_path_buf(),
@@ -153,13 +154,35 @@ impl Config {
                 column,
                 reason: e.message().to_owned(),
             }
-        })?;
+        };
+        let table: toml::Table = text.parse().map_err(syntax)?;
+        let mut config: Config = toml::from_str(text).map_err(syntax)?;
+        let spool_dir_set = table.get("spool").and_then(|s| s.get("dir")).is_some();
+        if !spool_dir_set {
+            config.spool.dir = config.state_dir.join("spool");
+        }
         config.validated(path)
+    }
+
+    /// The effective configuration as TOML, for `--check-config`. It holds no secret (passwords
+    /// come only from a file or the environment, and URLs may not carry credentials); URLs are
+    /// redacted all the same.
+    pub fn redacted_toml(&self) -> String {
+        let mut shown = self.clone();
+        shown.broker.urls = shown
+            .broker
+            .urls
+            .iter()
+            .map(|u| broker::redact_url(u))
+            .collect();
+        toml::to_string_pretty(&shown).unwrap_or_else(|e| format!("# cannot print: {e}\n"))
     }
 
     /// The configuration used when there is no file: works on a fresh machine.
     pub fn for_this_machine() -> Config {
-        Config::default()
+        let mut config = Config::default();
+        config.spool.dir = config.state_dir.join("spool");
+        config
     }
 
     /// Checks every section; all problems are reported together.
@@ -169,6 +192,16 @@ impl Config {
             problems.push(Problem::new("state_dir", "must not be empty"));
         }
         self.parse.validate(&mut problems);
+        self.spool.validate(&mut problems);
+        self.broker.validate(&mut problems);
+        self.sources.validate(&mut problems);
+        // enrich: validated once its section has keys.
+        if self.sources.files.is_empty() && !self.sources.journald.enabled {
+            problems.push(Problem::new(
+                "sources",
+                "no source configured: nothing would be read",
+            ));
+        }
         if problems.is_empty() {
             Ok(self)
         } else {

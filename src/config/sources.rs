@@ -18,7 +18,7 @@
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 
 use crate::config::Problem;
 
@@ -30,7 +30,7 @@ pub const DEFAULT_PARTIAL_LINE_TIMEOUT_MS: u64 = 1000;
 const MAX_LINE_BYTES_CEILING: usize = 16 * 1024 * 1024;
 const PARTIAL_LINE_TIMEOUT_CEILING_MS: u64 = 10 * 60 * 1000;
 
-#[derive(Debug, Clone, Deserialize, Default, PartialEq)]
+#[derive(Debug, Clone, Deserialize, Serialize, Default, PartialEq)]
 #[serde(deny_unknown_fields, default)]
 pub struct SourcesConfig {
     pub files: Vec<FileSourceConfig>,
@@ -40,7 +40,7 @@ pub struct SourcesConfig {
 /// Where to start reading a file that has no checkpoint and was present when the source started.
 /// Files that appear later (new glob matches, files re-created after rotation) are always read
 /// from the beginning: everything in them is new.
-#[derive(Debug, Clone, Copy, Deserialize, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, Deserialize, Serialize, Default, PartialEq, Eq)]
 #[serde(rename_all = "lowercase")]
 pub enum FileStartAt {
     Beginning,
@@ -48,7 +48,7 @@ pub enum FileStartAt {
     End,
 }
 
-#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
 #[serde(deny_unknown_fields, default)]
 pub struct FileSourceConfig {
     /// Name of the source in counters and logs; the first path when empty.
@@ -90,7 +90,7 @@ impl FileSourceConfig {
 }
 
 /// Where journald reading starts when there is no checkpoint cursor.
-#[derive(Debug, Clone, Copy, Deserialize, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, Deserialize, Serialize, Default, PartialEq, Eq)]
 #[serde(rename_all = "lowercase")]
 pub enum JournalStartAt {
     #[default]
@@ -98,7 +98,7 @@ pub enum JournalStartAt {
     Beginning,
 }
 
-#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
 #[serde(deny_unknown_fields, default)]
 pub struct JournaldConfig {
     pub enabled: bool,

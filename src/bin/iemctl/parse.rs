@@ -1,7 +1,7 @@
 //! `iemctl parse`: the parsing pipeline offline, on a file or stdin.
 
 use std::fs::File;
-use std::io::{self, BufRead, BufReader, BufWriter, IsTerminal, Write};
+use std::io::{self, BufWriter, IsTerminal, Read, Write};
 use std::path::PathBuf;
 use std::process::ExitCode;
 
@@ -10,6 +10,8 @@ use chrono_tz::Tz;
 use iemd::alert::{Alert, Kind, OriginKind};
 use iemd::catalog::Catalog;
 use iemd::catalog::decode::{Clock, Decoder, LineSource};
+use iemd::source::identity;
+use iemd::source::lines::LineSplitter;
 
 /// Print the alerts found in syslog lines or `journalctl -o json` lines (detected per line).
 ///
@@ -58,22 +60,13 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     );
     let catalog = Catalog::load(&args.catalog_dirs)?;
     let decoder = Decoder::new(&catalog);
-    let (name, mut input): (String, Box<dyn BufRead>) = match &args.file {
-        None => (
-            "-".into(),
-            Box::new(BufReader::with_capacity(1 << 16, io::stdin().lock())),
-        ),
-        Some(p) if p.as_os_str() == "-" => (
-            "-".into(),
-            Box::new(BufReader::with_capacity(1 << 16, io::stdin().lock())),
-        ),
+    let (name, mut input): (String, Box<dyn Read>) = match &args.file {
+        None => ("-".into(), Box::new(io::stdin().lock())),
+        Some(p) if p.as_os_str() == "-" => ("-".into(), Box::new(io::stdin().lock())),
         Some(path) => {
             let file =
                 File::open(path).with_context(|| format!("cannot open {}", path.display()))?;
-            (
-                path.display().to_string(),
-                Box::new(BufReader::with_capacity(1 << 16, file)),
-            )
+            (path.display().to_string(), Box::new(file))
         }
     };
     let kind = if name == "-" {
@@ -87,48 +80,61 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     let mut out = BufWriter::with_capacity(1 << 16, stdout.lock());
     let progress = io::stderr().is_terminal();
 
-    let mut line = Vec::with_capacity(256);
-    let mut offset = 0u64;
+    let mut splitter = LineSplitter::new(args.max_line_bytes, 0);
+    let mut chunk = vec![0u8; 1 << 16];
+    let mut lines_out = Vec::new();
     let mut fingerprint = None;
     let (mut lines, mut iems, mut malformed) = (0u64, 0u64, 0u64);
-    loop {
-        let (consumed, truncated) = read_line_capped(&mut input, &mut line, args.max_line_bytes)
-            .with_context(|| format!("error reading {name} at byte {offset}"))?;
-        if consumed == 0 {
-            break;
-        }
-        lines += 1;
-        let fingerprint = *fingerprint.get_or_insert_with(|| first_line_fingerprint(&line));
-        let source = LineSource {
-            kind,
-            path: Some(&name),
-            offset: Some(offset),
-            fingerprint,
-            truncated,
-        };
-        offset += consumed as u64;
-        let Some(alert) = decoder.decode(&line, &source, &clock) else {
-            continue;
-        };
-        match alert.kind {
-            Kind::Iem => iems += 1,
-            Kind::Malformed => malformed += 1,
-        }
-        let written = match args.format {
-            Format::Json => serde_json::to_writer(&mut out, &alert).map_err(io::Error::from),
-            Format::Sspl => {
-                serde_json::to_writer(&mut out, &iemd::sspl::body(&alert)).map_err(io::Error::from)
+    'read: loop {
+        let n = match input.read(&mut chunk) {
+            Ok(n) => n,
+            Err(err) if err.kind() == io::ErrorKind::Interrupted => continue,
+            Err(err) => {
+                let at = splitter.consumed();
+                return Err(err).with_context(|| format!("error reading {name} at byte {at}"));
             }
-            Format::Text => write_text(&mut out, &alert),
         };
-        match written.and_then(|()| out.write_all(b"\n")) {
-            Ok(()) => {}
-            // `iemctl parse big.log | head` is not an error.
-            Err(err) if err.kind() == io::ErrorKind::BrokenPipe => break,
-            Err(err) => return Err(err).context("cannot write to stdout"),
+        // The same identity the agent gives a file (its first line), so ids match the agent's.
+        let fingerprint = *fingerprint.get_or_insert_with(|| identity::fingerprint(&chunk[..n]).0);
+        if n == 0 {
+            lines_out.extend(splitter.flush_partial());
+        } else {
+            splitter.push(&chunk[..n], &mut lines_out);
         }
-        if progress && lines % 1_000_000 == 0 {
-            eprint!("\r{lines} lines, {iems} IEMs, {malformed} malformed");
+        for line in lines_out.drain(..) {
+            lines += 1;
+            let source = LineSource {
+                kind,
+                path: Some(&name),
+                offset: Some(line.start),
+                fingerprint,
+                truncated: line.truncated,
+            };
+            let Some(alert) = decoder.decode(&line.bytes, &source, &clock) else {
+                continue;
+            };
+            match alert.kind {
+                Kind::Iem => iems += 1,
+                Kind::Malformed => malformed += 1,
+            }
+            let written = match args.format {
+                Format::Json => serde_json::to_writer(&mut out, &alert).map_err(io::Error::from),
+                Format::Sspl => serde_json::to_writer(&mut out, &iemd::sspl::body(&alert))
+                    .map_err(io::Error::from),
+                Format::Text => write_text(&mut out, &alert),
+            };
+            match written.and_then(|()| out.write_all(b"\n")) {
+                Ok(()) => {}
+                // `iemctl parse big.log | head` is not an error.
+                Err(err) if err.kind() == io::ErrorKind::BrokenPipe => break 'read,
+                Err(err) => return Err(err).context("cannot write to stdout"),
+            }
+            if progress && lines % 1_000_000 == 0 {
+                eprint!("\r{lines} lines, {iems} IEMs, {malformed} malformed");
+            }
+        }
+        if n == 0 {
+            break;
         }
     }
     match out.flush() {
@@ -142,49 +148,6 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     }
     eprintln!("{name}: {lines} lines, {iems} IEMs, {malformed} malformed");
     Ok(ExitCode::SUCCESS)
-}
-
-/// Reads one line into `line` (without its `\n`), keeping at most `max` bytes; the rest of an
-/// over-long line is consumed and dropped. Returns the bytes consumed (0 at the end of input) and
-/// whether the line was cut. Memory stays bounded by `max` whatever the input.
-fn read_line_capped(
-    input: &mut dyn BufRead,
-    line: &mut Vec<u8>,
-    max: usize,
-) -> io::Result<(usize, bool)> {
-    line.clear();
-    let (mut consumed, mut truncated) = (0, false);
-    loop {
-        let buf = match input.fill_buf() {
-            Ok(buf) => buf,
-            Err(err) if err.kind() == io::ErrorKind::Interrupted => continue,
-            Err(err) => return Err(err),
-        };
-        if buf.is_empty() {
-            return Ok((consumed, truncated));
-        }
-        let (chunk, done) = match memchr::memchr(b'\n', buf) {
-            Some(i) => (i, true),
-            None => (buf.len(), false),
-        };
-        let room = max.saturating_sub(line.len());
-        truncated |= chunk > room;
-        line.extend_from_slice(&buf[..chunk.min(room)]);
-        let used = chunk + usize::from(done);
-        input.consume(used);
-        consumed += used;
-        if done {
-            return Ok((consumed, truncated));
-        }
-    }
-}
-
-/// The identity of a file independent of its name: a hash of its first line (at most 1 KiB).
-fn first_line_fingerprint(first_line: &[u8]) -> u64 {
-    let hash = blake3::hash(&first_line[..first_line.len().min(1024)]);
-    let mut bytes = [0u8; 8];
-    bytes.copy_from_slice(&hash.as_bytes()[..8]);
-    u64::from_le_bytes(bytes)
 }
 
 fn write_text(out: &mut impl Write, alert: &Alert) -> io::Result<()> {
@@ -211,36 +174,5 @@ fn write_text(out: &mut impl Write, alert: &Alert) -> io::Result<()> {
             alert.reason.as_deref().unwrap_or("-"),
             alert.raw.escape_debug()
         ),
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn lines(input: &[u8], max: usize) -> Vec<(Vec<u8>, usize, bool)> {
-        let mut reader = BufReader::with_capacity(4, input);
-        let mut out = Vec::new();
-        let mut line = Vec::new();
-        loop {
-            let (n, cut) = read_line_capped(&mut reader, &mut line, max).unwrap();
-            if n == 0 {
-                return out;
-            }
-            out.push((line.clone(), n, cut));
-        }
-    }
-
-    #[test]
-    fn long_lines_are_cut_and_the_rest_skipped() {
-        let got = lines(b"short\nabcdefghijkl\nend", 5);
-        assert_eq!(
-            got,
-            vec![
-                (b"short".to_vec(), 6, false),
-                (b"abcde".to_vec(), 13, true),
-                (b"end".to_vec(), 3, false)
-            ]
-        );
     }
 }

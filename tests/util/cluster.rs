@@ -160,6 +160,20 @@ fn remove_node(main: &str, node: &str) {
     }
 }
 
+/// Deletes the queues of cluster tests (named `iemd-test-cluster-...`) that are still there,
+/// e.g. because a test failed before its own cleanup.
+fn delete_test_queues() {
+    let out = ctl(30, &["-q", "list_queues", "name"]).stdout;
+    for q in out.lines().map(str::trim) {
+        if q.starts_with("iemd-test-cluster-") {
+            let o = ctl(60, &["-q", "delete_queue", q]);
+            if !o.ok {
+                eprintln!("cluster: delete_queue {q}: {}", o.stderr);
+            }
+        }
+    }
+}
+
 /// Makes sure the main node runs its app (a test may have stopped it).
 fn main_up(main: &str) {
     if !is_running(main) {
@@ -271,6 +285,7 @@ impl Cluster {
     /// the cluster, and their directories.
     fn clean_stale(&self) {
         main_up(&self.main);
+        delete_test_queues();
         let members = ctl(30, &["-q", "eval", "rabbit_nodes:all()."]).stdout;
         for (n, _) in EXTRA {
             let node = self.node(n);
@@ -390,6 +405,7 @@ impl Drop for Cluster {
         let t = Instant::now();
         // The leaving nodes tell the main node, so it must run.
         main_up(&self.main);
+        delete_test_queues();
         for (n, _) in EXTRA {
             remove_node(&self.main, &self.node(n));
         }

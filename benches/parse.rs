@@ -41,21 +41,24 @@ unsafe impl GlobalAlloc for Counting {
 static GLOBAL: Counting = Counting;
 
 /// Deterministic xorshift generator (the same input every run) and the log's clock.
-struct Rng(u64, u64);
-
-impl Rng {
-    /// Its state is `self.0`; `self.1` is the clock in seconds since the first line.
-    fn new() -> Rng {
-        Rng(0x9e37_79b9_7f4a_7c15, 10 * 86_400)
-    }
+struct Rng {
+    state: u64,
+    /// Seconds since the first line: time only moves forward, as in a real log file.
+    clock: u64,
 }
 
 impl Rng {
+    fn new() -> Rng {
+        Rng {
+            state: 0x9e37_79b9_7f4a_7c15,
+            clock: 10 * 86_400,
+        }
+    }
     fn next(&mut self) -> u64 {
-        self.0 ^= self.0 << 13;
-        self.0 ^= self.0 >> 7;
-        self.0 ^= self.0 << 17;
-        self.0
+        self.state ^= self.state << 13;
+        self.state ^= self.state >> 7;
+        self.state ^= self.state << 17;
+        self.state
     }
     fn below(&mut self, n: usize) -> usize {
         (self.next() % n as u64) as usize
@@ -72,8 +75,8 @@ const MONTHS: [&str; 12] = [
 /// Writes `Nov 21 22:50:01 srvnode-1 program[pid]: `; time moves forward as in a real file.
 fn header(rng: &mut Rng, out: &mut String, program: &str, pid: bool) {
     use std::fmt::Write;
-    rng.1 += rng.below(3) as u64;
-    let secs = rng.1;
+    rng.clock += rng.below(3) as u64;
+    let secs = rng.clock;
     let day = 1 + (secs / 86_400) % 28;
     let month = MONTHS[(secs / (28 * 86_400)) as usize % 12];
     let _ = write!(

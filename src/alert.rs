@@ -78,9 +78,10 @@ pub struct Hardware {
     /// What kind of reference it is (`block`, `by-id`, `by-path`, `wwn`, `hctl`, `nic`, ...).
     pub ref_kind: String,
     pub found: bool,
-    /// The resolved device: disk or NIC fields, as produced by `enrich`.
+    /// The resolved device: disk or NIC fields, as produced by `enrich` (`schema/hardware.v1.json`).
+    /// Shared (`Arc`) so that attaching a cached device to an alert is a reference-count bump.
     #[serde(skip_serializing_if = "Option::is_none", default)]
-    pub device: Option<serde_json::Value>,
+    pub device: Option<std::sync::Arc<serde_json::Value>>,
 }
 
 /// One normalized alert (`iem.alert/v1`).

@@ -14,20 +14,24 @@
 //! - `spool`: the durable, ordered, segmented on-disk queue between sources and the publisher.
 //! - `publish`: RabbitMQ publishing with confirms, draining the spool.
 //! - `source`: file tailing (rotation-safe) and journald, with checkpoints.
+//! - `manpages`: man pages and shell completions from a clap command, for packaging.
 //! - `pipeline`: wires the stages together; the only module that knows them all.
 //! - `shutdown`: the cancellation token and task tracker passed into every long-running task.
+//! - `systemd`: sd_notify for `Type=notify` (ready, status, stopping) and the watchdog task.
 //! - `sspl`: the SSPL-compatible body made from an alert, for the old consumers.
-//! - `telemetry`: tracing set-up and the observable events (logs + counters).
+//! - `telemetry`: tracing set-up, the observable events (logs + counters), `/metrics` and `/health`.
 
 pub mod alert;
 pub mod catalog;
 pub mod config;
 pub mod emit;
 pub mod enrich;
+pub mod manpages;
 pub mod pipeline;
 pub mod publish;
 pub mod shutdown;
 pub mod source;
 pub mod spool;
 pub mod sspl;
+pub mod systemd;
 pub mod telemetry;

@@ -20,22 +20,26 @@
 
 use std::collections::VecDeque;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use tokio::sync::mpsc;
 use tokio::task::JoinSet;
 
-use crate::alert::OriginKind;
+use crate::alert::{Kind, OriginKind};
 use crate::catalog::decode::{Clock, Decoder, LineSource};
 use crate::catalog::{Catalog, CatalogError};
 use crate::config::Config;
+use crate::enrich::{EnrichError, Enricher};
 use crate::publish::{self, PublishError, PublishStats};
 use crate::shutdown::Shutdown;
 use crate::source::checkpoint::{CheckpointError, CheckpointStore};
 use crate::source::file::FileSource;
 use crate::source::journald::JournaldSource;
-use crate::source::{Position, SourceError, SourceLine};
+use crate::source::{Position, SourceError, SourceLine, SourceMetrics};
 use crate::spool::{self, SpoolError, SpoolWriter};
+use crate::systemd::Notifier;
+use crate::telemetry::{self, events, http};
 
 /// Lines taken from the sources' channel at once: one spool append and one lock for all.
 const BATCH: usize = 512;
@@ -59,11 +63,16 @@ pub enum PipelineError {
     Source(#[from] SourceError),
     #[error("cannot encode an alert: {0}")]
     Encode(#[from] serde_json::Error),
+    #[error(transparent)]
+    Telemetry(#[from] telemetry::TelemetryError),
+    #[error(transparent)]
+    Enrich(#[from] EnrichError),
 }
 
 /// Runs the agent until `shutdown` is cancelled.
 pub async fn run(config: Config, shutdown: Shutdown) -> Result<(), PipelineError> {
     let catalog = Catalog::load(&config.catalog_dirs)?;
+    let enricher = Enricher::new(&config.enrich)?;
     let (writer, reader, recovery) = spool::open(&config.spool)?;
     if !recovery.cuts.is_empty() {
         tracing::warn!(
@@ -76,7 +85,8 @@ pub async fn run(config: Config, shutdown: Shutdown) -> Result<(), PipelineError
     // The publisher stops last, on its own token, so that what the sources read before the
     // shutdown still gets its chance to be published.
     let publisher_shutdown = Shutdown::new();
-    let publish_stats = Arc::new(PublishStats::new(&config.broker, None));
+    let observe: publish::LatencyObserver = Arc::new(events::alert_published);
+    let publish_stats = Arc::new(PublishStats::new(&config.broker, Some(observe)));
     let publisher = {
         let broker = config.broker.clone();
         let stop = publisher_shutdown.clone();
@@ -87,16 +97,52 @@ pub async fn run(config: Config, shutdown: Shutdown) -> Result<(), PipelineError
     let source_token = shutdown.token.child_token();
     let (tx, mut rx) = mpsc::channel::<SourceLine>(BATCH * 8);
     let mut sources = JoinSet::new();
+    let mut health_sources = Vec::new();
     for file in &config.sources.files {
         let source = FileSource::new(file, checkpoints.files());
-        sources.spawn(source.run(tx.clone(), source_token.clone()));
+        export_source_metrics(&source.name(), &source.metrics());
+        let running = SourceRunning::new(source.name(), &mut health_sources);
+        let (tx, token) = (tx.clone(), source_token.clone());
+        sources.spawn(async move { running.track(source.run(tx, token).await) });
     }
     if config.sources.journald.enabled {
         let name = &config.sources.journald.name;
         let source = JournaldSource::new(&config.sources.journald, checkpoints.journal(name));
-        sources.spawn(source.run(tx.clone(), source_token.clone()));
+        export_source_metrics(&source.name(), &source.metrics());
+        let running = SourceRunning::new(source.name(), &mut health_sources);
+        let (tx, token) = (tx.clone(), source_token.clone());
+        sources.spawn(async move { running.track(source.run(tx, token).await) });
     }
     drop(tx);
+    export_publish_metrics(&publish_stats);
+    export_spool_metrics(&writer);
+    let health: http::HealthFn = {
+        let (stats, writer) = (publish_stats.clone(), writer.clone());
+        let warning = config.telemetry.spool_warning_records;
+        Arc::new(move || http::HealthInputs {
+            sources: health_sources
+                .iter()
+                .map(|(name, up): &(Arc<str>, Arc<AtomicBool>)| {
+                    (name.to_string(), up.load(Ordering::Relaxed))
+                })
+                .collect(),
+            broker_connected: stats.connected().iter().any(|(_, up)| *up),
+            spool_pending_records: writer.stats().pending_records,
+            spool_warning_records: warning,
+        })
+    };
+    if let Some(addr) = config.telemetry.metrics_addr() {
+        let listener = http::bind(addr).await?;
+        tracing::info!(%addr, "serving /metrics and /health");
+        shutdown.tracker.spawn(http::serve(
+            listener,
+            telemetry::registry(),
+            health,
+            shutdown.clone(),
+        ));
+    }
+    let notifier = Notifier::from_env();
+    notify(notifier.ready());
     tracing::info!(
         files = config.sources.files.len(),
         journald = config.sources.journald.enabled,
@@ -106,11 +152,13 @@ pub async fn run(config: Config, shutdown: Shutdown) -> Result<(), PipelineError
 
     let mut stage = Stage {
         decoder: Decoder::new(&catalog),
+        enricher,
         tz: config.parse.tz(),
         writer,
         checkpoints: checkpoints.clone(),
         waiting: VecDeque::new(),
         last_seq: 0,
+        recorded: false,
     };
     let mut durable = stage.writer.durable();
     let mut persist = tokio::time::interval(PERSIST_EVERY);
@@ -136,7 +184,10 @@ pub async fn run(config: Config, shutdown: Shutdown) -> Result<(), PipelineError
                 // Lines without an IEM wait for no new seq: the current durable seq frees them.
                 let seq = *durable.borrow();
                 stage.commit_ready(seq)?;
-                checkpoints.persist()?;
+                stage.persist()?;
+                let pending = stage.writer.stats().pending_records;
+                let broker = if publish_stats.connected().iter().any(|(_, up)| *up) { "connected" } else { "not connected" };
+                notify(notifier.status(&format!("spool {pending} pending, broker {broker}")));
             }
         }
     }
@@ -150,7 +201,7 @@ pub async fn run(config: Config, shutdown: Shutdown) -> Result<(), PipelineError
     }
     let seq = stage.writer.sync()?;
     stage.commit_ready(seq)?;
-    checkpoints.persist()?;
+    stage.persist()?;
     tracing::info!(
         durable_seq = seq,
         "sources stopped, spool synced, checkpoints saved"
@@ -175,6 +226,7 @@ struct Waiting {
 /// The decode -> enrich -> spool stage and its checkpoint bookkeeping.
 struct Stage<'c> {
     decoder: Decoder<'c>,
+    enricher: Enricher,
     tz: chrono_tz::Tz,
     writer: SpoolWriter,
     checkpoints: Arc<CheckpointStore>,
@@ -182,6 +234,8 @@ struct Stage<'c> {
     waiting: VecDeque<Waiting>,
     /// The seq of the last alert appended by this run (0: none yet).
     last_seq: u64,
+    /// Positions were recorded since the last persist.
+    recorded: bool,
 }
 
 impl Stage<'_> {
@@ -208,7 +262,14 @@ impl Stage<'_> {
                     truncated: line.truncated,
                 },
             };
-            if let Some(alert) = self.decoder.decode(&line.bytes, &source, &clock) {
+            if let Some(mut alert) = self.decoder.decode(&line.bytes, &source, &clock) {
+                self.enricher.enrich(&mut alert);
+                match (alert.kind, &alert.code, &alert.reason) {
+                    (Kind::Iem, Some(code), _) => events::iem(&line.source, code),
+                    (_, _, reason) => {
+                        events::malformed(&line.source, reason.as_deref().unwrap_or(""))
+                    }
+                }
                 payloads.push(serde_json::to_vec(&alert)?);
             }
             marks.push((line.source, line.position, payloads.len()));
@@ -216,6 +277,9 @@ impl Stage<'_> {
         let before = self.last_seq;
         if !payloads.is_empty() {
             self.last_seq = self.writer.append_batch(&payloads).await?;
+            telemetry::metrics()
+                .alerts_spooled
+                .add(payloads.len() as u64);
         }
         let first = self.last_seq + 1 - payloads.len() as u64;
         for (source, position, alerts_so_far) in marks {
@@ -250,8 +314,148 @@ impl Stage<'_> {
                 break;
             }
             self.checkpoints.record(&front.source, &front.position)?;
+            self.recorded = true;
             self.waiting.pop_front();
         }
         Ok(())
     }
+
+    /// Writes the recorded checkpoints to disk, when there are new ones.
+    fn persist(&mut self) -> Result<(), PipelineError> {
+        if std::mem::take(&mut self.recorded) {
+            self.checkpoints.persist()?;
+            telemetry::metrics().checkpoint_writes.inc();
+        }
+        Ok(())
+    }
+}
+
+/// A source's "running" flag for `/health`: true until its task ends with an error.
+struct SourceRunning(Arc<AtomicBool>);
+
+impl SourceRunning {
+    fn new(name: Arc<str>, all: &mut Vec<(Arc<str>, Arc<AtomicBool>)>) -> Self {
+        let flag = Arc::new(AtomicBool::new(true));
+        all.push((name, flag.clone()));
+        SourceRunning(flag)
+    }
+
+    fn track(self, result: Result<(), SourceError>) -> Result<(), SourceError> {
+        if result.is_err() {
+            self.0.store(false, Ordering::Relaxed);
+        }
+        result
+    }
+}
+
+/// A failed sd_notify is worth a log line, never a stop.
+fn notify(result: std::io::Result<()>) {
+    if let Err(err) = result {
+        tracing::warn!(%err, "cannot notify systemd");
+    }
+}
+
+/// The sources count their own lines; the registry reads those counters at scrape time.
+fn export_source_metrics(name: &str, metrics: &Arc<SourceMetrics>) {
+    let r = telemetry::registry();
+    let labels = [("source", name)];
+    let m = metrics.clone();
+    r.counter_fn(
+        "iemd_lines_read_total",
+        "Lines read, per source.",
+        &labels,
+        Box::new(move || m.lines_read_total.load(Ordering::Relaxed) as f64),
+    );
+    let m = metrics.clone();
+    r.counter_fn(
+        "iemd_bytes_read_total",
+        "Bytes read, per source.",
+        &labels,
+        Box::new(move || m.bytes_read_total.load(Ordering::Relaxed) as f64),
+    );
+}
+
+/// The publisher counts its own retries, nacks and returns, and its connections.
+fn export_publish_metrics(stats: &Arc<PublishStats>) {
+    let r = telemetry::registry();
+    let series: [(
+        &str,
+        &str,
+        fn(&PublishStats) -> &std::sync::atomic::AtomicU64,
+    ); 3] = [
+        (
+            "iemd_publish_retries_total",
+            "Publish attempts retried after a failure.",
+            |s| &s.retries_total,
+        ),
+        (
+            "iemd_publish_nacks_total",
+            "Alerts the broker nacked.",
+            |s| &s.nacks_total,
+        ),
+        (
+            "iemd_publish_returns_total",
+            "Alerts the broker returned as unroutable.",
+            |s| &s.returns_total,
+        ),
+    ];
+    for (name, help, field) in series {
+        let s = stats.clone();
+        r.counter_fn(
+            name,
+            help,
+            &[],
+            Box::new(move || field(&s).load(Ordering::Relaxed) as f64),
+        );
+    }
+    for (i, (url, _)) in stats.connected().into_iter().enumerate() {
+        let s = stats.clone();
+        r.gauge_fn(
+            "iemd_broker_connected",
+            "1 while the publisher is connected to this broker URL.",
+            &[("url", &url)],
+            Box::new(move || {
+                s.connected()
+                    .get(i)
+                    .map_or(0.0, |(_, up)| f64::from(u8::from(*up)))
+            }),
+        );
+    }
+}
+
+/// Spool levels are read from the spool at scrape time.
+fn export_spool_metrics(writer: &SpoolWriter) {
+    let r = telemetry::registry();
+    let w = writer.clone();
+    r.gauge_fn(
+        "iemd_spool_pending_records",
+        "Alerts in the spool not yet confirmed by the broker.",
+        &[],
+        Box::new(move || w.stats().pending_records as f64),
+    );
+    let w = writer.clone();
+    r.gauge_fn(
+        "iemd_spool_pending_bytes",
+        "Bytes of spooled alerts not yet confirmed by the broker.",
+        &[],
+        Box::new(move || w.stats().pending_bytes as f64),
+    );
+    let w = writer.clone();
+    r.gauge_fn(
+        "iemd_spool_oldest_pending_age_seconds",
+        "Age of the oldest alert not yet confirmed by the broker.",
+        &[],
+        Box::new(move || {
+            w.stats().oldest_pending_ms.map_or(0.0, |t| {
+                (chrono::Utc::now().timestamp_millis() - t).max(0) as f64 / 1000.0
+            })
+        }),
+    );
+    let w = writer.clone();
+    r.counter_fn(
+        "iemd_spool_full_waits_total",
+        "Appends that waited because the spool was full.",
+        &[],
+        Box::new(move || w.stats().full_waits as f64),
+    );
 }

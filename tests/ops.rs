@@ -1,1 +1,560 @@
-//! Integration tests: ops.
+//! Integration tests: ops (metrics and health endpoint, iemctl stats/tail/completions/man, RPM).
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::process::{Command, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use iemd::shutdown::Shutdown;
+use iemd::telemetry::http::{self, HealthInputs};
+use iemd::telemetry::metrics::{Registry, parse_text};
+use iemd::telemetry::{Metrics, redact_url};
+
+use crate::util;
+
+const IEMCTL: &str = env!("CARGO_BIN_EXE_iemctl");
+
+/// A telemetry endpoint on an ephemeral port with its own registry.
+struct Endpoint {
+    url: String,
+    metrics: Metrics,
+    health: Arc<Mutex<HealthInputs>>,
+    shutdown: Shutdown,
+}
+
+async fn start_endpoint() -> Endpoint {
+    let registry = Arc::new(Registry::new());
+    let metrics = Metrics::register(&registry);
+    let health = Arc::new(Mutex::new(HealthInputs {
+        sources: vec![("messages".into(), true)],
+        broker_connected: true,
+        spool_pending_records: 0,
+        spool_warning_records: 100,
+    }));
+    let listener = http::bind("127.0.0.1:0".parse().unwrap()).await.unwrap();
+    let url = format!("http://{}", listener.local_addr().unwrap());
+    let shutdown = Shutdown::new();
+    let inputs = health.clone();
+    shutdown.tracker.spawn(http::serve(
+        listener,
+        registry,
+        Arc::new(move || inputs.lock().unwrap().clone()),
+        shutdown.clone(),
+    ));
+    Endpoint {
+        url,
+        metrics,
+        health,
+        shutdown,
+    }
+}
+
+#[tokio::test]
+async fn metrics_endpoint_serves_the_bumped_counters() {
+    let ep = start_endpoint().await;
+    let m = &ep.metrics;
+    m.lines_read.with(&["messages"]).add(1234);
+    m.bytes_read.with(&["messages"]).add(98765);
+    m.iems.with(&["messages"]).add(17);
+    m.malformed.with(&["journal"]).add(3);
+    m.alerts_published.add(16);
+    m.publish_retries.inc();
+    m.spool_pending_records.set(4.0);
+    m.line_to_confirm_seconds.observe(0.003);
+    m.broker_connected
+        .with(&[&redact_url("amqp://guest:pw@10.0.0.1:5672/%2f")])
+        .set(1.0);
+
+    let (status, body) = http::get(&format!("{}/metrics", ep.url), Duration::from_secs(5))
+        .await
+        .unwrap();
+    assert_eq!(status, 200);
+    let samples = parse_text(&body).unwrap();
+    let get = |name: &str, label: Option<(&str, &str)>| {
+        samples
+            .iter()
+            .find(|s| s.name == name && label.is_none_or(|(n, v)| s.label(n) == Some(v)))
+            .unwrap_or_else(|| panic!("{name} {label:?} missing in\n{body}"))
+            .value
+    };
+    assert_eq!(
+        get("iemd_lines_read_total", Some(("source", "messages"))),
+        1234.0
+    );
+    assert_eq!(
+        get("iemd_bytes_read_total", Some(("source", "messages"))),
+        98765.0
+    );
+    assert_eq!(get("iemd_iems_total", Some(("source", "messages"))), 17.0);
+    assert_eq!(
+        get("iemd_malformed_total", Some(("source", "journal"))),
+        3.0
+    );
+    assert_eq!(get("iemd_alerts_published_total", None), 16.0);
+    assert_eq!(get("iemd_publish_retries_total", None), 1.0);
+    assert_eq!(get("iemd_spool_pending_records", None), 4.0);
+    assert_eq!(
+        get(
+            "iemd_line_to_confirm_seconds_bucket",
+            Some(("le", "0.0025"))
+        ),
+        0.0
+    );
+    assert_eq!(
+        get("iemd_line_to_confirm_seconds_bucket", Some(("le", "0.005"))),
+        1.0
+    );
+    assert_eq!(
+        get(
+            "iemd_broker_connected",
+            Some(("url", "amqp://guest@10.0.0.1:5672/%2f"))
+        ),
+        1.0
+    );
+    assert!(!body.contains("pw@"), "password leaked:\n{body}");
+
+    // A plain HTTP/1.0 client gets the 0.0.4 content type.
+    let addr = ep.url.trim_start_matches("http://").to_string();
+    let raw = tokio::task::spawn_blocking(move || {
+        let mut s = std::net::TcpStream::connect(addr).unwrap();
+        s.write_all(b"GET /metrics HTTP/1.0\r\n\r\n").unwrap();
+        let mut out = String::new();
+        s.read_to_string(&mut out).unwrap();
+        out
+    })
+    .await
+    .unwrap();
+    assert!(raw.starts_with("HTTP/1.0 200 OK\r\n"), "{raw}");
+    assert!(
+        raw.to_ascii_lowercase()
+            .contains("content-type: text/plain; version=0.0.4"),
+        "{raw}"
+    );
+
+    let (status, _) = http::get(&format!("{}/nope", ep.url), Duration::from_secs(5))
+        .await
+        .unwrap();
+    assert_eq!(status, 404);
+    ep.shutdown.stop_and_wait().await;
+}
+
+#[tokio::test]
+async fn health_is_503_with_reasons_when_a_source_stops_or_the_spool_backs_up() {
+    let ep = start_endpoint().await;
+    let health_url = format!("{}/health", ep.url);
+    let get = || http::get(&health_url, Duration::from_secs(5));
+
+    let (status, body) = get().await.unwrap();
+    assert_eq!(status, 200, "{body}");
+    let json: serde_json::Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(json["status"], "ok");
+
+    // Broker down but the spool below its warning level: still healthy.
+    {
+        let mut h = ep.health.lock().unwrap();
+        h.broker_connected = false;
+        h.spool_pending_records = 99;
+    }
+    assert_eq!(get().await.unwrap().0, 200);
+
+    // Backlog reaches the warning level while the broker is down.
+    ep.health.lock().unwrap().spool_pending_records = 100;
+    let (status, body) = get().await.unwrap();
+    assert_eq!(status, 503);
+    let json: serde_json::Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(json["status"], "unhealthy");
+    assert!(
+        json["reasons"][0]
+            .as_str()
+            .unwrap()
+            .contains("broker not connected"),
+        "{body}"
+    );
+
+    // Broker back, one source stopped.
+    {
+        let mut h = ep.health.lock().unwrap();
+        h.broker_connected = true;
+        h.sources.push(("journal".into(), false));
+    }
+    let (status, body) = get().await.unwrap();
+    assert_eq!(status, 503);
+    let json: serde_json::Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(
+        json["reasons"],
+        serde_json::json!(["source journal is not running"])
+    );
+    assert_eq!(
+        json["sources"][1],
+        serde_json::json!({"name": "journal", "running": false})
+    );
+    ep.shutdown.stop_and_wait().await;
+}
+
+#[tokio::test]
+async fn endpoint_stops_on_shutdown() {
+    let ep = start_endpoint().await;
+    let addr = ep.url.trim_start_matches("http://").to_string();
+    tokio::time::timeout(Duration::from_secs(5), ep.shutdown.stop_and_wait())
+        .await
+        .expect("endpoint did not stop within 5 s");
+    assert!(
+        tokio::net::TcpStream::connect(&addr).await.is_err(),
+        "still listening after shutdown"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn iemctl_stats_prints_the_table() {
+    let ep = start_endpoint().await;
+    ep.metrics.lines_read.with(&["messages"]).add(500);
+    ep.metrics.iems.with(&["messages"]).add(7);
+    ep.metrics.malformed.with(&["messages"]).add(2);
+    ep.metrics.alerts_published.add(9);
+    ep.metrics.spool_pending_records.set(3.0);
+    ep.metrics
+        .broker_connected
+        .with(&["amqp://guest@127.0.0.1:5672/%2f"])
+        .set(0.0);
+    let endpoint = format!("{}/metrics", ep.url);
+    let out = tokio::task::spawn_blocking(move || {
+        Command::new(IEMCTL)
+            .args(["stats", "--endpoint", &endpoint])
+            .output()
+            .unwrap()
+    })
+    .await
+    .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "stderr: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let row: Vec<&str> = stdout
+        .lines()
+        .find(|l| l.starts_with("messages "))
+        .unwrap_or_else(|| panic!("no messages row in\n{stdout}"))
+        .split_whitespace()
+        .collect();
+    assert_eq!(row, ["messages", "500", "0", "7", "2"], "{stdout}");
+    assert!(stdout.contains("published 9 "), "{stdout}");
+    assert!(stdout.contains("pending 3 records"), "{stdout}");
+    assert!(
+        stdout.contains("broker amqp://guest@127.0.0.1:5672/%2f: NOT connected"),
+        "{stdout}"
+    );
+    ep.shutdown.stop_and_wait().await;
+
+    // Nothing listening any more: a clear error, exit status 1.
+    let endpoint = format!("{}/metrics", ep.url);
+    let out = Command::new(IEMCTL)
+        .args(["stats", "--endpoint", &endpoint])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("cannot reach"),
+        "{out:?}"
+    );
+}
+
+#[test]
+fn iemctl_tail_prints_published_alerts() {
+    if !util::broker_available("ops::iemctl_tail_prints_published_alerts") {
+        return;
+    }
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let exchange = format!("iemd-test-tail-{}-{}", std::process::id(), rand_suffix());
+    let (conn, channel) = rt.block_on(async {
+        let conn =
+            lapin::Connection::connect(&util::broker_url(), lapin::ConnectionProperties::default())
+                .await
+                .unwrap();
+        let channel = conn.create_channel().await.unwrap();
+        channel
+            .exchange_declare(
+                exchange.as_str().into(),
+                lapin::ExchangeKind::Topic,
+                lapin::options::ExchangeDeclareOptions {
+                    auto_delete: true,
+                    ..Default::default()
+                },
+                lapin::types::FieldTable::default(),
+            )
+            .await
+            .unwrap();
+        (conn, channel)
+    });
+
+    let mut child = Command::new(IEMCTL)
+        .args([
+            "tail",
+            "--exchange",
+            &exchange,
+            "--binding",
+            "ES0030010001",
+            "--format",
+            "text",
+        ])
+        .env("IEMD_AMQP_URL", util::broker_url())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let stderr = child.stderr.take().unwrap();
+    let stdout = child.stdout.take().unwrap();
+    let (err_tx, err_rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+            let _ = err_tx.send(line);
+        }
+    });
+    let (out_tx, out_rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+            let _ = out_tx.send(line);
+        }
+    });
+    // Publish only once the queue is bound (tail says so on stderr).
+    let ready = err_rx.recv_timeout(Duration::from_secs(15));
+    let ready = ready.unwrap_or_else(|_| {
+        let _ = child.kill();
+        panic!("iemctl tail did not get ready")
+    });
+    assert!(ready.contains("waiting for alerts"), "{ready}");
+    assert!(!ready.contains("guest:guest"), "password shown: {ready}");
+
+    let alert = serde_json::json!({
+        "schema": "iem.alert/v1", "id": "t1", "kind": "iem", "code": "ES0030010001",
+        "severity": {"code": "E", "name": "error"}, "alert_type": "fault",
+        "source_type": {"code": "S", "name": "software"},
+        "component": {"id": "003", "name": "s3"}, "module": {"id": "001", "name": "Connection"},
+        "event": {"id": "0001", "name": "Auth server connection failed"}, "in_catalog": true,
+        "message": "S3 server cannot connect to auth server.", "time": "2026-11-21T22:50:01Z",
+        "origin": {"kind": "file", "path": "/var/log/messages", "offset": 0, "program": "s3server",
+                   "pid": "1234", "host": "node1", "priority": 3},
+        "raw": "Nov 21 22:50:01 node1 s3server[1234]: IEC:ES0030010001:S3 server cannot connect to auth server."
+    });
+    rt.block_on(async {
+        for key in ["WS0060010001", "ES0030010001"] {
+            channel
+                .basic_publish(
+                    exchange.as_str().into(),
+                    key.into(),
+                    lapin::options::BasicPublishOptions::default(),
+                    alert.to_string().as_bytes(),
+                    lapin::BasicProperties::default(),
+                )
+                .await
+                .unwrap();
+        }
+    });
+    let line = out_rx.recv_timeout(Duration::from_secs(15));
+    let _ = child.kill();
+    let _ = child.wait();
+    let line = line.expect("no alert printed within 15 s");
+    // Not a terminal: no colour codes. The WS... key does not match the binding.
+    assert_eq!(
+        line,
+        "2026-11-21T22:50:01Z node1 ES0030010001 error         s3/Connection: S3 server cannot connect to auth server."
+    );
+    assert!(
+        out_rx.recv_timeout(Duration::from_millis(300)).is_err(),
+        "unexpected second line"
+    );
+    rt.block_on(async {
+        let _ = conn.close(200, "done".into()).await;
+    });
+}
+
+#[test]
+fn iemctl_writes_completions_and_man_pages() {
+    let out = Command::new(IEMCTL)
+        .args(["completions", "bash"])
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    let script = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        script.contains("_iemctl") && script.contains("tail") && script.contains("stats"),
+        "{script}"
+    );
+
+    let dir = tempfile::tempdir().unwrap();
+    let out = Command::new(IEMCTL)
+        .arg("man")
+        .arg(dir.path())
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{out:?}");
+    for page in [
+        "iemctl.1",
+        "iemctl-tail.1",
+        "iemctl-stats.1",
+        "iemctl-parse.1",
+    ] {
+        let text = std::fs::read_to_string(dir.path().join(page))
+            .unwrap_or_else(|e| panic!("{page}: {e}"));
+        assert!(
+            text.starts_with(".ie") || text.contains(".TH"),
+            "{page} is not a man page"
+        );
+    }
+}
+
+fn rand_suffix() -> u32 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .subsec_nanos()
+}
+
+/// Builds the RPM with packaging/build-rpm.sh and checks it with `rpm`. Needs a release build,
+/// so it runs only with IEMD_TEST_RPM=1 (CI sets it); otherwise it says loudly that it skipped.
+#[test]
+fn rpm_package_has_every_file_with_the_right_modes_and_scriptlets() {
+    if std::env::var("IEMD_TEST_RPM").ok().as_deref() != Some("1") {
+        eprintln!(
+            "\n!!!!!!!! SKIPPED ops::rpm_package_has_every_file_with_the_right_modes_and_scriptlets: set IEMD_TEST_RPM=1 to build and check the RPM !!!!!!!!\n"
+        );
+        return;
+    }
+    let root = env!("CARGO_MANIFEST_DIR");
+    let build = Command::new("sh")
+        .arg(format!("{root}/packaging/build-rpm.sh"))
+        .current_dir(root)
+        .output()
+        .unwrap();
+    assert!(
+        build.status.success(),
+        "build-rpm.sh failed:\n{}\n{}",
+        String::from_utf8_lossy(&build.stdout),
+        String::from_utf8_lossy(&build.stderr)
+    );
+    let stdout = String::from_utf8_lossy(&build.stdout);
+    let rpm_path = stdout
+        .lines()
+        .rev()
+        .find(|l| l.ends_with(".rpm"))
+        .unwrap_or_else(|| panic!("no .rpm named in\n{stdout}"))
+        .to_string();
+    let rpm_path = format!("{root}/{rpm_path}");
+    let query = |args: &[&str]| {
+        let out = Command::new("rpm")
+            .args(args)
+            .arg(&rpm_path)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "rpm {args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+
+    // path -> (mode, user, group, file flags)
+    let listing = query(&[
+        "-qp",
+        "--qf",
+        "[%{FILEMODES:perms} %{FILEUSERNAME} %{FILEGROUPNAME} %{FILEFLAGS:fflags} %{FILENAMES}\n]",
+    ]);
+    let files: std::collections::HashMap<&str, (&str, &str, &str, &str)> = listing
+        .lines()
+        .filter_map(|l| {
+            let f: Vec<&str> = l.splitn(5, ' ').collect();
+            (f.len() == 5).then(|| (f[4], (f[0], f[1], f[2], f[3])))
+        })
+        .collect();
+    let expect = |path: &str, perms: &str, user: &str, group: &str| {
+        let (p, u, g, _) = files
+            .get(path)
+            .unwrap_or_else(|| panic!("{path} missing from the package:\n{listing}"));
+        assert_eq!((*p, *u, *g), (perms, user, group), "{path}");
+    };
+    expect("/usr/bin/iemd", "-rwxr-xr-x", "root", "root");
+    expect("/usr/bin/iemctl", "-rwxr-xr-x", "root", "root");
+    expect(
+        "/usr/lib/systemd/system/iemd.service",
+        "-rw-r--r--",
+        "root",
+        "root",
+    );
+    expect(
+        "/usr/lib/systemd/system-preset/90-iemd.preset",
+        "-rw-r--r--",
+        "root",
+        "root",
+    );
+    expect("/etc/iemd/iemd.toml", "-rw-r-----", "root", "iemd");
+    expect("/etc/logrotate.d/iemd", "-rw-r--r--", "root", "root");
+    expect("/usr/share/iemd/iem-emit.sh", "-rwxr-xr-x", "root", "root");
+    expect("/usr/share/man/man1/iemctl.1", "-rw-r--r--", "root", "root");
+    expect(
+        "/usr/share/man/man1/iemctl-tail.1",
+        "-rw-r--r--",
+        "root",
+        "root",
+    );
+    expect(
+        "/usr/share/bash-completion/completions/iemctl",
+        "-rw-r--r--",
+        "root",
+        "root",
+    );
+    expect(
+        "/usr/share/zsh/site-functions/_iemctl",
+        "-rw-r--r--",
+        "root",
+        "root",
+    );
+    expect(
+        "/usr/share/fish/vendor_completions.d/iemctl.fish",
+        "-rw-r--r--",
+        "root",
+        "root",
+    );
+    for entry in std::fs::read_dir(format!("{root}/iem-catalog")).unwrap() {
+        let name = entry.unwrap().file_name().to_string_lossy().into_owned();
+        if name.ends_with(".toml") {
+            expect(
+                &format!("/usr/share/iemd/catalog/{name}"),
+                "-rw-r--r--",
+                "root",
+                "root",
+            );
+        }
+    }
+    // %config(noreplace): flags c (config) and n (noreplace).
+    for config in ["/etc/iemd/iemd.toml", "/etc/logrotate.d/iemd"] {
+        let flags = files[config].3;
+        assert!(
+            flags.contains('c') && flags.contains('n'),
+            "{config} flags {flags:?}"
+        );
+    }
+    let configs = query(&["-qpc"]);
+    assert!(
+        configs.lines().any(|l| l == "/etc/iemd/iemd.toml"),
+        "{configs}"
+    );
+
+    let scripts = query(&["-qp", "--scripts"]);
+    for needle in [
+        "groupadd -r iemd",
+        "install -d -m 0750 -o root -g iemd /etc/iemd /etc/iemd/catalog.d",
+        "useradd -r -g iemd",
+        "systemctl preset iemd.service",
+        "systemctl --no-reload disable --now iemd.service",
+        "try-restart iemd.service",
+        "\"$1\" -ge 1",
+    ] {
+        assert!(
+            scripts.contains(needle),
+            "scriptlets lack {needle:?}:\n{scripts}"
+        );
+    }
+    let requires = query(&["-qp", "--requires"]);
+    assert!(requires.contains("/bin/sh"), "{requires}");
+}

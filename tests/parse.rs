@@ -190,3 +190,48 @@ fn catalog_explains_a_code() {
     let listing = String::from_utf8(out.stdout).unwrap();
     assert!(listing.contains("0080010002  ha"), "{listing}");
 }
+
+#[test]
+fn enrich_resolves_devices_from_a_sysfs_tree_and_sspl_validates() {
+    let fake = crate::util::fake_sysfs::FakeSysfs::standard();
+    let line =
+        b"Nov 21 22:50:01 node1 m0d[77]: IEC: ES0020020002: IO error on sdc2 and eth0, sdz gone\n";
+    let root = |p: &std::path::Path| p.to_str().unwrap().to_owned();
+    let (sys, dev) = (root(&fake.sys), root(&fake.dev));
+    let (alerts, stderr, ok) = parse(
+        line,
+        &["--enrich", "--sysfs-root", &sys, "--dev-root", &dev],
+    );
+    assert!(ok, "{stderr}");
+    let validator = schema("iem.alert.v1.json");
+    assert!(validator.is_valid(&alerts[0]), "{}", alerts[0]);
+    let hardware = alerts[0]["hardware"].as_array().unwrap();
+    let found: Vec<(&str, bool)> = hardware
+        .iter()
+        .map(|h| {
+            (
+                h["reference"].as_str().unwrap(),
+                h["found"].as_bool().unwrap(),
+            )
+        })
+        .collect();
+    assert_eq!(found, [("sdc2", true), ("eth0", true), ("sdz", false)]);
+    assert!(
+        hardware[0]["device"]["serial"].is_string(),
+        "{}",
+        hardware[0]
+    );
+    assert!(alerts[0]["host"]["hostname"].is_string());
+
+    let (bodies, stderr, ok) = parse(line, &["--format", "sspl"]);
+    assert!(ok, "{stderr}");
+    let sspl = schema("sspl-sensor-response.json");
+    assert!(sspl.is_valid(&bodies[0]), "{}", bodies[0]);
+    let specific = &bodies[0]["message"]["sensor_response_type"]["specific_info"];
+    assert_eq!(specific["IEC"], "ES0020020002");
+    assert_eq!(specific["component"], "motr");
+    assert_eq!(
+        bodies[0]["message"]["sensor_response_type"]["alert_type"],
+        "fault"
+    );
+}

@@ -8,16 +8,14 @@
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use futures_util::StreamExt;
 use iemd::config::broker::{BrokerConfig, QueueConfig};
 use iemd::config::spool::SpoolConfig;
 use iemd::publish::{self, PublishStats};
 use iemd::shutdown::Shutdown;
 use iemd::spool::{self, SpoolWriter};
-use lapin::options::{BasicConsumeOptions, QueueDeleteOptions};
-use lapin::types::FieldTable;
 
 use crate::util;
+use crate::util::amqp::{drain_ids, plain_url, unique};
 
 /// A realistic alert (about 600 bytes of JSON) with id `id-<i>`.
 pub fn alert_json(i: u64) -> Vec<u8> {
@@ -36,21 +34,6 @@ pub fn alert_json(i: u64) -> Vec<u8> {
                  "site_id": "1", "rack_id": "1", "node_id": "1", "cluster_id": null}
     });
     serde_json::to_vec(&v).unwrap()
-}
-
-/// A unique name for this test's exchange and queue.
-pub fn unique(name: &str) -> String {
-    let nanos = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .subsec_nanos();
-    format!("iemd-test-{name}-{}-{nanos}", std::process::id())
-}
-
-/// The broker URL without credentials (the publisher takes those from elsewhere).
-pub fn plain_url() -> String {
-    let addr = std::env::var("IEMD_TEST_AMQP_ADDR").unwrap_or_else(|_| "127.0.0.1:5672".into());
-    format!("amqp://{addr}/%2f")
 }
 
 pub fn broker_config(name: &str) -> BrokerConfig {
@@ -125,36 +108,6 @@ impl Running {
         self.shutdown.token.cancel();
         self.task.await.unwrap().unwrap();
     }
-}
-
-/// Every message id in `queue` (consumed with auto-ack until it stays empty for `idle`), then
-/// deletes the queue.
-pub async fn drain_ids(queue: &str, idle: Duration) -> Vec<String> {
-    let conn = lapin::Connection::connect(&util::broker_url(), Default::default())
-        .await
-        .unwrap();
-    let ch = conn.create_channel().await.unwrap();
-    let mut consumer = ch
-        .basic_consume(
-            queue.into(),
-            "drain".into(),
-            BasicConsumeOptions {
-                no_ack: true,
-                ..Default::default()
-            },
-            FieldTable::default(),
-        )
-        .await
-        .unwrap();
-    let mut ids = Vec::new();
-    while let Ok(Some(d)) = tokio::time::timeout(idle, consumer.next()).await {
-        let d = d.unwrap();
-        ids.push(d.properties.message_id().as_ref().unwrap().to_string());
-    }
-    let _ = ch
-        .queue_delete(queue.into(), QueueDeleteOptions::default())
-        .await;
-    ids
 }
 
 fn expected(range: std::ops::RangeInclusive<u64>) -> Vec<String> {

@@ -5,7 +5,6 @@ use std::fs::{File, OpenOptions};
 use std::io::Write;
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
@@ -16,11 +15,10 @@ use iemd::source::file::FileSource;
 use iemd::source::journald::JournaldSource;
 use iemd::source::{FilePosition, Position, SourceLine, SourceMetrics};
 use tokio::sync::mpsc;
+
+use crate::util::journal::write_journal;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
-
-/// The Debian package `systemd-journal-remote` installs this.
-const JOURNAL_REMOTE: &str = "/lib/systemd/systemd-journal-remote";
 
 struct Running {
     rx: mpsc::Receiver<SourceLine>,
@@ -414,52 +412,6 @@ async fn start_at_end_skips_existing_lines() {
 }
 
 // ---- journald ----
-
-/// One entry in journal export format; `message` may hold any bytes (binary encoding).
-fn export_entry(message: &[u8], ident: &str, usec: u64) -> Vec<u8> {
-    let mut e = format!("__REALTIME_TIMESTAMP={usec}\n").into_bytes();
-    if message.contains(&b'\n') || !message.is_ascii() {
-        e.extend_from_slice(b"MESSAGE\n");
-        e.extend_from_slice(&(message.len() as u64).to_le_bytes());
-        e.extend_from_slice(message);
-        e.push(b'\n');
-    } else {
-        e.extend_from_slice(b"MESSAGE=");
-        e.extend_from_slice(message);
-        e.push(b'\n');
-    }
-    e.extend_from_slice(
-        format!("SYSLOG_IDENTIFIER={ident}\n_PID=42\nPRIORITY=3\n_BOOT_ID=6d13c9bf251f46509ca2f12e99e2c945\n\n")
-            .as_bytes(),
-    );
-    e
-}
-
-/// Appends entries to `dir/remote.journal` with the real systemd-journal-remote.
-fn write_journal(dir: &Path, messages: &[&[u8]]) {
-    assert!(
-        Path::new(JOURNAL_REMOTE).exists(),
-        "{JOURNAL_REMOTE} is missing: install the Debian package systemd-journal-remote"
-    );
-    let base = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .as_micros() as u64;
-    let mut input = Vec::new();
-    for (i, m) in messages.iter().enumerate() {
-        input.extend(export_entry(m, "s3server", base + i as u64));
-    }
-    let mut child = Command::new(JOURNAL_REMOTE)
-        .arg(format!("--output={}", dir.join("remote.journal").display()))
-        .arg("-")
-        .stdin(Stdio::piped())
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    child.stdin.take().unwrap().write_all(&input).unwrap();
-    assert!(child.wait().unwrap().success());
-}
 
 fn start_journal(dir: &Path, cursor: Option<String>) -> Running {
     let cfg = JournaldConfig {

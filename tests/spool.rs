@@ -13,8 +13,9 @@ use iemd::publish::{self, PublishStats};
 use iemd::shutdown::Shutdown;
 use iemd::spool;
 
-use crate::publish::{alert_json, broker_config, drain_ids};
+use crate::publish::{alert_json, broker_config};
 use crate::util;
+use crate::util::amqp::drain_ids;
 
 fn cfg(dir: &std::path::Path) -> SpoolConfig {
     SpoolConfig {

@@ -2,6 +2,8 @@
 
 mod util;
 
+mod agent;
+
 mod chaos;
 mod cluster;
 mod emit;

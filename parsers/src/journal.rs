@@ -345,13 +345,12 @@ fn unicode_escape(input: &str) -> (&str, char) {
         return (input.get(1..).unwrap_or(""), '\u{fffd}');
     };
     if (0xD800..0xDC00).contains(&hi) {
-        if let Some(after) = rest.strip_prefix('\\') {
-            if let Some((rest2, lo)) = unit(after) {
-                if (0xDC00..0xE000).contains(&lo) {
-                    let c = 0x10000 + ((hi - 0xD800) << 10) + (lo - 0xDC00);
-                    return (rest2, char::from_u32(c).unwrap_or('\u{fffd}'));
-                }
-            }
+        if let Some(after) = rest.strip_prefix('\\')
+            && let Some((rest2, lo)) = unit(after)
+            && (0xDC00..0xE000).contains(&lo)
+        {
+            let c = 0x10000 + ((hi - 0xD800) << 10) + (lo - 0xDC00);
+            return (rest2, char::from_u32(c).unwrap_or('\u{fffd}'));
         }
         return (rest, '\u{fffd}');
     }

@@ -86,10 +86,10 @@ pub fn parse(line: &str) -> (Header<'_>, &str) {
 /// Any of the three header shapes; the rest is the message.
 fn header(input: &str) -> IResult<&str, Header<'_>> {
     let (after_pri, priority) = opt(pri).parse(input)?;
-    if let Some(priority) = priority {
-        if let Ok(parsed) = rfc5424(after_pri, priority) {
-            return Ok(parsed);
-        }
+    if let Some(priority) = priority
+        && let Ok(parsed) = rfc5424(after_pri, priority)
+    {
+        return Ok(parsed);
     }
     match after_pri.as_bytes().first() {
         Some(b'0'..=b'9') => file_header(after_pri, priority, Format::Rfc3339, rfc3339_timestamp),
@@ -253,11 +253,11 @@ fn clock(input: &str) -> IResult<&str, (u8, u8, u8)> {
     let two = |a: u8, b: u8| {
         (a.is_ascii_digit() && b.is_ascii_digit()).then(|| (a - b'0') * 10 + b - b'0')
     };
-    if let [h1, h2, b':', m1, m2, b':', s1, s2, ..] = *input.as_bytes() {
-        if let (Some(h), Some(m), Some(s)) = (two(h1, h2), two(m1, m2), two(s1, s2)) {
-            // Eight ASCII bytes: a char boundary.
-            return Ok((&input[8..], (h, m, s)));
-        }
+    if let [h1, h2, b':', m1, m2, b':', s1, s2, ..] = *input.as_bytes()
+        && let (Some(h), Some(m), Some(s)) = (two(h1, h2), two(m1, m2), two(s1, s2))
+    {
+        // Eight ASCII bytes: a char boundary.
+        return Ok((&input[8..], (h, m, s)));
     }
     fail(input, nom::error::ErrorKind::Digit)
 }

@@ -8,7 +8,8 @@ use anyhow::Context;
 use clap::Parser;
 use iemd::config::{self, Config};
 use iemd::shutdown::Shutdown;
-use tokio::signal::unix::{SignalKind, signal};
+use iemd::systemd::{self, Notifier};
+use tokio::signal::unix::{Signal, SignalKind, signal};
 
 /// Turn the Interesting Event Messages (IEMs) in syslog files and journald into durable,
 /// enriched alerts on RabbitMQ.
@@ -31,6 +32,9 @@ struct Args {
     /// Validate the configuration, print it with secrets redacted, and exit (0 valid, 2 invalid).
     #[arg(long)]
     check_config: bool,
+    /// Write iemd's man page into DIR and exit (used by packaging/build-rpm.sh).
+    #[arg(long, value_name = "DIR", hide = true)]
+    man_pages: Option<PathBuf>,
 }
 
 /// The configuration to use: the named file, else the package's file when present, else the
@@ -45,19 +49,18 @@ fn load(path: Option<&Path>) -> Result<Config, config::ConfigError> {
     }
 }
 
-/// Logs to stderr; the level comes from RUST_LOG (default info).
-fn init_logging() {
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .init();
-}
-
 fn main() -> ExitCode {
     let args = Args::parse();
-    init_logging();
+    if let Some(dir) = &args.man_pages {
+        return match iemd::manpages::write_man_pages(<Args as clap::CommandFactory>::command(), dir)
+        {
+            Ok(_) => ExitCode::SUCCESS,
+            Err(err) => {
+                eprintln!("iemd: cannot write man pages to {}: {err}", dir.display());
+                ExitCode::from(1)
+            }
+        };
+    }
     let config = match load(args.config.as_deref()) {
         Ok(config) => config,
         Err(err) => {
@@ -68,6 +71,10 @@ fn main() -> ExitCode {
     if args.check_config {
         print!("{}", config.redacted_toml());
         return ExitCode::SUCCESS;
+    }
+    if let Err(err) = iemd::telemetry::init_logging(config.telemetry.log_level.as_deref()) {
+        eprintln!("iemd: {err}");
+        return ExitCode::from(2);
     }
     match run(config, args.config) {
         Ok(()) => ExitCode::SUCCESS,
@@ -83,9 +90,37 @@ async fn run(mut config: Config, path: Option<PathBuf>) -> anyhow::Result<()> {
     let mut term = signal(SignalKind::terminate()).context("cannot watch SIGTERM")?;
     let mut int = signal(SignalKind::interrupt()).context("cannot watch SIGINT")?;
     let mut hup = signal(SignalKind::hangup()).context("cannot watch SIGHUP")?;
+    let notifier = Notifier::from_env();
+    let watchdog = Shutdown::new();
+    if let Some(every) = systemd::watchdog_interval() {
+        tokio::spawn(systemd::run_watchdog(
+            Notifier::from_env(),
+            every,
+            watchdog.clone(),
+        ));
+    }
+    let result = serve(
+        &mut config,
+        path,
+        &notifier,
+        (&mut term, &mut int, &mut hup),
+    )
+    .await;
+    watchdog.token.cancel();
+    result
+}
+
+/// Runs the pipeline, restarting it with the new configuration on SIGHUP, until SIGTERM/SIGINT.
+async fn serve(
+    config: &mut Config,
+    path: Option<PathBuf>,
+    notifier: &Notifier,
+    (term, int, hup): (&mut Signal, &mut Signal, &mut Signal),
+) -> anyhow::Result<()> {
     loop {
         let shutdown = Shutdown::new();
         let mut pipeline = tokio::spawn(iemd::pipeline::run(config.clone(), shutdown.clone()));
+        // `pipeline::run` sends READY=1 once its sources and spool are up.
         let reload = loop {
             tokio::select! {
                 result = &mut pipeline => {
@@ -94,12 +129,18 @@ async fn run(mut config: Config, path: Option<PathBuf>) -> anyhow::Result<()> {
                 _ = term.recv() => break None,
                 _ = int.recv() => break None,
                 _ = hup.recv() => match load(path.as_deref()) {
-                    Ok(new) => break Some(new),
+                    Ok(new) => {
+                        notify(notifier.reloading());
+                        break Some(new);
+                    }
                     Err(err) => tracing::error!(%err, "reload refused: keeping the running configuration"),
                 },
             }
         };
         tracing::info!(reload = reload.is_some(), "stopping the pipeline");
+        if reload.is_none() {
+            notify(notifier.stopping());
+        }
         shutdown.token.cancel();
         pipeline
             .await
@@ -108,9 +149,16 @@ async fn run(mut config: Config, path: Option<PathBuf>) -> anyhow::Result<()> {
         match reload {
             Some(new) => {
                 tracing::info!("configuration reloaded");
-                config = new;
+                *config = new;
             }
             None => return Ok(()),
         }
+    }
+}
+
+/// A failed sd_notify is worth a log line, never a stop.
+fn notify(result: std::io::Result<()>) {
+    if let Err(err) = result {
+        tracing::warn!(%err, "cannot notify systemd");
     }
 }

@@ -8,6 +8,7 @@ pub mod broker;
 pub mod enrich;
 pub mod sources;
 pub mod spool;
+pub mod telemetry;
 
 use std::fmt;
 use std::path::{Path, PathBuf};
@@ -67,15 +68,12 @@ pub enum ConfigError {
 pub struct ParseConfig {
     /// Time zone of RFC 3164 stamps (which carry none): an IANA name. Default: the machine's zone.
     pub timezone: String,
-    /// Lines longer than this are cut and marked `truncated`.
-    pub max_line_bytes: usize,
 }
 
 impl Default for ParseConfig {
     fn default() -> Self {
         ParseConfig {
             timezone: iana_time_zone::get_timezone().unwrap_or_else(|_| "UTC".to_owned()),
-            max_line_bytes: 64 * 1024,
         }
     }
 }
@@ -90,12 +88,6 @@ impl ParseConfig {
             problems.push(Problem::new(
                 "parse.timezone",
                 format!("unknown time zone {:?}", self.timezone),
-            ));
-        }
-        if !(256..=16 * 1024 * 1024).contains(&self.max_line_bytes) {
-            problems.push(Problem::new(
-                "parse.max_line_bytes",
-                "must be between 256 and 16777216",
             ));
         }
     }
@@ -114,6 +106,7 @@ pub struct Config {
     pub broker: broker::BrokerConfig,
     pub sources: sources::SourcesConfig,
     pub enrich: enrich::EnrichConfig,
+    pub telemetry: telemetry::TelemetryConfig,
 }
 
 impl Default for Config {
@@ -129,6 +122,7 @@ impl Default for Config {
             broker: broker::BrokerConfig::default(),
             sources: sources::SourcesConfig::default_for_this_machine(),
             enrich: enrich::EnrichConfig::default(),
+            telemetry: telemetry::TelemetryConfig::default(),
         }
     }
 }
@@ -179,9 +173,17 @@ impl Config {
     }
 
     /// The configuration used when there is no file: works on a fresh machine.
+    ///
+    /// Besides the machine's sources, it declares a durable queue `iem.alerts` bound to every
+    /// alert, so that on a fresh broker alerts are kept rather than returned as unroutable.
     pub fn for_this_machine() -> Config {
         let mut config = Config::default();
         config.spool.dir = config.state_dir.join("spool");
+        config.broker.queue = Some(broker::QueueConfig {
+            name: "iem.alerts".to_owned(),
+            kind: broker::QueueKind::Classic,
+            binding_key: "#".to_owned(),
+        });
         config
     }
 
@@ -195,7 +197,8 @@ impl Config {
         self.spool.validate(&mut problems);
         self.broker.validate(&mut problems);
         self.sources.validate(&mut problems);
-        // enrich: validated once its section has keys.
+        self.enrich.validate(&mut problems);
+        self.telemetry.validate(&mut problems);
         if self.sources.files.is_empty() && !self.sources.journald.enabled {
             problems.push(Problem::new(
                 "sources",
@@ -213,8 +216,15 @@ impl Config {
     }
 }
 
-/// `/var/lib/iemd` as root; otherwise `$XDG_STATE_HOME/iemd`, or `./state`.
+/// `$STATE_DIRECTORY` when systemd sets it (`StateDirectory=`); else `/var/lib/iemd` as root;
+/// otherwise `$XDG_STATE_HOME/iemd`, or `./state`.
 pub fn default_state_dir() -> PathBuf {
+    if let Some(dirs) = std::env::var_os("STATE_DIRECTORY")
+        && let Some(first) = std::env::split_paths(&dirs).next()
+        && !first.as_os_str().is_empty()
+    {
+        return first;
+    }
     // SAFETY: geteuid has no preconditions and cannot fail.
     if unsafe { libc::geteuid() } == 0 {
         return PathBuf::from("/var/lib/iemd");
@@ -241,12 +251,12 @@ mod tests {
     fn syntax_errors_name_file_line_and_column() {
         let err = Config::parse(
             Path::new("/etc/iemd/iemd.toml"),
-            "state_dir = \"/x\"\n[parse]\nmax_line_bytes = \"big\"\n",
+            "state_dir = \"/x\"\n[spool]\nmax_bytes = \"big\"\n",
         )
         .unwrap_err()
         .to_string();
         assert!(
-            err.starts_with("/etc/iemd/iemd.toml:3:18: invalid type"),
+            err.starts_with("/etc/iemd/iemd.toml:3:13: invalid type: string \"big\""),
             "{err}"
         );
     }
@@ -266,20 +276,20 @@ mod tests {
     fn every_problem_is_reported() {
         let err = Config::parse(
             Path::new("c.toml"),
-            "[parse]\ntimezone = \"Mars/Base\"\nmax_line_bytes = 1\n",
+            "[parse]\ntimezone = \"Mars/Base\"\n[spool]\nsync_interval_ms = 99999\n",
         )
         .unwrap_err()
         .to_string();
         assert_eq!(
             err,
-            "c.toml: parse.timezone: unknown time zone \"Mars/Base\"\n  parse.max_line_bytes: must be between 256 and 16777216"
+            "c.toml: parse.timezone: unknown time zone \"Mars/Base\"\n  spool.sync_interval_ms: must be at most 10000 (alerts would wait that long before being published)"
         );
     }
 
     #[test]
     fn empty_file_gives_the_defaults() {
         let config = Config::parse(Path::new("c.toml"), "").unwrap();
-        assert_eq!(config.parse.max_line_bytes, 65536);
+        assert_eq!(config.spool.dir, config.state_dir.join("spool"));
         assert!(!config.state_dir.as_os_str().is_empty());
     }
 }

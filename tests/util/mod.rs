@@ -2,7 +2,11 @@
 
 #![allow(dead_code)]
 
+pub mod amqp;
 pub mod broker_lock;
+pub mod daemon;
+pub mod fake_sysfs;
+pub mod journal;
 
 use std::net::{TcpStream, ToSocketAddrs};
 use std::time::Duration;

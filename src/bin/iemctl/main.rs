@@ -2,6 +2,7 @@
 //! library code.
 
 mod catalog;
+mod completions;
 mod emit;
 mod parse;
 mod replay;
@@ -31,6 +32,8 @@ enum Command {
     Emit(emit::Args),
     Tail(tail::Args),
     Stats(stats::Args),
+    Completions(completions::CompletionsArgs),
+    Man(completions::ManArgs),
 }
 
 fn main() -> ExitCode {
@@ -42,6 +45,8 @@ fn main() -> ExitCode {
         Command::Emit(args) => emit::run(args),
         Command::Tail(args) => tail::run(args),
         Command::Stats(args) => stats::run(args),
+        Command::Completions(args) => completions::completions(args),
+        Command::Man(args) => completions::man(args),
     };
     match result {
         Ok(code) => code,

@@ -10,6 +10,8 @@ use chrono_tz::Tz;
 use iemd::alert::{Alert, Kind, OriginKind};
 use iemd::catalog::Catalog;
 use iemd::catalog::decode::{Clock, Decoder, LineSource};
+use iemd::config::enrich::EnrichConfig;
+use iemd::enrich::Enricher;
 use iemd::source::identity;
 use iemd::source::lines::LineSplitter;
 
@@ -22,6 +24,7 @@ use iemd::source::lines::LineSplitter;
 ///   iemctl parse /var/log/messages
 ///   journalctl -o json -n 1000 | iemctl parse --format text
 ///   iemctl parse --year 2025 --tz Europe/Berlin old-messages.log
+///   iemctl parse --enrich --format sspl /var/log/messages
 #[derive(clap::Args)]
 #[command(verbatim_doc_comment)]
 pub struct Args {
@@ -44,6 +47,15 @@ pub struct Args {
     /// Extra catalog directories, read after the built-in catalog (repeatable).
     #[arg(long = "catalog-dir")]
     catalog_dirs: Vec<PathBuf>,
+    /// Add the host identity and the hardware (disks, enclosure slots, NICs) the alerts name.
+    #[arg(long)]
+    enrich: bool,
+    /// With --enrich: read devices from this sysfs tree instead of /sys (e.g. a saved or fake one).
+    #[arg(long, value_name = "DIR", requires = "enrich")]
+    sysfs_root: Option<PathBuf>,
+    /// With --enrich: resolve /dev/disk/by-id and by-path links under this directory instead of /dev.
+    #[arg(long, value_name = "DIR", requires = "enrich")]
+    dev_root: Option<PathBuf>,
 }
 
 #[derive(Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -60,6 +72,19 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     );
     let catalog = Catalog::load(&args.catalog_dirs)?;
     let decoder = Decoder::new(&catalog);
+    let enricher = match args.enrich {
+        false => None,
+        true => {
+            let mut config = EnrichConfig::default();
+            if let Some(root) = args.sysfs_root {
+                config.sysfs_root = root;
+            }
+            if let Some(root) = args.dev_root {
+                config.dev_root = root;
+            }
+            Some(Enricher::new(&config)?)
+        }
+    };
     let (name, mut input): (String, Box<dyn Read>) = match &args.file {
         None => ("-".into(), Box::new(io::stdin().lock())),
         Some(p) if p.as_os_str() == "-" => ("-".into(), Box::new(io::stdin().lock())),
@@ -110,9 +135,12 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
                 fingerprint,
                 truncated: line.truncated,
             };
-            let Some(alert) = decoder.decode(&line.bytes, &source, &clock) else {
+            let Some(mut alert) = decoder.decode(&line.bytes, &source, &clock) else {
                 continue;
             };
+            if let Some(enricher) = &enricher {
+                enricher.enrich(&mut alert);
+            }
             match alert.kind {
                 Kind::Iem => iems += 1,
                 Kind::Malformed => malformed += 1,

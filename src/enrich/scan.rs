@@ -1,0 +1,345 @@
+//! Finding device references in alert text, without regexes.
+//!
+//! A hand-written scanner: the text is cut into tokens (maximal runs of ASCII letters, digits and
+//! `_ - . : /`), trailing `. : - /` are trimmed, and each token is classified by its first byte
+//! and a few fixed shapes. One pass, no allocation, no per-alert regex; this is what keeps the
+//! enrich stage near the cost of a JSON encode (see `benches/enrich.rs`).
+//!
+//! False positives are kept down by requiring whole tokens ("ethernet" is not `eth*`; "sdc2" inside
+//! "xsdc2" is not found) and strict shapes:
+//! - block names: `sd[a-z]{1,3}N?`, `vd[a-z]{1,3}N?`, `nvmeXnY(pZ)?`, `dm-N` (and the same after `/dev/`);
+//! - `/dev/disk/by-id/NAME`, `/dev/disk/by-path/NAME`, `wwn-0xHEX`, `naa.HEX` (8..32 hex digits);
+//! - SCSI `H:C:T:L`: exactly four groups of 1..5 digits. A time such as `12:30:45:1` has this shape
+//!   too, so an H:C:T:L is only *reported* when it resolves (the enricher drops unresolved ones);
+//! - NICs: the kernel and systemd naming schemes (`ethN`, `ibN`, `bondN`, `wlanN`, `enoN`, `ensN`,
+//!   `enpNsN`, `enxMAC`, ... with an optional `.VLAN`), or any name the caller knows exists
+//!   (`/sys/class/net` snapshot) other than `lo`.
+
+/// The syntactic kind of a reference (the alert's `hardware[].ref_kind`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum RefKind {
+    /// A kernel block device name: disk, partition, NVMe namespace, dm (`sdc`, `/dev/nvme0n1p2`).
+    Block,
+    /// `/dev/disk/by-id/...`.
+    ById,
+    /// `/dev/disk/by-path/...`.
+    ByPath,
+    /// `wwn-0x...` (the by-id link name).
+    Wwn,
+    /// `naa....` (the SCSI wwid form).
+    Naa,
+    /// SCSI `host:channel:target:lun`.
+    Hctl,
+    /// A network interface.
+    Nic,
+}
+
+impl RefKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            RefKind::Block => "block",
+            RefKind::ById => "by-id",
+            RefKind::ByPath => "by-path",
+            RefKind::Wwn => "wwn",
+            RefKind::Naa => "naa",
+            RefKind::Hctl => "hctl",
+            RefKind::Nic => "nic",
+        }
+    }
+}
+
+/// One candidate reference: the token as found and its kind.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Ref<'a> {
+    pub text: &'a str,
+    pub kind: RefKind,
+}
+
+fn is_token_byte(b: u8) -> bool {
+    b.is_ascii_alphanumeric() || matches!(b, b'_' | b'-' | b'.' | b':' | b'/')
+}
+
+/// Appends every reference in `text` to `out`, in order of appearance (duplicates included).
+/// `known_nic` says whether a name is a network interface that exists on this node.
+pub fn scan<'a>(text: &'a str, known_nic: &dyn Fn(&str) -> bool, out: &mut Vec<Ref<'a>>) {
+    let bytes = text.as_bytes();
+    let mut i = 0;
+    while i < bytes.len() {
+        if !is_token_byte(bytes[i]) {
+            i += 1;
+            continue;
+        }
+        let start = i;
+        while i < bytes.len() && is_token_byte(bytes[i]) {
+            i += 1;
+        }
+        // Token boundaries are ASCII bytes, so the slice is on char boundaries.
+        let token = text[start..i].trim_end_matches(['.', ':', '-', '/']);
+        if let Some(kind) = classify(token, known_nic) {
+            out.push(Ref { text: token, kind });
+        }
+    }
+}
+
+/// The kind of reference `token` is, if any.
+pub fn classify(token: &str, known_nic: &dyn Fn(&str) -> bool) -> Option<RefKind> {
+    let first = *token.as_bytes().first()?;
+    match first {
+        b'/' => {
+            let rest = token.strip_prefix("/dev/")?;
+            if let Some(name) = rest.strip_prefix("disk/by-id/") {
+                return is_link_name(name).then_some(RefKind::ById);
+            }
+            if let Some(name) = rest.strip_prefix("disk/by-path/") {
+                return is_link_name(name).then_some(RefKind::ByPath);
+            }
+            is_block_name(rest).then_some(RefKind::Block)
+        }
+        b'0'..=b'9' => is_hctl(token).then_some(RefKind::Hctl),
+        _ => {
+            if is_block_name(token) {
+                Some(RefKind::Block)
+            } else if let Some(hex) = token.strip_prefix("wwn-0x") {
+                let hex = hex.split_once("-part").map_or(hex, |(h, _)| h);
+                is_wwn_hex(hex).then_some(RefKind::Wwn)
+            } else if let Some(hex) = token.strip_prefix("naa.") {
+                is_wwn_hex(hex).then_some(RefKind::Naa)
+            } else if (matches!(first, b'e' | b'i' | b'b' | b'w' | b't') && is_nic_name(token))
+                || (token != "lo" && known_nic(token))
+            {
+                Some(RefKind::Nic)
+            } else {
+                None
+            }
+        }
+    }
+}
+
+/// A by-id / by-path link name: non-empty, no further path components.
+fn is_link_name(name: &str) -> bool {
+    !name.is_empty() && !name.contains('/') && name != "." && name != ".."
+}
+
+fn is_wwn_hex(hex: &str) -> bool {
+    (8..=32).contains(&hex.len()) && hex.bytes().all(|b| b.is_ascii_hexdigit())
+}
+
+/// Splits off a run of ASCII digits at the start: (digits, rest).
+fn digits(s: &str) -> (&str, &str) {
+    let n = s.bytes().take_while(u8::is_ascii_digit).count();
+    s.split_at(n)
+}
+
+/// `sd[a-z]{1,3}N?`, `vd[a-z]{1,3}N?`, `nvmeXnY(pZ)?`, `dm-N`.
+pub fn is_block_name(s: &str) -> bool {
+    if let Some(rest) = s.strip_prefix("sd").or_else(|| s.strip_prefix("vd")) {
+        let letters = rest.bytes().take_while(u8::is_ascii_lowercase).count();
+        let (num, tail) = digits(&rest[letters..]);
+        return (1..=3).contains(&letters) && num.len() <= 3 && tail.is_empty();
+    }
+    if let Some(rest) = s.strip_prefix("nvme") {
+        let (ctrl, rest) = digits(rest);
+        let Some(rest) = rest.strip_prefix('n') else {
+            return false;
+        };
+        let (ns, rest) = digits(rest);
+        if ctrl.is_empty() || ns.is_empty() {
+            return false;
+        }
+        if rest.is_empty() {
+            return true;
+        }
+        let Some(rest) = rest.strip_prefix('p') else {
+            return false;
+        };
+        let (part, rest) = digits(rest);
+        return !part.is_empty() && rest.is_empty();
+    }
+    if let Some(rest) = s.strip_prefix("dm-") {
+        let (num, rest) = digits(rest);
+        return !num.is_empty() && num.len() <= 5 && rest.is_empty();
+    }
+    false
+}
+
+/// Exactly four groups of 1..5 digits separated by `:`.
+pub fn is_hctl(s: &str) -> bool {
+    let mut groups = 0;
+    for part in s.split(':') {
+        groups += 1;
+        if part.is_empty() || part.len() > 5 || !part.bytes().all(|b| b.is_ascii_digit()) {
+            return false;
+        }
+    }
+    groups == 4
+}
+
+/// The kernel and systemd predictable naming schemes, with an optional `.VLAN` suffix.
+pub fn is_nic_name(s: &str) -> bool {
+    let base = match s.split_once('.') {
+        Some((base, vlan)) => {
+            let (num, rest) = digits(vlan);
+            if num.is_empty() || !rest.is_empty() {
+                return false;
+            }
+            base
+        }
+        None => s,
+    };
+    for prefix in ["eth", "ib", "bond", "wlan", "team"] {
+        if let Some(rest) = base.strip_prefix(prefix) {
+            let (num, rest) = digits(rest);
+            return !num.is_empty() && num.len() <= 4 && rest.is_empty();
+        }
+    }
+    if let Some(mac) = base
+        .strip_prefix("enx")
+        .or_else(|| base.strip_prefix("wlx"))
+    {
+        return mac.len() == 12 && mac.bytes().all(|b| b.is_ascii_hexdigit());
+    }
+    let Some(rest) = base.strip_prefix("en").or_else(|| base.strip_prefix("wl")) else {
+        return false;
+    };
+    predictable_suffix(rest)
+}
+
+/// systemd's predictable-name tail after `en`/`wl`: one or more groups of a one- or two-letter tag
+/// (`o s p f d n u c i v P`, e.g. `np`) and a number: `o1`, `s1f0`, `p3s0f1np0`, `P1p3s0`.
+fn predictable_suffix(mut rest: &str) -> bool {
+    let mut groups = 0;
+    // A PCI bus number (`p3`) is always followed by a slot (`s0`): `enp3` is not a name.
+    let mut need_slot = false;
+    while !rest.is_empty() {
+        let tag = rest
+            .bytes()
+            .take_while(|b| {
+                matches!(
+                    b,
+                    b'o' | b's' | b'p' | b'f' | b'd' | b'n' | b'u' | b'c' | b'i' | b'v' | b'P'
+                )
+            })
+            .count();
+        if tag == 0 || tag > 2 {
+            return false;
+        }
+        if need_slot && &rest[..tag] != "s" {
+            return false;
+        }
+        need_slot = &rest[..tag] == "p";
+        let (num, tail) = digits(&rest[tag..]);
+        if num.is_empty() {
+            return false;
+        }
+        rest = tail;
+        groups += 1;
+    }
+    groups > 0 && !need_slot
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn refs(text: &str) -> Vec<(&str, &'static str)> {
+        let mut out = Vec::new();
+        scan(text, &|n| n == "mgmt0" || n == "lo", &mut out);
+        out.into_iter().map(|r| (r.text, r.kind.as_str())).collect()
+    }
+
+    #[test]
+    fn finds_every_kind_in_order() {
+        assert_eq!(
+            refs(
+                "IO error on sdc2 (dev=/dev/sdd, nvme0n1p3, dm-12) at 2:0:0:1; \
+                 /dev/disk/by-id/wwn-0x5000c500a1b2c3d4-part1 /dev/disk/by-path/pci-0000:00:1f.2-ata-3, \
+                 naa.5000c500a1b2c3d4 wwn-0x5000c500a1b2c3d4. link eth0: down, ens1f0 enp3s0f1np0 bond0.100 ib0 mgmt0"
+            ),
+            [
+                ("sdc2", "block"),
+                ("/dev/sdd", "block"),
+                ("nvme0n1p3", "block"),
+                ("dm-12", "block"),
+                ("2:0:0:1", "hctl"),
+                ("/dev/disk/by-id/wwn-0x5000c500a1b2c3d4-part1", "by-id"),
+                ("/dev/disk/by-path/pci-0000:00:1f.2-ata-3", "by-path"),
+                ("naa.5000c500a1b2c3d4", "naa"),
+                ("wwn-0x5000c500a1b2c3d4", "wwn"),
+                ("eth0", "nic"),
+                ("ens1f0", "nic"),
+                ("enp3s0f1np0", "nic"),
+                ("bond0.100", "nic"),
+                ("ib0", "nic"),
+                ("mgmt0", "nic"),
+            ]
+        );
+    }
+
+    #[test]
+    fn rejects_lookalikes() {
+        assert_eq!(
+            refs(
+                "ethernet eth sda_1 xsdc nvme0 nvme0n dm- dm-x 1:2:3 1:2:3:4:5 123456:0:0:0 \
+                 ensure enable enp3 en0 wwn-0x12 naa.xyz /var/sdc /dev/disk/by-id/ lo md5 \
+                 bonding eth0x sdabcd"
+            ),
+            []
+        );
+    }
+
+    #[test]
+    fn a_time_has_hctl_shape_and_is_left_to_the_resolver() {
+        assert_eq!(refs("at 12:30:45:1 UTC"), [("12:30:45:1", "hctl")]);
+    }
+
+    #[test]
+    fn trailing_punctuation_and_non_ascii_neighbours_are_not_part_of_the_name() {
+        assert_eq!(
+            refs("disk sdc: failed; «sdd» eth1. end"),
+            [("sdc", "block"), ("sdd", "block"), ("eth1", "nic")]
+        );
+    }
+
+    #[test]
+    fn block_names() {
+        for ok in [
+            "sda",
+            "sdaa",
+            "sdzzz",
+            "sdc2",
+            "vdb1",
+            "nvme10n2",
+            "nvme0n1p15",
+            "dm-0",
+        ] {
+            assert!(is_block_name(ok), "{ok}");
+        }
+        for bad in [
+            "sd", "sdaaaa", "sdA", "sdc1234", "nvmen1", "nvme0n1p", "dm-", "dm-1a",
+        ] {
+            assert!(!is_block_name(bad), "{bad}");
+        }
+    }
+
+    #[test]
+    fn nic_names() {
+        for ok in [
+            "eth0",
+            "eno1",
+            "ens1f0",
+            "enp3s0f1",
+            "enP2p1s0",
+            "enx001122aabbcc",
+            "wlp2s0",
+            "bond1",
+            "ib0.8001",
+        ] {
+            assert!(is_nic_name(ok), "{ok}");
+        }
+        for bad in [
+            "ethernet", "en", "ens", "enable", "entry1", "eth0.", "eth0.x", "enx0011",
+        ] {
+            assert!(!is_nic_name(bad), "{bad}");
+        }
+    }
+}

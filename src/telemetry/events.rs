@@ -1,0 +1,196 @@
+//! Observable events, in one place: each function logs structurally and bumps its counter in
+//! the process-wide metrics (`telemetry::metrics()`), with a fixed, low-cardinality label set.
+//!
+//! Stages call these rather than touching counters or logging the same facts themselves.
+//! Per-line events (`line_read`, `iem`) log at trace/debug level only; `malformed` logs a
+//! warning at most once per `MALFORMED_LOG_INTERVAL` per source, with the number suppressed.
+
+use std::collections::HashMap;
+use std::sync::{LazyLock, Mutex};
+use std::time::{Duration, Instant};
+
+use super::{metrics, redact_url};
+
+/// How often a malformed-line warning may be logged per source.
+pub const MALFORMED_LOG_INTERVAL: Duration = Duration::from_secs(10);
+
+/// A line (or journal entry) of `bytes` bytes was read from `source`.
+pub fn line_read(source: &str, bytes: u64) {
+    let m = metrics();
+    m.lines_read.with(&[source]).inc();
+    m.bytes_read.with(&[source]).add(bytes);
+    tracing::trace!(source, bytes, "line read");
+}
+
+/// A well-formed IEM with `code` was found in a line from `source`.
+pub fn iem(source: &str, code: &str) {
+    metrics().iems.with(&[source]).inc();
+    tracing::debug!(source, code, "IEM found");
+}
+
+/// A line from `source` carried an `IEC:` marker without a valid code.
+pub fn malformed(source: &str, reason: &str) {
+    metrics().malformed.with(&[source]).inc();
+    static LIMITS: LazyLock<Mutex<HashMap<String, RateLimit>>> = LazyLock::new(Default::default);
+    let Ok(mut limits) = LIMITS.lock() else {
+        return;
+    };
+    let limit = limits
+        .entry(source.to_string())
+        .or_insert_with(|| RateLimit::new(MALFORMED_LOG_INTERVAL));
+    if let Some(suppressed) = limit.allow(Instant::now()) {
+        tracing::warn!(
+            source,
+            reason,
+            suppressed,
+            "malformed IEM (further ones within 10 s are counted, not logged)"
+        );
+    }
+}
+
+/// An alert was written to the spool.
+pub fn alert_spooled() {
+    metrics().alerts_spooled.inc();
+}
+
+/// The broker confirmed an alert; `since_read` is the time since its line was read.
+pub fn alert_published(since_read: Duration) {
+    let m = metrics();
+    m.alerts_published.inc();
+    m.line_to_confirm_seconds.observe(since_read.as_secs_f64());
+}
+
+/// A publish is being retried after `error`.
+pub fn publish_retry(error: &dyn std::fmt::Display, backoff: Duration) {
+    metrics().publish_retries.inc();
+    tracing::warn!(%error, backoff_ms = backoff.as_millis() as u64, "publish failed; retrying");
+}
+
+/// The broker nacked a publish.
+pub fn publish_nack(alert_id: &str) {
+    metrics().publish_nacks.inc();
+    tracing::warn!(alert_id, "broker nacked the alert; it stays in the spool");
+}
+
+/// The broker returned a mandatory publish as unroutable.
+pub fn publish_return(alert_id: &str, reply_code: u16, reply_text: &str) {
+    metrics().publish_returns.inc();
+    tracing::warn!(
+        alert_id,
+        reply_code,
+        reply_text,
+        "broker returned the alert as unroutable"
+    );
+}
+
+/// The spool's current backlog (call after each append/ack, or bridge with `gauge_fn`).
+pub fn spool_levels(pending_records: u64, pending_bytes: u64, oldest_age: Duration) {
+    let m = metrics();
+    m.spool_pending_records.set(pending_records as f64);
+    m.spool_pending_bytes.set(pending_bytes as f64);
+    m.spool_oldest_pending_age_seconds
+        .set(oldest_age.as_secs_f64());
+}
+
+/// A writer waited because the spool was full.
+pub fn spool_full_wait(pending_bytes: u64) {
+    metrics().spool_full_waits.inc();
+    tracing::warn!(
+        pending_bytes,
+        "spool full; reading paused until the broker catches up"
+    );
+}
+
+/// A source checkpoint was written.
+pub fn checkpoint_written(source: &str) {
+    metrics().checkpoint_writes.inc();
+    tracing::debug!(source, "checkpoint written");
+}
+
+/// The connection state of one configured broker URL changed (the password is removed
+/// before the URL reaches the label or the log).
+pub fn broker_connected(url: &str, connected: bool) {
+    let url = redact_url(url);
+    metrics()
+        .broker_connected
+        .with(&[&url])
+        .set(if connected { 1.0 } else { 0.0 });
+    if connected {
+        tracing::info!(url, "connected to broker");
+    } else {
+        tracing::warn!(url, "not connected to broker");
+    }
+}
+
+/// Lets one event through per interval and counts the ones held back in between.
+#[derive(Debug)]
+pub struct RateLimit {
+    interval: Duration,
+    last: Option<Instant>,
+    suppressed: u64,
+}
+
+impl RateLimit {
+    pub fn new(interval: Duration) -> Self {
+        RateLimit {
+            interval,
+            last: None,
+            suppressed: 0,
+        }
+    }
+
+    /// `Some(n)` when the event at `now` should be logged, `n` being how many were held back
+    /// since the last logged one; `None` when it should be counted only.
+    pub fn allow(&mut self, now: Instant) -> Option<u64> {
+        match self.last {
+            Some(last) if now.saturating_duration_since(last) < self.interval => {
+                self.suppressed += 1;
+                None
+            }
+            _ => {
+                self.last = Some(now);
+                Some(std::mem::take(&mut self.suppressed))
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn rate_limit_logs_once_per_interval_and_reports_the_suppressed() {
+        let mut r = RateLimit::new(Duration::from_secs(10));
+        let t0 = Instant::now();
+        assert_eq!(r.allow(t0), Some(0));
+        assert_eq!(r.allow(t0 + Duration::from_secs(1)), None);
+        assert_eq!(r.allow(t0 + Duration::from_secs(9)), None);
+        assert_eq!(r.allow(t0 + Duration::from_secs(10)), Some(2));
+        assert_eq!(r.allow(t0 + Duration::from_secs(11)), None);
+        assert_eq!(r.allow(t0 + Duration::from_secs(30)), Some(1));
+    }
+
+    #[test]
+    fn events_bump_the_process_metrics() {
+        // Unique label values: other tests in this process share the global metrics.
+        let src = "events-unit-test-src";
+        line_read(src, 100);
+        line_read(src, 20);
+        iem(src, "ES0030010001");
+        malformed(src, "bad code");
+        malformed(src, "bad code");
+        let m = metrics();
+        assert_eq!(m.lines_read.with(&[src]).get(), 2);
+        assert_eq!(m.bytes_read.with(&[src]).get(), 120);
+        assert_eq!(m.iems.with(&[src]).get(), 1);
+        assert_eq!(m.malformed.with(&[src]).get(), 2);
+        broker_connected("amqp://u:secret@events-unit-test:5672/%2f", true);
+        let text = crate::telemetry::registry().encode();
+        assert!(
+            text.contains("iemd_broker_connected{url=\"amqp://u@events-unit-test:5672/%2f\"} 1\n"),
+            "{text}"
+        );
+        assert!(!text.contains("secret"));
+    }
+}

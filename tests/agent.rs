@@ -1,0 +1,317 @@
+//! The whole agent, as a real `iemd` process: files, rotation, restarts, crashes, journald and
+//! a broker that comes late, checked on the real broker.
+
+// Each test has its own runtime; holding the std broker lock across awaits only blocks it.
+#![allow(clippy::await_holding_lock)]
+
+use std::collections::HashSet;
+use std::fs;
+use std::os::unix::fs::PermissionsExt;
+use std::path::Path;
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use crate::util::amqp::unique;
+use crate::util::daemon::{Daemon, append, collect, config, iem_line, log_file};
+use crate::util::{self, broker_lock};
+
+/// Every `n=<i>` tag of `0..n` appears among the received messages.
+fn assert_all_arrived(messages: &[String], n: usize) {
+    let got: HashSet<&str> = messages
+        .iter()
+        .map(|m| m.rsplit(' ').next().unwrap_or(""))
+        .collect();
+    let missing: Vec<usize> = (0..n)
+        .filter(|i| !got.contains(format!("n={i}").as_str()))
+        .collect();
+    assert!(
+        missing.is_empty(),
+        "{} of {n} IEMs lost, first: {:?}",
+        missing.len(),
+        &missing[..missing.len().min(10)]
+    );
+}
+
+/// Writes `n` IEM lines, one every `pause` per 10, calling `at(i)` before line `i`.
+fn write_stream(path: &Path, n: usize, pause: Duration, mut at: impl FnMut(usize)) {
+    for i in 0..n {
+        at(i);
+        append(path, &[iem_line(&format!("n={i}"))]);
+        if i % 10 == 9 {
+            std::thread::sleep(pause);
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rotations_and_a_clean_restart_lose_and_repeat_nothing() {
+    if !util::broker_available("rotations_and_a_clean_restart_lose_and_repeat_nothing") {
+        return;
+    }
+    let _broker = broker_lock::shared();
+    let dir = tempfile::tempdir().unwrap();
+    let name = unique("agent-rotate");
+    let messages = log_file(dir.path(), "messages");
+    let mut daemon = Daemon::start(dir.path(), &config(dir.path(), &name, &[&messages], ""));
+    daemon.wait_log("iemd running", Duration::from_secs(20));
+    let n = 4000;
+    let path = messages.clone();
+    write_stream(&path, n, Duration::from_millis(2), |i| match i {
+        // logrotate's default: rename, then a new file.
+        1000 => {
+            fs::rename(&path, dir.path().join("messages.1")).unwrap();
+            fs::File::create(&path).unwrap();
+        }
+        // A clean restart while lines keep coming.
+        2000 => {
+            assert!(daemon.stop().success(), "{}", daemon.log_text());
+        }
+        2200 => daemon.restart(),
+        // copytruncate, with no write between the copy and the truncation.
+        3000 => {
+            fs::copy(&path, dir.path().join("messages.2")).unwrap();
+            fs::OpenOptions::new()
+                .write(true)
+                .truncate(true)
+                .open(&path)
+                .unwrap();
+        }
+        _ => {}
+    });
+    let got = collect(&name, n, Duration::from_secs(90)).await;
+    assert!(daemon.stop().success());
+    assert_all_arrived(&got.messages, n);
+    assert_eq!(
+        got.ids.len(),
+        n,
+        "duplicates after a clean restart: {}",
+        got.ids.len() - got.distinct_ids()
+    );
+    assert_eq!(got.distinct_ids(), n);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kill_9_mid_stream_loses_nothing() {
+    if !util::broker_available("kill_9_mid_stream_loses_nothing") {
+        return;
+    }
+    let _broker = broker_lock::shared();
+    let dir = tempfile::tempdir().unwrap();
+    let name = unique("agent-kill9");
+    let messages = log_file(dir.path(), "messages");
+    let mut daemon = Daemon::start(dir.path(), &config(dir.path(), &name, &[&messages], ""));
+    daemon.wait_log("iemd running", Duration::from_secs(20));
+    let n = 3000;
+    write_stream(&messages, n, Duration::from_millis(2), |i| {
+        if i == 1500 {
+            daemon.kill9();
+            daemon.restart();
+        }
+    });
+    let got = collect(&name, n, Duration::from_secs(90)).await;
+    daemon.kill9();
+    assert_all_arrived(&got.messages, n);
+    assert_eq!(got.distinct_ids(), n, "every IEM has exactly one id");
+    let dups = got.ids.len() - n;
+    eprintln!(
+        "kill -9: {n} IEMs, {dups} duplicates ({:.2}%)",
+        dups as f64 * 100.0 / n as f64
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn broker_down_at_start_alerts_arrive_when_it_comes() {
+    if !util::broker_available("broker_down_at_start_alerts_arrive_when_it_comes") {
+        return;
+    }
+    let _broker = broker_lock::shared();
+    // The agent's broker is a port nobody listens on yet; later a proxy to the real broker
+    // opens it, so the real broker stays up for the other tests.
+    let port = {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        l.local_addr().unwrap().port()
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let name = unique("agent-late");
+    let messages = log_file(dir.path(), "messages");
+    let text = config(dir.path(), &name, &[&messages], "").replace(
+        &util::amqp::plain_url(),
+        &format!("amqp://127.0.0.1:{port}/%2f"),
+    );
+    let mut daemon = Daemon::start(dir.path(), &text);
+    daemon.wait_log("iemd running", Duration::from_secs(20));
+    let lines: Vec<String> = (0..200).map(|i| iem_line(&format!("n={i}"))).collect();
+    append(&messages, &lines);
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let spooled = fs::read_dir(dir.path().join("state/spool"))
+        .unwrap()
+        .count();
+    assert!(spooled >= 2, "the alerts wait in the spool");
+
+    let listener = tokio::net::TcpListener::bind(("127.0.0.1", port))
+        .await
+        .unwrap();
+    let proxy = tokio::spawn(async move {
+        loop {
+            let Ok((mut inbound, _)) = listener.accept().await else {
+                return;
+            };
+            tokio::spawn(async move {
+                if let Ok(mut outbound) = tokio::net::TcpStream::connect("127.0.0.1:5672").await {
+                    let _ = tokio::io::copy_bidirectional(&mut inbound, &mut outbound).await;
+                }
+            });
+        }
+    });
+    daemon.wait_log("connected to broker", Duration::from_secs(30));
+    let got = collect(&name, 200, Duration::from_secs(60)).await;
+    assert!(daemon.stop().success());
+    proxy.abort();
+    assert_all_arrived(&got.messages, 200);
+    assert_eq!(got.distinct_ids(), 200);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn journald_entries_become_alerts_and_resume_from_the_cursor() {
+    if !util::broker_available("journald_entries_become_alerts_and_resume_from_the_cursor") {
+        return;
+    }
+    let _broker = broker_lock::shared();
+    let dir = tempfile::tempdir().unwrap();
+    let journal = dir.path().join("journal");
+    fs::create_dir(&journal).unwrap();
+    util::journal::write_entries(
+        &journal,
+        &[
+            (b"IEC:ES0030010001:auth failed n=0", &[]),
+            (b"no IEM here", &[]),
+            // As `iemctl emit --to journald` writes it: the code in its own field.
+            (
+                b"SSL certificate expires n=1",
+                &[("IEM_CODE", "WS0060010001")],
+            ),
+        ],
+    );
+    let name = unique("agent-journald");
+    let extra = format!(
+        "[sources.journald]\nenabled = true\ndirectory = \"{}\"\nstart_at = \"beginning\"\n",
+        journal.display()
+    );
+    let mut daemon = Daemon::start(dir.path(), &config(dir.path(), &name, &[], &extra));
+    daemon.wait_log("iemd running", Duration::from_secs(20));
+    // Let the first two alerts through, stop cleanly, add one more, and start again.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !fs::read_to_string(dir.path().join("state/checkpoints.json"))
+        .unwrap_or_default()
+        .contains("cursor")
+    {
+        assert!(
+            Instant::now() < deadline,
+            "no journal checkpoint:\n{}",
+            daemon.log_text()
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(daemon.stop().success());
+    util::journal::write_entries(&journal, &[(b"IEC:XH0020020002:disk gone n=2", &[])]);
+    daemon.restart();
+    let got = collect(&name, 3, Duration::from_secs(30)).await;
+    assert!(daemon.stop().success());
+    assert_eq!(got.ids.len(), 3, "{:?}", got.messages);
+    assert_all_arrived(&got.messages, 3);
+}
+
+#[test]
+fn the_default_config_runs_on_this_machine() {
+    // No config file: the machine's syslog files and journald, state under $STATE_DIRECTORY
+    // (as systemd's StateDirectory= sets it), amqp://localhost.
+    let dir = tempfile::tempdir().unwrap();
+    let state = dir.path().join("state");
+    let check = Command::new(env!("CARGO_BIN_EXE_iemd"))
+        .arg("--check-config")
+        .env("STATE_DIRECTORY", &state)
+        .current_dir(dir.path())
+        .output()
+        .unwrap();
+    assert!(
+        check.status.success(),
+        "{}",
+        String::from_utf8_lossy(&check.stderr)
+    );
+    let effective = String::from_utf8(check.stdout).unwrap();
+    assert!(
+        effective.contains(&format!("state_dir = \"{}\"", state.display())),
+        "{effective}"
+    );
+    if Path::new("/etc/iemd/iemd.toml").exists() {
+        eprintln!(
+            "!!!!!!!! /etc/iemd/iemd.toml exists: the no-file default is not what runs here; skipping the run"
+        );
+        return;
+    }
+    let log = fs::File::create(dir.path().join("iemd.log")).unwrap();
+    let mut child = Command::new(env!("CARGO_BIN_EXE_iemd"))
+        .env("STATE_DIRECTORY", &state)
+        .current_dir(dir.path())
+        .stderr(log)
+        .spawn()
+        .unwrap();
+    let read_log = || fs::read_to_string(dir.path().join("iemd.log")).unwrap_or_default();
+    let start = Instant::now();
+    while !read_log().contains("iemd running") {
+        assert!(start.elapsed() < Duration::from_secs(20), "{}", read_log());
+        assert!(
+            child.try_wait().unwrap().is_none(),
+            "iemd exited:\n{}",
+            read_log()
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    std::thread::sleep(Duration::from_secs(1));
+    // SAFETY: kill(2) on our own child with a valid signal.
+    unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
+    let status = child.wait().unwrap();
+    assert!(status.success(), "{}", read_log());
+    let mode = fs::metadata(state.join("spool"))
+        .unwrap()
+        .permissions()
+        .mode()
+        & 0o777;
+    assert_eq!(mode, 0o700);
+}
+
+#[test]
+fn check_config_names_the_file_line_and_key() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("bad.toml");
+    fs::write(
+        &path,
+        "[broker]\nurls = [\"amqp://guest:secret@localhost\"]\n[spool]\nmax_bytes = 10\n",
+    )
+    .unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_iemd"))
+        .arg("--check-config")
+        .arg("--config")
+        .arg(&path)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains(&format!("{}: ", path.display())), "{err}");
+    assert!(err.contains("broker.urls[0]"), "{err}");
+    assert!(err.contains("spool.max_bytes"), "{err}");
+    assert!(
+        !err.contains("secret"),
+        "a password reached the output: {err}"
+    );
+
+    fs::write(&path, "[sources]\nfile = 1\n").unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_iemd"))
+        .arg("--check-config")
+        .arg("--config")
+        .arg(&path)
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("bad.toml:2:1: unknown field `file`"), "{err}");
+}

@@ -171,11 +171,61 @@ fn tls_config(config: &BrokerConfig) -> Result<OwnedTLSConfig, PublishError> {
     })
 }
 
-/// The order in which to try the URLs: configured order (preference), with the one just lost
-/// tried last so that a failover does not bounce straight back to a dying node.
-pub fn connect_order(urls: usize, just_lost: Option<usize>) -> Vec<usize> {
-    let mut order: Vec<usize> = (0..urls).filter(|&i| Some(i) != just_lost).collect();
-    if let Some(l) = just_lost.filter(|&l| l < urls) {
+/// The order in which to try the URLs when nothing was lost: with `local_first`, the URLs whose
+/// host is this machine (loopback, `localhost`, or this host's name) first; then the others in
+/// an order shuffled by a hash of `seed` (the host name) and the URL. The order is stable for a
+/// host, and different hosts of a cluster spread over different broker nodes. Ties (the same
+/// URL twice) keep the configured order.
+pub fn preferred_order(urls: &[String], local_first: bool, seed: &str) -> Vec<usize> {
+    let host_name = seed.split('.').next().unwrap_or(seed);
+    let key = |i: usize| {
+        let url = &urls[i];
+        let remote = local_first && !is_local(url, host_name);
+        let mut h = blake3::Hasher::new();
+        h.update(seed.as_bytes());
+        h.update(&[0]);
+        h.update(url.as_bytes());
+        let mut rank = [0u8; 8];
+        rank.copy_from_slice(&h.finalize().as_bytes()[..8]);
+        (remote, u64::from_be_bytes(rank), i)
+    };
+    let mut order: Vec<usize> = (0..urls.len()).collect();
+    order.sort_by_key(|&i| key(i));
+    order
+}
+
+/// True when `url`'s host is this machine: loopback, `localhost`, or `host_name` (short or
+/// fully qualified).
+fn is_local(url: &str, host_name: &str) -> bool {
+    let Ok(uri) = url.parse::<AMQPUri>() else {
+        return false;
+    };
+    let host = uri.authority.host.trim_matches(|c| c == '[' || c == ']');
+    if let Ok(ip) = host.parse::<std::net::IpAddr>() {
+        return ip.is_loopback();
+    }
+    let short = host.split('.').next().unwrap_or(host);
+    short.eq_ignore_ascii_case("localhost")
+        || (!host_name.is_empty() && short.eq_ignore_ascii_case(host_name))
+}
+
+/// This machine's host name, the seed of [`preferred_order`].
+pub fn host_name() -> String {
+    rustix::system::uname()
+        .nodename()
+        .to_string_lossy()
+        .into_owned()
+}
+
+/// The order in which to try the URLs: `preferred` (see [`preferred_order`]), with the one just
+/// lost tried last so that a failover does not bounce straight back to a dying node.
+pub fn connect_order(preferred: &[usize], just_lost: Option<usize>) -> Vec<usize> {
+    let mut order: Vec<usize> = preferred
+        .iter()
+        .copied()
+        .filter(|&i| Some(i) != just_lost)
+        .collect();
+    if let Some(l) = just_lost.filter(|l| preferred.contains(l)) {
         order.push(l);
     }
     order
@@ -488,6 +538,7 @@ pub async fn run(
         every: Duration::from_secs(30),
         suppressed: 0,
     };
+    let preferred = preferred_order(&config.urls, config.local_first, &host_name());
     let mut just_lost = None;
     let token = shutdown.token.clone();
     loop {
@@ -497,7 +548,7 @@ pub async fn run(
         }
         let mut session = None;
         let mut failures = Vec::new();
-        for idx in connect_order(config.urls.len(), just_lost) {
+        for idx in connect_order(&preferred, just_lost) {
             let url = &config.urls[idx];
             let attempt = tokio::select! {
                 _ = token.cancelled() => break,
@@ -704,7 +755,8 @@ pub async fn send_records(
     let tls = tls_config(config)?;
     let mut session = None;
     let mut failures = Vec::new();
-    for idx in connect_order(config.urls.len(), None) {
+    let preferred = preferred_order(&config.urls, config.local_first, &host_name());
+    for idx in connect_order(&preferred, None) {
         match connect(config, &config.urls[idx], &creds, &tls).await {
             Ok(s) => {
                 session = Some(s);
@@ -780,9 +832,55 @@ mod tests {
 
     #[test]
     fn connect_order_puts_the_lost_url_last() {
-        assert_eq!(connect_order(3, None), [0, 1, 2]);
-        assert_eq!(connect_order(3, Some(0)), [1, 2, 0]);
-        assert_eq!(connect_order(1, Some(0)), [0]);
+        assert_eq!(connect_order(&[2, 0, 1], None), [2, 0, 1]);
+        assert_eq!(connect_order(&[2, 0, 1], Some(2)), [0, 1, 2]);
+        assert_eq!(connect_order(&[2, 0, 1], Some(0)), [2, 1, 0]);
+        assert_eq!(connect_order(&[0], Some(0)), [0]);
+    }
+
+    fn urls(hosts: &[&str]) -> Vec<String> {
+        hosts
+            .iter()
+            .map(|h| format!("amqp://{h}:5672/%2f"))
+            .collect()
+    }
+
+    #[test]
+    fn preferred_order_is_a_stable_per_host_shuffle() {
+        let u = urls(&["b1", "b2", "b3", "b4", "b5", "b6"]);
+        let a = preferred_order(&u, false, "node1");
+        assert_eq!(a, preferred_order(&u, false, "node1"), "stable");
+        let mut sorted = a.clone();
+        sorted.sort();
+        assert_eq!(sorted, [0, 1, 2, 3, 4, 5], "a permutation");
+        // Hosts spread: over 50 host names, each URL comes first for some of them.
+        let mut first = [0u32; 6];
+        for h in 0..50 {
+            first[preferred_order(&u, false, &format!("node{h}"))[0]] += 1;
+        }
+        assert!(first.iter().all(|&c| c > 0), "{first:?}");
+    }
+
+    #[test]
+    fn local_first_puts_this_host_first() {
+        let u = urls(&["b1", "127.0.0.1", "b2", "node7.example.com", "b3"]);
+        for seed in ["node7", "node7.example.com"] {
+            let o = preferred_order(&u, true, seed);
+            let mut head = o[..2].to_vec();
+            head.sort();
+            assert_eq!(head, [1, 3], "{o:?}");
+            // The others keep the order they have without local_first.
+            let rest: Vec<usize> = preferred_order(&u, false, seed)
+                .into_iter()
+                .filter(|i| ![1, 3].contains(i))
+                .collect();
+            assert_eq!(o[2..], rest[..]);
+        }
+        let o = preferred_order(&urls(&["b1", "[::1]", "b2"]), true, "x");
+        assert_eq!(o[0], 1);
+        let o = preferred_order(&urls(&["b1", "LOCALHOST", "b2"]), true, "x");
+        assert_eq!(o[0], 1);
+        assert!(!is_local("amqp://node70:5672/%2f", "node7"));
     }
 
     #[test]

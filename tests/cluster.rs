@@ -1,1 +1,515 @@
-//! Integration tests: cluster.
+//! Integration tests: cluster. Publishing to a real three-node RabbitMQ cluster (see
+//! `util::cluster`) while the node the publisher is connected to goes away.
+
+use std::collections::HashMap;
+use std::time::{Duration, Instant};
+
+use futures_util::StreamExt;
+use lapin::options::{
+    BasicConsumeOptions, BasicPublishOptions, ConfirmSelectOptions, ExchangeDeclareOptions,
+    ExchangeDeleteOptions, QueueBindOptions, QueueDeclareOptions, QueueDeleteOptions,
+};
+use lapin::types::{AMQPValue, FieldTable};
+use lapin::{BasicProperties, Channel, Confirmation, Connection, ConnectionProperties};
+
+use crate::util::{self, cluster, cluster::Cluster};
+
+fn unique(name: &str) -> String {
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .subsec_nanos();
+    format!("iemd-test-cluster-{name}-{}-{nanos}", std::process::id())
+}
+
+fn quorum_args() -> FieldTable {
+    let mut args = FieldTable::default();
+    args.insert(
+        "x-queue-type".into(),
+        AMQPValue::LongString("quorum".into()),
+    );
+    args
+}
+
+/// A confirming channel on node `n`.
+async fn open(n: usize) -> Result<(Connection, Channel), lapin::Error> {
+    let conn = Connection::connect(&Cluster::url(n), ConnectionProperties::default()).await?;
+    let ch = conn.create_channel().await?;
+    ch.confirm_select(ConfirmSelectOptions::default()).await?;
+    Ok((conn, ch))
+}
+
+/// Message ids read from `queue` (through node `n`) until `want` distinct ids arrived or the
+/// queue stayed silent for `quiet`; returns the count of every id.
+async fn drain(n: usize, queue: &str, want: usize, quiet: Duration) -> HashMap<String, u32> {
+    let (conn, ch) = open(n).await.unwrap();
+    let mut consumer = ch
+        .basic_consume(
+            queue.into(),
+            "drain".into(),
+            BasicConsumeOptions {
+                no_ack: true,
+                ..BasicConsumeOptions::default()
+            },
+            FieldTable::default(),
+        )
+        .await
+        .unwrap();
+    let mut seen: HashMap<String, u32> = HashMap::new();
+    while seen.len() < want {
+        match tokio::time::timeout(quiet, consumer.next()).await {
+            Ok(Some(Ok(d))) => {
+                let id = d
+                    .properties
+                    .message_id()
+                    .as_ref()
+                    .map(|s| s.to_string())
+                    .unwrap_or_default();
+                *seen.entry(id).or_default() += 1;
+            }
+            Ok(Some(Err(e))) => panic!("consumer: {e}"),
+            Ok(None) | Err(_) => break,
+        }
+    }
+    let _ = conn.close(200, "drained".into()).await;
+    seen
+}
+
+/// The harness and the broker behaviour without iemd: a quorum queue keeps taking confirmed
+/// publishes when the node the publisher is connected to stops; the publisher re-sends what was
+/// not confirmed through another node, and every message arrives.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn quorum_queue_keeps_every_message_when_the_connected_node_stops() {
+    if !util::broker_available("quorum_queue_keeps_every_message_when_the_connected_node_stops") {
+        return;
+    }
+    let t0 = Instant::now();
+    let cluster = Cluster::start();
+    let name = unique("raw");
+    let (mut conn, mut ch) = open(2).await.unwrap();
+    ch.exchange_declare(
+        name.as_str().into(),
+        lapin::ExchangeKind::Topic,
+        ExchangeDeclareOptions {
+            durable: true,
+            ..ExchangeDeclareOptions::default()
+        },
+        FieldTable::default(),
+    )
+    .await
+    .unwrap();
+    ch.queue_declare(
+        name.as_str().into(),
+        QueueDeclareOptions {
+            durable: true,
+            ..QueueDeclareOptions::default()
+        },
+        quorum_args(),
+    )
+    .await
+    .unwrap();
+    ch.queue_bind(
+        name.as_str().into(),
+        name.as_str().into(),
+        "#".into(),
+        QueueBindOptions::default(),
+        FieldTable::default(),
+    )
+    .await
+    .unwrap();
+    let members = cluster::quorum_members(&name);
+    assert_eq!(members.len(), 3, "quorum queue members: {members:?}");
+
+    const N: usize = 6000;
+    const BATCH: usize = 50;
+    let mut node = 2;
+    let mut next = 0; // first id not yet confirmed
+    let mut failovers = 0;
+    let mut resent = 0;
+    let mut stopper = None;
+    while next < N {
+        // Stop node 2 in the background once a third is through, while batches are in flight.
+        if next >= N / 3 && stopper.is_none() {
+            let n2 = cluster.node(2);
+            stopper = Some(std::thread::spawn(move || cluster::stop_app(&n2)));
+        }
+        if stopper.is_some() && failovers == 0 {
+            // Keep the stream going (slowly) until the stop takes effect.
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        let end = (next + BATCH).min(N);
+        let mut confirms = Vec::new();
+        let mut ok = true;
+        for i in next..end {
+            let props = BasicProperties::default()
+                .with_delivery_mode(2)
+                .with_message_id(format!("m{i}").into());
+            match ch
+                .basic_publish(
+                    name.as_str().into(),
+                    "k".into(),
+                    BasicPublishOptions {
+                        mandatory: true,
+                        ..BasicPublishOptions::default()
+                    },
+                    format!("{i}").as_bytes(),
+                    props,
+                )
+                .await
+            {
+                Ok(c) => confirms.push(c),
+                Err(_) => {
+                    ok = false;
+                    break;
+                }
+            }
+        }
+        for c in confirms {
+            if !matches!(c.await, Ok(Confirmation::Ack(None))) {
+                ok = false;
+            }
+        }
+        if ok {
+            next = end;
+            continue;
+        }
+        // Everything from `next` on is re-sent (same ids) through another node.
+        resent += end - next;
+        failovers += 1;
+        assert!(failovers < 20, "no failover succeeded");
+        let _ = conn.close(200, "failing over".into()).await;
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            let candidates = [3, 1].into_iter().filter(|&m| m != node);
+            let mut opened = None;
+            for m in candidates.chain([node]) {
+                if let Ok(o) = open(m).await {
+                    opened = Some((m, o));
+                    break;
+                }
+            }
+            if let Some((m, o)) = opened {
+                eprintln!("raw publisher: node {node} lost at id {next}, now on node {m}");
+                node = m;
+                (conn, ch) = o;
+                break;
+            }
+            assert!(Instant::now() < deadline, "no node reachable");
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    }
+    stopper
+        .expect("node 2 was stopped")
+        .join()
+        .expect("stop_app");
+    assert!(failovers >= 1, "the publisher never saw node 2 go");
+    assert_ne!(node, 2);
+    let _ = conn.close(200, "done".into()).await;
+
+    let seen = drain(3, &name, N, Duration::from_secs(5)).await;
+    let missing: Vec<usize> = (0..N)
+        .filter(|i| !seen.contains_key(&format!("m{i}")))
+        .collect();
+    let duplicates: u32 = seen.values().map(|c| c - 1).sum();
+    eprintln!(
+        "raw publisher: {N} ids, {failovers} failover(s), {resent} re-sent, {duplicates} duplicate(s), {} missing, {:.1} s",
+        missing.len(),
+        t0.elapsed().as_secs_f64()
+    );
+    assert!(missing.is_empty(), "missing ids: {missing:?}");
+    assert_eq!(seen.len(), N);
+
+    let (c, ch) = open(1).await.unwrap();
+    ch.queue_delete(name.as_str().into(), QueueDeleteOptions::default())
+        .await
+        .unwrap();
+    ch.exchange_delete(name.as_str().into(), ExchangeDeleteOptions::default())
+        .await
+        .unwrap();
+    let _ = c.close(200, "cleanup".into()).await;
+    drop(cluster);
+}
+
+/// The `iemd` daemon, killed when the test ends (also on a panic).
+struct Daemon(std::process::Child);
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// The AMQP ports of iemd's "connected to broker" log lines, in order.
+fn connections_logged(log: &std::path::Path) -> Vec<u16> {
+    let text = std::fs::read_to_string(log).unwrap_or_default();
+    text.lines()
+        .filter(|l| l.contains("connected to broker"))
+        .filter_map(|l| {
+            let after = &l[l.find("127.0.0.1:")? + "127.0.0.1:".len()..];
+            let digits: String = after.chars().take_while(char::is_ascii_digit).collect();
+            digits.parse().ok()
+        })
+        .collect()
+}
+
+/// Waits until iemd has logged `count` connections; returns the node of the last one.
+async fn connected_node(log: &std::path::Path, count: usize, limit: Duration) -> usize {
+    let t = Instant::now();
+    loop {
+        let c = connections_logged(log);
+        if c.len() >= count {
+            return Cluster::node_of_port(c[count - 1]).expect("a cluster port");
+        }
+        assert!(
+            t.elapsed() < limit,
+            "iemd logged {} connection(s), waited for {count}:\n{}",
+            c.len(),
+            std::fs::read_to_string(log).unwrap_or_default()
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// What a consumer that follows the cluster received.
+#[derive(Default)]
+struct Received {
+    /// Deliveries per message id.
+    ids: HashMap<String, u32>,
+    /// The `n=` counters of the IEM lines seen.
+    lines: std::collections::HashSet<u64>,
+    /// Deliveries of an id already seen that the broker did not flag as redelivered: alerts iemd
+    /// published twice.
+    published_twice: u64,
+    longest_gap: Duration,
+    longest_gap_at: usize,
+}
+
+/// Consumes `queue` (acking each message) from whichever node runs, reconnecting when that
+/// node stops, until `want` distinct ids arrived or nothing came for `quiet`.
+async fn follow(queue: String, want: usize, quiet: Duration) -> Received {
+    let mut r = Received::default();
+    let mut last = None::<Instant>;
+    let mut silent_since = Instant::now();
+    'outer: while r.ids.len() < want {
+        if silent_since.elapsed() > quiet {
+            break;
+        }
+        let mut session = None;
+        for n in [3, 2, 1] {
+            if let Ok((c, ch)) = open(n).await {
+                session = Some((c, ch));
+                break;
+            }
+        }
+        let Some((conn, ch)) = session else {
+            tokio::time::sleep(Duration::from_millis(200)).await;
+            continue;
+        };
+        let _ = ch
+            .basic_qos(500, lapin::options::BasicQosOptions::default())
+            .await;
+        let Ok(mut consumer) = ch
+            .basic_consume(
+                queue.as_str().into(),
+                "follow".into(),
+                BasicConsumeOptions::default(),
+                FieldTable::default(),
+            )
+            .await
+        else {
+            tokio::time::sleep(Duration::from_millis(200)).await;
+            continue;
+        };
+        loop {
+            if r.ids.len() >= want {
+                break 'outer;
+            }
+            let d = match tokio::time::timeout(Duration::from_secs(1), consumer.next()).await {
+                Ok(Some(Ok(d))) => d,
+                Ok(Some(Err(_)) | None) => break, // the node went: reconnect
+                Err(_) if silent_since.elapsed() > quiet => break 'outer,
+                Err(_) => continue,
+            };
+            let now = Instant::now();
+            silent_since = now;
+            if let Some(l) = last
+                && now - l > r.longest_gap
+            {
+                r.longest_gap = now - l;
+                r.longest_gap_at = r.ids.len();
+            }
+            last = Some(now);
+            let id = d
+                .properties
+                .message_id()
+                .as_ref()
+                .map(|s| s.to_string())
+                .unwrap_or_default();
+            let count = r.ids.entry(id).or_default();
+            *count += 1;
+            if *count > 1 && !d.redelivered {
+                r.published_twice += 1;
+            }
+            if let Ok(v) = serde_json::from_slice::<serde_json::Value>(&d.data)
+                && let Some(n) = v["raw"]
+                    .as_str()
+                    .and_then(|raw| raw.rsplit_once(" n="))
+                    .and_then(|(_, n)| n.parse().ok())
+            {
+                r.lines.insert(n);
+            }
+            let _ = d.ack(lapin::options::BasicAckOptions::default()).await;
+        }
+        let _ = conn.close(200, "reconnecting".into()).await;
+    }
+    r
+}
+
+/// iemd tails a log file with 20,000 IEMs and publishes to the three nodes, declaring a quorum
+/// queue. The node it is connected to is stopped in the middle, later the node it failed over
+/// to is stopped too (which also costs the queue its quorum for a while) and started again:
+/// every alert arrives.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn iemd_loses_no_alert_when_broker_nodes_stop() {
+    if !util::broker_available("iemd_loses_no_alert_when_broker_nodes_stop") {
+        return;
+    }
+    const N: u64 = 20_000;
+    let t0 = Instant::now();
+    let cluster = Cluster::start();
+    let dir = tempfile::tempdir().unwrap();
+    let name = unique("iemd");
+    let log = dir.path().join("messages");
+    std::fs::write(&log, "").unwrap();
+    let config = dir.path().join("iemd.toml");
+    let urls: Vec<String> = (1..=3).map(Cluster::url).collect();
+    std::fs::write(
+        &config,
+        format!(
+            r#"state_dir = "{state}"
+catalog_dirs = []
+[spool]
+dir = "{state}/spool"
+[broker]
+urls = {urls:?}
+local_first = true
+exchange = "{name}"
+backoff_initial_ms = 50
+backoff_max_ms = 1000
+connect_timeout_ms = 3000
+[broker.queue]
+name = "{name}"
+kind = "quorum"
+[sources.journald]
+enabled = false
+[[sources.files]]
+name = "messages"
+paths = ["{log}"]
+start_at = "beginning"
+"#,
+            state = dir.path().join("state").display(),
+            log = log.display(),
+        ),
+    )
+    .unwrap();
+    let stderr = dir.path().join("iemd.log");
+    let _iemd = Daemon(
+        std::process::Command::new(env!("CARGO_BIN_EXE_iemd"))
+            .arg("--config")
+            .arg(&config)
+            .env("RUST_LOG", "info")
+            .env("NO_COLOR", "1")
+            .stderr(std::fs::File::create(&stderr).unwrap())
+            .spawn()
+            .unwrap(),
+    );
+    let first = connected_node(&stderr, 1, Duration::from_secs(30)).await;
+    let consumer = tokio::spawn(follow(name.clone(), N as usize, Duration::from_secs(30)));
+
+    // 20,000 lines in 40 chunks of 500, one chunk every 100 ms; the outages happen meanwhile.
+    let mut out = std::fs::OpenOptions::new().append(true).open(&log).unwrap();
+    let mut second = None;
+    let mut stops = Vec::new();
+    for chunk in 0..40u64 {
+        let mut text = String::new();
+        for i in chunk * 500..(chunk + 1) * 500 {
+            let ts = chrono::Local::now().format("%b %e %H:%M:%S");
+            text.push_str(&format!(
+                "{ts} vm s3server[1234]: IEC:ES0030010001:S3 server cannot connect to auth server. n={i}\n"
+            ));
+        }
+        std::io::Write::write_all(&mut out, text.as_bytes()).unwrap();
+        if chunk == 12 {
+            eprintln!(
+                "iemd test: stopping node {first} (iemd's) at line {}",
+                (chunk + 1) * 500
+            );
+            let t = Instant::now();
+            cluster.stop_node(first);
+            stops.push(format!(
+                "node {first} stopped in {:.1} s",
+                t.elapsed().as_secs_f64()
+            ));
+            let now = connected_node(&stderr, 2, Duration::from_secs(60)).await;
+            assert_ne!(now, first, "iemd reconnected to the stopped node");
+            eprintln!("iemd test: iemd failed over to node {now}");
+            second = Some(now);
+        }
+        if chunk == 24 {
+            // With the first still down this also takes the quorum queue below its quorum.
+            let b = second.expect("failed over");
+            eprintln!(
+                "iemd test: stopping node {b} for 5 s at line {}",
+                (chunk + 1) * 500
+            );
+            cluster.stop_node(b);
+            tokio::time::sleep(Duration::from_secs(5)).await;
+            cluster.start_node(b);
+            stops.push(format!("node {b} stopped for 5 s"));
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    cluster.start_node(first);
+    let r = consumer.await.unwrap();
+    let log_text = std::fs::read_to_string(&stderr).unwrap_or_default();
+    let missing: Vec<u64> = (0..N).filter(|i| !r.lines.contains(i)).collect();
+    let redelivered: u32 = r.ids.values().map(|c| c - 1).sum::<u32>() - r.published_twice as u32;
+    eprintln!(
+        "iemd test: {N} lines, {} distinct alert ids, {} missing lines, {} alerts published twice, \
+         {redelivered} redeliveries to the consumer, longest stall {:.1} s (after {} alerts), \
+         connections {:?}, {}; {:.1} s in all",
+        r.ids.len(),
+        missing.len(),
+        r.published_twice,
+        r.longest_gap.as_secs_f64(),
+        r.longest_gap_at,
+        connections_logged(&stderr),
+        stops.join(", "),
+        t0.elapsed().as_secs_f64()
+    );
+    for l in log_text
+        .lines()
+        .filter(|l| !l.contains(" INFO ") || l.contains("broker"))
+    {
+        eprintln!("iemd log: {l}");
+    }
+    assert!(
+        missing.is_empty(),
+        "{} lines never arrived, first {:?}",
+        missing.len(),
+        &missing[..missing.len().min(10)]
+    );
+    assert_eq!(r.ids.len() as u64, N, "one alert id per IEM line");
+
+    drop(_iemd);
+    let (c, ch) = open(1).await.unwrap();
+    let _ = ch
+        .queue_delete(name.as_str().into(), QueueDeleteOptions::default())
+        .await;
+    let _ = ch
+        .exchange_delete(name.as_str().into(), ExchangeDeleteOptions::default())
+        .await;
+    let _ = c.close(200, "cleanup".into()).await;
+    drop(cluster);
+}

@@ -63,9 +63,11 @@ pub struct TlsConfig {
 #[derive(Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct BrokerConfig {
-    /// Broker nodes in order of preference; the first reachable one is used.
+    /// Broker nodes (one URL per node of a cluster). They are tried in an order shuffled by
+    /// the host name (stable for a host; a cluster's agents spread over the nodes); the first
+    /// reachable one is used, and after losing it the others are tried first.
     pub urls: Vec<String>,
-    /// Reserved: prefer the broker on this node.
+    /// Try the URLs whose host is this machine (loopback, `localhost`, this host name) first.
     pub local_first: bool,
     /// User name (with `password_file`).
     pub user: Option<String>,

@@ -38,3 +38,5 @@ pub fn broker_available(test: &str) -> bool {
     );
     false
 }
+
+pub mod cluster;

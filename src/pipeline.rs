@@ -15,8 +15,8 @@
 //! # Stopping
 //!
 //! Cancelling the shutdown token stops the sources; the lines already read are still spooled,
-//! the spool is synced, the checkpoints persisted, and the publisher gets `drain_timeout` to
-//! finish what it has in flight before it is stopped too.
+//! the spool is synced, the checkpoints persisted, and the publisher gets the broker's
+//! `shutdown_timeout_ms` to finish what it has in flight before it is stopped too.
 
 use std::collections::VecDeque;
 use std::sync::Arc;
@@ -45,8 +45,6 @@ use crate::telemetry::{self, events, http};
 const BATCH: usize = 512;
 /// How often recorded checkpoints are written to disk.
 const PERSIST_EVERY: Duration = Duration::from_secs(1);
-/// How long the publisher may take to finish in-flight confirms at shutdown.
-const DRAIN_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// Why the pipeline could not start or had to stop.
 #[derive(Debug, thiserror::Error)]
@@ -208,7 +206,10 @@ pub async fn run(config: Config, shutdown: Shutdown) -> Result<(), PipelineError
     );
 
     publisher_shutdown.token.cancel();
-    match tokio::time::timeout(DRAIN_TIMEOUT, publisher).await {
+    // The publisher waits `shutdown_timeout_ms` for outstanding confirms; a second more for it
+    // to wind down.
+    let drain = Duration::from_millis(config.broker.shutdown_timeout_ms) + Duration::from_secs(1);
+    match tokio::time::timeout(drain, publisher).await {
         Ok(Ok(result)) => result?,
         Ok(Err(err)) => tracing::error!(%err, "publisher task failed"),
         Err(_) => tracing::warn!("publisher did not stop in time; unconfirmed alerts stay spooled"),

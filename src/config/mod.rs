@@ -286,6 +286,39 @@ mod tests {
         );
     }
 
+    /// The commented file the package installs must be a valid configuration, and its shown
+    /// values the defaults.
+    #[test]
+    fn the_packaged_config_is_valid_and_shows_the_defaults() {
+        let text = include_str!("../../packaging/iemd.toml");
+        let packaged = Config::parse(Path::new("packaging/iemd.toml"), text).unwrap();
+        let defaults = Config::default();
+        assert_eq!(packaged.spool.max_bytes, defaults.spool.max_bytes);
+        assert_eq!(
+            packaged.spool.sync_interval_ms,
+            defaults.spool.sync_interval_ms
+        );
+        assert_eq!(packaged.broker.urls, defaults.broker.urls);
+        assert_eq!(packaged.broker.window, defaults.broker.window);
+        assert_eq!(packaged.enrich.cache_ttl, defaults.enrich.cache_ttl);
+        assert_eq!(
+            packaged.telemetry.spool_warning_records,
+            defaults.telemetry.spool_warning_records
+        );
+        assert_eq!(packaged.spool.dir, packaged.state_dir.join("spool"));
+        // Every commented-out key is a real key: uncommented, the file still parses.
+        let uncommented: String = text
+            .lines()
+            .map(|l| match l.strip_prefix("# ") {
+                Some(rest) if rest.contains(" = ") && !rest.starts_with(' ') => rest,
+                _ => l,
+            })
+            .collect::<Vec<_>>()
+            .join("\n");
+        let uncommented = uncommented.replace("# [broker.tls]", "[broker.tls]");
+        toml::from_str::<Config>(&uncommented).unwrap();
+    }
+
     #[test]
     fn empty_file_gives_the_defaults() {
         let config = Config::parse(Path::new("c.toml"), "").unwrap();

@@ -151,6 +151,19 @@ pub struct Code {
     pub event: u16,
 }
 
+impl Code {
+    /// Parses a code on its own (`ES0030010001`, letters and hex digits in either case), with the
+    /// same checks and reasons as a code after an `IEC:` marker.
+    pub fn parse(text: &str) -> Result<Code, Reason> {
+        if text.len() != CODE_LEN {
+            return Err(Reason::CodeLength {
+                found: text.chars().count(),
+            });
+        }
+        validate_code(text)
+    }
+}
+
 impl fmt::Display for Code {
     /// Canonical form: letters upper case, hex digits lower case (`ES0030010001`).
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -496,6 +509,26 @@ fn strip_stray_quote(text: &str) -> &str {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn a_code_on_its_own() {
+        assert_eq!(
+            super::Code::parse("eS002002000A").map(|c| c.to_string()),
+            Ok("ES002002000a".to_owned())
+        );
+        assert_eq!(
+            super::Code::parse("ES00200200"),
+            Err(super::Reason::CodeLength { found: 10 })
+        );
+        assert_eq!(
+            super::Code::parse("TS0020020002"),
+            Err(super::Reason::UnknownSeverity('T'))
+        );
+        assert_eq!(
+            super::Code::parse("ES002002000é"),
+            Err(super::Reason::CodeLength { found: 12 })
+        );
+    }
+
     use super::*;
 
     fn code(s: &str) -> Code {

@@ -116,39 +116,11 @@ fn check_range(field: Field, value: u16) -> Result<u16, Reason> {
     }
 }
 
-/// Parses exactly `width` hex digits.
-fn fixed_hex(field: Field, digits: &str) -> Result<u16, Reason> {
-    if !digits.bytes().all(|b| b.is_ascii_hexdigit()) {
-        return Err(Reason::NotHex { field });
-    }
-    let value = u16::from_str_radix(digits, 16).map_err(|_| Reason::NotHex { field })?;
-    check_range(field, value)
-}
-
 /// Parses a 12-character IEM code (`ES0030010001`, letters in either case, hex in either case).
 pub fn parse_code(code: &str) -> Result<Code, EmitError> {
-    let fail = |reason| EmitError::Code {
+    Code::parse(code).map_err(|reason| EmitError::Code {
         code: code.to_string(),
         reason,
-    };
-    let len = code.chars().count();
-    if len != 12 || !code.is_ascii() {
-        return Err(fail(Reason::CodeLength { found: len }));
-    }
-    let b = code.as_bytes();
-    let severity =
-        Severity::from_letter(b[0]).ok_or_else(|| fail(Reason::UnknownSeverity(b[0] as char)))?;
-    let source =
-        Source::from_letter(b[1]).ok_or_else(|| fail(Reason::UnknownSource(b[1] as char)))?;
-    let component = fixed_hex(Field::Component, &code[2..5]).map_err(fail)?;
-    let module = fixed_hex(Field::Module, &code[5..8]).map_err(fail)?;
-    let event = fixed_hex(Field::Event, &code[8..12]).map_err(fail)?;
-    Ok(Code {
-        severity,
-        source,
-        component,
-        module,
-        event,
     })
 }
 

@@ -3,7 +3,7 @@
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use iem_parsers::iem::Classified;
+use iem_parsers::iem::Code;
 use iemd::catalog::Catalog;
 
 /// List the IEM catalog, or explain one code.
@@ -40,20 +40,16 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     };
     // A bare 10-digit code is looked up as an error from software, the most common shape.
     let text = if code.len() == 10 {
-        format!("IEC:ES{code}:")
+        format!("ES{code}")
     } else {
-        format!("IEC:{code}:")
+        code.clone()
     };
-    let parsed = match iem_parsers::iem::classify(&text) {
-        Classified::Iem(iem) => iem.code,
-        Classified::Malformed(m) => {
-            eprintln!(
-                "iemctl catalog: {code:?} is not a valid IEM code: {}",
-                m.reason
-            );
+    let parsed = match Code::parse(&text) {
+        Ok(parsed) => parsed,
+        Err(reason) => {
+            eprintln!("iemctl catalog: {code:?} is not a valid IEM code: {reason}");
             return Ok(ExitCode::from(2));
         }
-        Classified::NotIem => unreachable!("the text starts with the marker"),
     };
     let found = catalog.lookup(&parsed);
     if code.len() == 12 {

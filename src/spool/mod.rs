@@ -33,6 +33,11 @@
 //!   checksum; every complete record before it is kept. Corruption inside an older segment cuts
 //!   that segment too, after preserving a copy as `<name>.corrupt` for `iemctl replay`.
 //! - When the unacked records reach `max_bytes`, appends wait; nothing is dropped or overwritten.
+//! - When the filesystem is full (ENOSPC, EDQUOT), appends wait and retry too: a record whose
+//!   write failed half-way is cut off the segment before anything else is written, so the file
+//!   stays a sequence of whole records. Sync keeps deleting fully acked segments even when the
+//!   ack file cannot be written for lack of space (the current segment's header keeps the
+//!   numbering; a stale ack file only means duplicates after a crash), so acks free the space.
 
 mod format;
 pub mod inspect;
@@ -149,6 +154,9 @@ struct Shared {
     state: Mutex<State>,
     /// Woken when acked records free space.
     space: Notify,
+    /// Held for a whole `append_batch`, so that a batch interrupted by a full disk still gets
+    /// consecutive seqs when it resumes.
+    appending: tokio::sync::Mutex<()>,
     durable_tx: watch::Sender<u64>,
     wake: Arc<(Mutex<bool>, Condvar)>,
     full_waits: AtomicU64,
@@ -174,8 +182,17 @@ impl Shared {
     }
 
     /// Flushes and fsyncs everything appended so far, then publishes the durable seq; persists
-    /// the ack position and deletes fully acked segments.
+    /// the ack position and deletes fully acked segments, even when the flush failed (a full
+    /// disk gets its space back only that way).
     fn sync(&self) -> Result<u64, SpoolError> {
+        let synced = self.flush_and_sync();
+        let acked = self.persist_ack();
+        let last = synced?;
+        acked?;
+        Ok(last)
+    }
+
+    fn flush_and_sync(&self) -> Result<u64, SpoolError> {
         let (fd, path, last) = {
             let mut st = self.lock();
             let path = st.file_path.clone();
@@ -187,7 +204,6 @@ impl Shared {
             fd.sync_data().map_err(io_err(&path))?;
             self.durable_tx.send_replace(last);
         }
-        self.persist_ack()?;
         Ok(last)
     }
 
@@ -198,12 +214,21 @@ impl Shared {
             let st = self.lock();
             (st.acked_seq, st.persisted_ack)
         };
+        let mut written = Ok(());
         if acked != persisted {
-            write_ack(&self.dir, acked)?;
+            written = write_ack(&self.dir, acked);
+            match &written {
+                Ok(()) => {}
+                // Deleting acked segments is what frees the space: go on (see the invariants).
+                Err(SpoolError::Io { source, .. }) if is_disk_full(source) => {}
+                Err(_) => return written,
+            }
         }
         let doomed: Vec<PathBuf> = {
             let mut st = self.lock();
-            st.persisted_ack = acked;
+            if written.is_ok() {
+                st.persisted_ack = acked;
+            }
             let firsts: Vec<u64> = st.segments.keys().copied().collect();
             let mut doomed = Vec::new();
             // A segment is fully acked when the next one starts at or below acked + 1 (only
@@ -222,9 +247,41 @@ impl Shared {
                 tracing::warn!(segment = %p.display(), error = %e, "cannot delete acked spool segment");
             }
         }
-        Ok(())
+        written
     }
 }
+
+/// True for the errors of a full filesystem or quota, which go away when space is freed.
+fn is_disk_full(e: &io::Error) -> bool {
+    matches!(e.raw_os_error(), Some(libc::ENOSPC | libc::EDQUOT))
+}
+
+/// After a failed `write_all` of one record: `BufWriter` either kept the record out entirely
+/// (its buffer still holds earlier whole records, which a later flush completes) or, for a
+/// record larger than its buffer, wrote part of it straight to the file after emptying the
+/// buffer. In that case the file is cut back to `file_len`, the end of the last whole record.
+fn cut_torn_write(st: &mut State) {
+    if !st.file.buffer().is_empty() {
+        return;
+    }
+    let len = st.file_len;
+    let f = st.file.get_mut();
+    // Shrinking needs no space; should it fail anyway, the next write would follow torn bytes
+    // and recovery would cut the segment there: say so loudly.
+    if let Err(e) = f.set_len(len).and_then(|_| f.seek(SeekFrom::Start(len)).map(|_| ())) {
+        tracing::error!(path = %st.file_path.display(), error = %e,
+            "cannot cut a torn spool record; the segment will be cut at recovery");
+    }
+}
+
+/// A write that failed after `written` records of the batch were appended.
+struct WriteFailed {
+    written: usize,
+    error: SpoolError,
+}
+
+/// How often an append blocked by a full filesystem looks again (acks wake it sooner).
+const DISK_FULL_RETRY: Duration = Duration::from_millis(250);
 
 /// The writing half: cheap to clone, used by every source task.
 #[derive(Clone)]
@@ -321,9 +378,15 @@ fn write_ack(dir: &Path, acked: u64) -> Result<(), SpoolError> {
 fn create_segment(dir: &Path, first_seq: u64) -> Result<(File, PathBuf), SpoolError> {
     let path = segment_path(dir, first_seq);
     let mut f = create_0600(&path).map_err(io_err(&path))?;
-    f.write_all(&format::segment_header(first_seq))
+    if let Err(e) = f
+        .write_all(&format::segment_header(first_seq))
         .and_then(|_| f.sync_all())
-        .map_err(io_err(&path))?;
+    {
+        // A header cut short by a full disk would be moved aside as corrupt by recovery; the
+        // next attempt creates the file again.
+        let _ = fs::remove_file(&path);
+        return Err(io_err(&path)(e));
+    }
     fsync_dir(dir)?;
     Ok((f, path))
 }
@@ -506,6 +569,7 @@ pub fn open(
             full_warned: false,
         }),
         space: Notify::new(),
+        appending: tokio::sync::Mutex::new(()),
         durable_tx,
         wake: wake.clone(),
         full_waits: AtomicU64::new(0),
@@ -591,18 +655,22 @@ impl SpoolWriter {
     }
 
     /// Appends records in order with one lock; returns the seq of the last (or the last seq
-    /// so far when `payloads` is empty). Waits while the spool is full.
+    /// so far when `payloads` is empty). Waits while the spool is full, and while its
+    /// filesystem is full (retrying the records not yet written, with consecutive seqs).
     pub async fn append_batch<P: AsRef<[u8]>>(&self, payloads: &[P]) -> Result<u64, SpoolError> {
-        let need: u64 = payloads
-            .iter()
-            .map(|p| format::RECORD_HEADER_LEN as u64 + p.as_ref().len() as u64)
-            .sum();
         let sh = &*self.shared;
+        let _one_batch = sh.appending.lock().await;
+        let mut rest = payloads;
+        let mut disk_full_warned = false;
         loop {
+            let need: u64 = rest
+                .iter()
+                .map(|p| format::RECORD_HEADER_LEN as u64 + p.as_ref().len() as u64)
+                .sum();
             let notified = sh.space.notified();
             tokio::pin!(notified);
             notified.as_mut().enable();
-            {
+            let disk_full = {
                 let mut st = sh.lock();
                 let pending = st.written_bytes - st.acked_bytes;
                 if pending == 0 || pending + need <= sh.max_bytes {
@@ -610,41 +678,78 @@ impl SpoolWriter {
                         st.full_warned = false;
                         tracing::info!("spool has room again; appends resume");
                     }
-                    let last = self.write_locked(&mut st, payloads)?;
+                    let written = self.write_locked(&mut st, rest);
                     drop(st);
                     if sh.sync_now {
                         sh.wake_syncer();
                     }
-                    return Ok(last);
+                    match written {
+                        Ok(last) => {
+                            if disk_full_warned {
+                                tracing::info!("spool filesystem has room again; appends resume");
+                            }
+                            return Ok(last);
+                        }
+                        Err(WriteFailed {
+                            written,
+                            error: SpoolError::Io { path, source },
+                        }) if is_disk_full(&source) => {
+                            rest = &rest[written..];
+                            Some((path, source))
+                        }
+                        Err(failed) => return Err(failed.error),
+                    }
+                } else {
+                    sh.full_waits.fetch_add(1, Ordering::Relaxed);
+                    if !st.full_warned {
+                        st.full_warned = true;
+                        tracing::warn!(
+                            pending_bytes = pending,
+                            max_bytes = sh.max_bytes,
+                            "spool is full; sources wait until the broker confirms alerts"
+                        );
+                    }
+                    None
                 }
-                sh.full_waits.fetch_add(1, Ordering::Relaxed);
-                if !st.full_warned {
-                    st.full_warned = true;
-                    tracing::warn!(
-                        pending_bytes = pending,
-                        max_bytes = sh.max_bytes,
-                        "spool is full; sources wait until the broker confirms alerts"
-                    );
+            };
+            match disk_full {
+                None => notified.await,
+                Some((path, error)) => {
+                    sh.full_waits.fetch_add(1, Ordering::Relaxed);
+                    if !disk_full_warned {
+                        disk_full_warned = true;
+                        tracing::warn!(path = %path.display(), %error,
+                            "spool filesystem is full; sources wait until acked segments or an operator free space");
+                    }
+                    // Acks free space (and wake us); an operator may free it too: look again soon.
+                    let _ = tokio::time::timeout(DISK_FULL_RETRY, notified).await;
                 }
             }
-            notified.await;
         }
     }
 
+    /// Writes `payloads` at the end of the current segment. On failure, reports how many were
+    /// written and leaves the segment ending on a whole record (or on buffered bytes that
+    /// continue one), so that a retry appends right after the last whole record.
     fn write_locked<P: AsRef<[u8]>>(
         &self,
         st: &mut State,
         payloads: &[P],
-    ) -> Result<u64, SpoolError> {
+    ) -> Result<u64, WriteFailed> {
         let sh = &*self.shared;
         let time = now_ms();
-        for p in payloads {
+        for (written, p) in payloads.iter().enumerate() {
+            let failed = |error| WriteFailed { written, error };
             if st.file_len >= sh.segment_bytes {
                 // The old segment must be durable before records in the new one can be.
                 let old = st.file_path.clone();
-                st.file.flush().map_err(io_err(&old))?;
-                st.file.get_ref().sync_data().map_err(io_err(&old))?;
-                let (f, path) = create_segment(&sh.dir, st.next_seq)?;
+                st.file.flush().map_err(io_err(&old)).map_err(failed)?;
+                st.file
+                    .get_ref()
+                    .sync_data()
+                    .map_err(io_err(&old))
+                    .map_err(failed)?;
+                let (f, path) = create_segment(&sh.dir, st.next_seq).map_err(failed)?;
                 st.file = BufWriter::with_capacity(256 << 10, f);
                 st.segments.insert(st.next_seq, path.clone());
                 st.file_path = path;
@@ -657,10 +762,9 @@ impl SpoolWriter {
             let n = buf.len() as u64;
             st.scratch = buf;
             if let Err(e) = res {
-                // The buffer may hold part of the record: drop it and start a fresh segment so
-                // the file never has a hole in the middle; recovery cuts the torn tail.
                 let path = st.file_path.clone();
-                return Err(io_err(&path)(e));
+                cut_torn_write(st);
+                return Err(failed(io_err(&path)(e)));
             }
             st.file_len += n;
             st.written_bytes += n;
@@ -905,5 +1009,90 @@ mod tests {
         let tmp = tempfile::tempdir().unwrap();
         let _held = open(&cfg(tmp.path())).unwrap();
         assert!(matches!(open(&cfg(tmp.path())), Err(SpoolError::Locked(_))));
+    }
+
+    /// A tmpfs of `size` mounted on `dir` for the test's lifetime; `None` (and a loud skip) where
+    /// mounting is not permitted.
+    struct Tmpfs(PathBuf);
+
+    impl Tmpfs {
+        fn mount(dir: &Path, size: &str) -> Option<Tmpfs> {
+            fs::create_dir_all(dir).unwrap();
+            let ok = std::process::Command::new("mount")
+                .args(["-t", "tmpfs", "-o", &format!("size={size}"), "tmpfs"])
+                .arg(dir)
+                .status()
+                .is_ok_and(|s| s.success());
+            if !ok {
+                eprintln!("!!!!!!!! SKIPPED: cannot mount a tmpfs (not root?); disk-full not tested !!!!!!!!");
+                return None;
+            }
+            Some(Tmpfs(dir.to_path_buf()))
+        }
+    }
+
+    impl Drop for Tmpfs {
+        fn drop(&mut self) {
+            let _ = std::process::Command::new("umount")
+                .arg("-l")
+                .arg(&self.0)
+                .status();
+        }
+    }
+
+    /// Regression: a full filesystem (ENOSPC) made `append_batch` fail, which stopped the
+    /// pipeline, and a record larger than the write buffer could be left half-written in the
+    /// middle of the segment. Now appends wait until acks free space, and nothing is torn.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn disk_full_waits_for_space_and_tears_nothing() {
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = tmp.path().join("spool");
+        let Some(_mount) = Tmpfs::mount(&dir, "1m") else {
+            return;
+        };
+        let config = SpoolConfig {
+            dir: dir.clone(),
+            max_bytes: 64 << 20,
+            segment_bytes: 64 << 10,
+            sync_interval_ms: 5,
+        };
+        // Small records, and some larger than the 256 KiB write buffer (written around it).
+        let payload = |i: usize| {
+            let len = if i % 7 == 3 { 300 << 10 } else { 2000 };
+            let mut p = format!("rec-{i}-").into_bytes();
+            p.resize(len, b'a' + (i % 26) as u8);
+            p
+        };
+        let n = 40;
+        let (w, mut r, _) = open(&config).unwrap();
+        let writer = {
+            let w = w.clone();
+            tokio::spawn(async move {
+                for i in 0..n {
+                    w.append_batch(&[payload(i)]).await.unwrap();
+                }
+            })
+        };
+        // 40 records of about 3.5 MB in all cannot fit in 1 MiB: the writer must be waiting.
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        assert!(!writer.is_finished(), "the writer did not wait for space");
+        let blocked_at = w.stats().last_seq;
+        assert!(blocked_at < n as u64, "{blocked_at}");
+        // Consume and ack as a publisher would: that frees segments, and the writer resumes.
+        for i in 0..n {
+            let rec = tokio::time::timeout(Duration::from_secs(20), r.next())
+                .await
+                .expect("the writer resumed")
+                .unwrap();
+            assert_eq!(rec.seq, i as u64 + 1);
+            assert_eq!(rec.payload, payload(i), "record {}", rec.seq);
+            r.ack(rec.seq);
+        }
+        writer.await.unwrap();
+        drop((w, r));
+        std::thread::sleep(Duration::from_millis(50));
+        let (_w, _r, report) = open(&config).unwrap();
+        assert!(report.cuts.is_empty(), "{report:?}");
+        assert_eq!(report.next_seq, n as u64 + 1);
     }
 }

@@ -21,7 +21,7 @@
 //! # Invariants
 //!
 //! - Sequence numbers start at 1 and increase by exactly one from record to record, across
-//!   segments; a segment's first record carries the seq in its header and its name. The ack
+//!   segments (except for the gaps recovery leaves where it dropped damaged records); a segment's first record carries the seq in its header and its name. The ack
 //!   file keeps the numbering going when every segment has been deleted.
 //! - A record is *durable* once fsynced; `SpoolWriter::durable()` publishes the highest durable
 //!   seq. Sources advance their checkpoints only up to lines whose records are durable.
@@ -30,8 +30,10 @@
 //! - The acked position only moves forward and only over records the broker confirmed, in
 //!   order. A segment is deleted once every record in it is acked and the ack file says so.
 //! - A torn tail (crash mid-write) is cut at the first record that is incomplete or fails its
-//!   checksum; every complete record before it is kept. Corruption inside an older segment cuts
-//!   that segment too, after preserving a copy as `<name>.corrupt` for `iemctl replay`.
+//!   checksum; every complete record before it is kept. Damage with whole records after it (a
+//!   flipped byte in the middle of a segment, a truncated older segment) drops only the damaged
+//!   bytes: recovery skips to the next whole record with a valid checksum and a higher seq, keeps
+//!   every such record, and preserves the original as `<name>.corrupt` for `iemctl replay`.
 //! - When the unacked records reach `max_bytes`, appends wait; nothing is dropped or overwritten.
 //! - When the filesystem is full (ENOSPC, EDQUOT), appends wait and retry too: a record whose
 //!   write failed half-way is cut off the segment before anything else is written, so the file
@@ -268,7 +270,10 @@ fn cut_torn_write(st: &mut State) {
     let f = st.file.get_mut();
     // Shrinking needs no space; should it fail anyway, the next write would follow torn bytes
     // and recovery would cut the segment there: say so loudly.
-    if let Err(e) = f.set_len(len).and_then(|_| f.seek(SeekFrom::Start(len)).map(|_| ())) {
+    if let Err(e) = f
+        .set_len(len)
+        .and_then(|_| f.seek(SeekFrom::Start(len)).map(|_| ()))
+    {
         tracing::error!(path = %st.file_path.display(), error = %e,
             "cannot cut a torn spool record; the segment will be cut at recovery");
     }
@@ -430,8 +435,9 @@ fn scan_segment(path: &Path, acked: u64) -> Result<Result<Scanned, String>, Spoo
                 break;
             }
             format::ReadOutcome::Record(rec, total) => {
+                // Seqs increase within a segment; gaps are left where a recovery skipped damage.
                 let expected = s.last_seq.map_or(first_seq, |l| l + 1);
-                if rec.seq != expected {
+                if rec.seq < expected {
                     s.bad = Some(format!("seq {} where {expected} was expected", rec.seq));
                     break;
                 }
@@ -447,6 +453,77 @@ fn scan_segment(path: &Path, acked: u64) -> Result<Result<Scanned, String>, Spoo
         }
     }
     Ok(Ok(s))
+}
+
+/// What a salvage found after the first damage in a segment.
+struct Salvage {
+    /// Byte ranges of whole records to keep, in order.
+    kept: Vec<(usize, usize)>,
+    /// Damaged regions: offset, length, reason.
+    damaged: Vec<(u64, u64, String)>,
+}
+
+/// Walks `bytes` (a whole segment) from `scanned.good_len`, where `reason` made the scan stop:
+/// skips to the next offset where a whole record with a valid checksum and a higher seq starts,
+/// and so on to the end. Adds the records kept to `scanned`.
+fn salvage_after(bytes: &[u8], scanned: &mut Scanned, reason: String, acked: u64) -> Salvage {
+    let mut out = Salvage {
+        kept: Vec::new(),
+        damaged: Vec::new(),
+    };
+    let mut pos = scanned.good_len as usize;
+    let mut bad: Option<(usize, String)> = Some((pos, reason));
+    while pos < bytes.len() {
+        let after = scanned.last_seq.map_or(scanned.first_seq, |l| l + 1);
+        // Cheap filters first (a plausible seq), the checksum only then: linear in practice.
+        let plausible = |p: usize| {
+            let Some(h) = bytes.get(p..p + format::RECORD_HEADER_LEN) else {
+                return false;
+            };
+            let seq = u64::from_le_bytes(h[8..16].try_into().unwrap_or([0; 8]));
+            let max_more = ((bytes.len() - p) / format::RECORD_HEADER_LEN) as u64;
+            seq >= after && seq <= after.saturating_add(max_more)
+        };
+        let found = if bad.is_some() {
+            (pos..bytes.len()).find(|&p| plausible(p) && format::parse_record(&bytes[p..]).is_some())
+        } else {
+            Some(pos).filter(|&p| plausible(p))
+        };
+        let parsed = found.and_then(|p| format::parse_record(&bytes[p..]).map(|r| (p, r)));
+        match parsed {
+            Some((p, (rec, total))) => {
+                if let Some((start, reason)) = bad.take() {
+                    out.damaged.push((start as u64, (p - start) as u64, reason));
+                }
+                let end = p + total as usize;
+                out.kept.push((p, end));
+                scanned.last_seq = Some(rec.seq);
+                scanned.records += 1;
+                if rec.seq > acked {
+                    scanned.pending += 1;
+                    scanned.pending_bytes += total;
+                    scanned.oldest_pending_ms.get_or_insert(rec.time_ms);
+                }
+                pos = end;
+            }
+            None => {
+                if bad.is_none() {
+                    let reason = match format::read_record(&mut &bytes[pos..]) {
+                        Ok(format::ReadOutcome::Bad(e)) => e.to_string(),
+                        _ => "seq out of order".to_string(),
+                    };
+                    bad = Some((pos, reason));
+                    continue;
+                }
+                break;
+            }
+        }
+    }
+    if let Some((start, reason)) = bad {
+        out.damaged
+            .push((start as u64, (bytes.len() - start) as u64, reason));
+    }
+    out
 }
 
 /// Opens (or creates) the spool in `config.dir`, recovers it, and starts its sync thread.
@@ -476,6 +553,14 @@ pub fn open(
         ..RecoveryReport::default()
     };
     let mut segments = list_segments(&dir)?;
+    if acked == 0
+        && !ack_path(&dir).exists()
+        && segments.keys().next().is_some_and(|&first| first > 1)
+    {
+        // Segments were deleted, so an ack file existed: it was lost.
+        tracing::warn!(spool = %dir.display(),
+            "spool ack file is missing; every spooled record is sent again (duplicates, never loss)");
+    }
     let last_key = segments.keys().next_back().copied();
     let mut last_seq = acked;
     let mut pending_bytes = 0;
@@ -483,7 +568,7 @@ pub fn open(
     for (&first, path) in segments.clone().iter() {
         let is_last = Some(first) == last_key;
         let len = fs::metadata(path).map_err(io_err(path))?.len();
-        let scanned = match scan_segment(path, acked)? {
+        let mut scanned = match scan_segment(path, acked)? {
             Ok(s) => s,
             Err(reason) => {
                 // Without a valid header nothing in the file can be trusted; keep it aside.
@@ -500,27 +585,49 @@ pub fn open(
                 continue;
             }
         };
-        if let Some(reason) = scanned.bad {
-            let cut = Cut {
-                segment: path.clone(),
-                offset: scanned.good_len,
-                bytes: len - scanned.good_len,
-                reason,
-            };
-            tracing::warn!(segment = %path.display(), offset = cut.offset, bytes = cut.bytes,
-                reason = %cut.reason, "spool recovery cut a damaged record and what followed it");
-            if !is_last {
+        if let Some(reason) = scanned.bad.take() {
+            let bytes = fs::read(path).map_err(io_err(path))?;
+            let salvage = salvage_after(&bytes, &mut scanned, reason, acked);
+            // A torn tail (the usual crash) is simply cut; damage with whole records after it
+            // is kept aside for `iemctl replay` and the records after it are kept.
+            if !is_last || !salvage.kept.is_empty() {
                 let aside = path.with_extension("log.corrupt");
                 fs::copy(path, &aside).map_err(io_err(&aside))?;
             }
-            let f = OpenOptions::new()
-                .write(true)
-                .open(path)
-                .map_err(io_err(path))?;
-            f.set_len(scanned.good_len)
-                .and_then(|_| f.sync_all())
-                .map_err(io_err(path))?;
-            report.cuts.push(cut);
+            for (offset, len, reason) in salvage.damaged {
+                tracing::warn!(segment = %path.display(), offset, bytes = len, %reason,
+                    "spool recovery skipped damaged bytes; the records around them are kept");
+                report.cuts.push(Cut {
+                    segment: path.clone(),
+                    offset,
+                    bytes: len,
+                    reason,
+                });
+            }
+            if salvage.kept.is_empty() {
+                let f = OpenOptions::new()
+                    .write(true)
+                    .open(path)
+                    .map_err(io_err(path))?;
+                f.set_len(scanned.good_len)
+                    .and_then(|_| f.sync_all())
+                    .map_err(io_err(path))?;
+            } else {
+                tracing::warn!(segment = %path.display(), records = salvage.kept.len(),
+                    "spool recovery kept the whole records found after damage");
+                let mut out = bytes[..scanned.good_len as usize].to_vec();
+                for (start, end) in &salvage.kept {
+                    out.extend_from_slice(&bytes[*start..*end]);
+                }
+                let tmp = path.with_extension("log.salvage");
+                let mut f = create_0600(&tmp).map_err(io_err(&tmp))?;
+                f.write_all(&out)
+                    .and_then(|_| f.sync_all())
+                    .map_err(io_err(&tmp))?;
+                fs::rename(&tmp, path).map_err(io_err(path))?;
+                fsync_dir(&dir)?;
+                scanned.good_len = out.len() as u64;
+            }
         } else {
             // The previous process may have died before its last fsync.
             File::open(path)
@@ -1011,6 +1118,53 @@ mod tests {
         assert!(matches!(open(&cfg(tmp.path())), Err(SpoolError::Locked(_))));
     }
 
+    /// Regression: a flipped byte in the middle of a segment made recovery cut that record and
+    /// every record after it in the segment, although they were intact.
+    #[tokio::test]
+    async fn recovery_keeps_the_whole_records_after_damage() {
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = tmp.path().join("spool");
+        {
+            let (w, _r, _) = open(&cfg(&dir)).unwrap();
+            for i in 0..60u32 {
+                w.append(format!("payload-{i:02}-{}", "x".repeat(200)).as_bytes())
+                    .await
+                    .unwrap();
+            }
+            w.wait_durable(60).await;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+        let segs: Vec<PathBuf> = list_segments(&dir).unwrap().into_values().collect();
+        assert!(segs.len() >= 4, "{segs:?}");
+        // Segment header 24 bytes, then records of a 24-byte header and a 211-byte payload.
+        let rec_len = 24 + 211;
+        let hit = |seg: &Path, nth: usize| {
+            let mut b = fs::read(seg).unwrap();
+            b[24 + nth * rec_len + 100] ^= 0x55;
+            fs::write(seg, &b).unwrap();
+        };
+        hit(&segs[1], 2); // a middle segment
+        hit(&segs[segs.len() - 1], 0); // the last one, first record
+        let (_w, mut r, report) = open(&cfg(&dir)).unwrap();
+        assert_eq!(report.cuts.len(), 2, "{report:?}");
+        assert_eq!(report.cuts[0].offset, 24 + 2 * rec_len as u64);
+        assert_eq!(report.cuts[0].bytes, rec_len as u64);
+        assert_eq!(report.pending, 58);
+        let mut seqs = Vec::new();
+        while let Some(rec) = r.try_next().unwrap() {
+            assert!(rec.payload.starts_with(format!("payload-{:02}-", rec.seq - 1).as_bytes()));
+            seqs.push(rec.seq);
+        }
+        assert_eq!(seqs.len(), 58, "{seqs:?}");
+        assert!(segs[1].with_extension("log.corrupt").exists());
+        drop((_w, r));
+        std::thread::sleep(Duration::from_millis(50));
+        // The salvaged segments (with their seq gaps) read back clean.
+        let (_w, _r, again) = open(&cfg(&dir)).unwrap();
+        assert!(again.cuts.is_empty(), "{again:?}");
+        assert_eq!(again.pending, 58);
+    }
+
     /// A tmpfs of `size` mounted on `dir` for the test's lifetime; `None` (and a loud skip) where
     /// mounting is not permitted.
     struct Tmpfs(PathBuf);
@@ -1024,7 +1178,9 @@ mod tests {
                 .status()
                 .is_ok_and(|s| s.success());
             if !ok {
-                eprintln!("!!!!!!!! SKIPPED: cannot mount a tmpfs (not root?); disk-full not tested !!!!!!!!");
+                eprintln!(
+                    "!!!!!!!! SKIPPED: cannot mount a tmpfs (not root?); disk-full not tested !!!!!!!!"
+                );
                 return None;
             }
             Some(Tmpfs(dir.to_path_buf()))

@@ -412,3 +412,170 @@ fn malformed_and_hostile_configs_are_refused_naming_the_file_the_key_and_the_rea
         );
     }
 }
+
+/// The log without its terminal colour codes.
+fn strip_ansi(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    let mut chars = text.chars();
+    while let Some(c) = chars.next() {
+        if c == '\x1b' {
+            for c in chars.by_ref() {
+                if c.is_ascii_alphabetic() {
+                    break;
+                }
+            }
+        } else {
+            out.push(c);
+        }
+    }
+    out
+}
+
+/// Every record of a segment file: (offset, total length).
+fn records_of(segment: &Path) -> Vec<(usize, usize)> {
+    let b = fs::read(segment).unwrap();
+    let mut out = Vec::new();
+    let mut p = 24;
+    while p + 24 <= b.len() {
+        let len = u32::from_le_bytes(b[p..p + 4].try_into().unwrap()) as usize;
+        out.push((p, 24 + len));
+        p += 24 + len;
+    }
+    out
+}
+
+/// `iemctl replay DIR --json`: the tags of the records it could read, and its stderr.
+fn replay(spool: &Path) -> (Vec<String>, String, Option<i32>) {
+    let out = Command::new(env!("CARGO_BIN_EXE_iemctl"))
+        .arg("replay")
+        .arg(spool)
+        .arg("--json")
+        .output()
+        .unwrap();
+    let tags = String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .map(|l| {
+            let v: Value = serde_json::from_str(l).unwrap();
+            tag(v["alert"]["message"].as_str().unwrap()).to_owned()
+        })
+        .collect();
+    (
+        tags,
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+        out.status.code(),
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_corrupted_spool_is_recovered_around_the_damage_and_reported() {
+    if !util::broker_available("a_corrupted_spool_is_recovered_around_the_damage_and_reported") {
+        return;
+    }
+    let _broker = broker_lock::shared();
+    let dir = tempfile::tempdir().unwrap();
+    let name = unique("hostile-spool");
+    let messages = log_file(dir.path(), "messages");
+    let good = config(dir.path(), &name, &[&messages], "")
+        .replace("[spool]\n", "[spool]\nsegment_bytes = 4096\n");
+    let port = closed_port();
+    let unreachable = good.replace(
+        &util::amqp::plain_url(),
+        &format!("amqp://127.0.0.1:{port}/%2f"),
+    );
+    // Fill a spool of small segments with nobody to publish to.
+    let mut daemon = Daemon::start(dir.path(), &unreachable);
+    daemon.wait_log("iemd running", Duration::from_secs(20));
+    let n = 80;
+    let lines: Vec<String> = (0..n).map(|i| iem_line(&format!("n={i}"))).collect();
+    append(&messages, &lines);
+    let spool = dir.path().join("state/spool");
+    let start = Instant::now();
+    while replay(&spool).0.len() < n {
+        assert!(
+            start.elapsed() < Duration::from_secs(30),
+            "{}",
+            daemon.log_text()
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(daemon.stop().success(), "{}", daemon.log_text());
+
+    let mut segments: Vec<_> = fs::read_dir(&spool)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|e| e == "log"))
+        .collect();
+    segments.sort();
+    assert!(segments.len() >= 8, "{segments:?}");
+    // Flip bytes in the payload of a record in the middle of a segment that has records after it.
+    let flipped = segments
+        .iter()
+        .skip(2)
+        .find(|s| records_of(s).len() >= 3)
+        .unwrap()
+        .clone();
+    let (off, len) = records_of(&flipped)[1];
+    let mut b = fs::read(&flipped).unwrap();
+    for x in &mut b[off + len / 2..off + len / 2 + 8] {
+        *x ^= 0xa5;
+    }
+    fs::write(&flipped, &b).unwrap();
+    // Truncate a later (not the last) segment in the middle of its second record.
+    let truncated = segments[segments.len() - 3].clone();
+    let truncated_records = records_of(&truncated).len();
+    let (toff, tlen) = records_of(&truncated)[1];
+    fs::OpenOptions::new()
+        .write(true)
+        .open(&truncated)
+        .unwrap()
+        .set_len((toff + tlen / 2) as u64)
+        .unwrap();
+    // A garbage ack file.
+    fs::write(spool.join("ack"), b"\x00garbage, not an ack file at all").unwrap();
+
+    // iemctl replay reads around the damage and names segment and offset.
+    let (readable, err, code) = replay(&spool);
+    eprintln!("iemctl replay on the corrupted spool:\n{err}");
+    assert_eq!(code, Some(2), "{err}");
+    let flip_note = format!("{} offset {off} ", flipped.display());
+    let trunc_note = format!("{} offset {toff} ", truncated.display());
+    assert!(err.contains(&flip_note), "{err}");
+    assert!(err.contains(&trunc_note), "{err}");
+    let lost: Vec<String> = (0..n)
+        .map(|i| format!("n={i}"))
+        .filter(|t| !readable.contains(t))
+        .collect();
+    // The flipped record, the half record and those cut off after it (nothing else) are gone.
+    assert_eq!(lost.len(), truncated_records, "unreadable: {lost:?}");
+
+    // The agent, now with a broker: recovery keeps every intact record and says what it skipped.
+    fs::write(&daemon.config, &good).unwrap();
+    daemon.restart();
+    let start = Instant::now();
+    while daemon.log_text().matches("iemd running").count() < 2 {
+        assert!(start.elapsed() < Duration::from_secs(20), "{}", daemon.log_text());
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let log = strip_ansi(&daemon.log_text());
+    assert!(log.contains("spool ack file is invalid"), "{log}");
+    for (seg, offset) in [(&flipped, off), (&truncated, toff)] {
+        let line = log
+            .lines()
+            .find(|l| {
+                l.contains("skipped damaged bytes") && l.contains(&*seg.display().to_string())
+            })
+            .unwrap_or_else(|| panic!("no recovery line for {}:\n{log}", seg.display()));
+        assert!(line.contains(&format!("offset={offset}")), "{line}");
+    }
+    let got = collect_bodies(&name, n - lost.len(), Duration::from_secs(60)).await;
+    assert!(daemon.stop().success(), "{}", daemon.log_text());
+    let published: HashSet<String> = got
+        .iter()
+        .map(|a| tag(a["message"].as_str().unwrap()).to_owned())
+        .collect();
+    let readable: HashSet<String> = readable.into_iter().collect();
+    assert_eq!(
+        published, readable,
+        "published (left) and readable (right) differ"
+    );
+}

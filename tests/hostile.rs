@@ -228,23 +228,53 @@ async fn hostile_lines_leave_the_agent_running_bounded_and_lose_no_valid_iem() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_full_spool_disk_holds_the_sources_back_and_loses_nothing() {
-    if !util::broker_available("a_full_spool_disk_holds_the_sources_back_and_loses_nothing") {
+    disk_full(
+        "a_full_spool_disk_holds_the_sources_back_and_loses_nothing",
+        false,
+    )
+    .await;
+}
+
+/// The default layout: the spool under the state directory, next to the checkpoints, all on
+/// the full filesystem.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_full_state_disk_holds_the_sources_back_and_loses_nothing() {
+    disk_full(
+        "a_full_state_disk_holds_the_sources_back_and_loses_nothing",
+        true,
+    )
+    .await;
+}
+
+/// Fills a 2 MiB tmpfs holding the spool (and with `whole_state` the checkpoints too) while the
+/// broker is unreachable, then lets the broker in: every IEM must arrive.
+async fn disk_full(test: &str, whole_state: bool) {
+    if !util::broker_available(test) {
         return;
     }
     let _broker = broker_lock::shared();
     let dir = tempfile::tempdir().unwrap();
-    let spool = dir.path().join("spoolfs");
-    let Some(fs_guard) = Tmpfs::mount(&spool, "2m") else {
+    let mount = dir
+        .path()
+        .join(if whole_state { "state" } else { "spoolfs" });
+    let spool = if whole_state {
+        mount.join("spool")
+    } else {
+        mount.clone()
+    };
+    let Some(fs_guard) = Tmpfs::mount(&mount, "2m") else {
         if std::env::var("IEMD_REQUIRE_BROKER").is_ok_and(|v| v == "1") {
-            panic!("cannot mount a tmpfs: the disk-full test cannot run");
+            panic!("{test}: cannot mount a tmpfs: the disk-full test cannot run");
         }
-        eprintln!(
-            "\n!!!!!!!! SKIPPED a_full_spool_disk_holds_the_sources_back_and_loses_nothing: mount -t tmpfs not permitted (not root?) !!!!!!!!\n"
-        );
+        eprintln!("\n!!!!!!!! SKIPPED {test}: mount -t tmpfs not permitted (not root?) !!!!!!!!\n");
         return;
     };
     let port = closed_port();
-    let name = unique("hostile-diskfull");
+    let name = unique(if whole_state {
+        "hostile-statefull"
+    } else {
+        "hostile-diskfull"
+    });
     let messages = log_file(dir.path(), "messages");
     let text = config(dir.path(), &name, &[&messages], "")
         .replace(
@@ -535,7 +565,11 @@ async fn a_corrupted_spool_is_recovered_around_the_damage_and_reported() {
     daemon.restart();
     let start = Instant::now();
     while daemon.log_text().matches("iemd running").count() < 2 {
-        assert!(start.elapsed() < Duration::from_secs(20), "{}", daemon.log_text());
+        assert!(
+            start.elapsed() < Duration::from_secs(20),
+            "{}",
+            daemon.log_text()
+        );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     let log = daemon.log_text();

@@ -257,9 +257,12 @@ fn check_pem_file(key: &str, path: &Path, problems: &mut Vec<Problem>) {
     let shown = path.display();
     match std::fs::read(path) {
         Err(e) => problems.push(Problem::new(key, format!("{shown}: {e}"))),
-        Ok(bytes) if memchr::memmem::find(&bytes, b"-----BEGIN ").is_none() => problems.push(
-            Problem::new(key, format!("{shown} is not a PEM file (no -----BEGIN line)")),
-        ),
+        Ok(bytes) if memchr::memmem::find(&bytes, b"-----BEGIN ").is_none() => {
+            problems.push(Problem::new(
+                key,
+                format!("{shown} is not a PEM file (no -----BEGIN line)"),
+            ))
+        }
         Ok(_) => {}
     }
 }
@@ -313,7 +316,10 @@ mod tests {
         .unwrap();
         let mut p = Vec::new();
         c.validate(&mut p);
-        let shown: Vec<String> = p.iter().map(|p| format!("{}: {}", p.key, p.reason)).collect();
+        let shown: Vec<String> = p
+            .iter()
+            .map(|p| format!("{}: {}", p.key, p.reason))
+            .collect();
         assert_eq!(p.len(), 4, "{shown:#?}");
         assert!(shown[0].starts_with("broker.password_file: ") && shown[0].contains("mode 644"));
         assert!(shown[1].starts_with("broker.tls.ca_file: ") && shown[1].contains("not a PEM"));

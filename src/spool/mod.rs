@@ -485,7 +485,8 @@ fn salvage_after(bytes: &[u8], scanned: &mut Scanned, reason: String, acked: u64
             seq >= after && seq <= after.saturating_add(max_more)
         };
         let found = if bad.is_some() {
-            (pos..bytes.len()).find(|&p| plausible(p) && format::parse_record(&bytes[p..]).is_some())
+            (pos..bytes.len())
+                .find(|&p| plausible(p) && format::parse_record(&bytes[p..]).is_some())
         } else {
             Some(pos).filter(|&p| plausible(p))
         };
@@ -1152,7 +1153,10 @@ mod tests {
         assert_eq!(report.pending, 58);
         let mut seqs = Vec::new();
         while let Some(rec) = r.try_next().unwrap() {
-            assert!(rec.payload.starts_with(format!("payload-{:02}-", rec.seq - 1).as_bytes()));
+            assert!(
+                rec.payload
+                    .starts_with(format!("payload-{:02}-", rec.seq - 1).as_bytes())
+            );
             seqs.push(rec.seq);
         }
         assert_eq!(seqs.len(), 58, "{seqs:?}");

@@ -52,7 +52,9 @@ pub fn init_logging(level: Option<&str>) -> Result<(), TelemetryError> {
     } else {
         // Colours only on a terminal: a log file or pipe gets plain text.
         use std::io::IsTerminal;
-        builder.with_ansi(std::io::stderr().is_terminal()).try_init()
+        builder
+            .with_ansi(std::io::stderr().is_terminal())
+            .try_init()
     };
     result.map_err(|_| TelemetryError::LoggingAlreadySet)
 }

@@ -8,6 +8,7 @@ mod chaos;
 mod cluster;
 mod emit;
 mod enrich;
+mod hostile;
 mod ops;
 mod parse;
 mod publish;

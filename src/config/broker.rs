@@ -6,7 +6,8 @@
 //! never from a URL, the command line or a log line.
 
 use std::fmt;
-use std::path::PathBuf;
+use std::os::unix::fs::MetadataExt;
+use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
@@ -184,13 +185,25 @@ impl BrokerConfig {
                 "broker.user and broker.password_file go together",
             ));
         }
-        if let Some(tls) = &self.tls
-            && tls.cert_file.is_some() != tls.key_file.is_some()
-        {
-            problems.push(Problem::new(
-                "broker.tls.key_file",
-                "cert_file and key_file go together",
-            ));
+        if let Some(path) = &self.password_file {
+            check_password_file(path, problems);
+        }
+        if let Some(tls) = &self.tls {
+            if tls.cert_file.is_some() != tls.key_file.is_some() {
+                problems.push(Problem::new(
+                    "broker.tls.key_file",
+                    "cert_file and key_file go together",
+                ));
+            }
+            for (key, path) in [
+                ("broker.tls.ca_file", &tls.ca_file),
+                ("broker.tls.cert_file", &tls.cert_file),
+                ("broker.tls.key_file", &tls.key_file),
+            ] {
+                if let Some(path) = path {
+                    check_pem_file(key, path, problems);
+                }
+            }
         }
         if let Some(q) = &self.queue
             && q.name.is_empty()
@@ -212,6 +225,47 @@ impl BrokerConfig {
                 "must be at least 1",
             ));
         }
+    }
+}
+
+/// The password file must be a readable regular file that neither group nor others can read
+/// (the publisher refuses it otherwise; checking here makes `--check-config` and the start
+/// refuse it too, instead of a daemon that runs and never publishes). Its content is not read.
+fn check_password_file(path: &Path, problems: &mut Vec<Problem>) {
+    const KEY: &str = "broker.password_file";
+    let shown = path.display();
+    match std::fs::metadata(path) {
+        Err(e) => problems.push(Problem::new(KEY, format!("{shown}: {e}"))),
+        Ok(meta) if !meta.is_file() => {
+            problems.push(Problem::new(KEY, format!("{shown} is not a regular file")))
+        }
+        Ok(meta) if meta.mode() & 0o077 != 0 => problems.push(Problem::new(
+            KEY,
+            format!(
+                "{shown} is readable by group or others (mode {:o}); chmod 600 it",
+                meta.mode() & 0o777
+            ),
+        )),
+        Ok(_) => {
+            if let Err(e) = std::fs::File::open(path) {
+                problems.push(Problem::new(KEY, format!("{shown}: {e}")));
+            }
+        }
+    }
+}
+
+/// A TLS file must exist, be readable and hold PEM text.
+fn check_pem_file(key: &str, path: &Path, problems: &mut Vec<Problem>) {
+    let shown = path.display();
+    match std::fs::read(path) {
+        Err(e) => problems.push(Problem::new(key, format!("{shown}: {e}"))),
+        Ok(bytes) if memchr::memmem::find(&bytes, b"-----BEGIN ").is_none() => {
+            problems.push(Problem::new(
+                key,
+                format!("{shown} is not a PEM file (no -----BEGIN line)"),
+            ))
+        }
+        Ok(_) => {}
     }
 }
 
@@ -242,5 +296,41 @@ mod tests {
         assert!(!shown.contains("hunter2"), "{shown}");
         assert!(shown.contains("amqp://***@node2:5672/%2f"), "{shown}");
         assert_eq!(c.exchange_name(), "sspl-out");
+    }
+
+    /// Regression: a group/world-readable password file passed `--check-config` and let the
+    /// daemon start, whose publisher then refused it and never published.
+    #[test]
+    fn readable_password_file_and_bad_tls_files_are_named() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().unwrap();
+        let pw = dir.path().join("pw");
+        std::fs::write(&pw, "hunter2\n").unwrap();
+        std::fs::set_permissions(&pw, std::fs::Permissions::from_mode(0o644)).unwrap();
+        let not_pem = dir.path().join("ca.txt");
+        std::fs::write(&not_pem, "hello").unwrap();
+        let c: BrokerConfig = toml::from_str(&format!(
+            "urls = ['amqps://node1/%2f']\nuser = 'iem'\npassword_file = '{}'\n\
+             [tls]\nca_file = '{}'\ncert_file = '/nonexistent/c.pem'\nkey_file = '/nonexistent/k.pem'",
+            pw.display(),
+            not_pem.display()
+        ))
+        .unwrap();
+        let mut p = Vec::new();
+        c.validate(&mut p);
+        let shown: Vec<String> = p
+            .iter()
+            .map(|p| format!("{}: {}", p.key, p.reason))
+            .collect();
+        assert_eq!(p.len(), 4, "{shown:#?}");
+        assert!(shown[0].starts_with("broker.password_file: ") && shown[0].contains("mode 644"));
+        assert!(shown[1].starts_with("broker.tls.ca_file: ") && shown[1].contains("not a PEM"));
+        assert!(shown[2].starts_with("broker.tls.cert_file: /nonexistent/c.pem: No such file"));
+        assert!(shown[3].starts_with("broker.tls.key_file: /nonexistent/k.pem: No such file"));
+        assert!(!shown.concat().contains("hunter2"));
+        std::fs::set_permissions(&pw, std::fs::Permissions::from_mode(0o600)).unwrap();
+        let mut p = Vec::new();
+        c.validate(&mut p);
+        assert!(!p.iter().any(|p| p.key == "broker.password_file"), "{p:?}");
     }
 }

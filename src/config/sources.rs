@@ -14,6 +14,14 @@
 //! directory = "/var/log/journal"       # optional: read only the journal files there
 //! journalctl = "journalctl"
 //! ```
+//!
+//! Lines end at LF only (a CR before it is dropped; a CR anywhere else is text, so a file with
+//! CR-only line ends is read as one line per LF, and only the first IEM of such a line becomes
+//! an alert, the rest staying in its `raw`). A line longer than `max_line_bytes` is cut there and
+//! marked `truncated`; the rest of it is skipped without being buffered. A last line with no LF
+//! yet is emitted as it is after `partial_line_timeout_ms` without a new byte: if the writer
+//! finishes it later, the rest arrives as a line of its own (an IEM split that way is published
+//! with its description cut short, and the rest is not an IEM).
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -243,7 +251,13 @@ fn check_file_pattern(p: &Path) -> Result<(), String> {
         return Err("wildcards are allowed in the file name only, not in directories".into());
     }
     if has_glob_chars(name) {
-        glob::Pattern::new(name).map_err(|e| format!("bad pattern: {e}"))?;
+        glob::Pattern::new(name).map_err(|e| {
+            format!(
+                "bad pattern {name:?} (character {} of the file name): {}",
+                e.pos + 1,
+                e.msg
+            )
+        })?;
     }
     Ok(())
 }

@@ -50,7 +50,11 @@ pub fn init_logging(level: Option<&str>) -> Result<(), TelemetryError> {
             ))
             .try_init()
     } else {
-        builder.try_init()
+        // Colours only on a terminal: a log file or pipe gets plain text.
+        use std::io::IsTerminal;
+        builder
+            .with_ansi(std::io::stderr().is_terminal())
+            .try_init()
     };
     result.map_err(|_| TelemetryError::LoggingAlreadySet)
 }

@@ -6,6 +6,7 @@ pub mod amqp;
 pub mod broker_lock;
 pub mod daemon;
 pub mod fake_sysfs;
+pub mod hostile;
 pub mod journal;
 
 use std::net::{TcpStream, ToSocketAddrs};

@@ -15,9 +15,8 @@
 //! journalctl = "journalctl"
 //! ```
 //!
-//! Lines end at LF only (a CR before it is dropped; a CR anywhere else is text, so a file with
-//! CR-only line ends is read as one line per LF, and only the first IEM of such a line becomes
-//! an alert, the rest staying in its `raw`). A line longer than `max_line_bytes` is cut there and
+//! Lines end at LF, CR LF or a lone CR (so a file with CR-only line ends still gives one alert
+//! per IEM). A line longer than `max_line_bytes` is cut there and
 //! marked `truncated`; the rest of it is skipped without being buffered. A last line with no LF
 //! yet is emitted as it is after `partial_line_timeout_ms` without a new byte: if the writer
 //! finishes it later, the rest arrives as a line of its own (an IEM split that way is published

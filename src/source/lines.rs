@@ -1,8 +1,9 @@
 //! Splitting a byte stream into lines with their offsets, bounded in memory.
 //!
-//! Invariants: `line_start <= consumed`; the pending line's kept bytes never exceed `max`
-//! (a held-back trailing CR is not counted: a line of exactly `max` bytes ended by CR LF is not
-//! truncated); bytes are never interpreted, so NUL, invalid UTF-8 or binary pass through.
+//! Invariants: `line_start <= consumed`; the pending line's kept bytes never exceed `max` (line
+//! terminators are not counted: a line of exactly `max` bytes ended by CR LF is not truncated);
+//! LF, CR LF and a lone CR end a line; other bytes are never interpreted, so NUL, invalid UTF-8
+//! or binary pass through.
 
 /// One complete (or flushed) line and where it was.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -22,8 +23,9 @@ pub struct LineSplitter {
     max: usize,
     buf: Vec<u8>,
     truncated: bool,
-    /// The last byte pushed was a CR, not yet stored: it is dropped if an LF follows.
-    pending_cr: bool,
+    /// The last byte pushed was a CR that ended the pending line; it is emitted with the next
+    /// push (which also takes an LF right after the CR into the terminator) or flush.
+    cr_ended: bool,
     line_start: u64,
     consumed: u64,
 }
@@ -35,7 +37,7 @@ impl LineSplitter {
             max: max.max(1),
             buf: Vec::new(),
             truncated: false,
-            pending_cr: false,
+            cr_ended: false,
             line_start: offset,
             consumed: offset,
         }
@@ -57,17 +59,44 @@ impl LineSplitter {
     }
 
     /// Pushes the next bytes of the stream, appending every line they complete to `out`.
+    /// LF, CR LF and a lone CR each end a line: a file written with CR-only line ends must not
+    /// fold several IEMs into one line.
     pub fn push(&mut self, data: &[u8], out: &mut Vec<RawLine>) {
         let mut rest = data;
-        while let Some(i) = memchr::memchr(b'\n', rest) {
-            self.append(&rest[..i]);
-            self.consumed += i as u64 + 1;
-            // A CR before the LF is part of the terminator.
-            self.pending_cr = false;
-            out.push(self.take());
-            rest = &rest[i + 1..];
+        if rest.is_empty() {
+            return;
         }
-        self.append(rest);
+        if std::mem::take(&mut self.cr_ended) {
+            // The previous push ended on a CR that ended a line: an LF right after it belongs
+            // to the same terminator.
+            if let [b'\n', tail @ ..] = rest {
+                self.consumed += 1;
+                rest = tail;
+            }
+            out.push(self.take());
+        }
+        while let Some(i) = memchr::memchr2(b'\n', b'\r', rest) {
+            self.store(&rest[..i]);
+            self.consumed += i as u64 + 1;
+            if rest[i] == b'\r' {
+                match rest.get(i + 1) {
+                    Some(b'\n') => {
+                        self.consumed += 1;
+                        rest = &rest[i + 2..];
+                    }
+                    Some(_) => rest = &rest[i + 1..],
+                    None => {
+                        // Whether an LF follows is known only with the next bytes.
+                        self.cr_ended = true;
+                        return;
+                    }
+                }
+            } else {
+                rest = &rest[i + 1..];
+            }
+            out.push(self.take());
+        }
+        self.store(rest);
         self.consumed += rest.len() as u64;
     }
 
@@ -76,10 +105,7 @@ impl LineSplitter {
         if !self.has_partial() {
             return None;
         }
-        if self.pending_cr {
-            self.pending_cr = false;
-            self.store(b"\r");
-        }
+        self.cr_ended = false;
         Some(self.take())
     }
 
@@ -93,21 +119,6 @@ impl LineSplitter {
         self.truncated = false;
         self.line_start = self.consumed;
         line
-    }
-
-    fn append(&mut self, mut seg: &[u8]) {
-        if seg.is_empty() {
-            return;
-        }
-        if self.pending_cr {
-            self.pending_cr = false;
-            self.store(b"\r");
-        }
-        if let [head @ .., b'\r'] = seg {
-            self.pending_cr = true;
-            seg = head;
-        }
-        self.store(seg);
     }
 
     fn store(&mut self, seg: &[u8]) {
@@ -167,11 +178,15 @@ mod tests {
             out,
             vec![line(b"abcd", true, 0, 9), line(b"xy", false, 9, 12)]
         );
-        // Exactly max bytes before CR LF is not truncated; a CR in the middle is kept.
+        // Exactly max bytes before CR LF is not truncated; a lone CR ends a line too.
         let (out, _) = split(4, &[b"abcd\r\na\rb\n"]);
         assert_eq!(
             out,
-            vec![line(b"abcd", false, 0, 6), line(b"a\rb", false, 6, 10)]
+            vec![
+                line(b"abcd", false, 0, 6),
+                line(b"a", false, 6, 8),
+                line(b"b", false, 8, 10)
+            ]
         );
     }
 
@@ -193,7 +208,18 @@ mod tests {
                 assert_eq!(s.flush_partial(), whole_tail, "split at {a},{b}");
             }
         }
-        assert_eq!(whole_tail, Some(line(b"end\r", false, 30, 34)));
+        assert_eq!(
+            whole,
+            vec![
+                line(b"one", false, 0, 5),
+                line(b"two", false, 5, 9),
+                line(b"", false, 9, 10),
+                line(b"three ", true, 10, 25),
+                line(b"", false, 25, 27),
+                line(b"\x00\xff", false, 27, 30),
+            ]
+        );
+        assert_eq!(whole_tail, Some(line(b"end", false, 30, 34)));
     }
 
     #[test]

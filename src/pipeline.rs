@@ -157,6 +157,7 @@ pub async fn run(config: Config, shutdown: Shutdown) -> Result<(), PipelineError
         waiting: VecDeque::new(),
         last_seq: 0,
         recorded: false,
+        persist_failing: false,
     };
     let mut durable = stage.writer.durable();
     let mut persist = tokio::time::interval(PERSIST_EVERY);
@@ -237,6 +238,8 @@ struct Stage<'c> {
     last_seq: u64,
     /// Positions were recorded since the last persist.
     recorded: bool,
+    /// The last persist failed (logged once until it works again).
+    persist_failing: bool,
 }
 
 impl Stage<'_> {
@@ -321,11 +324,26 @@ impl Stage<'_> {
         Ok(())
     }
 
-    /// Writes the recorded checkpoints to disk, when there are new ones.
+    /// Writes the recorded checkpoints to disk, when there are new ones. A failed write (a full
+    /// disk) is not fatal: the positions stay recorded and the next tick tries again; until then
+    /// a crash would only re-read more lines (same ids), never lose one.
     fn persist(&mut self) -> Result<(), PipelineError> {
-        if std::mem::take(&mut self.recorded) {
-            self.checkpoints.persist()?;
-            telemetry::metrics().checkpoint_writes.inc();
+        if !self.recorded {
+            return Ok(());
+        }
+        match self.checkpoints.persist() {
+            Ok(()) => {
+                self.recorded = false;
+                if std::mem::take(&mut self.persist_failing) {
+                    tracing::info!("checkpoints saved again");
+                }
+                telemetry::metrics().checkpoint_writes.inc();
+            }
+            Err(err) if !self.persist_failing => {
+                self.persist_failing = true;
+                tracing::warn!(%err, "cannot save checkpoints; retrying every second");
+            }
+            Err(_) => {}
         }
         Ok(())
     }

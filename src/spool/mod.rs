@@ -566,6 +566,8 @@ pub fn open(
     let mut last_seq = acked;
     let mut pending_bytes = 0;
     let mut oldest = None;
+    // The last segment with records, and where its whole records end: appends continue there.
+    let mut tail: Option<(PathBuf, u64)> = None;
     for (&first, path) in segments.clone().iter() {
         let is_last = Some(first) == last_key;
         let len = fs::metadata(path).map_err(io_err(path))?.len();
@@ -651,12 +653,29 @@ pub fn open(
             fs::remove_file(path).map_err(io_err(path))?;
             segments.remove(&first);
             report.segments -= 1;
+        } else if is_last {
+            tail = Some((path.clone(), scanned.good_len));
         }
     }
     let next_seq = last_seq + 1;
     report.next_seq = next_seq;
-    let (file, file_path) = create_segment(&dir, next_seq)?;
-    segments.insert(next_seq, file_path.clone());
+    // Appending to the last segment, rather than starting a new one at every start, lets a
+    // spool on a full disk open at all (and so drain).
+    let (file, file_path, file_len) = match tail {
+        Some((path, len)) if len < config.segment_bytes => {
+            let mut f = OpenOptions::new()
+                .write(true)
+                .open(&path)
+                .map_err(io_err(&path))?;
+            f.seek(SeekFrom::Start(len)).map_err(io_err(&path))?;
+            (f, path, len)
+        }
+        _ => {
+            let (f, path) = create_segment(&dir, next_seq)?;
+            segments.insert(next_seq, path.clone());
+            (f, path, format::SEGMENT_HEADER_LEN)
+        }
+    };
 
     let (durable_tx, durable_rx) = watch::channel(last_seq);
     let wake = Arc::new((Mutex::new(false), Condvar::new()));
@@ -666,7 +685,7 @@ pub fn open(
             next_seq,
             file: BufWriter::with_capacity(256 << 10, file),
             file_path,
-            file_len: format::SEGMENT_HEADER_LEN,
+            file_len,
             segments,
             written_bytes: pending_bytes,
             acked_bytes: 0,
@@ -1254,5 +1273,56 @@ mod tests {
         let (_w, _r, report) = open(&config).unwrap();
         assert!(report.cuts.is_empty(), "{report:?}");
         assert_eq!(report.next_seq, n as u64 + 1);
+    }
+
+    /// Regression: every open started a new segment, so a spool on a full disk could not open
+    /// (ENOSPC) and so could never drain. Now an open appends to the last segment.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn reopening_appends_to_the_last_segment_even_on_a_full_disk() {
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = tmp.path().join("spool");
+        let Some(_mount) = Tmpfs::mount(&dir, "256k") else {
+            return;
+        };
+        let config = SpoolConfig {
+            dir: dir.clone(),
+            max_bytes: 64 << 20,
+            segment_bytes: 1 << 20,
+            sync_interval_ms: 5,
+        };
+        {
+            let (w, _r, _) = open(&config).unwrap();
+            w.append(b"first").await.unwrap();
+            w.wait_durable(1).await;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+        // Fill the rest of the filesystem.
+        let filler = dir.join("filler");
+        let mut f = File::create(&filler).unwrap();
+        let chunk = vec![0u8; 4096];
+        while f.write_all(&chunk).and_then(|_| f.flush()).is_ok() {}
+        drop(f);
+        let segments = || {
+            fs::read_dir(&dir)
+                .unwrap()
+                .filter(|e| {
+                    e.as_ref()
+                        .unwrap()
+                        .file_name()
+                        .to_string_lossy()
+                        .starts_with("seg-")
+                })
+                .count()
+        };
+        assert_eq!(segments(), 1);
+        let (w, mut r, report) = open(&config).expect("a spool on a full disk opens");
+        assert_eq!((report.next_seq, segments()), (2, 1));
+        assert_eq!(r.next().await.unwrap().payload, b"first");
+        // Space comes back: the next record goes into the same segment, after the first.
+        fs::remove_file(&filler).unwrap();
+        assert_eq!(w.append(b"second").await.unwrap(), 2);
+        w.wait_durable(2).await;
+        assert_eq!(r.next().await.unwrap().payload, b"second");
+        assert_eq!(segments(), 1);
     }
 }

@@ -450,30 +450,42 @@ async fn consume(queue: String, seen: Arc<Mutex<Seen>>, received: Times, stop: A
     struct Body {
         message: String,
     }
+    // Every broker call has a time limit: a broker that is starting accepts TCP connections
+    // before it answers the AMQP handshake.
+    const CALL: Duration = Duration::from_secs(5);
     'connect: loop {
         if stop.load(Ordering::SeqCst) {
             return;
         }
-        let Ok(conn) = lapin::Connection::connect(&util::broker_url(), Default::default()).await
-        else {
-            tokio::time::sleep(Duration::from_millis(200)).await;
+        let conn = match tokio::time::timeout(
+            CALL,
+            lapin::Connection::connect(&util::broker_url(), Default::default()),
+        )
+        .await
+        {
+            Ok(Ok(conn)) => conn,
+            _ => {
+                tokio::time::sleep(Duration::from_millis(200)).await;
+                continue;
+            }
+        };
+        let Ok(Ok(ch)) = tokio::time::timeout(CALL, conn.create_channel()).await else {
             continue;
         };
-        let Ok(ch) = conn.create_channel().await else {
-            continue;
-        };
-        let _ = ch.basic_qos(2000, BasicQosOptions::default()).await;
-        let Ok(mut consumer) = ch
-            .basic_consume(
+        let _ = tokio::time::timeout(CALL, ch.basic_qos(2000, BasicQosOptions::default())).await;
+        let Ok(Ok(mut consumer)) = tokio::time::timeout(
+            CALL,
+            ch.basic_consume(
                 queue.as_str().into(),
                 "chaos".into(),
                 BasicConsumeOptions::default(),
                 FieldTable::default(),
-            )
-            .await
+            ),
+        )
+        .await
         else {
             // The queue is declared by iemd when it first connects.
-            let _ = conn.close(200, "retry".into()).await;
+            let _ = tokio::time::timeout(CALL, conn.close(200, "retry".into())).await;
             tokio::time::sleep(Duration::from_millis(200)).await;
             continue;
         };
@@ -484,8 +496,14 @@ async fn consume(queue: String, seen: Arc<Mutex<Seen>>, received: Times, stop: A
                 Err(_) => {
                     if stop.load(Ordering::SeqCst) && idle_since.elapsed() > Duration::from_secs(1)
                     {
-                        let _ = conn.close(200, "done".into()).await;
+                        let _ = tokio::time::timeout(CALL, conn.close(200, "done".into())).await;
                         return;
+                    }
+                    // A connection that died without ending the stream: start again (unacked
+                    // deliveries come back marked redelivered).
+                    if !conn.status().connected() || idle_since.elapsed() > Duration::from_secs(10)
+                    {
+                        continue 'connect;
                     }
                     continue;
                 }
@@ -532,7 +550,7 @@ async fn consume(queue: String, seen: Arc<Mutex<Seen>>, received: Times, stop: A
                 }
             }
             // An ack lost with the connection only makes the broker redeliver.
-            let _ = d.acker.ack(BasicAckOptions::default()).await;
+            let _ = tokio::time::timeout(CALL, d.acker.ack(BasicAckOptions::default())).await;
         }
     }
 }
@@ -644,10 +662,13 @@ async fn chaos_kills_broker_outages_rotations_and_a_full_spool_lose_nothing() {
         let stopping = stopping.clone();
         std::thread::spawn(move || control(daemon, plan, start, stopping))
     };
-    let (writer, controller) =
-        tokio::task::spawn_blocking(move || (writer.join(), controller.join()))
-            .await
-            .unwrap();
+    let (writer, controller) = tokio::task::spawn_blocking(move || {
+        let joined = (writer.join(), controller.join());
+        drop(broker_back);
+        joined
+    })
+    .await
+    .unwrap();
     if let Err(p) = writer {
         std::panic::resume_unwind(p);
     }
@@ -655,20 +676,35 @@ async fn chaos_kills_broker_outages_rotations_and_a_full_spool_lose_nothing() {
         Ok(d) => d,
         Err(p) => std::panic::resume_unwind(p),
     };
-    drop(broker_back);
     let written_at = start.elapsed();
 
     // Everything must arrive; then a clean stop flushes what is in flight, and the consumer
     // takes the last (duplicate) deliveries.
     let deadline = Instant::now() + ARRIVAL_DEADLINE;
+    let mut report = Instant::now();
     while seen.lock().unwrap().tags < IEMS as u64 && Instant::now() < deadline {
         tokio::time::sleep(Duration::from_millis(250)).await;
+        if report.elapsed() > Duration::from_secs(10) {
+            report = Instant::now();
+            let s = seen.lock().unwrap();
+            eprintln!(
+                "chaos: t={:.1}s waiting: {} of {IEMS} IEMs received, {} deliveries",
+                start.elapsed().as_secs_f64(),
+                s.tags,
+                s.deliveries
+            );
+        }
     }
     let arrived_at = start.elapsed();
     let stopped = daemon.stop();
     stop_consumer.store(true, Ordering::SeqCst);
-    consumer.await.unwrap();
-    cleanup(&name).await;
+    tokio::time::timeout(Duration::from_secs(30), consumer)
+        .await
+        .expect("the consumer stops within 30 s")
+        .unwrap();
+    tokio::time::timeout(Duration::from_secs(10), cleanup(&name))
+        .await
+        .expect("queue and exchange deleted within 10 s");
 
     let s = seen.lock().unwrap();
     let log = fs::read_to_string(&log_path).unwrap_or_default();

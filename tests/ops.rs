@@ -264,6 +264,7 @@ fn iemctl_tail_prints_published_alerts() {
     if !util::broker_available("ops::iemctl_tail_prints_published_alerts") {
         return;
     }
+    let _broker = util::broker_lock::shared();
     let rt = tokio::runtime::Runtime::new().unwrap();
     let exchange = format!("iemd-test-tail-{}-{}", std::process::id(), rand_suffix());
     let (conn, channel) = rt.block_on(async {

@@ -228,6 +228,7 @@ async fn broker_restart_loses_nothing_and_keeps_order() {
             .unwrap();
         assert!(st.success(), "rabbitmqctl {arg}");
     };
+    let _back = util::broker_lock::StartAppOnDrop;
     ctl("stop_app");
     tokio::time::sleep(Duration::from_secs(2)).await;
     let during = run.writer.stats();

@@ -14,3 +14,18 @@ pub fn shared() -> RwLockReadGuard<'static, ()> {
 pub fn exclusive() -> RwLockWriteGuard<'static, ()> {
     BROKER_LOCK.write().unwrap_or_else(|p| p.into_inner())
 }
+
+/// Starts the broker's app again when dropped (also when the test panics while it is stopped),
+/// so that no later test finds the broker down.
+pub struct StartAppOnDrop;
+
+impl Drop for StartAppOnDrop {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("rabbitmqctl")
+            .arg("start_app")
+            .output();
+        let _ = std::process::Command::new("rabbitmqctl")
+            .arg("await_startup")
+            .output();
+    }
+}

@@ -205,15 +205,15 @@ impl<'c> Decoder<'c> {
             name: code.source.name().to_owned(),
         });
         alert.component = Some(Named {
-            id: format!("{:03x}", code.component),
+            id: hex_digits(code.component, 3),
             name: found.component.map(str::to_owned),
         });
         alert.module = Some(Named {
-            id: format!("{:03x}", code.module),
+            id: hex_digits(code.module, 3),
             name: found.module.map(str::to_owned),
         });
         alert.event = Some(Named {
-            id: format!("{:04x}", code.event),
+            id: hex_digits(code.event, 4),
             name: found.event.map(|e| e.description.clone()),
         });
         alert.in_catalog = found.event.is_some();
@@ -243,11 +243,27 @@ pub fn stable_id(source: &LineSource<'_>, cursor: Option<&str>, text: &str) -> S
     hasher.update(b"\0");
     hasher.update(text.as_bytes());
     let hash = hasher.finalize();
-    let mut id = String::with_capacity(32);
-    for b in &hash.as_bytes()[..16] {
-        id.push_str(&format!("{b:02x}"));
+    hex(&hash.as_bytes()[..16])
+}
+
+/// The last `width` lower-case hex digits of `value`, zero-padded (`hex_digits(0xa, 3)` = `00a`).
+fn hex_digits(value: u16, width: u32) -> String {
+    const DIGITS: &[u8; 16] = b"0123456789abcdef";
+    (0..width)
+        .rev()
+        .map(|i| char::from(DIGITS[usize::from((value >> (4 * i)) & 0xf)]))
+        .collect()
+}
+
+/// Lower-case hex of `bytes` (a hot path: one allocation, no formatting machinery).
+fn hex(bytes: &[u8]) -> String {
+    const DIGITS: &[u8; 16] = b"0123456789abcdef";
+    let mut out = String::with_capacity(bytes.len() * 2);
+    for b in bytes {
+        out.push(char::from(DIGITS[usize::from(b >> 4)]));
+        out.push(char::from(DIGITS[usize::from(b & 0xf)]));
     }
-    id
+    out
 }
 
 /// The absolute time of a syslog stamp; RFC 3164 stamps take their year and zone from the clock.

@@ -71,7 +71,7 @@ pub enum PipelineError {
 pub async fn run(config: Config, shutdown: Shutdown) -> Result<(), PipelineError> {
     let catalog = Catalog::load(&config.catalog_dirs)?;
     let enricher = Enricher::new(&config.enrich)?;
-    let (writer, reader, recovery) = spool::open(&config.spool)?;
+    let (writer, reader, recovery) = open_spool(&config.spool).await?;
     if !recovery.cuts.is_empty() {
         tracing::warn!(
             ?recovery,
@@ -113,9 +113,9 @@ pub async fn run(config: Config, shutdown: Shutdown) -> Result<(), PipelineError
     }
     drop(tx);
     export_publish_metrics(&publish_stats);
-    export_spool_metrics(&writer);
+    let spool_gauges = export_spool_metrics(&writer);
     let health: http::HealthFn = {
-        let (stats, writer) = (publish_stats.clone(), writer.clone());
+        let (stats, spool) = (publish_stats.clone(), spool_gauges.clone());
         let warning = config.telemetry.spool_warning_records;
         Arc::new(move || http::HealthInputs {
             sources: health_sources
@@ -125,7 +125,7 @@ pub async fn run(config: Config, shutdown: Shutdown) -> Result<(), PipelineError
                 })
                 .collect(),
             broker_connected: stats.connected().iter().any(|(_, up)| *up),
-            spool_pending_records: writer.stats().pending_records,
+            spool_pending_records: spool.stats().map_or(0, |s| s.pending_records),
             spool_warning_records: warning,
         })
     };
@@ -210,12 +210,40 @@ pub async fn run(config: Config, shutdown: Shutdown) -> Result<(), PipelineError
     // The publisher waits `shutdown_timeout_ms` for outstanding confirms; a second more for it
     // to wind down.
     let drain = Duration::from_millis(config.broker.shutdown_timeout_ms) + Duration::from_secs(1);
-    match tokio::time::timeout(drain, publisher).await {
-        Ok(Ok(result)) => result?,
-        Ok(Err(err)) => tracing::error!(%err, "publisher task failed"),
-        Err(_) => tracing::warn!("publisher did not stop in time; unconfirmed alerts stay spooled"),
-    }
+    let mut publisher = publisher;
+    let published = match tokio::time::timeout(drain, &mut publisher).await {
+        Ok(Ok(result)) => result,
+        Ok(Err(err)) => {
+            tracing::error!(%err, "publisher task failed");
+            Ok(())
+        }
+        Err(_) => {
+            // It must not outlive the run: it holds the spool (and its lock) open.
+            publisher.abort();
+            let _ = publisher.await;
+            tracing::warn!("publisher did not stop in time; unconfirmed alerts stay spooled");
+            Ok(())
+        }
+    };
+    spool_gauges.release();
+    published?;
     Ok(())
+}
+
+/// Opens the spool. After a reload the previous pipeline's spool may still be closing (its sync
+/// thread lets go of the lock within one sync interval): a held lock is retried for a while.
+async fn open_spool(
+    config: &crate::config::spool::SpoolConfig,
+) -> Result<(SpoolWriter, spool::SpoolReader, spool::RecoveryReport), SpoolError> {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+    loop {
+        match spool::open(config) {
+            Err(SpoolError::Locked(_)) if tokio::time::Instant::now() < deadline => {
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+            result => return result,
+        }
+    }
 }
 
 /// A position waiting for the spool to make `needed` durable.
@@ -441,39 +469,64 @@ fn export_publish_metrics(stats: &Arc<PublishStats>) {
     }
 }
 
+/// The spool the metrics read at scrape time. The registry outlives a pipeline run (a reload
+/// starts a new one), so its callbacks must not keep the run's spool, and its lock, alive:
+/// `release` lets go of it when the run ends.
+#[derive(Clone, Default)]
+struct SpoolGauges(Arc<std::sync::Mutex<Option<SpoolWriter>>>);
+
+impl SpoolGauges {
+    fn stats(&self) -> Option<spool::SpoolStats> {
+        self.0.lock().ok()?.as_ref().map(SpoolWriter::stats)
+    }
+
+    fn release(&self) {
+        if let Ok(mut slot) = self.0.lock() {
+            slot.take();
+        }
+    }
+}
+
 /// Spool levels are read from the spool at scrape time.
-fn export_spool_metrics(writer: &SpoolWriter) {
+fn export_spool_metrics(writer: &SpoolWriter) -> SpoolGauges {
+    let gauges = SpoolGauges(Arc::new(std::sync::Mutex::new(Some(writer.clone()))));
     let r = telemetry::registry();
-    let w = writer.clone();
-    r.gauge_fn(
-        "iemd_spool_pending_records",
-        "Alerts in the spool not yet confirmed by the broker.",
-        &[],
-        Box::new(move || w.stats().pending_records as f64),
-    );
-    let w = writer.clone();
-    r.gauge_fn(
-        "iemd_spool_pending_bytes",
-        "Bytes of spooled alerts not yet confirmed by the broker.",
-        &[],
-        Box::new(move || w.stats().pending_bytes as f64),
-    );
-    let w = writer.clone();
-    r.gauge_fn(
-        "iemd_spool_oldest_pending_age_seconds",
-        "Age of the oldest alert not yet confirmed by the broker.",
-        &[],
-        Box::new(move || {
-            w.stats().oldest_pending_ms.map_or(0.0, |t| {
-                (chrono::Utc::now().timestamp_millis() - t).max(0) as f64 / 1000.0
-            })
-        }),
-    );
-    let w = writer.clone();
+    let series: [(&str, &str, fn(&spool::SpoolStats) -> f64); 3] = [
+        (
+            "iemd_spool_pending_records",
+            "Alerts in the spool not yet confirmed by the broker.",
+            |s| s.pending_records as f64,
+        ),
+        (
+            "iemd_spool_pending_bytes",
+            "Bytes of spooled alerts not yet confirmed by the broker.",
+            |s| s.pending_bytes as f64,
+        ),
+        (
+            "iemd_spool_oldest_pending_age_seconds",
+            "Age of the oldest alert not yet confirmed by the broker.",
+            |s| {
+                s.oldest_pending_ms.map_or(0.0, |t| {
+                    (chrono::Utc::now().timestamp_millis() - t).max(0) as f64 / 1000.0
+                })
+            },
+        ),
+    ];
+    for (name, help, read) in series {
+        let g = gauges.clone();
+        r.gauge_fn(
+            name,
+            help,
+            &[],
+            Box::new(move || g.stats().as_ref().map_or(0.0, read)),
+        );
+    }
+    let g = gauges.clone();
     r.counter_fn(
         "iemd_spool_full_waits_total",
         "Appends that waited because the spool was full.",
         &[],
-        Box::new(move || w.stats().full_waits as f64),
+        Box::new(move || g.stats().map_or(0.0, |s| s.full_waits as f64)),
     );
+    gauges
 }

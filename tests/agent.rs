@@ -387,3 +387,45 @@ async fn iemctl_emit_to_a_tailed_file_reaches_the_broker() {
         r"auth down\nNov 21 22:50:01 node1 forged[1]: IEC:ES0030010001:forged"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sighup_reloads_a_valid_config_and_keeps_the_old_one_otherwise() {
+    if !util::broker_available("sighup_reloads_a_valid_config_and_keeps_the_old_one_otherwise") {
+        return;
+    }
+    let _broker = broker_lock::shared();
+    let dir = tempfile::tempdir().unwrap();
+    let name = unique("agent-hup");
+    let first = log_file(dir.path(), "first.log");
+    let second = log_file(dir.path(), "second.log");
+    let mut daemon = Daemon::start(dir.path(), &config(dir.path(), &name, &[&first], ""));
+    daemon.wait_log("iemd running", Duration::from_secs(20));
+    let hup = |d: &Daemon| {
+        // SAFETY: kill(2) on our own child with a valid signal.
+        unsafe { libc::kill(d.pid() as i32, libc::SIGHUP) };
+    };
+    append(&first, &[iem_line("n=0")]);
+
+    // An invalid file: refused, the running configuration stays.
+    fs::write(&daemon.config, "[spool]\nmax_bytes = \"lots\"\n").unwrap();
+    hup(&daemon);
+    daemon.wait_log("reload refused", Duration::from_secs(10));
+    append(&first, &[iem_line("n=1")]);
+
+    // A valid one that tails another file: the pipeline restarts on it.
+    fs::write(&daemon.config, config(dir.path(), &name, &[&second], "")).unwrap();
+    hup(&daemon);
+    daemon.wait_log("configuration reloaded", Duration::from_secs(20));
+    append(&second, &[iem_line("n=2")]);
+    daemon.wait_log("connected to broker", Duration::from_secs(20));
+    let got = collect(&name, 3, Duration::from_secs(30)).await;
+    assert!(daemon.stop().success(), "{}", daemon.log_text());
+    assert_eq!(
+        got.ids.len(),
+        3,
+        "{:?}\n{}",
+        got.messages,
+        daemon.log_text()
+    );
+    assert_all_arrived(&got.messages, 3);
+}

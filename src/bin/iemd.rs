@@ -142,8 +142,10 @@ async fn serve(
             notify(notifier.stopping());
         }
         shutdown.token.cancel();
-        pipeline
-            .await
+        let stopped = pipeline.await;
+        // Its helpers (the metrics endpoint) must be gone before a new run binds their port.
+        shutdown.stop_and_wait().await;
+        stopped
             .context("pipeline task failed")?
             .context("pipeline stopped with an error")?;
         match reload {

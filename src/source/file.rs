@@ -11,6 +11,13 @@
 //! - Rename/create rotation: the path names another inode. The old handle is read to its end and
 //!   kept draining for [`ROTATED_GRACE`] after its last byte (writers such as rsyslog keep writing
 //!   to it until they reopen); the new file is read from its start.
+//!   Rotations faster than our polls: a file can be created at the path and renamed away before
+//!   we open it (two rotations between two polls). So when the current file is found rotated,
+//!   every uncompressed sibling `<name>*` that this source has not opened (nor closed recently,
+//!   nor found already there when it started tracking the path, see `Known`) and that was
+//!   modified at or after the rotated file's modification time when we opened it (a file
+//!   created at the path later was) is read from its start, oldest first
+//!   ([`identity::rotated_since`]), before the new file at the path.
 //! - copytruncate: the file is shorter than what we read, or its first line (fingerprint) changed.
 //!   Reading restarts at 0. Before that, a sibling `<name>*` with the same fingerprint and more
 //!   bytes (the copy) is read from where we were, which recovers the lines written between our
@@ -19,26 +26,33 @@
 //!   first line before we look (not detectable).
 //! - Restart from a checkpoint: if the path still names the checkpointed file (device, inode,
 //!   fingerprint, and at least `next_offset` bytes), continue there. Otherwise finish the rotated
-//!   file (a sibling `<name>*`, see [`identity::pick_rotated`]) from the checkpoint, then read the
-//!   file now at the path from its start. If the rotated file is gone (compressed, deleted), the
-//!   lines after the checkpoint in it are lost (logged).
+//!   file (a sibling `<name>*`, see [`identity::pick_rotated`]) from the checkpoint; then read from
+//!   their start, oldest first, the other uncompressed siblings modified at or after it (rotations
+//!   while we were stopped: `messages.1` when the checkpoint is in `messages.2`), except the file
+//!   at the path; then the file now at the path from its start. Lines of these files keep the
+//!   (fingerprint, offset) identity they would have had if read live. A first start without a
+//!   checkpoint never reads rotated siblings (`start_at` decides about the path only). If the
+//!   checkpointed file is gone (compressed, deleted), the lines after the checkpoint in it are lost
+//!   (logged), and files rotated after it are not read either (nothing dates them against it).
 //!
 //! Known limits: late writes to a rotated file are sent interleaved with the new file's lines, so a
 //! checkpoint taken between them can re-read the new file's first lines after a crash (never loses
 //! them after a clean stop). Glob patterns should not also match the rotated names (`*.log`, not
 //! `*`), or rotated files are tailed as files of their own. A first line flushed incomplete by the
-//! partial-line timeout gets a fingerprint of its incomplete bytes.
+//! partial-line timeout gets a fingerprint of its incomplete bytes. A file rotated away unread is
+//! found by its modification time: on restart, one whose last write is older than the
+//! checkpointed file's last (late) write is not read, and one compressed before we look is lost.
 //!
 //! Reads are plain blocking reads of at most [`READ_CHUNK`] bytes on local files between awaits.
 
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
 use std::fs::File;
 use std::io;
 use std::os::unix::fs::{FileExt, MetadataExt};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::time::Duration;
+use std::time::{Duration, SystemTime};
 
 use notify::{EventKind, RecursiveMode, Watcher};
 use tokio::sync::{Notify, mpsc};
@@ -56,6 +70,8 @@ pub const ROTATED_GRACE: Duration = Duration::from_secs(5);
 pub const RESCAN_INTERVAL: Duration = Duration::from_secs(1);
 /// Largest single read.
 pub const READ_CHUNK: usize = 64 * 1024;
+/// How many closed files per path are remembered as already read (see [`Known`]).
+const KNOWN_FILES: usize = 64;
 
 /// One `[[sources.files]]` entry, ready to run.
 pub struct FileSource {
@@ -210,8 +226,16 @@ impl FileSource {
             from_glob: !self.patterns.iter().any(|p| p == path),
             current: None,
             draining: Vec::new(),
+            known: Known::default(),
         };
         let opened = open_with_facts(path);
+        let mut siblings = identity::rotated_files(path);
+        // Rotated files there now are never taken for rotations missed while running: start_at
+        // or the checkpoint decides about them, here.
+        siblings.sort_by_key(|(_, _, f)| f.modified);
+        for (_, _, f) in &siblings {
+            t.known.note(FileId::of_facts(f));
+        }
         let Some(cp) = self.checkpoints.remove(path) else {
             if let Some((file, facts)) = opened {
                 let offset = match (at_startup, self.start_at) {
@@ -231,24 +255,46 @@ impl FileSource {
                 return t;
             }
         }
-        // Rotated (or truncated) while we were stopped: finish the old bytes first.
-        let candidates = identity::rotated_candidates(path);
-        match identity::pick_rotated(&cp, &candidates) {
-            Some((old_path, facts)) => match File::open(old_path) {
-                Ok(file) => {
+        // Rotated (or truncated) while we were stopped: finish the old bytes first, then every file
+        // rotated after it, then the file at the path.
+        let candidates: Vec<(PathBuf, FileFacts)> =
+            siblings.iter().map(|(p, _, f)| (p.clone(), *f)).collect();
+        let picked = identity::pick_rotated(&cp, &candidates).map(|(p, f)| (p.clone(), *f));
+        match picked {
+            Some((old_path, facts)) => {
+                let file = siblings
+                    .iter()
+                    .find(|(p, _, _)| *p == old_path)
+                    .map(|(_, file, _)| file.try_clone());
+                match file {
+                    Some(Ok(file)) => {
+                        tracing::info!(
+                            source = %self.name, path = %path.display(), rotated = %old_path.display(),
+                            offset = cp.next_offset, "finishing the rotated file from the checkpoint"
+                        );
+                        SourceMetrics::add(&self.metrics.rotations_total, 1);
+                        t.draining
+                            .push(self.reader(&old_path, file, &facts, cp.next_offset));
+                    }
+                    Some(Err(e)) => tracing::warn!(
+                        source = %self.name, path = %old_path.display(), error = %e,
+                        "cannot open the rotated file; lines after the checkpoint in it are lost"
+                    ),
+                    None => {}
+                }
+                let at_path = opened.as_ref().map(|(_, f)| (f.dev, f.ino));
+                let later = identity::rotated_since(path, siblings, facts.modified, |f| {
+                    (f.dev, f.ino) == (facts.dev, facts.ino) || Some((f.dev, f.ino)) == at_path
+                });
+                for (p, file, f) in later {
                     tracing::info!(
-                        source = %self.name, path = %path.display(), rotated = %old_path.display(),
-                        offset = cp.next_offset, "finishing the rotated file from the checkpoint"
+                        source = %self.name, path = %path.display(), rotated = %p.display(),
+                        "reading a file rotated while stopped from its start"
                     );
                     SourceMetrics::add(&self.metrics.rotations_total, 1);
-                    t.draining
-                        .push(self.reader(old_path, file, facts, cp.next_offset));
+                    t.draining.push(self.reader(&p, file, &f, 0));
                 }
-                Err(e) => tracing::warn!(
-                    source = %self.name, path = %old_path.display(), error = %e,
-                    "cannot open the rotated file; lines after the checkpoint in it are lost"
-                ),
-            },
+            }
             None => tracing::warn!(
                 source = %self.name, path = %path.display(), offset = cp.next_offset,
                 "the checkpointed file is gone (rotated away, compressed or deleted); lines after the checkpoint in it are lost"
@@ -273,6 +319,8 @@ impl FileSource {
             splitter: LineSplitter::new(self.max_line_bytes, offset),
             partial_since: None,
             last_data: Instant::now(),
+            modified_at_open: facts.modified,
+            copies_read: Vec::new(),
         }
     }
 
@@ -285,21 +333,25 @@ impl FileSource {
             if !self.read_available(&t.path, r, out).await {
                 return false;
             }
+            t.known.extend(r.copies_read.drain(..));
             if r.last_data.elapsed() >= ROTATED_GRACE {
                 let mut r = t.draining.remove(i);
                 if !self.flush_partial(&t.path, &mut r, out).await {
                     return false;
                 }
+                t.known.note(r.id());
                 tracing::debug!(source = %self.name, path = %r.label.display(), "closed rotated file");
                 continue;
             }
             i += 1;
         }
 
+        let mut rotated_since = None;
         if let Some(r) = t.current.as_mut() {
             if !self.read_available(&t.path, r, out).await {
                 return false;
             }
+            t.known.extend(r.copies_read.drain(..));
             let same = std::fs::metadata(&t.path)
                 .map(|m| m.dev() == r.dev && m.ino() == r.ino)
                 .unwrap_or(false);
@@ -307,6 +359,7 @@ impl FileSource {
                 tracing::info!(source = %self.name, path = %t.path.display(), "file rotated (renamed or removed)");
                 SourceMetrics::add(&self.metrics.rotations_total, 1);
                 old.last_data = Instant::now();
+                rotated_since = Some(old.modified_at_open);
                 t.draining.push(old);
             }
         }
@@ -315,16 +368,59 @@ impl FileSource {
         {
             t.current = Some(self.reader(&t.path, file, &facts, 0));
         }
+        if let Some(since) = rotated_since
+            && !self.read_missed_rotations(t, since, out).await
+        {
+            return false;
+        }
         if let Some(r) = t.current.as_mut() {
             if !self.read_available(&t.path, r, out).await {
                 return false;
             }
+            t.known.extend(r.copies_read.drain(..));
             if r.partial_since
                 .is_some_and(|s| s.elapsed() >= self.partial_timeout)
                 && !self.flush_partial(&t.path, r, out).await
             {
                 return false;
             }
+        }
+        true
+    }
+
+    /// After the current file of `t` was found rotated: reads, from their start and oldest first,
+    /// the rotated siblings this source never opened that were modified at or after `since` (when
+    /// the rotated file was opened). They were created at the path and rotated away between two
+    /// polls. They stay draining like any rotated file.
+    async fn read_missed_rotations(
+        &self,
+        t: &mut Tracked,
+        since: SystemTime,
+        out: &mut Sink<'_>,
+    ) -> bool {
+        let live: Vec<(u64, u64)> = t
+            .current
+            .iter()
+            .chain(t.draining.iter())
+            .map(|r| (r.dev, r.ino))
+            .collect();
+        let missed =
+            identity::rotated_since(&t.path, identity::rotated_files(&t.path), since, |f| {
+                live.contains(&(f.dev, f.ino)) || t.known.contains(f)
+            });
+        for (p, file, facts) in missed {
+            tracing::info!(
+                source = %self.name, path = %t.path.display(), rotated = %p.display(),
+                "reading a file rotated away before it was opened from its start"
+            );
+            SourceMetrics::add(&self.metrics.rotations_total, 1);
+            let mut r = self.reader(&p, file, &facts, 0);
+            if !self.read_available(&t.path, &mut r, out).await {
+                return false;
+            }
+            t.known.extend(r.copies_read.drain(..));
+            r.last_data = Instant::now();
+            t.draining.push(r);
         }
         true
     }
@@ -460,6 +556,7 @@ impl FileSource {
                 if !self.read_copy(path, &mut c, out).await {
                     return false;
                 }
+                r.copies_read.push(c.id());
             }
             None => {
                 if !self.flush_partial(path, r, out).await {
@@ -567,6 +664,61 @@ struct Tracked {
     from_glob: bool,
     current: Option<Reader>,
     draining: Vec<Reader>,
+    /// Files of this path not to be read as missed rotations (see [`Known`]).
+    known: Known,
+}
+
+/// A file's identity as remembered after closing it: the fingerprint only once final.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct FileId {
+    dev: u64,
+    ino: u64,
+    fingerprint: Option<u64>,
+}
+
+impl FileId {
+    fn of_facts(f: &FileFacts) -> FileId {
+        FileId {
+            dev: f.dev,
+            ino: f.ino,
+            fingerprint: f.fingerprint_complete.then_some(f.fingerprint),
+        }
+    }
+}
+
+/// The last [`KNOWN_FILES`] files of a path that were read (closed rotated files, copytruncate
+/// copies) or deliberately left unread (rotated files already there when the path was first
+/// tracked). A rotated sibling not known and not open is one the path named only between two
+/// polls, and is read from its start. A reused inode is told apart by its fingerprint when both
+/// are final; otherwise the same device+inode counts as known (a re-read is worse than a rare
+/// skip of a reused inode, which also needs an evicted entry's file to be newer than the rotation).
+#[derive(Debug, Default)]
+struct Known(VecDeque<FileId>);
+
+impl Known {
+    fn note(&mut self, id: FileId) {
+        self.0.retain(|k| (k.dev, k.ino) != (id.dev, id.ino));
+        if self.0.len() >= KNOWN_FILES {
+            self.0.pop_front();
+        }
+        self.0.push_back(id);
+    }
+
+    fn extend(&mut self, ids: impl IntoIterator<Item = FileId>) {
+        for id in ids {
+            self.note(id);
+        }
+    }
+
+    fn contains(&self, f: &FileFacts) -> bool {
+        self.0.iter().any(|k| {
+            (k.dev, k.ino) == (f.dev, f.ino)
+                && match k.fingerprint {
+                    Some(fp) => !f.fingerprint_complete || fp == f.fingerprint,
+                    None => true,
+                }
+        })
+    }
 }
 
 /// An open file being read.
@@ -582,9 +734,25 @@ struct Reader {
     /// When the last read left an incomplete line.
     partial_since: Option<Instant>,
     last_data: Instant,
+    /// The file's mtime when opened: a file rotated away before we could open it was modified
+    /// after this (it was created after this file was at the path, and so after this moment).
+    modified_at_open: SystemTime,
+    /// copytruncate copies read for this file, for [`Tracked::known`].
+    copies_read: Vec<FileId>,
 }
 
 impl Reader {
+    fn id(&self) -> FileId {
+        FileId {
+            dev: self.dev,
+            ino: self.ino,
+            fingerprint: match self.fingerprint {
+                Some((fp, true)) => Some(fp),
+                _ => None,
+            },
+        }
+    }
+
     fn deadline(&self, partial_timeout: Duration) -> Option<Instant> {
         self.partial_since.map(|s| s + partial_timeout)
     }

@@ -9,6 +9,7 @@ use std::fs::File;
 use std::io;
 use std::os::unix::fs::{FileExt, MetadataExt};
 use std::path::{Path, PathBuf};
+use std::time::SystemTime;
 
 use crate::source::FilePosition;
 
@@ -60,6 +61,8 @@ pub struct FileFacts {
     pub fingerprint: u64,
     /// See [`fingerprint`].
     pub fingerprint_complete: bool,
+    /// Last modification (mtime), to order rotated files by age.
+    pub modified: SystemTime,
 }
 
 impl FileFacts {
@@ -72,6 +75,7 @@ impl FileFacts {
             size: meta.len(),
             fingerprint,
             fingerprint_complete,
+            modified: meta.modified()?,
         })
     }
 }
@@ -102,6 +106,15 @@ pub fn pick_rotated<'a>(
 /// The files beside `path` whose names start with its name (`messages.1`, `messages-20260101`),
 /// except compressed ones, with their facts. Unreadable entries are skipped.
 pub fn rotated_candidates(path: &Path) -> Vec<(PathBuf, FileFacts)> {
+    rotated_files(path)
+        .into_iter()
+        .map(|(p, _, facts)| (p, facts))
+        .collect()
+}
+
+/// [`rotated_candidates`] with the files kept open, so that what is read later is the file the
+/// facts describe even if it is renamed again meanwhile.
+pub fn rotated_files(path: &Path) -> Vec<(PathBuf, File, FileFacts)> {
     let (Some(dir), Some(name)) = (path.parent(), path.file_name()) else {
         return Vec::new();
     };
@@ -109,7 +122,7 @@ pub fn rotated_candidates(path: &Path) -> Vec<(PathBuf, FileFacts)> {
     let Ok(entries) = std::fs::read_dir(dir) else {
         return Vec::new();
     };
-    let mut out: Vec<(PathBuf, FileFacts)> = entries
+    let mut out: Vec<(PathBuf, File, FileFacts)> = entries
         .filter_map(Result::ok)
         .filter(|e| {
             let n = e.file_name();
@@ -124,12 +137,54 @@ pub fn rotated_candidates(path: &Path) -> Vec<(PathBuf, FileFacts)> {
             if !file.metadata().ok()?.is_file() {
                 return None;
             }
-            Some((p, FileFacts::of(&file).ok()?))
+            let facts = FileFacts::of(&file).ok()?;
+            Some((p, file, facts))
         })
         .collect();
     // Deterministic order: `.1` before `.2`.
     out.sort_by(|a, b| a.0.cmp(&b.0));
     out
+}
+
+/// Rotated files (from [`rotated_files`] of `path`) last modified at or after `since` and not
+/// `skip`ped, oldest first: a file rotated away before the source could open it at `path`.
+///
+/// Age is the modification time; on a tie (rotations within the clock's granularity) a short
+/// number after the name counts down with age as logrotate numbers them (`.2` is older than
+/// `.1`), anything else (dates) sorts up by name.
+pub fn rotated_since(
+    path: &Path,
+    files: Vec<(PathBuf, File, FileFacts)>,
+    since: SystemTime,
+    skip: impl Fn(&FileFacts) -> bool,
+) -> Vec<(PathBuf, File, FileFacts)> {
+    let base = path
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    let mut out: Vec<_> = files
+        .into_iter()
+        .filter(|(_, _, f)| f.modified >= since && !skip(f))
+        .collect();
+    out.sort_by_cached_key(|(p, _, f)| (f.modified, age_by_name(&base, p)));
+    out
+}
+
+/// Tie-breaker for [`rotated_since`]: smaller is older.
+fn age_by_name(base: &str, p: &Path) -> (u8, std::cmp::Reverse<u64>, PathBuf) {
+    let name = p
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    let number = name
+        .strip_prefix(base)
+        .map(|s| s.trim_start_matches(['.', '-', '_']))
+        .filter(|s| !s.is_empty() && s.len() < 8 && s.bytes().all(|b| b.is_ascii_digit()))
+        .and_then(|s| s.parse::<u64>().ok());
+    match number {
+        Some(n) => (0, std::cmp::Reverse(n), p.to_path_buf()),
+        None => (1, std::cmp::Reverse(0), p.to_path_buf()),
+    }
 }
 
 #[cfg(test)]
@@ -154,6 +209,7 @@ mod tests {
             size,
             fingerprint,
             fingerprint_complete: true,
+            modified: SystemTime::UNIX_EPOCH,
         }
     }
 
@@ -206,6 +262,40 @@ mod tests {
         // too short to hold the checkpoint, or another file
         assert_eq!(pick_rotated(&cp(1, 10, 77, 1000), &cands), None);
         assert_eq!(pick_rotated(&c, &cands[2..]), None);
+    }
+
+    #[test]
+    fn rotated_since_orders_by_mtime_then_logrotate_number_and_skips() {
+        let d = tempfile::tempdir().unwrap();
+        let path = d.path().join("messages");
+        let t0 = SystemTime::UNIX_EPOCH + std::time::Duration::from_secs(1_000_000);
+        let secs = std::time::Duration::from_secs;
+        // messages.3 is older than the cut; .1 and .2 tie (rotated within one clock tick).
+        for (n, at) in [
+            ("messages.3", t0 - secs(10)),
+            ("messages.2", t0 + secs(5)),
+            ("messages.1", t0 + secs(5)),
+            ("messages-20260101", t0),
+            ("messages.5", t0 + secs(1)),
+        ] {
+            let p = d.path().join(n);
+            std::fs::write(&p, format!("{n}\n")).unwrap();
+            File::options()
+                .write(true)
+                .open(&p)
+                .unwrap()
+                .set_modified(at)
+                .unwrap();
+        }
+        let skip_ino = std::fs::metadata(d.path().join("messages.5"))
+            .unwrap()
+            .ino();
+        let names: Vec<String> =
+            rotated_since(&path, rotated_files(&path), t0, |f| f.ino == skip_ino)
+                .into_iter()
+                .map(|(p, _, _)| p.file_name().unwrap().to_string_lossy().into_owned())
+                .collect();
+        assert_eq!(names, vec!["messages-20260101", "messages.2", "messages.1"]);
     }
 
     #[test]

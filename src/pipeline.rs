@@ -487,11 +487,14 @@ impl SpoolGauges {
     }
 }
 
+/// One figure of the spool's stats.
+type SpoolReading = fn(&spool::SpoolStats) -> f64;
+
 /// Spool levels are read from the spool at scrape time.
 fn export_spool_metrics(writer: &SpoolWriter) -> SpoolGauges {
     let gauges = SpoolGauges(Arc::new(std::sync::Mutex::new(Some(writer.clone()))));
     let r = telemetry::registry();
-    let series: [(&str, &str, fn(&spool::SpoolStats) -> f64); 3] = [
+    let series: [(&str, &str, SpoolReading); 3] = [
         (
             "iemd_spool_pending_records",
             "Alerts in the spool not yet confirmed by the broker.",

@@ -351,6 +351,9 @@ enum ConnectError {
     Url(String),
 }
 
+/// The frame size iemd proposes unless the URL sets `frame_max` (the broker may lower it).
+const FRAME_MAX: u32 = 16 * 1024;
+
 async fn connect(
     config: &BrokerConfig,
     url: &str,
@@ -362,6 +365,10 @@ async fn connect(
         username: creds.user.clone(),
         password: creds.password.clone(),
     };
+    // lapin keeps a send and a receive buffer of 32 frames each, allocated up front: at
+    // RabbitMQ's default 128 KiB frame_max that is 8 MiB resident, a third of the daemon.
+    // Alerts are ~1-2 KiB; a larger one is simply sent as several body frames.
+    uri.query.frame_max.get_or_insert(FRAME_MAX);
     let runtime = lapin::runtime::default_runtime()?;
     let fut = async {
         let conn = Connection::connect_uri_with_config(

@@ -215,7 +215,8 @@ enabled = false
         let Ok(mut s) = TcpStream::connect(("127.0.0.1", self.port)) else {
             return String::new();
         };
-        let _ = s.write_all(b"GET /metrics HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n");
+        let _ =
+            s.write_all(b"GET /metrics HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n");
         let mut text = String::new();
         let _ = s.read_to_string(&mut text);
         text
@@ -227,8 +228,8 @@ enabled = false
     }
 
     fn status(&self, field: &str) -> u64 {
-        let text =
-            std::fs::read_to_string(format!("/proc/{}/status", self.child.id())).unwrap_or_default();
+        let text = std::fs::read_to_string(format!("/proc/{}/status", self.child.id()))
+            .unwrap_or_default();
         text.lines()
             .find_map(|l| l.strip_prefix(field))
             .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
@@ -248,8 +249,11 @@ enabled = false
         let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) }.max(1);
         ticks as f64 / hz as f64
     }
+}
 
-    fn stop(mut self) {
+/// SIGTERM and wait, also when the bench panics: no daemon outlives its run.
+impl Drop for Daemon {
+    fn drop(&mut self) {
         // SAFETY: kill(2) on our own child with a valid signal.
         unsafe { libc::kill(self.child.id() as i32, libc::SIGTERM) };
         let start = Instant::now();
@@ -391,7 +395,10 @@ async fn plain_publisher(name: &str, bodies: &[Vec<u8>], n: u64) -> f64 {
     for i in 0..n as usize {
         if inflight.len() >= WINDOW {
             let c: lapin::Result<lapin::Confirmation> = inflight.next().await.expect("confirm");
-            assert!(matches!(c.expect("confirm"), lapin::Confirmation::Ack(None)));
+            assert!(matches!(
+                c.expect("confirm"),
+                lapin::Confirmation::Ack(None)
+            ));
         }
         let props = lapin::BasicProperties::default()
             .with_delivery_mode(2)
@@ -412,7 +419,10 @@ async fn plain_publisher(name: &str, bodies: &[Vec<u8>], n: u64) -> f64 {
         inflight.push_back(confirm);
     }
     while let Some(c) = inflight.next().await {
-        assert!(matches!(c.expect("confirm"), lapin::Confirmation::Ack(None)));
+        assert!(matches!(
+            c.expect("confirm"),
+            lapin::Confirmation::Ack(None)
+        ));
     }
     let rate = n as f64 / t.elapsed().as_secs_f64();
     delete(&ch, name).await;
@@ -425,6 +435,8 @@ struct Throughput {
     lines: u64,
     write_secs: f64,
     rate: f64,
+    /// iemd's utime+stime over the run.
+    cpu_secs: f64,
     body_bytes: usize,
     rss_kb: Vec<u64>,
     hwm_kb: u64,
@@ -435,6 +447,7 @@ struct Throughput {
 async fn throughput(d: &Daemon, ch: &lapin::Channel, name: &str, lines: u64) -> Throughput {
     let (text, alerts) = dataset(lines);
     let input = d.input.clone();
+    let cpu0 = d.cpu_seconds();
     let t0 = Instant::now();
     let writer = std::thread::spawn(move || {
         let mut f = OpenOptions::new().append(true).open(input).expect("open");
@@ -462,6 +475,7 @@ async fn throughput(d: &Daemon, ch: &lapin::Channel, name: &str, lines: u64) -> 
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     let secs = t0.elapsed().as_secs_f64();
+    let cpu_secs = d.cpu_seconds() - cpu0;
     let write_secs = writer.join().expect("writer");
     assert_eq!(message_count(ch, name).await as u64, alerts, "queue count");
     // Real bodies, to give the ceiling the same messages.
@@ -482,6 +496,7 @@ async fn throughput(d: &Daemon, ch: &lapin::Channel, name: &str, lines: u64) -> 
         lines,
         write_secs,
         rate: alerts as f64 / secs,
+        cpu_secs,
         body_bytes,
         rss_kb,
         hwm_kb: d.status("VmHWM:"),
@@ -603,12 +618,13 @@ fn main() {
         let tp = throughput(&d, &ch, &name, lines).await;
         tokio::time::sleep(Duration::from_secs(3)).await;
         let rss_after = d.status("VmRSS:");
+        let (anon, file) = (d.status("RssAnon:"), d.status("RssFile:"));
         let cpu0 = d.cpu_seconds();
         tokio::time::sleep(Duration::from_secs(10)).await;
         let idle_cpu = d.cpu_seconds() - cpu0;
         let lat = latency(&d, &ch, &name, latency_secs).await;
         let rss_after_latency = d.status("VmRSS:");
-        d.stop();
+        drop(d);
         delete(&ch, &name).await;
 
         let ceiling = plain_publisher(&format!("{name}-ceiling"), &tp.bodies, tp.alerts).await;
@@ -617,7 +633,7 @@ fn main() {
         let name1 = format!("{name}-sync1");
         let d = Daemon::start(&tmp.path().join("sync1"), &name1, 1);
         let lat1 = latency(&d, &ch, &name1, latency_secs / 2).await;
-        d.stop();
+        drop(d);
         delete(&ch, &name1).await;
         let _ = conn.close(200, "bye".into()).await;
 
@@ -631,7 +647,10 @@ fn main() {
         println!("{:<58} {:>14} {:>10}", "end to end", "value", "target");
         println!(
             "{:<58} {:>14} {:>10}",
-            format!("lines written ({} IEM), avg alert body {} B", tp.alerts, tp.body_bytes),
+            format!(
+                "lines written ({} IEM), avg alert body {} B",
+                tp.alerts, tp.body_bytes
+            ),
             tp.lines,
             ""
         );
@@ -644,6 +663,10 @@ fn main() {
         println!(
             "{:<58} {:>14.0} {:>10}",
             "iemd: alerts/s, first line written -> last confirm", tp.rate, ""
+        );
+        println!(
+            "{:<58} {:>14.1} {:>10}",
+            "iemd: CPU seconds (utime+stime) over the run", tp.cpu_secs, ""
         );
         println!(
             "{:<58} {:>14.0} {:>10}",
@@ -684,12 +707,23 @@ fn main() {
             format!("{:.1}/{:.1}", mb(steady), mb(max)),
             "<= 20"
         );
-        println!("{:<58} {:>14.1} {:>10}", "VmHWM after throughput, MB", mb(tp.hwm_kb), "");
+        println!(
+            "{:<58} {:>14.1} {:>10}",
+            "VmHWM after throughput, MB",
+            mb(tp.hwm_kb),
+            ""
+        );
         println!(
             "{:<58} {:>14} {:>10}",
             "VmRSS idle after throughput / after latency, MB",
             format!("{:.1}/{:.1}", mb(rss_after), mb(rss_after_latency)),
             "<= 20"
+        );
+        println!(
+            "{:<58} {:>14} {:>10}",
+            "  of which RssAnon/RssFile (binary pages), MB",
+            format!("{:.1}/{:.1}", mb(anon), mb(file)),
+            ""
         );
         println!(
             "{:<58} {:>14.3} {:>10}",

@@ -309,14 +309,12 @@ struct ComponentRef<'a> {
     name: Option<Cow<'a, str>>,
 }
 
-/// One word of a routing key: lower case, `[a-z0-9_-]`, anything else `_`.
-fn key_word(s: &str) -> String {
-    s.chars()
-        .map(|c| match c.to_ascii_lowercase() {
-            c @ ('a'..='z' | '0'..='9' | '_' | '-') => c,
-            _ => '_',
-        })
-        .collect()
+/// Appends one word of a routing key: lower case, `[a-z0-9_-]`, anything else `_`.
+fn push_key_word(key: &mut String, s: &str) {
+    key.extend(s.chars().map(|c| match c.to_ascii_lowercase() {
+        c @ ('a'..='z' | '0'..='9' | '_' | '-') => c,
+        _ => '_',
+    }));
 }
 
 /// `iem.<severity name>.<component name or id>`, or `iem.malformed`.
@@ -324,27 +322,33 @@ fn routing_key(meta: &Meta<'_>) -> String {
     if meta.kind.as_deref() == Some("malformed") {
         return "iem.malformed".into();
     }
-    let sev = meta
-        .severity
-        .as_ref()
-        .map_or("unknown".to_string(), |s| key_word(&s.name));
-    let comp = meta.component.as_ref().map_or("unknown".to_string(), |c| {
-        key_word(c.name.as_deref().unwrap_or(&c.id))
-    });
-    format!("iem.{sev}.{comp}")
+    let mut key = String::with_capacity(32);
+    key.push_str("iem.");
+    push_key_word(
+        &mut key,
+        meta.severity.as_ref().map_or("unknown", |s| &s.name),
+    );
+    key.push('.');
+    push_key_word(
+        &mut key,
+        meta.component
+            .as_ref()
+            .map_or("unknown", |c| c.name.as_deref().unwrap_or(&c.id)),
+    );
+    key
 }
 
-/// A message ready to publish.
-pub struct Outgoing {
-    pub exchange: String,
+/// A message ready to publish; the body borrows the spooled payload when it is sent as is.
+pub struct Outgoing<'r> {
+    pub exchange: &'r str,
     pub routing_key: String,
-    pub body: Vec<u8>,
+    pub body: Cow<'r, [u8]>,
     pub properties: BasicProperties,
 }
 
 /// Builds the message for one spooled record.
-pub fn message(config: &BrokerConfig, rec: &Record) -> Outgoing {
-    let exchange = config.exchange_name().to_string();
+pub fn message<'r>(config: &'r BrokerConfig, rec: &'r Record) -> Outgoing<'r> {
+    let exchange = config.exchange_name();
     let mut props = BasicProperties::default()
         .with_delivery_mode(2)
         .with_content_type("application/json".into())
@@ -354,24 +358,21 @@ pub fn message(config: &BrokerConfig, rec: &Record) -> Outgoing {
     let (routing_key, body, schema) = match (config.format, &meta) {
         (BodyFormat::V1, Ok(m)) => (
             routing_key(m),
-            rec.payload.clone(),
-            m.schema
-                .as_deref()
-                .unwrap_or(crate::alert::SCHEMA)
-                .to_string(),
+            Cow::Borrowed(rec.payload.as_slice()),
+            m.schema.as_deref().unwrap_or(crate::alert::SCHEMA),
         ),
         (BodyFormat::Sspl, Ok(_)) => {
             let body = serde_json::from_slice::<Alert>(&rec.payload)
                 .ok()
                 .and_then(|a| serde_json::to_vec(&crate::sspl::body(&a)).ok())
-                .unwrap_or_else(|| rec.payload.clone());
-            ("sensor-key".into(), body, "sspl/1.0.0".into())
+                .map_or(Cow::Borrowed(rec.payload.as_slice()), Cow::Owned);
+            ("sensor-key".into(), body, "sspl/1.0.0")
         }
         // Never dropped: an unreadable payload still goes out, where someone can see it.
         (_, Err(_)) => (
             "iem.malformed".into(),
-            rec.payload.clone(),
-            "unknown".into(),
+            Cow::Borrowed(rec.payload.as_slice()),
+            "unknown",
         ),
     };
     if let Ok(m) = &meta {
@@ -401,6 +402,9 @@ enum ConnectError {
     #[error("invalid URL: {0}")]
     Url(String),
 }
+
+/// The frame size iemd proposes unless the URL sets `frame_max` (the broker may lower it).
+const FRAME_MAX: u32 = 16 * 1024;
 
 /// Connects to the first reachable broker URL of `config`, with its credentials and TLS, for
 /// tools that consume (`iemctl tail`). Returns the connection and the (redacted) URL used.
@@ -436,6 +440,10 @@ async fn open(
         username: creds.user.clone(),
         password: creds.password.clone(),
     };
+    // lapin keeps a send and a receive buffer of 32 frames each, allocated up front: at
+    // RabbitMQ's default 128 KiB frame_max that is 8 MiB resident, a third of the daemon.
+    // Alerts are ~1-2 KiB; a larger one is simply sent as several body frames.
+    uri.query.frame_max.get_or_insert(FRAME_MAX);
     let runtime = lapin::runtime::default_runtime()?;
     Ok(Connection::connect_uri_with_config(
         uri,
@@ -662,7 +670,7 @@ async fn pump(
                 let rec = rec?;
                 let out = message(config, &rec);
                 let published = session.channel.basic_publish(
-                    out.exchange.as_str().into(),
+                    out.exchange.into(),
                     out.routing_key.as_str().into(),
                     mandatory,
                     &out.body,
@@ -804,7 +812,7 @@ pub async fn send_records(
         match session
             .channel
             .basic_publish(
-                out.exchange.as_str().into(),
+                out.exchange.into(),
                 out.routing_key.as_str().into(),
                 mandatory,
                 &out.body,

@@ -332,3 +332,38 @@ async fn credentials_never_reach_the_log() {
         "{err}"
     );
 }
+
+/// iemd proposes a 16 KiB frame_max (lapin's buffers are 32 frames each): an alert several
+/// frames long must still arrive whole.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn alert_larger_than_a_frame_arrives_whole() {
+    if !util::broker_available("alert_larger_than_a_frame_arrives_whole") {
+        return;
+    }
+    let _b = util::broker_lock::shared();
+    let broker = broker_config("big");
+    let run = start(&broker, spool_config);
+    let mut v: serde_json::Value = serde_json::from_slice(&alert_json(1)).unwrap();
+    v["message"] = serde_json::Value::String("x".repeat(100_000));
+    let big = serde_json::to_vec(&v).unwrap();
+    run.writer.append(&big).await.unwrap();
+    run.wait_acked(1, Duration::from_secs(30)).await;
+    run.stop().await;
+    let queue = broker.queue.clone().unwrap().name;
+    let conn = lapin::Connection::connect(&util::broker_url(), Default::default())
+        .await
+        .unwrap();
+    let ch = conn.create_channel().await.unwrap();
+    let got = ch
+        .basic_get(
+            queue.as_str().into(),
+            lapin::options::BasicGetOptions { no_ack: true },
+        )
+        .await
+        .unwrap()
+        .expect("the big alert is in the queue");
+    assert_eq!(got.delivery.data, big);
+    let _ = ch
+        .queue_delete(queue.as_str().into(), Default::default())
+        .await;
+}

@@ -29,3 +29,28 @@ pub fn parse_syslog_line(line: &str) -> ParsedLine<'_> {
         iem: iem::classify(message),
     }
 }
+
+/// The agent's per-line entry point: a line without the `IEC:` marker costs one marker scan and
+/// gives `None` (its header is never parsed: nothing downstream needs it); a line with the marker
+/// is parsed as [`parse_syslog_line`] does (its classification may still be `NotIem` when the
+/// marker sits in the header).
+pub fn parse_iem_line(line: &str) -> Option<ParsedLine<'_>> {
+    iem::find_marker(line)?;
+    Some(parse_syslog_line(line))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn lines_without_the_marker_are_not_parsed() {
+        assert_eq!(
+            parse_iem_line("Nov 21 22:50:01 node1 sshd[1]: Accepted publickey"),
+            None
+        );
+        assert_eq!(parse_iem_line("IEC 60870 is a standard"), None);
+        let line = "Nov 21 22:50:01 node1 s3server[1]: IEC:ES0030010001:down";
+        assert_eq!(parse_iem_line(line), Some(parse_syslog_line(line)));
+    }
+}

@@ -65,7 +65,7 @@ impl<'c> Decoder<'c> {
         {
             return self.decode_journal(&entry, source, clock);
         }
-        let parsed = iem_parsers::parse_syslog_line(text);
+        let parsed = iem_parsers::parse_iem_line(text)?;
         if matches!(parsed.iem, Classified::NotIem) {
             return None;
         }

@@ -78,6 +78,40 @@ async fn plain(url: &str, exchange: &str, payloads: &[Vec<u8>]) -> f64 {
     rate
 }
 
+/// Alternated rounds of (ceiling, iemd).
+const ROUNDS: usize = 3;
+
+/// iemd's publisher draining a spool filled with `payloads` before it starts: msg/s.
+async fn drain_full_spool(broker: &BrokerConfig, payloads: &[Vec<u8>]) -> f64 {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let (w, reader, _) = iemd::spool::open(&SpoolConfig {
+        dir: tmp.path().join("spool"),
+        max_bytes: 4 << 30,
+        ..SpoolConfig::default()
+    })
+    .expect("spool");
+    for chunk in payloads.chunks(256) {
+        w.append_batch(chunk).await.expect("append");
+    }
+    let n = payloads.len() as u64;
+    w.wait_durable(n).await;
+    let stats = Arc::new(PublishStats::new(broker, None));
+    let shutdown = Shutdown::new();
+    let t = Instant::now();
+    let task = tokio::spawn({
+        let (broker, stats, shutdown) = (broker.clone(), stats.clone(), shutdown.clone());
+        async move { iemd::publish::run(&broker, reader, shutdown, stats).await }
+    });
+    while w.stats().acked_seq < n {
+        tokio::time::sleep(Duration::from_millis(2)).await;
+    }
+    let rate = n as f64 / t.elapsed().as_secs_f64();
+    shutdown.token.cancel();
+    task.await.expect("join").expect("publisher");
+    assert_eq!(stats.published_total.load(Ordering::Relaxed), n);
+    rate
+}
+
 fn main() {
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
@@ -125,26 +159,6 @@ fn main() {
             .await
             .expect("bind");
         let payloads: Vec<Vec<u8>> = (0..N).map(payload).collect();
-
-        // The spool, full before the publisher starts.
-        let tmp = tempfile::tempdir().expect("tempdir");
-        let (w, reader, _) = iemd::spool::open(&SpoolConfig {
-            dir: tmp.path().join("spool"),
-            max_bytes: 4 << 30,
-            ..SpoolConfig::default()
-        })
-        .expect("spool");
-        for chunk in payloads.chunks(256) {
-            w.append_batch(chunk).await.expect("append");
-        }
-        w.wait_durable(N).await;
-
-        let ceiling = plain(url, &name, &payloads).await;
-        admin
-            .queue_purge(name.as_str().into(), QueuePurgeOptions::default())
-            .await
-            .expect("purge");
-
         let broker = BrokerConfig {
             urls: vec!["amqp://127.0.0.1:5672/%2f".into()],
             exchange: Some(name.clone()),
@@ -156,20 +170,28 @@ fn main() {
             window: WINDOW,
             ..BrokerConfig::default()
         };
-        let stats = Arc::new(PublishStats::new(&broker, None));
-        let shutdown = Shutdown::new();
-        let t = Instant::now();
-        let task = tokio::spawn({
-            let (broker, stats, shutdown) = (broker.clone(), stats.clone(), shutdown.clone());
-            async move { iemd::publish::run(&broker, reader, shutdown, stats).await }
-        });
-        while w.stats().acked_seq < N {
-            tokio::time::sleep(Duration::from_millis(2)).await;
+        let purge = || async {
+            admin
+                .queue_purge(name.as_str().into(), QueuePurgeOptions::default())
+                .await
+                .expect("purge");
+        };
+        // Rounds alternate ceiling and iemd, so that load from other processes hits both alike;
+        // the best of each counts.
+        let (mut ceiling, mut drain) = (0f64, 0f64);
+        for round in 1..=ROUNDS {
+            let c = plain(url, &name, &payloads).await;
+            purge().await;
+            let d = drain_full_spool(&broker, &payloads).await;
+            purge().await;
+            println!(
+                "round {round}: ceiling {c:>8.0} msg/s, iemd {d:>8.0} msg/s ({:.0}%)",
+                100.0 * d / c
+            );
+            ceiling = ceiling.max(c);
+            drain = drain.max(d);
         }
-        let drain = N as f64 / t.elapsed().as_secs_f64();
-        shutdown.token.cancel();
-        task.await.expect("join").expect("publisher");
-        assert_eq!(stats.published_total.load(Ordering::Relaxed), N);
+        println!("best of {ROUNDS} rounds:");
         println!("plain lapin publisher with confirms (ceiling): {ceiling:>8.0} msg/s");
         println!("iemd publisher draining a full spool:          {drain:>8.0} msg/s");
         println!("ratio: {:.0}% (target >= 90%)", 100.0 * drain / ceiling);

@@ -154,11 +154,13 @@ pub fn iem_line(tag: &str) -> String {
     format!("Nov 21 22:50:01 node1 s3server[1234]: IEC:ES0030010001:auth failed {tag}")
 }
 
-/// What a test consumed: every delivery's message id and alert message, in arrival order.
+/// What a test consumed: every delivery's message id, alert message and whole body, in arrival
+/// order.
 #[derive(Debug, Default)]
 pub struct Received {
     pub ids: Vec<String>,
     pub messages: Vec<String>,
+    pub bodies: Vec<serde_json::Value>,
 }
 
 impl Received {

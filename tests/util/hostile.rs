@@ -5,62 +5,9 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
-use futures_util::StreamExt;
-use lapin::options::{
-    BasicConsumeOptions, ExchangeDeleteOptions, QueueDeclareOptions, QueueDeleteOptions,
-};
-use lapin::types::FieldTable;
-
-/// Waits until `queue` holds at least `n` messages (or `within` passes), then consumes every
-/// message as JSON and deletes the queue and the exchange of the same name.
+/// Every alert body in `queue` once it holds `n` (or `within` passes); see [`super::daemon::collect`].
 pub async fn collect_bodies(queue: &str, n: usize, within: Duration) -> Vec<serde_json::Value> {
-    let conn = lapin::Connection::connect(&super::broker_url(), Default::default())
-        .await
-        .unwrap();
-    let start = Instant::now();
-    loop {
-        let probe = conn.create_channel().await.unwrap();
-        let q = probe
-            .queue_declare(
-                queue.into(),
-                QueueDeclareOptions {
-                    passive: true,
-                    ..Default::default()
-                },
-                FieldTable::default(),
-            )
-            .await;
-        let count = q.map(|q| q.message_count() as usize).unwrap_or(0);
-        let _ = probe.close(200, "done".into()).await;
-        if count >= n || start.elapsed() > within {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    let ch = conn.create_channel().await.unwrap();
-    let mut consumer = ch
-        .basic_consume(
-            queue.into(),
-            "collect-bodies".into(),
-            BasicConsumeOptions {
-                no_ack: true,
-                ..Default::default()
-            },
-            FieldTable::default(),
-        )
-        .await
-        .unwrap();
-    let mut got = Vec::new();
-    while let Ok(Some(d)) = tokio::time::timeout(Duration::from_secs(2), consumer.next()).await {
-        got.push(serde_json::from_slice(&d.unwrap().data).unwrap());
-    }
-    let _ = ch
-        .queue_delete(queue.into(), QueueDeleteOptions::default())
-        .await;
-    let _ = ch
-        .exchange_delete(queue.into(), ExchangeDeleteOptions::default())
-        .await;
-    got
+    super::daemon::collect(queue, n, within).await.bodies
 }
 
 /// A tmpfs mounted on a directory until dropped (lazy unmount, so a process still holding a

@@ -32,6 +32,16 @@ fn assert_all_arrived(messages: &[String], n: usize) {
     );
 }
 
+/// A running agent tailing `dir/messages` into the exchange and queue `name`.
+fn agent_tailing_one_file(label: &str) -> (tempfile::TempDir, String, std::path::PathBuf, Daemon) {
+    let dir = tempfile::tempdir().unwrap();
+    let name = unique(label);
+    let messages = log_file(dir.path(), "messages");
+    let daemon = Daemon::start(dir.path(), &config(dir.path(), &name, &[&messages], ""));
+    daemon.wait_log("iemd running", Duration::from_secs(20));
+    (dir, name, messages, daemon)
+}
+
 /// Writes `n` IEM lines, one every `pause` per 10, calling `at(i)` before line `i`.
 fn write_stream(path: &Path, n: usize, pause: Duration, mut at: impl FnMut(usize)) {
     for i in 0..n {
@@ -49,11 +59,7 @@ async fn rotations_and_a_clean_restart_lose_and_repeat_nothing() {
         return;
     }
     let _broker = broker_lock::shared();
-    let dir = tempfile::tempdir().unwrap();
-    let name = unique("agent-rotate");
-    let messages = log_file(dir.path(), "messages");
-    let mut daemon = Daemon::start(dir.path(), &config(dir.path(), &name, &[&messages], ""));
-    daemon.wait_log("iemd running", Duration::from_secs(20));
+    let (dir, name, messages, mut daemon) = agent_tailing_one_file("agent-rotate");
     let n = 4000;
     let path = messages.clone();
     write_stream(&path, n, Duration::from_millis(2), |i| match i {
@@ -96,11 +102,7 @@ async fn kill_9_mid_stream_loses_nothing() {
         return;
     }
     let _broker = broker_lock::shared();
-    let dir = tempfile::tempdir().unwrap();
-    let name = unique("agent-kill9");
-    let messages = log_file(dir.path(), "messages");
-    let mut daemon = Daemon::start(dir.path(), &config(dir.path(), &name, &[&messages], ""));
-    daemon.wait_log("iemd running", Duration::from_secs(20));
+    let (_dir, name, messages, mut daemon) = agent_tailing_one_file("agent-kill9");
     let n = 3000;
     write_stream(&messages, n, Duration::from_millis(2), |i| {
         if i == 1500 {
@@ -352,11 +354,7 @@ async fn iemctl_emit_to_a_tailed_file_reaches_the_broker() {
         return;
     }
     let _broker = broker_lock::shared();
-    let dir = tempfile::tempdir().unwrap();
-    let name = unique("agent-emit");
-    let messages = log_file(dir.path(), "messages");
-    let mut daemon = Daemon::start(dir.path(), &config(dir.path(), &name, &[&messages], ""));
-    daemon.wait_log("iemd running", Duration::from_secs(20));
+    let (_dir, name, messages, mut daemon) = agent_tailing_one_file("agent-emit");
     // A wrapper script's emit, with a hostile message and a JSON extra, as its log line.
     let out = Command::new(env!("CARGO_BIN_EXE_iemctl"))
         .args(["emit", "--to", "stdout", "--tag", "s3server", "--pid", "77"])

@@ -225,6 +225,7 @@ pub async fn collect(queue: &str, n: usize, within: Duration) -> Received {
         let body: serde_json::Value = serde_json::from_slice(&d.data).unwrap();
         got.messages
             .push(body["message"].as_str().unwrap_or_default().to_owned());
+        got.bodies.push(body);
     }
     let _ = ch
         .queue_delete(queue.into(), QueueDeleteOptions::default())

@@ -60,7 +60,7 @@ pub enum PipelineError {
     #[error(transparent)]
     Source(#[from] SourceError),
     #[error("cannot encode an alert: {0}")]
-    Encode(#[from] serde_json::Error),
+    Encode(#[from] sonic_rs::Error),
     #[error(transparent)]
     Telemetry(#[from] telemetry::TelemetryError),
     #[error(transparent)]
@@ -302,7 +302,7 @@ impl Stage<'_> {
                         events::malformed(&line.source, reason.as_deref().unwrap_or(""))
                     }
                 }
-                payloads.push(serde_json::to_vec(&alert)?);
+                payloads.push(crate::alert::encode(&alert)?);
             }
             marks.push((line.source, line.position, payloads.len()));
         }

@@ -146,7 +146,9 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
                 Kind::Malformed => malformed += 1,
             }
             let written = match args.format {
-                Format::Json => serde_json::to_writer(&mut out, &alert).map_err(io::Error::from),
+                Format::Json => iemd::alert::encode(&alert)
+                    .map_err(io::Error::other)
+                    .and_then(|json| out.write_all(&json)),
                 Format::Sspl => serde_json::to_writer(&mut out, &iemd::sspl::body(&alert))
                     .map_err(io::Error::from),
                 Format::Text => write_text(&mut out, &alert),

@@ -23,12 +23,12 @@ fn alert(i: usize, code: &str, comp: (&str, &str), module: (&str, &str), message
         kind: Kind::Iem,
         code: Some(code.into()),
         severity: Some(Coded {
-            code: code[..1].into(),
+            code: code[..1].to_owned().into(),
             name: "error".into(),
         }),
         alert_type: Some("fault".into()),
         source_type: Some(Coded {
-            code: code[1..2].into(),
+            code: code[1..2].to_owned().into(),
             name: "software".into(),
         }),
         component: Some(Named {

@@ -2,6 +2,9 @@
 //!
 //! The JSON Schema lives in `schema/iem.alert.v1.json`; tests validate output against it.
 
+use std::borrow::Cow;
+use std::sync::Arc;
+
 use serde::{Deserialize, Serialize};
 
 pub const SCHEMA: &str = "iem.alert/v1";
@@ -26,15 +29,16 @@ pub enum Kind {
 /// A letter code with its name (`{"code": "E", "name": "error"}`).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Coded {
-    pub code: String,
-    pub name: String,
+    pub code: Cow<'static, str>,
+    pub name: Cow<'static, str>,
 }
 
 /// A numeric field of the code as its hex digits, with its catalog name when known.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Named {
     pub id: String,
-    pub name: Option<String>,
+    /// Shared with the catalog (no copy per alert).
+    pub name: Option<Arc<str>>,
 }
 
 /// Where the line came from.
@@ -94,7 +98,7 @@ pub struct Hardware {
 /// One normalized alert (`iem.alert/v1`).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Alert {
-    pub schema: String,
+    pub schema: Cow<'static, str>,
     /// Stable id: the same line at the same position gives the same id across runs and replays.
     pub id: String,
     pub kind: Kind,
@@ -102,7 +106,7 @@ pub struct Alert {
     pub code: Option<String>,
     pub severity: Option<Coded>,
     /// fault / fault_resolved / get.
-    pub alert_type: Option<String>,
+    pub alert_type: Option<Cow<'static, str>>,
     pub source_type: Option<Coded>,
     pub component: Option<Named>,
     pub module: Option<Named>,
@@ -112,10 +116,10 @@ pub struct Alert {
     pub message: String,
     /// What the event means for the system, from the catalog.
     #[serde(skip_serializing_if = "Option::is_none", default)]
-    pub impact: Option<String>,
+    pub impact: Option<Arc<str>>,
     /// What the operator should do, from the catalog.
     #[serde(skip_serializing_if = "Option::is_none", default)]
-    pub recommendation: Option<String>,
+    pub recommendation: Option<Arc<str>>,
     /// Motr's running count, when the line carried one.
     #[serde(skip_serializing_if = "Option::is_none", default)]
     pub count: Option<u64>,

@@ -43,7 +43,7 @@ pub fn body(alert: &Alert) -> Value {
         host.and_then(|h| f(h).clone()).unwrap_or_default()
     };
     let malformed = alert.kind == Kind::Malformed || alert.code.is_none();
-    let severity_code = alert.severity.as_ref().map(|s| s.code.as_str());
+    let severity_code = alert.severity.as_ref().map(|s| &*s.code);
     let alert_type = alert
         .alert_type
         .clone()
@@ -58,15 +58,15 @@ pub fn body(alert: &Alert) -> Value {
                     _ => "get",
                 }
             }
-            .to_string()
+            .into()
         });
     let severity = match &alert.severity {
         Some(s) if !malformed => s.name.clone(),
-        _ => "warning".to_string(),
+        _ => "warning".into(),
     };
     let name_of = |n: &Option<Named>| -> String {
         n.as_ref()
-            .map(|n| n.name.clone().unwrap_or_else(|| n.id.clone()))
+            .map(|n| n.name.as_deref().unwrap_or(&n.id).to_owned())
             .unwrap_or_default()
     };
     let description = if malformed {
@@ -82,7 +82,7 @@ pub fn body(alert: &Alert) -> Value {
     let source = if malformed {
         "Software"
     } else {
-        match alert.source_type.as_ref().map(|s| s.code.as_str()) {
+        match alert.source_type.as_ref().map(|s| &*s.code) {
             Some("H") => "Hardware",
             Some("F") => "Firmware",
             Some("O") => "OS",

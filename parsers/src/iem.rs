@@ -67,6 +67,21 @@ impl Severity {
         }
     }
 
+    /// The code letter as a string.
+    pub fn code(self) -> &'static str {
+        match self {
+            Severity::Alert => "A",
+            Severity::Critical => "X",
+            Severity::Error => "E",
+            Severity::Warning => "W",
+            Severity::Notice => "N",
+            Severity::Configuration => "C",
+            Severity::Informational => "I",
+            Severity::Detail => "D",
+            Severity::Debug => "B",
+        }
+    }
+
     pub fn name(self) -> &'static str {
         match self {
             Severity::Alert => "alert",
@@ -125,6 +140,16 @@ impl Source {
             Source::Software => 'S',
             Source::Firmware => 'F',
             Source::Os => 'O',
+        }
+    }
+
+    /// The code letter as a string.
+    pub fn code(self) -> &'static str {
+        match self {
+            Source::Hardware => "H",
+            Source::Software => "S",
+            Source::Firmware => "F",
+            Source::Os => "O",
         }
     }
 

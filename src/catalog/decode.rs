@@ -143,7 +143,7 @@ impl<'c> Decoder<'c> {
         truncated: bool,
     ) -> Alert {
         let mut alert = Alert {
-            schema: alert::SCHEMA.to_owned(),
+            schema: alert::SCHEMA.into(),
             id,
             kind: Kind::Malformed,
             code: None,
@@ -196,21 +196,21 @@ impl<'c> Decoder<'c> {
         let found = self.catalog.lookup(code);
         alert.code = Some(code.to_string());
         alert.severity = Some(Coded {
-            code: code.severity.letter().to_string(),
-            name: code.severity.name().to_owned(),
+            code: code.severity.code().into(),
+            name: code.severity.name().into(),
         });
-        alert.alert_type = Some(code.severity.alert_type().to_owned());
+        alert.alert_type = Some(code.severity.alert_type().into());
         alert.source_type = Some(Coded {
-            code: code.source.letter().to_string(),
-            name: code.source.name().to_owned(),
+            code: code.source.code().into(),
+            name: code.source.name().into(),
         });
         alert.component = Some(Named {
             id: hex_digits(code.component, 3),
-            name: found.component.map(str::to_owned),
+            name: found.component.cloned(),
         });
         alert.module = Some(Named {
             id: hex_digits(code.module, 3),
-            name: found.module.map(str::to_owned),
+            name: found.module.cloned(),
         });
         alert.event = Some(Named {
             id: hex_digits(code.event, 4),

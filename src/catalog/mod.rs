@@ -9,6 +9,7 @@ pub mod decode;
 use std::collections::BTreeMap;
 use std::ops::Range;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use serde::Deserialize;
 use toml::Spanned;
@@ -44,24 +45,24 @@ pub enum CatalogError {
 /// One event of the catalog.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Event {
-    pub description: String,
-    pub impact: Option<String>,
-    pub recommendation: Option<String>,
+    pub description: Arc<str>,
+    pub impact: Option<Arc<str>>,
+    pub recommendation: Option<Arc<str>>,
 }
 
 /// One component: its name, its modules' names and its events by (module, event).
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct Component {
-    pub name: String,
-    pub modules: BTreeMap<u16, String>,
+    pub name: Arc<str>,
+    pub modules: BTreeMap<u16, Arc<str>>,
     pub events: BTreeMap<(u16, u16), Event>,
 }
 
 /// What the catalog knows about one code; any part may be missing.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Lookup<'c> {
-    pub component: Option<&'c str>,
-    pub module: Option<&'c str>,
+    pub component: Option<&'c Arc<str>>,
+    pub module: Option<&'c Arc<str>>,
     pub event: Option<&'c Event>,
 }
 
@@ -151,7 +152,7 @@ impl Catalog {
         for (key, name) in &file.modules {
             let m = parse_hex(key, 3, 0x001, 0x0ff, "module id")
                 .map_err(|r| invalid(Some(name.span()), r))?;
-            modules.insert(m, name.get_ref().clone());
+            modules.insert(m, Arc::<str>::from(name.get_ref().as_str()));
         }
         let mut events = BTreeMap::new();
         for ev in file.events {
@@ -166,9 +167,9 @@ impl Catalog {
                 ));
             }
             let event = Event {
-                description: ev.description,
-                impact: ev.impact,
-                recommendation: ev.recommendation,
+                description: ev.description.into(),
+                impact: ev.impact.map(Into::into),
+                recommendation: ev.recommendation.map(Into::into),
             };
             if events.insert((m, e), event).is_some() {
                 return Err(invalid(
@@ -179,7 +180,7 @@ impl Catalog {
         }
         let component = self.components.entry(id).or_default();
         match file.name {
-            Some(name) => component.name = name,
+            Some(name) => component.name = name.into(),
             None if component.name.is_empty() => {
                 return Err(invalid(
                     Some(file.id.span()),
@@ -197,10 +198,8 @@ impl Catalog {
     pub fn lookup(&self, code: &iem_parsers::iem::Code) -> Lookup<'_> {
         let component = self.components.get(&code.component);
         Lookup {
-            component: component.map(|c| c.name.as_str()),
-            module: component
-                .and_then(|c| c.modules.get(&code.module))
-                .map(String::as_str),
+            component: component.map(|c| &c.name),
+            module: component.and_then(|c| c.modules.get(&code.module)),
             event: component.and_then(|c| c.events.get(&(code.module, code.event))),
         }
     }
@@ -238,6 +237,10 @@ fn line_of(text: &str, offset: usize) -> usize {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn text(name: Option<&Arc<str>>) -> Option<&str> {
+        name.map(|n| &**n)
+    }
     use iem_parsers::iem::{Code, Severity, Source};
 
     fn code(component: u16, module: u16, event: u16) -> Code {
@@ -257,11 +260,7 @@ mod tests {
             catalog.add_file(Path::new(name), text).unwrap();
         }
         assert_eq!(catalog, Catalog::builtin());
-        let names: Vec<&str> = catalog
-            .components
-            .values()
-            .map(|c| c.name.as_str())
-            .collect();
+        let names: Vec<&str> = catalog.components.values().map(|c| &*c.name).collect();
         assert_eq!(
             names,
             ["hare", "motr", "s3", "auth", "sspl", "csm", "nfs", "ha"]
@@ -286,10 +285,7 @@ mod tests {
         ];
         for (c, m, e, description) in known {
             let found = catalog.lookup(&code(c, m, e));
-            assert_eq!(
-                found.event.map(|e| e.description.as_str()),
-                Some(description)
-            );
+            assert_eq!(found.event.map(|e| &*e.description), Some(description));
         }
         for (c, m, e) in [
             (2, 2, 4),
@@ -307,7 +303,10 @@ mod tests {
             );
         }
         let s3 = catalog.lookup(&code(3, 1, 1));
-        assert_eq!((s3.component, s3.module), (Some("s3"), Some("Connection")));
+        assert_eq!(
+            (text(s3.component), text(s3.module)),
+            (Some("s3"), Some("Connection"))
+        );
     }
 
     #[test]
@@ -315,12 +314,8 @@ mod tests {
         let catalog = Catalog::builtin();
         let found = catalog.lookup(&code(0x003, 0x0aa, 0x0001));
         assert_eq!(
-            found,
-            Lookup {
-                component: Some("s3"),
-                module: None,
-                event: None
-            }
+            (text(found.component), text(found.module), found.event),
+            (Some("s3"), None, None)
         );
         let found = catalog.lookup(&code(0x0fe, 1, 1));
         assert_eq!(
@@ -377,9 +372,15 @@ mod tests {
         let catalog =
             Catalog::load(&[dir.path().to_path_buf(), dir.path().join("missing")]).unwrap();
         let found = catalog.lookup(&code(3, 1, 1));
-        assert_eq!(found.event.unwrap().description, "Site text");
-        assert_eq!(found.component, Some("s3"));
-        assert_eq!(catalog.lookup(&code(3, 7, 1)).module, Some("Replication"));
-        assert_eq!(catalog.lookup(&code(3, 2, 1)).module, Some("ChunkParsing"));
+        assert_eq!(&*found.event.unwrap().description, "Site text");
+        assert_eq!(text(found.component), Some("s3"));
+        assert_eq!(
+            text(catalog.lookup(&code(3, 7, 1)).module),
+            Some("Replication")
+        );
+        assert_eq!(
+            text(catalog.lookup(&code(3, 2, 1)).module),
+            Some("ChunkParsing")
+        );
     }
 }

@@ -30,7 +30,7 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
             "code", "component", "module"
         );
         for (c, m, e, component, event) in catalog.events() {
-            let module = component.modules.get(&m).map_or("-", String::as_str);
+            let module = component.modules.get(&m).map_or("-", |m| &**m);
             println!(
                 "{c:03x}{m:03x}{e:04x}  {:<9}  {module:<19}  {}",
                 component.name, event.description
@@ -64,12 +64,12 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     println!(
         "component:      {:03x} {}",
         parsed.component,
-        found.component.unwrap_or("(unknown)")
+        found.component.map_or("(unknown)", |c| &**c)
     );
     println!(
         "module:         {:03x} {}",
         parsed.module,
-        found.module.unwrap_or("(unknown)")
+        found.module.map_or("(unknown)", |m| &**m)
     );
     match found.event {
         Some(event) => {

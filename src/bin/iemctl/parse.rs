@@ -183,7 +183,7 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
 fn write_text(out: &mut impl Write, alert: &Alert) -> io::Result<()> {
     let name = |n: &Option<iemd::alert::Named>| {
         n.as_ref()
-            .map(|n| n.name.clone().unwrap_or_else(|| n.id.clone()))
+            .map(|n| n.name.as_deref().unwrap_or(&n.id).to_owned())
             .unwrap_or_default()
     };
     match alert.kind {
@@ -192,7 +192,7 @@ fn write_text(out: &mut impl Write, alert: &Alert) -> io::Result<()> {
             "{} {} {:<13} {}/{}: {}",
             alert.time,
             alert.code.as_deref().unwrap_or("-"),
-            alert.severity.as_ref().map_or("-", |s| s.name.as_str()),
+            alert.severity.as_ref().map_or("-", |s| &*s.name),
             name(&alert.component),
             name(&alert.module),
             alert.message.escape_debug()

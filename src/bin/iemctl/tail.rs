@@ -162,7 +162,7 @@ fn text_line(body: &[u8], colour: bool) -> String {
         .unwrap_or_else(|| "-".into());
     let name = |n: &Option<iemd::alert::Named>| {
         n.as_ref()
-            .map(|n| n.name.clone().unwrap_or_else(|| n.id.clone()))
+            .map(|n| n.name.as_deref().unwrap_or(&n.id).to_owned())
             .unwrap_or_default()
     };
     let (line, severity) = match alert.kind {
@@ -172,7 +172,7 @@ fn text_line(body: &[u8], colour: bool) -> String {
                 alert.time,
                 host,
                 alert.code.as_deref().unwrap_or("-"),
-                alert.severity.as_ref().map_or("-", |s| s.name.as_str()),
+                alert.severity.as_ref().map_or("-", |s| &*s.name),
                 name(&alert.component),
                 name(&alert.module),
                 alert.message.escape_debug()

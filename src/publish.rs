@@ -595,10 +595,13 @@ pub async fn run(
             }
         };
         stats.set_connected(idx, false);
-        let _ = session
-            .conn
-            .close(200, "iemd publisher closing".into())
-            .await;
+        // A connection that went silent never answers the close: don't wait for it (dropping
+        // the session drops the socket).
+        let _ = tokio::time::timeout(
+            Duration::from_secs(2),
+            session.conn.close(200, "iemd publisher closing".into()),
+        )
+        .await;
         reader.persist()?;
         match ended {
             Ended::Shutdown => return Ok(()),
@@ -634,6 +637,12 @@ async fn pump(
     let mut confirmed: Option<u64> = None;
     let mut unacked = 0u64;
     let mut tick = tokio::time::interval(Duration::from_secs(1));
+    // The last time a confirm came back (or the window was empty): a session with alerts in
+    // flight and no confirm for `stall_timeout_ms` is given up, whatever its status says.
+    let mut progress = tokio::time::Instant::now();
+    // A broker that holds confirms (a quorum queue without quorum) costs a reconnect and
+    // duplicates (same ids) every stall timeout; a connection that died silently costs no more.
+    let stall = Duration::from_millis(config.stall_timeout_ms);
     let mandatory = BasicPublishOptions {
         mandatory: true,
         ..BasicPublishOptions::default()
@@ -657,6 +666,7 @@ async fn pump(
                 if !settle(seq, time_ms, res, stats, &mut confirmed) {
                     break Ended::Failed { reconnect: !session.conn.status().connected() || !session.channel.status().connected() };
                 }
+                progress = tokio::time::Instant::now();
                 backoff.reset();
                 unacked += 1;
                 if (unacked >= ACK_BATCH || inflight.is_empty())
@@ -669,13 +679,20 @@ async fn pump(
             rec = reader.next(), if inflight.len() < config.window => {
                 let rec = rec?;
                 let out = message(config, &rec);
-                let published = session.channel.basic_publish(
+                if inflight.is_empty() {
+                    progress = tokio::time::Instant::now();
+                }
+                let published = tokio::time::timeout(stall, session.channel.basic_publish(
                     out.exchange.into(),
                     out.routing_key.as_str().into(),
                     mandatory,
                     &out.body,
                     out.properties,
-                ).await;
+                )).await;
+                let Ok(published) = published else {
+                    tracing::warn!(seq = rec.seq, "publish blocked for {stall:?}; reconnecting");
+                    break Ended::Failed { reconnect: true };
+                };
                 match published {
                     Ok(confirm) => {
                         let (seq, time_ms) = (rec.seq, rec.time_ms);
@@ -689,6 +706,11 @@ async fn pump(
             }
             _ = tick.tick() => {
                 if !session.conn.status().connected() || !session.channel.status().connected() {
+                    break Ended::Failed { reconnect: true };
+                }
+                if !inflight.is_empty() && progress.elapsed() > stall {
+                    tracing::warn!(in_flight = inflight.len(),
+                        "no confirm from the broker for {stall:?}; reconnecting and sending again");
                     break Ended::Failed { reconnect: true };
                 }
             }

@@ -129,10 +129,7 @@ async fn broker_down_at_start_alerts_arrive_when_it_comes() {
     let _broker = broker_lock::shared();
     // The agent's broker is a port nobody listens on yet; later a proxy to the real broker
     // opens it, so the real broker stays up for the other tests.
-    let port = {
-        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-        l.local_addr().unwrap().port()
-    };
+    let port = util::amqp::free_port();
     let dir = tempfile::tempdir().unwrap();
     let name = unique("agent-late");
     let messages = log_file(dir.path(), "messages");
@@ -150,21 +147,7 @@ async fn broker_down_at_start_alerts_arrive_when_it_comes() {
         .count();
     assert!(spooled >= 2, "the alerts wait in the spool");
 
-    let listener = tokio::net::TcpListener::bind(("127.0.0.1", port))
-        .await
-        .unwrap();
-    let proxy = tokio::spawn(async move {
-        loop {
-            let Ok((mut inbound, _)) = listener.accept().await else {
-                return;
-            };
-            tokio::spawn(async move {
-                if let Ok(mut outbound) = tokio::net::TcpStream::connect("127.0.0.1:5672").await {
-                    let _ = tokio::io::copy_bidirectional(&mut inbound, &mut outbound).await;
-                }
-            });
-        }
-    });
+    let proxy = util::amqp::proxy_to_broker(port).await;
     daemon.wait_log("connected to broker", Duration::from_secs(30));
     let got = collect(&name, 200, Duration::from_secs(60)).await;
     assert!(daemon.stop().success());

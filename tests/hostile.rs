@@ -30,31 +30,6 @@ fn tag(message: &str) -> &str {
     message.rsplit(' ').next().unwrap_or("")
 }
 
-/// A TCP port nobody listens on (yet).
-fn closed_port() -> u16 {
-    let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    l.local_addr().unwrap().port()
-}
-
-/// Opens `port` as a proxy to the real broker (the real one stays up for the other tests).
-async fn proxy_to_broker(port: u16) -> tokio::task::JoinHandle<()> {
-    let listener = tokio::net::TcpListener::bind(("127.0.0.1", port))
-        .await
-        .unwrap();
-    tokio::spawn(async move {
-        loop {
-            let Ok((mut inbound, _)) = listener.accept().await else {
-                return;
-            };
-            tokio::spawn(async move {
-                if let Ok(mut outbound) = tokio::net::TcpStream::connect("127.0.0.1:5672").await {
-                    let _ = tokio::io::copy_bidirectional(&mut inbound, &mut outbound).await;
-                }
-            });
-        }
-    })
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn hostile_lines_leave_the_agent_running_bounded_and_lose_no_valid_iem() {
     if !util::broker_available(
@@ -255,7 +230,7 @@ async fn disk_full(test: &str, whole_state: bool) {
         eprintln!("\n!!!!!!!! SKIPPED {test}: mount -t tmpfs not permitted (not root?) !!!!!!!!\n");
         return;
     };
-    let port = closed_port();
+    let port = util::amqp::free_port();
     let name = unique(if whole_state {
         "hostile-statefull"
     } else {
@@ -301,7 +276,7 @@ async fn disk_full(test: &str, whole_state: bool) {
         fs_guard.used()
     );
 
-    let proxy = proxy_to_broker(port).await;
+    let proxy = util::amqp::proxy_to_broker(port).await;
     let got = collect_bodies(&name, n, Duration::from_secs(120)).await;
     daemon.wait_log("spool filesystem has room again", Duration::from_secs(5));
     assert!(alive(pid));
@@ -475,7 +450,7 @@ async fn a_corrupted_spool_is_recovered_around_the_damage_and_reported() {
     let messages = log_file(dir.path(), "messages");
     let good = config(dir.path(), &name, &[&messages], "")
         .replace("[spool]\n", "[spool]\nsegment_bytes = 4096\n");
-    let port = closed_port();
+    let port = util::amqp::free_port();
     let unreachable = good.replace(
         &util::amqp::plain_url(),
         &format!("amqp://127.0.0.1:{port}/%2f"),

@@ -184,8 +184,9 @@ async fn fails_over_to_the_second_url() {
     }
     let _b = util::broker_lock::shared();
     let mut broker = broker_config("failover");
-    // Nothing listens on port 1.
-    broker.urls = vec!["amqp://127.0.0.1:1/%2f".into(), plain_url()];
+    // Nothing listens on the first URL's port (yet).
+    let port = crate::util::amqp::free_port();
+    broker.urls = vec![format!("amqp://127.0.0.1:{port}/%2f"), plain_url()];
     let run = start(&broker, spool_config);
     for i in 1..=200 {
         run.writer.append(&alert_json(i)).await.unwrap();
@@ -194,11 +195,18 @@ async fn fails_over_to_the_second_url() {
     let connected = run.stats.connected();
     assert!(!connected[0].1);
     assert!(connected[1].1);
+    // The first URL comes back: nothing is lost, nothing repeated.
+    let proxy = crate::util::amqp::proxy_to_broker(port).await;
+    for i in 201..=400 {
+        run.writer.append(&alert_json(i)).await.unwrap();
+    }
+    run.wait_acked(400, Duration::from_secs(30)).await;
     let queue = broker.queue.clone().unwrap().name;
     run.stop().await;
+    proxy.abort();
     assert_eq!(
         drain_ids(&queue, Duration::from_secs(1)).await,
-        expected(1..=200)
+        expected(1..=400)
     );
 }
 
@@ -366,4 +374,39 @@ async fn alert_larger_than_a_frame_arrives_whole() {
     let _ = ch
         .queue_delete(queue.as_str().into(), Default::default())
         .await;
+}
+
+/// Regression: after a broker restart the publisher could sit forever on a session that no
+/// longer delivered confirms (seen in CI: "acked 764 of 3000 after 120s"). A session with alerts
+/// in flight and no confirm for `stall_timeout_ms` is now given up and everything unconfirmed
+/// is sent again on a new connection.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_connection_that_goes_silent_is_replaced_and_nothing_is_lost() {
+    if !util::broker_available("a_connection_that_goes_silent_is_replaced_and_nothing_is_lost") {
+        return;
+    }
+    let _b = util::broker_lock::shared();
+    let port = crate::util::amqp::free_port();
+    let proxy = crate::util::amqp::FreezableProxy::start(port).await;
+    let mut broker = broker_config("silent");
+    broker.urls = vec![format!("amqp://127.0.0.1:{port}/%2f")];
+    broker.stall_timeout_ms = 2000;
+    let run = start(&broker, spool_config);
+    for i in 1..=200 {
+        run.writer.append(&alert_json(i)).await.unwrap();
+    }
+    run.wait_acked(200, Duration::from_secs(30)).await;
+    // The connection goes silent: no FIN, no confirms.
+    proxy.freeze();
+    for i in 201..=400 {
+        run.writer.append(&alert_json(i)).await.unwrap();
+    }
+    run.wait_acked(400, Duration::from_secs(30)).await;
+    let queue = broker.queue.clone().unwrap().name;
+    run.stop().await;
+    proxy.task.abort();
+    let mut ids = drain_ids(&queue, Duration::from_secs(1)).await;
+    ids.sort_by_key(|id| id.trim_start_matches("id-").parse::<u64>().unwrap());
+    ids.dedup();
+    assert_eq!(ids, expected(1..=400));
 }

@@ -86,6 +86,9 @@ pub struct BrokerConfig {
     pub backoff_initial_ms: u64,
     pub backoff_max_ms: u64,
     pub connect_timeout_ms: u64,
+    /// A session with alerts in flight and no confirm for this long (or a publish that blocks
+    /// this long) is given up: reconnect and send everything unconfirmed again (same ids).
+    pub stall_timeout_ms: u64,
     /// At shutdown, how long to wait for outstanding confirms.
     pub shutdown_timeout_ms: u64,
 }
@@ -106,6 +109,7 @@ impl Default for BrokerConfig {
             backoff_initial_ms: 100,
             backoff_max_ms: 30_000,
             connect_timeout_ms: 10_000,
+            stall_timeout_ms: 30_000,
             shutdown_timeout_ms: 5_000,
         }
     }
@@ -130,6 +134,7 @@ impl fmt::Debug for BrokerConfig {
             .field("backoff_initial_ms", &self.backoff_initial_ms)
             .field("backoff_max_ms", &self.backoff_max_ms)
             .field("connect_timeout_ms", &self.connect_timeout_ms)
+            .field("stall_timeout_ms", &self.stall_timeout_ms)
             .field("shutdown_timeout_ms", &self.shutdown_timeout_ms)
             .finish()
     }
@@ -223,6 +228,12 @@ impl BrokerConfig {
             problems.push(Problem::new(
                 "broker.connect_timeout_ms",
                 "must be at least 1",
+            ));
+        }
+        if self.stall_timeout_ms < 1000 {
+            problems.push(Problem::new(
+                "broker.stall_timeout_ms",
+                "must be at least 1000 (confirms take time under load)",
             ));
         }
     }

@@ -33,10 +33,25 @@ fn quorum_args() -> FieldTable {
 
 /// A confirming channel on node `n`.
 async fn open(n: usize) -> Result<(Connection, Channel), lapin::Error> {
-    let conn = Connection::connect(&Cluster::url(n), ConnectionProperties::default()).await?;
-    let ch = conn.create_channel().await?;
-    ch.confirm_select(ConfirmSelectOptions::default()).await?;
-    Ok((conn, ch))
+    // A node that is stopping may accept TCP and never answer the handshake: bounded.
+    let opened = tokio::time::timeout(Duration::from_secs(10), async {
+        let conn = Connection::connect(&Cluster::url(n), ConnectionProperties::default()).await?;
+        let ch = conn.create_channel().await?;
+        ch.confirm_select(ConfirmSelectOptions::default()).await?;
+        Ok((conn, ch))
+    })
+    .await;
+    opened.unwrap_or(Err(lapin::ErrorKind::InvalidConnectionState(
+        lapin::ConnectionState::Error,
+    )
+    .into()))
+}
+
+/// A broker call that a stopping node may never answer, bounded (`None`: it did not answer).
+async fn bounded<T>(call: impl std::future::Future<Output = T>) -> Option<T> {
+    tokio::time::timeout(Duration::from_secs(15), call)
+        .await
+        .ok()
 }
 
 /// Message ids read from `queue` (through node `n`) until `want` distinct ids arrived or the
@@ -71,7 +86,7 @@ async fn drain(n: usize, queue: &str, want: usize, quiet: Duration) -> HashMap<S
             Ok(None) | Err(_) => break,
         }
     }
-    let _ = conn.close(200, "drained".into()).await;
+    let _ = bounded(conn.close(200, "drained".into())).await;
     seen
 }
 
@@ -144,28 +159,27 @@ async fn quorum_queue_keeps_every_message_when_the_connected_node_stops() {
             let props = BasicProperties::default()
                 .with_delivery_mode(2)
                 .with_message_id(format!("m{i}").into());
-            match ch
-                .basic_publish(
-                    name.as_str().into(),
-                    "k".into(),
-                    BasicPublishOptions {
-                        mandatory: true,
-                        ..BasicPublishOptions::default()
-                    },
-                    format!("{i}").as_bytes(),
-                    props,
-                )
-                .await
+            match bounded(ch.basic_publish(
+                name.as_str().into(),
+                "k".into(),
+                BasicPublishOptions {
+                    mandatory: true,
+                    ..BasicPublishOptions::default()
+                },
+                format!("{i}").as_bytes(),
+                props,
+            ))
+            .await
             {
-                Ok(c) => confirms.push(c),
-                Err(_) => {
+                Some(Ok(c)) => confirms.push(c),
+                _ => {
                     ok = false;
                     break;
                 }
             }
         }
         for c in confirms {
-            if !matches!(c.await, Ok(Confirmation::Ack(None))) {
+            if !matches!(bounded(c).await, Some(Ok(Confirmation::Ack(None)))) {
                 ok = false;
             }
         }
@@ -177,7 +191,7 @@ async fn quorum_queue_keeps_every_message_when_the_connected_node_stops() {
         resent += end - next;
         failovers += 1;
         assert!(failovers < 20, "no failover succeeded");
-        let _ = conn.close(200, "failing over".into()).await;
+        let _ = bounded(conn.close(200, "failing over".into())).await;
         let deadline = Instant::now() + Duration::from_secs(30);
         loop {
             let candidates = [3, 1].into_iter().filter(|&m| m != node);
@@ -204,7 +218,7 @@ async fn quorum_queue_keeps_every_message_when_the_connected_node_stops() {
         .expect("stop_app");
     assert!(failovers >= 1, "the publisher never saw node 2 go");
     assert_ne!(node, 2);
-    let _ = conn.close(200, "done".into()).await;
+    let _ = bounded(conn.close(200, "done".into())).await;
 
     let seen = drain(3, &name, N, Duration::from_secs(5)).await;
     let missing: Vec<usize> = (0..N)
@@ -226,7 +240,7 @@ async fn quorum_queue_keeps_every_message_when_the_connected_node_stops() {
     ch.exchange_delete(name.as_str().into(), ExchangeDeleteOptions::default())
         .await
         .unwrap();
-    let _ = c.close(200, "cleanup".into()).await;
+    let _ = bounded(c.close(200, "cleanup".into())).await;
     drop(cluster);
 }
 
@@ -306,17 +320,14 @@ async fn follow(queue: String, want: usize, quiet: Duration) -> Received {
             tokio::time::sleep(Duration::from_millis(200)).await;
             continue;
         };
-        let _ = ch
-            .basic_qos(500, lapin::options::BasicQosOptions::default())
-            .await;
-        let Ok(mut consumer) = ch
-            .basic_consume(
-                queue.as_str().into(),
-                "follow".into(),
-                BasicConsumeOptions::default(),
-                FieldTable::default(),
-            )
-            .await
+        let _ = bounded(ch.basic_qos(500, lapin::options::BasicQosOptions::default())).await;
+        let Some(Ok(mut consumer)) = bounded(ch.basic_consume(
+            queue.as_str().into(),
+            "follow".into(),
+            BasicConsumeOptions::default(),
+            FieldTable::default(),
+        ))
+        .await
         else {
             tokio::time::sleep(Duration::from_millis(200)).await;
             continue;
@@ -359,9 +370,9 @@ async fn follow(queue: String, want: usize, quiet: Duration) -> Received {
             {
                 r.lines.insert(n);
             }
-            let _ = d.ack(lapin::options::BasicAckOptions::default()).await;
+            let _ = bounded(d.ack(lapin::options::BasicAckOptions::default())).await;
         }
-        let _ = conn.close(200, "reconnecting".into()).await;
+        let _ = bounded(conn.close(200, "reconnecting".into())).await;
     }
     r
 }
@@ -389,6 +400,8 @@ async fn iemd_loses_no_alert_when_broker_nodes_stop() {
         format!(
             r#"state_dir = "{state}"
 catalog_dirs = []
+[telemetry]
+metrics_listen = false
 [spool]
 dir = "{state}/spool"
 [broker]
@@ -510,6 +523,6 @@ start_at = "beginning"
     let _ = ch
         .exchange_delete(name.as_str().into(), ExchangeDeleteOptions::default())
         .await;
-    let _ = c.close(200, "cleanup".into()).await;
+    let _ = bounded(c.close(200, "cleanup".into())).await;
     drop(cluster);
 }

@@ -193,13 +193,13 @@ mod tests {
             },
             raw: "raw".into(),
             truncated: false,
-            host: Some(Host {
+            host: Some(crate::alert::Encoded::new(Host {
                 hostname: "node1".into(),
                 fqdn: "node1.lab".into(),
                 site_id: Some("s1".into()),
                 node_id: Some("n1".into()),
                 ..Host::default()
-            }),
+            })),
             hardware: Vec::new(),
         }
     }

@@ -4,7 +4,7 @@ use std::fs;
 use std::path::Path;
 use std::time::Duration;
 
-use iemd::alert::{Alert, Coded, Hardware, Host, Kind, Named, Origin, OriginKind};
+use iemd::alert::{Alert, Coded, Encoded, Hardware, Host, Kind, Named, Origin, OriginKind};
 use iemd::config::enrich::EnrichConfig;
 use iemd::enrich::{EnrichError, Enricher};
 use serde_json::{Value, json};
@@ -93,13 +93,14 @@ pub fn alert(message: &str) -> Alert {
     }
 }
 
-fn by_ref<'a>(hw: &'a [Hardware], reference: &str) -> &'a Hardware {
+fn by_ref<'a>(hw: &'a [Encoded<Hardware>], reference: &str) -> &'a Hardware {
     hw.iter()
         .find(|h| h.reference == reference)
+        .map(|h| &**h)
         .unwrap_or_else(|| panic!("no hardware entry for {reference}: {hw:#?}"))
 }
 
-fn device(hw: &[Hardware], reference: &str) -> Value {
+fn device(hw: &[Encoded<Hardware>], reference: &str) -> Value {
     let h = by_ref(hw, reference);
     assert!(h.found, "{reference} not found");
     h.device.as_deref().cloned().unwrap()
@@ -264,8 +265,8 @@ fn host_identity_is_filled_from_config_and_roots() {
     let mut a = alert("no devices here");
     enricher.enrich(&mut a);
     assert_eq!(
-        a.host,
-        Some(Host {
+        a.host.as_deref(),
+        Some(&Host {
             hostname: "srvnode-1".into(),
             fqdn: "srvnode-1.data.lab".into(),
             machine_id: Some("4c4c4544004a3510804cb4c04f4e3232".into()),

@@ -33,7 +33,7 @@ use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use crate::alert::{Alert, Hardware, Host};
+use crate::alert::{Alert, Encoded, Hardware, Host};
 use crate::config::enrich::EnrichConfig;
 use crate::enrich::scan::{Ref, RefKind};
 use crate::enrich::sysfs::Sysfs;
@@ -60,7 +60,7 @@ pub enum EnrichError {
 /// A cached resolution. `hardware: None` means "do not report" (an unresolved H:C:T:L).
 #[derive(Debug)]
 struct Entry {
-    hardware: Option<Hardware>,
+    hardware: Option<Encoded<Hardware>>,
     expires: Instant,
 }
 
@@ -74,7 +74,7 @@ struct Cache {
 /// Fills `host` and `hardware` in alerts. Shareable (`&self`; see the module doc for the cache).
 #[derive(Debug)]
 pub struct Enricher {
-    host: Host,
+    host: Encoded<Host>,
     sysfs: Option<Sysfs>,
     ttl: Duration,
     negative_ttl: Duration,
@@ -85,7 +85,7 @@ pub struct Enricher {
 impl Enricher {
     /// Reads the host identity and checks that the sysfs root can be read.
     pub fn new(cfg: &EnrichConfig) -> Result<Enricher, EnrichError> {
-        let host = host::identity(cfg)?;
+        let host = Encoded::new(host::identity(cfg)?);
         let sysfs = if cfg.hardware {
             std::fs::read_dir(&cfg.sysfs_root).map_err(|source| EnrichError::SysfsRoot {
                 path: cfg.sysfs_root.clone(),
@@ -125,7 +125,7 @@ impl Enricher {
         let now = Instant::now();
         let mut refs: Vec<Ref<'_>> = Vec::new();
         // Cached answers in order; `None` = not cached (or expired), to be resolved.
-        let mut slots: Vec<Option<Option<Hardware>>> = Vec::new();
+        let mut slots: Vec<Option<Option<Encoded<Hardware>>>> = Vec::new();
         {
             let mut cache = lock(&self.cache);
             if now >= cache.nic_names_expire {
@@ -174,10 +174,10 @@ impl Enricher {
         &self,
         sysfs: &Sysfs,
         refs: &[Ref<'_>],
-        slots: &mut [Option<Option<Hardware>>],
+        slots: &mut [Option<Option<Encoded<Hardware>>>],
         now: Instant,
     ) {
-        let resolved: Vec<(usize, Option<Hardware>)> = slots
+        let resolved: Vec<(usize, Option<Encoded<Hardware>>)> = slots
             .iter()
             .enumerate()
             .filter(|(_, s)| s.is_none())
@@ -253,7 +253,7 @@ fn scan_json<'a>(
 }
 
 /// Resolves one reference against sysfs; `None` means "do not report".
-fn resolve(sysfs: &Sysfs, r: Ref<'_>) -> Option<Hardware> {
+fn resolve(sysfs: &Sysfs, r: Ref<'_>) -> Option<Encoded<Hardware>> {
     let device = match r.kind {
         RefKind::Block => sysfs.block(r.text).and_then(to_json),
         RefKind::ById | RefKind::ByPath => sysfs
@@ -283,12 +283,12 @@ fn resolve(sysfs: &Sysfs, r: Ref<'_>) -> Option<Hardware> {
         }
         RefKind::Nic => sysfs.nic(r.text).and_then(to_json),
     };
-    Some(Hardware {
+    Some(Encoded::new(Hardware {
         reference: r.text.to_string(),
         ref_kind: r.kind.as_str().to_string(),
         found: device.is_some(),
         device,
-    })
+    }))
 }
 
 fn to_json<T: serde::Serialize>(device: T) -> Option<Arc<serde_json::Value>> {

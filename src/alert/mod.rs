@@ -9,31 +9,17 @@ use serde::{Deserialize, Serialize};
 
 pub const SCHEMA: &str = "iem.alert/v1";
 
-/// The JSON form of an alert, as spooled, published and printed. sonic-rs (SIMD) rather than
-/// serde_json: encoding is the largest cost per alert on the hot path (`cargo bench --bench
-/// enrich`); the output is the same JSON (a test checks it against serde_json's).
-pub fn encode(alert: &Alert) -> Result<Vec<u8>, sonic_rs::Error> {
-    // Sized for the usual alert up front: growing by doubling from empty copies it ~5 times.
-    let mut out = Vec::with_capacity(1024 + 2 * (alert.raw.len() + alert.message.len()));
-    sonic_rs::to_writer(&mut out, alert)?;
-    Ok(out)
-}
+mod encode;
+pub use encode::encode;
 
 /// A value shared between alerts together with its JSON, encoded once.
 ///
 /// The host identity and each resolved device are the same for thousands of alerts; attaching
-/// one is a reference-count bump, and `encode` splices the stored JSON instead of walking the
-/// value again (it was a fifth of the encode cost, `cargo bench --bench enrich`).
-///
-/// sonic-rs writes a struct named with its lazy-value token verbatim (`LazyValue` has no public
-/// constructor from trusted text, so the token is used directly); any other serializer (serde_json
-/// in tests and tools) gets the value itself. `encode_is_the_json_serde_json_would_write` fails
-/// if sonic-rs ever renames the token.
+/// one is a reference-count bump, and `encode` copies the stored JSON instead of walking the
+/// value again (it was a fifth of the encode cost, `cargo bench --bench enrich`). Other
+/// serializers (serde_json in tests and tools) get the value itself.
 #[derive(Debug, Clone)]
 pub struct Encoded<T>(Arc<(T, Box<str>)>);
-
-/// sonic-rs's name for "write this string as raw JSON" (`sonic_rs::lazyvalue::TOKEN`).
-const SONIC_RAW_TOKEN: &str = "$sonic_rs::LazyValue";
 
 impl<T: Serialize> Encoded<T> {
     pub fn new(value: T) -> Self {
@@ -69,14 +55,7 @@ impl<T: PartialEq> PartialEq<T> for Encoded<T> {
 
 impl<T: Serialize> Serialize for Encoded<T> {
     fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
-        if std::any::type_name::<S>().starts_with("&mut sonic_rs::") {
-            use serde::ser::SerializeStruct;
-            let mut s = serializer.serialize_struct(SONIC_RAW_TOKEN, 1)?;
-            s.serialize_field(SONIC_RAW_TOKEN, self.json())?;
-            s.end()
-        } else {
-            self.0.0.serialize(serializer)
-        }
+        self.0.0.serialize(serializer)
     }
 }
 
@@ -213,77 +192,4 @@ pub struct Alert {
     /// Shared with the enricher's cache (see `Encoded`).
     #[serde(skip_serializing_if = "Vec::is_empty", default)]
     pub hardware: Vec<Encoded<Hardware>>,
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn encode_is_the_json_serde_json_would_write() {
-        let alert = Alert {
-            schema: SCHEMA.into(),
-            id: "0123456789abcdef0123456789abcdef".into(),
-            kind: Kind::Iem,
-            code: Some("ES0030010001".into()),
-            severity: Some(Coded {
-                code: "E".into(),
-                name: "error".into(),
-            }),
-            alert_type: Some("fault".into()),
-            source_type: Some(Coded {
-                code: "S".into(),
-                name: "software".into(),
-            }),
-            component: Some(Named {
-                id: "003".into(),
-                name: Some("s3".into()),
-            }),
-            module: Some(Named {
-                id: "001".into(),
-                name: None,
-            }),
-            event: Some(Named {
-                id: "0001".into(),
-                name: Some("Auth \"server\" failed".into()),
-            }),
-            in_catalog: true,
-            message: "tab\t nl\n nul\u{0} esc\u{1b} del\u{7f} é 漢 \u{2028} \\ / end".into(),
-            impact: Some("x".into()),
-            recommendation: None,
-            count: Some(42),
-            extra: Some(serde_json::json!({"n": -1.5, "a": [1, null, true], "s": "\u{1}"})),
-            reason: None,
-            time: "2026-11-21T22:50:01+00:00".into(),
-            origin: Origin {
-                kind: OriginKind::File,
-                path: Some("/var/log/messages".into()),
-                cursor: None,
-                offset: Some(u64::MAX),
-                program: Some("s3server".into()),
-                pid: None,
-                host: Some("node1".into()),
-                priority: Some(191),
-            },
-            raw: "raw \u{fffd}".into(),
-            truncated: true,
-            host: Some(Encoded::new(Host {
-                hostname: "node1".into(),
-                fqdn: "node1.example.com".into(),
-                machine_id: None,
-                boot_id: Some("b".into()),
-                site_id: Some("site \"1\"".into()),
-                ..Host::default()
-            })),
-            hardware: vec![Encoded::new(Hardware {
-                reference: "sdc".into(),
-                ref_kind: "block".into(),
-                found: true,
-                device: Some(std::sync::Arc::new(serde_json::json!({"serial": "Z1"}))),
-            })],
-        };
-        let ours: serde_json::Value = serde_json::from_slice(&encode(&alert).unwrap()).unwrap();
-        assert_eq!(ours, serde_json::to_value(&alert).unwrap());
-        assert_eq!(serde_json::from_value::<Alert>(ours).unwrap(), alert);
-    }
 }

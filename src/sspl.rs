@@ -37,7 +37,7 @@ pub fn body(alert: &Alert) -> Value {
     let host = alert.host.as_ref();
     let host_id = host
         .map(|h| h.fqdn.clone())
-        .or_else(|| alert.origin.host.clone())
+        .or_else(|| alert.origin.host.as_deref().map(str::to_owned))
         .unwrap_or_default();
     let host_field = |f: fn(&crate::alert::Host) -> &Option<String>| -> String {
         host.and_then(|h| f(h).clone()).unwrap_or_default()

@@ -393,15 +393,81 @@ fn assert_valid(validator: &jsonschema::Validator, instance: &Value) {
 }
 
 #[test]
-fn hardware_and_host_match_their_schema() {
+fn uuid_label_partuuid_partlabel_and_mapper_names_resolve() {
     let f = FakeSysfs::standard();
     let enricher = Enricher::new(&config(&f)).unwrap();
+    let uuid = format!("/dev/disk/by-uuid/{}", fake_sysfs::FS_UUID);
+    let partuuid = format!("/dev/disk/by-partuuid/{}", fake_sysfs::PART_UUID);
+    let label = format!("/dev/disk/by-label/{}", fake_sysfs::FS_LABEL);
+    let partlabel = format!("/dev/disk/by-partlabel/{}", fake_sysfs::FS_LABEL);
+    let mapper = format!("/dev/mapper/{}", fake_sysfs::DM_NAME);
     let mut a = alert(&format!(
-        "sdc2 sdb nvme0n1 nvme0n1p1 dm-0 eth0 eth1 bond0 sdz lo 2:0:0:0 naa.5000c500a1b2c3d4 /dev/disk/by-id/{}",
-        fake_sysfs::SATA_BY_ID
+        "mount of {uuid} ({partuuid}) failed; {label}, {partlabel}: read-only; {mapper}:          path lost; /dev/mapper/gone and /dev/disk/by-uuid/0000 missing; /dev/mapper/control"
     ));
     enricher.enrich(&mut a);
-    assert_eq!(a.hardware.len(), 12, "lo is never a reference");
+    let refs: Vec<(&str, &str, bool)> = a
+        .hardware
+        .iter()
+        .map(|h| (h.reference.as_str(), h.ref_kind.as_str(), h.found))
+        .collect();
+    assert_eq!(
+        refs,
+        [
+            (uuid.as_str(), "by-uuid", true),
+            (partuuid.as_str(), "by-partuuid", true),
+            (label.as_str(), "by-label", true),
+            (partlabel.as_str(), "by-partlabel", true),
+            (mapper.as_str(), "mapper", true),
+            ("/dev/mapper/gone", "mapper", false),
+            ("/dev/disk/by-uuid/0000", "by-uuid", false),
+            // /dev/mapper/control is device-mapper's own node, not a device.
+        ]
+    );
+    for r in [&uuid, &partuuid] {
+        assert_eq!(device(&a.hardware, r)["name"], "sdc2", "{r}");
+        assert_eq!(
+            device(&a.hardware, r)["serial"],
+            fake_sysfs::SAS_SERIAL,
+            "{r}"
+        );
+    }
+    for r in [&label, &partlabel] {
+        assert_eq!(device(&a.hardware, r)["name"], "nvme0n1p1", "{r}");
+    }
+    let dm = device(&a.hardware, &mapper);
+    assert_eq!(dm["name"], "dm-0");
+    assert_eq!(dm["slaves"][1], sas_disk());
+
+    // A /dev/mapper name whose link is not in the dev root still resolves, by the dm name sysfs
+    // holds.
+    std::fs::remove_file(f.dev.join("mapper").join(fake_sysfs::DM_NAME)).unwrap();
+    let enricher = Enricher::new(&config(&f)).unwrap();
+    let mut a = alert(&format!("{mapper} lost"));
+    enricher.enrich(&mut a);
+    assert_eq!(device(&a.hardware, &mapper)["dm_uuid"], fake_sysfs::DM_UUID);
+}
+
+#[test]
+fn hardware_and_host_match_their_schema() {
+    let f = FakeSysfs::standard();
+    let cfg = EnrichConfig {
+        max_refs: 32,
+        ..config(&f)
+    };
+    let enricher = Enricher::new(&cfg).unwrap();
+    let mut a = alert(&format!(
+        "sdc2 sdb nvme0n1 nvme0n1p1 dm-0 eth0 eth1 bond0 sdz lo 2:0:0:0 naa.5000c500a1b2c3d4 \
+         /dev/disk/by-id/{} /dev/disk/by-uuid/{} /dev/disk/by-label/{} /dev/mapper/{} \
+         /dev/disk/by-partuuid/{} /dev/disk/by-partlabel/{}",
+        fake_sysfs::SATA_BY_ID,
+        fake_sysfs::FS_UUID,
+        fake_sysfs::FS_LABEL,
+        fake_sysfs::DM_NAME,
+        fake_sysfs::PART_UUID,
+        fake_sysfs::FS_LABEL,
+    ));
+    enricher.enrich(&mut a);
+    assert_eq!(a.hardware.len(), 17, "lo is never a reference");
     let hw_schema = schema("hardware.v1.json");
     let validator = jsonschema::validator_for(&hw_schema).unwrap();
     for h in &a.hardware {
@@ -413,9 +479,18 @@ fn hardware_and_host_match_their_schema() {
     bad["device"]["colour"] = json!("red");
     assert!(!validator.is_valid(&bad));
 
-    // And the whole enriched alert is a valid iem.alert/v1.
+    // And the whole enriched alert, as iemd writes it, is a valid iem.alert/v1.
     let alert_validator = jsonschema::validator_for(&schema("iem.alert.v1.json")).unwrap();
-    assert_valid(&alert_validator, &serde_json::to_value(&a).unwrap());
+    let published: Value = serde_json::from_slice(&iemd::alert::encode(&a).unwrap()).unwrap();
+    assert_valid(&alert_validator, &published);
+    for (h, published) in a
+        .hardware
+        .iter()
+        .zip(published["hardware"].as_array().unwrap())
+    {
+        assert_valid(&validator, published);
+        assert_eq!(published, &serde_json::to_value(h).unwrap());
+    }
 
     let mut host_schema = hw_schema.clone();
     host_schema["$ref"] = json!("#/$defs/host");

@@ -189,18 +189,57 @@ impl Code {
     }
 }
 
+impl Code {
+    /// The canonical form (`ES0030010001`: letters upper case, hex digits lower case) without the
+    /// formatting machinery: the agent builds one per alert. Bytes 2..5, 5..8 and 8..12 are the
+    /// component, module and event ids.
+    pub fn canonical(&self) -> CanonicalCode {
+        const DIGITS: &[u8; 16] = b"0123456789abcdef";
+        let mut out = [0u8; 12];
+        out[0] = self.severity.letter() as u8;
+        out[1] = self.source.letter() as u8;
+        for (range, value) in [
+            (2..5, self.component),
+            (5..8, self.module),
+            (8..12, self.event),
+        ] {
+            let width = range.len();
+            for (i, slot) in out[range].iter_mut().enumerate() {
+                let shift = 4 * (width - 1 - i);
+                *slot = DIGITS[usize::from((value >> shift) & 0xf)];
+            }
+        }
+        CanonicalCode(out)
+    }
+}
+
+/// A code in canonical form (see `Code::canonical`): twelve ASCII bytes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct CanonicalCode([u8; 12]);
+
+impl CanonicalCode {
+    pub fn as_str(&self) -> &str {
+        // Only ASCII letters and hex digits are ever written.
+        std::str::from_utf8(&self.0).unwrap_or_default()
+    }
+
+    pub fn component(&self) -> &str {
+        &self.as_str()[2..5]
+    }
+
+    pub fn module(&self) -> &str {
+        &self.as_str()[5..8]
+    }
+
+    pub fn event(&self) -> &str {
+        &self.as_str()[8..12]
+    }
+}
+
 impl fmt::Display for Code {
     /// Canonical form: letters upper case, hex digits lower case (`ES0030010001`).
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(
-            f,
-            "{}{}{:03x}{:03x}{:04x}",
-            self.severity.letter(),
-            self.source.letter(),
-            self.component,
-            self.module,
-            self.event
-        )
+        f.write_str(self.canonical().as_str())
     }
 }
 
@@ -534,6 +573,29 @@ fn strip_stray_quote(text: &str) -> &str {
 
 #[cfg(test)]
 mod tests {
+    proptest::proptest! {
+        #[test]
+        fn the_canonical_code_is_the_formatted_one(
+            sev in 0usize..9, src in 0usize..4, component in 0u16..=0xfff, module in 0u16..=0xfff,
+            event in proptest::num::u16::ANY,
+        ) {
+            let code = super::Code {
+                severity: super::Severity::ALL[sev],
+                source: super::Source::ALL[src],
+                component, module, event,
+            };
+            let c = code.canonical();
+            let want = format!(
+                "{}{}{:03x}{:03x}{:04x}",
+                code.severity.letter(), code.source.letter(), component, module, event
+            );
+            proptest::prop_assert_eq!(c.as_str(), want.as_str());
+            proptest::prop_assert_eq!(c.component(), &want[2..5]);
+            proptest::prop_assert_eq!(c.module(), &want[5..8]);
+            proptest::prop_assert_eq!(c.event(), &want[8..12]);
+        }
+    }
+
     #[test]
     fn a_code_on_its_own() {
         assert_eq!(

@@ -16,7 +16,11 @@ use super::{Alert, Coded, Kind, Named, OriginKind};
 /// The JSON of an alert, as spooled, published and printed (`iem.alert/v1`).
 pub fn encode(alert: &Alert) -> Result<Vec<u8>, sonic_rs::Error> {
     let extra_len = alert.host.as_ref().map_or(0, |h| h.json().len())
-        + alert.hardware.iter().map(|h| h.json().len() + 1).sum::<usize>();
+        + alert
+            .hardware
+            .iter()
+            .map(|h| h.json().len() + 1)
+            .sum::<usize>();
     // Sized up front: growing by doubling from empty copies it several times.
     let mut w = Writer(Vec::with_capacity(
         768 + 2 * (alert.raw.len() + alert.message.len()) + extra_len,
@@ -333,7 +337,7 @@ mod tests {
             let mut a = if kind == 0 { empty() } else { full() };
             a.message = message;
             a.raw = raw;
-            a.origin.program = program;
+            a.origin.program = program.map(Into::into);
             a.origin.offset = offset;
             a.origin.priority = priority;
             a.origin.kind = match kind { 0 => OriginKind::File, 1 => OriginKind::Journald, _ => OriginKind::Stdin };

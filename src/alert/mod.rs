@@ -5,6 +5,7 @@
 use std::borrow::Cow;
 use std::sync::Arc;
 
+use compact_str::CompactString;
 use serde::{Deserialize, Serialize};
 
 pub const SCHEMA: &str = "iem.alert/v1";
@@ -85,7 +86,7 @@ pub struct Coded {
 /// A numeric field of the code as its hex digits, with its catalog name when known.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Named {
-    pub id: String,
+    pub id: CompactString,
     /// Shared with the catalog (no copy per alert).
     pub name: Option<Arc<str>>,
 }
@@ -104,15 +105,15 @@ pub enum OriginKind {
 pub struct Origin {
     pub kind: OriginKind,
     #[serde(skip_serializing_if = "Option::is_none", default)]
-    pub path: Option<String>,
+    pub path: Option<CompactString>,
     #[serde(skip_serializing_if = "Option::is_none", default)]
     pub cursor: Option<String>,
     /// Byte offset of the line in its file (files, stdin); absent for journald.
     #[serde(skip_serializing_if = "Option::is_none", default)]
     pub offset: Option<u64>,
-    pub program: Option<String>,
-    pub pid: Option<String>,
-    pub host: Option<String>,
+    pub program: Option<CompactString>,
+    pub pid: Option<CompactString>,
+    pub host: Option<CompactString>,
     pub priority: Option<u8>,
 }
 
@@ -152,7 +153,7 @@ pub struct Alert {
     pub id: String,
     pub kind: Kind,
     /// Canonical code (`ES0030010001`); for a malformed alert, absent.
-    pub code: Option<String>,
+    pub code: Option<CompactString>,
     pub severity: Option<Coded>,
     /// fault / fault_resolved / get.
     pub alert_type: Option<Cow<'static, str>>,

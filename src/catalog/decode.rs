@@ -58,7 +58,11 @@ impl<'c> Decoder<'c> {
     /// The alert for one line, or `None` when the line holds no IEM marker.
     /// A journald line (a JSON object) that cannot be read is treated as plain text.
     pub fn decode(&self, line: &[u8], source: &LineSource<'_>, clock: &Clock) -> Option<Alert> {
-        let text = String::from_utf8_lossy(line);
+        // Checked first: `from_utf8_lossy` walks the line chunk by chunk even when it is valid.
+        let text = match std::str::from_utf8(line) {
+            Ok(text) => std::borrow::Cow::Borrowed(text),
+            Err(_) => String::from_utf8_lossy(line),
+        };
         let text = text.strip_suffix('\r').unwrap_or(&text);
         if journal::looks_like_json(text)
             && let Ok(entry) = journal::parse(text)
@@ -72,12 +76,12 @@ impl<'c> Decoder<'c> {
         let h = &parsed.header;
         let origin = Origin {
             kind: source.kind,
-            path: source.path.map(str::to_owned),
+            path: source.path.map(Into::into),
             cursor: None,
             offset: source.offset,
-            program: h.program.map(str::to_owned),
-            pid: h.pid.map(str::to_owned),
-            host: h.host.map(str::to_owned),
+            program: h.program.map(Into::into),
+            pid: h.pid.map(Into::into),
+            host: h.host.map(Into::into),
             priority: h.priority,
         };
         let time = h
@@ -112,9 +116,9 @@ impl<'c> Decoder<'c> {
                 .identifier
                 .as_deref()
                 .or(entry.comm.as_deref())
-                .map(str::to_owned),
-            pid: entry.pid.as_deref().map(str::to_owned),
-            host: entry.hostname.as_deref().map(str::to_owned),
+                .map(Into::into),
+            pid: entry.pid.as_deref().map(Into::into),
+            host: entry.hostname.as_deref().map(Into::into),
             priority: entry.priority,
         };
         let time = entry
@@ -160,7 +164,7 @@ impl<'c> Decoder<'c> {
             count: None,
             extra: None,
             reason: None,
-            time: time.to_rfc3339(),
+            time: rfc3339(&time),
             origin,
             raw: raw.to_owned(),
             truncated,
@@ -194,7 +198,8 @@ impl<'c> Decoder<'c> {
 
     fn fill_code(&self, alert: &mut Alert, code: &Code) {
         let found = self.catalog.lookup(code);
-        alert.code = Some(code.to_string());
+        let canonical = code.canonical();
+        alert.code = Some(canonical.as_str().into());
         alert.severity = Some(Coded {
             code: code.severity.code().into(),
             name: code.severity.name().into(),
@@ -205,15 +210,15 @@ impl<'c> Decoder<'c> {
             name: code.source.name().into(),
         });
         alert.component = Some(Named {
-            id: hex_digits(code.component, 3),
+            id: canonical.component().into(),
             name: found.component.cloned(),
         });
         alert.module = Some(Named {
-            id: hex_digits(code.module, 3),
+            id: canonical.module().into(),
             name: found.module.cloned(),
         });
         alert.event = Some(Named {
-            id: hex_digits(code.event, 4),
+            id: canonical.event().into(),
             name: found.event.map(|e| e.description.clone()),
         });
         alert.in_catalog = found.event.is_some();
@@ -228,42 +233,124 @@ impl<'c> Decoder<'c> {
 /// what it says. The same line at the same position gives the same id across runs, restarts and
 /// rotations, so consumers can de-duplicate what at-least-once delivery repeats.
 pub fn stable_id(source: &LineSource<'_>, cursor: Option<&str>, text: &str) -> String {
-    let mut hasher = blake3::Hasher::new();
-    match cursor {
-        Some(cursor) => {
-            hasher.update(b"journald\0");
-            hasher.update(cursor.as_bytes());
-        }
+    // The hashed bytes: `file\0` fingerprint offset, or `journald\0` cursor; then `\0` text.
+    let mut prefix = [0u8; 22];
+    let head: &[u8] = match cursor {
+        Some(_) => b"journald\0",
         None => {
-            hasher.update(b"file\0");
-            hasher.update(&source.fingerprint.to_le_bytes());
-            hasher.update(&source.offset.unwrap_or(0).to_le_bytes());
+            prefix[..5].copy_from_slice(b"file\0");
+            prefix[5..13].copy_from_slice(&source.fingerprint.to_le_bytes());
+            prefix[13..21].copy_from_slice(&source.offset.unwrap_or(0).to_le_bytes());
+            &prefix[..21]
+        }
+    };
+    let parts = [
+        head,
+        cursor.unwrap_or("").as_bytes(),
+        b"\0",
+        text.as_bytes(),
+    ];
+    let len: usize = parts.iter().map(|p| p.len()).sum();
+    // Most lines fit one stack buffer and one `blake3::hash` call, which is much cheaper for
+    // short inputs than feeding a `Hasher` four pieces; the bytes hashed are the same.
+    const SHORT: usize = 1024;
+    let hash = if len <= SHORT {
+        let mut buf = [0u8; SHORT];
+        let mut at = 0;
+        for p in parts {
+            buf[at..at + p.len()].copy_from_slice(p);
+            at += p.len();
+        }
+        blake3::hash(&buf[..at])
+    } else {
+        let mut hasher = blake3::Hasher::new();
+        for p in parts {
+            hasher.update(p);
+        }
+        hasher.finalize()
+    };
+    let mut first = [0u8; 16];
+    first.copy_from_slice(&hash.as_bytes()[..16]);
+    hex(&first)
+}
+
+/// Lower-case hex of 16 bytes (a hot path: one allocation, no formatting machinery).
+fn hex(bytes: &[u8; 16]) -> String {
+    const DIGITS: &[u8; 16] = b"0123456789abcdef";
+    let mut out = [0u8; 32];
+    for (pair, b) in out.chunks_exact_mut(2).zip(bytes) {
+        pair[0] = DIGITS[usize::from(b >> 4)];
+        pair[1] = DIGITS[usize::from(b & 0xf)];
+    }
+    // Only ASCII hex digits were written.
+    std::str::from_utf8(&out).unwrap_or_default().to_owned()
+}
+
+/// `t.to_rfc3339()`, written without the formatting machinery for the usual case (years
+/// 0..=9999, whole-minute offsets, no leap second): one per alert, on the hot path. Anything else
+/// is left to chrono. The output is the same (a test compares them).
+fn rfc3339(t: &DateTime<FixedOffset>) -> String {
+    use chrono::{Offset, Timelike};
+    let local = t.naive_local();
+    let offset = t.offset().fix().local_minus_utc();
+    let nanos = local.nanosecond();
+    if !(0..=9999).contains(&local.year()) || offset % 60 != 0 || nanos >= 1_000_000_000 {
+        return t.to_rfc3339();
+    }
+    struct Buf {
+        out: [u8; 35],
+        at: usize,
+    }
+    impl Buf {
+        fn digits(&mut self, value: u32, width: usize) {
+            let mut v = value;
+            for i in (0..width).rev() {
+                self.out[self.at + i] = b'0' + (v % 10) as u8;
+                v /= 10;
+            }
+            self.at += width;
+        }
+        fn byte(&mut self, b: u8) {
+            self.out[self.at] = b;
+            self.at += 1;
         }
     }
-    hasher.update(b"\0");
-    hasher.update(text.as_bytes());
-    let hash = hasher.finalize();
-    hex(&hash.as_bytes()[..16])
-}
-
-/// The last `width` lower-case hex digits of `value`, zero-padded (`hex_digits(0xa, 3)` = `00a`).
-fn hex_digits(value: u16, width: u32) -> String {
-    const DIGITS: &[u8; 16] = b"0123456789abcdef";
-    (0..width)
-        .rev()
-        .map(|i| char::from(DIGITS[usize::from((value >> (4 * i)) & 0xf)]))
-        .collect()
-}
-
-/// Lower-case hex of `bytes` (a hot path: one allocation, no formatting machinery).
-fn hex(bytes: &[u8]) -> String {
-    const DIGITS: &[u8; 16] = b"0123456789abcdef";
-    let mut out = String::with_capacity(bytes.len() * 2);
-    for b in bytes {
-        out.push(char::from(DIGITS[usize::from(b >> 4)]));
-        out.push(char::from(DIGITS[usize::from(b & 0xf)]));
+    let mut b = Buf {
+        out: [0; 35],
+        at: 0,
+    };
+    // The year is in 0..=9999 (checked above).
+    b.digits(local.year().unsigned_abs(), 4);
+    b.byte(b'-');
+    b.digits(local.month(), 2);
+    b.byte(b'-');
+    b.digits(local.day(), 2);
+    b.byte(b'T');
+    b.digits(local.hour(), 2);
+    b.byte(b':');
+    b.digits(local.minute(), 2);
+    b.byte(b':');
+    b.digits(local.second(), 2);
+    // chrono's SecondsFormat::AutoSi: no fraction, or 3, 6 or 9 digits, as few as are exact.
+    if nanos != 0 {
+        b.byte(b'.');
+        if nanos.is_multiple_of(1_000_000) {
+            b.digits(nanos / 1_000_000, 3);
+        } else if nanos.is_multiple_of(1_000) {
+            b.digits(nanos / 1_000, 6);
+        } else {
+            b.digits(nanos, 9);
+        }
     }
-    out
+    b.byte(if offset < 0 { b'-' } else { b'+' });
+    let minutes = offset.unsigned_abs() / 60;
+    b.digits(minutes / 60, 2);
+    b.byte(b':');
+    b.digits(minutes % 60, 2);
+    // Only ASCII digits and punctuation were written.
+    std::str::from_utf8(&b.out[..b.at])
+        .unwrap_or_default()
+        .to_owned()
 }
 
 /// The absolute time of a syslog stamp; RFC 3164 stamps take their year and zone from the clock.
@@ -290,4 +377,88 @@ fn resolve_time(ts: &syslog::Timestamp, clock: &Clock) -> Option<DateTime<FixedO
         return at(this_year - 1);
     }
     Some(candidate)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The id as first defined: a `Hasher` fed piece by piece. Ids must never change between
+    /// versions (consumers de-duplicate on them), so the one-shot fast path must hash the same bytes.
+    fn reference_id(source: &LineSource<'_>, cursor: Option<&str>, text: &str) -> String {
+        let mut hasher = blake3::Hasher::new();
+        match cursor {
+            Some(cursor) => {
+                hasher.update(b"journald\0");
+                hasher.update(cursor.as_bytes());
+            }
+            None => {
+                hasher.update(b"file\0");
+                hasher.update(&source.fingerprint.to_le_bytes());
+                hasher.update(&source.offset.unwrap_or(0).to_le_bytes());
+            }
+        }
+        hasher.update(b"\0");
+        hasher.update(text.as_bytes());
+        hasher.finalize().as_bytes()[..16]
+            .iter()
+            .map(|b| format!("{b:02x}"))
+            .collect()
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn times_are_written_as_chrono_writes_them(
+            secs in -70_000_000_000i64..300_000_000_000,
+            nanos in 0u32..2_000_000_000,
+            nano_kind in 0u8..4,
+            offset in -86_399i32..86_399,
+            whole_minutes in proptest::bool::ANY,
+        ) {
+            let nanos = match nano_kind {
+                0 => 0,
+                1 => nanos / 1_000_000 * 1_000_000 % 1_000_000_000,
+                2 => nanos / 1_000 * 1_000 % 1_000_000_000,
+                _ => nanos,
+            };
+            let offset = if whole_minutes { offset / 60 * 60 } else { offset };
+            let Some(utc) = DateTime::<Utc>::from_timestamp(secs, nanos) else {
+                return Ok(());
+            };
+            let t = utc.with_timezone(&FixedOffset::east_opt(offset).unwrap());
+            proptest::prop_assert_eq!(rfc3339(&t), t.to_rfc3339());
+        }
+    }
+
+    #[test]
+    fn ids_are_the_same_bytes_hashed_the_same_way_for_short_and_long_lines() {
+        let source = LineSource {
+            kind: OriginKind::File,
+            path: Some("/var/log/messages"),
+            offset: Some(0x0123_4567_89ab),
+            fingerprint: 0xfeed_beef_dead_f00d,
+            truncated: false,
+        };
+        for len in [0, 1, 63, 64, 200, 1002, 1003, 1004, 1024, 5000, 100_000] {
+            let text: String = (0..len)
+                .map(|i| char::from(b'a' + (i % 26) as u8))
+                .collect();
+            assert_eq!(
+                stable_id(&source, None, &text),
+                reference_id(&source, None, &text),
+                "file, {len}"
+            );
+            let cursor = "s=0b3d;i=42;b=9e;m=1f;t=5f;x=77";
+            assert_eq!(
+                stable_id(&source, Some(cursor), &text),
+                reference_id(&source, Some(cursor), &text),
+                "journald, {len}"
+            );
+        }
+        // And one value written down, so a change of the hashed bytes cannot pass unnoticed.
+        assert_eq!(
+            stable_id(&source, None, "IEC:ES0030010001:x"),
+            "1e7419078541f212e001bcfb008445d8"
+        );
+    }
 }

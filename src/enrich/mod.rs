@@ -35,7 +35,7 @@ use std::time::{Duration, Instant};
 
 use crate::alert::{Alert, Encoded, Hardware, Host};
 use crate::config::enrich::EnrichConfig;
-use crate::enrich::scan::{Ref, RefKind};
+use crate::enrich::scan::{Ref, RefKind, Refs};
 use crate::enrich::sysfs::Sysfs;
 
 /// How long a reference that did not resolve stays cached (at most `cache_ttl`).
@@ -68,6 +68,9 @@ struct Entry {
 struct Cache {
     entries: HashMap<Box<str>, Entry>,
     nic_names: Vec<Box<str>>,
+    /// Bit `b` set: some interface name starts with ASCII byte `b` (most words of a message are
+    /// rejected by this one test).
+    nic_first_bytes: u128,
     nic_names_expire: Instant,
 }
 
@@ -106,6 +109,7 @@ impl Enricher {
             cache: Mutex::new(Cache {
                 entries: HashMap::new(),
                 nic_names: Vec::new(),
+                nic_first_bytes: 0,
                 nic_names_expire: now,
             }),
         })
@@ -123,20 +127,31 @@ impl Enricher {
             return;
         };
         let now = Instant::now();
-        let mut refs: Vec<Ref<'_>> = Vec::new();
+        let mut refs = Refs::new();
         // Cached answers in order; `None` = not cached (or expired), to be resolved.
-        let mut slots: Vec<Option<Option<Encoded<Hardware>>>> = Vec::new();
+        let mut slots: smallvec::SmallVec<[Option<Option<Encoded<Hardware>>>; 8]> =
+            smallvec::SmallVec::new();
         {
             let mut cache = lock(&self.cache);
             if now >= cache.nic_names_expire {
                 // Rare (once per TTL): a directory listing under the lock.
                 cache.nic_names = sysfs.nic_names().into_iter().map(Into::into).collect();
+                cache.nic_first_bytes = cache
+                    .nic_names
+                    .iter()
+                    .filter_map(|n| n.bytes().next().filter(u8::is_ascii))
+                    .fold(0, |bits, b| bits | 1u128 << b);
                 cache.nic_names_expire = now + self.ttl;
             }
             let names = &cache.nic_names;
+            let first_bytes = cache.nic_first_bytes;
             // Interfaces are few: comparing lengths first beats hashing every word of the text.
             let known = |name: &str| {
                 name.len() <= IFNAMSIZ
+                    && name
+                        .bytes()
+                        .next()
+                        .is_some_and(|b| b.is_ascii() && first_bytes & (1u128 << b) != 0)
                     && names.iter().any(|n| n.len() == name.len() && **n == *name)
             };
             scan::scan(&alert.message, &known, &mut refs);
@@ -215,7 +230,7 @@ fn lock(cache: &Mutex<Cache>) -> std::sync::MutexGuard<'_, Cache> {
 
 /// Keeps the first occurrence of each reference text. Alerts carry a handful of references, so a
 /// quadratic scan beats hashing.
-fn dedup_in_place(refs: &mut Vec<Ref<'_>>) {
+fn dedup_in_place(refs: &mut Refs<'_>) {
     let mut i = 0;
     while i < refs.len() {
         if refs[..i].iter().any(|r| r.text == refs[i].text) {
@@ -230,7 +245,7 @@ fn dedup_in_place(refs: &mut Vec<Ref<'_>>) {
 fn scan_json<'a>(
     value: &'a serde_json::Value,
     known: &dyn Fn(&str) -> bool,
-    out: &mut Vec<Ref<'a>>,
+    out: &mut Refs<'a>,
     depth: u8,
 ) {
     if depth > 8 {
@@ -256,8 +271,18 @@ fn scan_json<'a>(
 fn resolve(sysfs: &Sysfs, r: Ref<'_>) -> Option<Encoded<Hardware>> {
     let device = match r.kind {
         RefKind::Block => sysfs.block(r.text).and_then(to_json),
-        RefKind::ById | RefKind::ByPath => sysfs
+        RefKind::ById
+        | RefKind::ByPath
+        | RefKind::ByUuid
+        | RefKind::ByLabel
+        | RefKind::ByPartuuid
+        | RefKind::ByPartlabel => sysfs
             .dev_link(r.text)
+            .and_then(|name| sysfs.block(&name))
+            .and_then(to_json),
+        RefKind::Mapper => sysfs
+            .dev_link(r.text)
+            .or_else(|| sysfs.by_dm_name(r.text.strip_prefix("/dev/mapper/")?))
             .and_then(|name| sysfs.block(&name))
             .and_then(to_json),
         RefKind::Wwn | RefKind::Naa => {
@@ -302,7 +327,7 @@ mod tests {
 
     #[test]
     fn dedup_keeps_first_occurrences_in_order() {
-        let mut refs = vec![
+        let mut refs: Refs = smallvec::smallvec![
             Ref {
                 text: "sdc",
                 kind: RefKind::Block,
@@ -327,7 +352,7 @@ mod tests {
     fn json_strings_are_scanned_but_keys_are_not() {
         let v: serde_json::Value =
             serde_json::json!({"sdq": 1, "dev": ["x", {"d": "on sdb and eth3"}], "n": 3});
-        let mut out = Vec::new();
+        let mut out = Refs::new();
         scan_json(&v, &|_| false, &mut out, 0);
         assert_eq!(
             out.iter().map(|r| r.text).collect::<Vec<_>>(),

@@ -8,7 +8,9 @@
 //! False positives are kept down by requiring whole tokens ("ethernet" is not `eth*`; "sdc2" inside
 //! "xsdc2" is not found) and strict shapes:
 //! - block names: `sd[a-z]{1,3}N?`, `vd[a-z]{1,3}N?`, `nvmeXnY(pZ)?`, `dm-N` (and the same after `/dev/`);
-//! - `/dev/disk/by-id/NAME`, `/dev/disk/by-path/NAME`, `wwn-0xHEX`, `naa.HEX` (8..32 hex digits);
+//! - `/dev/disk/by-id/NAME`, `/dev/disk/by-path/NAME`, `/dev/disk/by-uuid/NAME`,
+//!   `/dev/disk/by-label/NAME`, `/dev/disk/by-partuuid/NAME`, `/dev/disk/by-partlabel/NAME`,
+//!   `/dev/mapper/NAME`, `wwn-0xHEX`, `naa.HEX` (8..32 hex digits);
 //! - SCSI `H:C:T:L`: exactly four groups of 1..5 digits. A time such as `12:30:45:1` has this shape
 //!   too, so an H:C:T:L is only *reported* when it resolves (the enricher drops unresolved ones);
 //! - NICs: the kernel and systemd naming schemes (`ethN`, `ibN`, `bondN`, `wlanN`, `enoN`, `ensN`,
@@ -24,6 +26,16 @@ pub enum RefKind {
     ById,
     /// `/dev/disk/by-path/...`.
     ByPath,
+    /// `/dev/disk/by-uuid/...` (a file system UUID).
+    ByUuid,
+    /// `/dev/disk/by-label/...` (a file system label).
+    ByLabel,
+    /// `/dev/disk/by-partuuid/...` (a GPT partition UUID).
+    ByPartuuid,
+    /// `/dev/disk/by-partlabel/...` (a GPT partition name).
+    ByPartlabel,
+    /// `/dev/mapper/...` (a device-mapper name).
+    Mapper,
     /// `wwn-0x...` (the by-id link name).
     Wwn,
     /// `naa....` (the SCSI wwid form).
@@ -40,6 +52,11 @@ impl RefKind {
             RefKind::Block => "block",
             RefKind::ById => "by-id",
             RefKind::ByPath => "by-path",
+            RefKind::ByUuid => "by-uuid",
+            RefKind::ByLabel => "by-label",
+            RefKind::ByPartuuid => "by-partuuid",
+            RefKind::ByPartlabel => "by-partlabel",
+            RefKind::Mapper => "mapper",
             RefKind::Wwn => "wwn",
             RefKind::Naa => "naa",
             RefKind::Hctl => "hctl",
@@ -48,6 +65,9 @@ impl RefKind {
     }
 }
 
+/// The references of one alert: a handful, kept on the stack.
+pub type Refs<'a> = smallvec::SmallVec<[Ref<'a>; 8]>;
+
 /// One candidate reference: the token as found and its kind.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Ref<'a> {
@@ -55,13 +75,35 @@ pub struct Ref<'a> {
     pub kind: RefKind,
 }
 
+/// `TOKEN[b]`: byte `b` can be part of a token (ASCII letters, digits, `_ - . : /`).
+static TOKEN: [bool; 256] = {
+    let mut t = [false; 256];
+    let mut b = 0;
+    while b < 256 {
+        let c = b as u8;
+        t[b] = c.is_ascii_alphanumeric() || matches!(c, b'_' | b'-' | b'.' | b':' | b'/');
+        b += 1;
+    }
+    t
+};
+
 fn is_token_byte(b: u8) -> bool {
-    b.is_ascii_alphanumeric() || matches!(b, b'_' | b'-' | b'.' | b':' | b'/')
+    TOKEN[usize::from(b)]
 }
+
+/// Links under `/dev/disk/` that name a block device, and their kinds.
+const DISK_LINK_DIRS: [(&str, RefKind); 6] = [
+    ("by-id/", RefKind::ById),
+    ("by-path/", RefKind::ByPath),
+    ("by-uuid/", RefKind::ByUuid),
+    ("by-label/", RefKind::ByLabel),
+    ("by-partuuid/", RefKind::ByPartuuid),
+    ("by-partlabel/", RefKind::ByPartlabel),
+];
 
 /// Appends every reference in `text` to `out`, in order of appearance (duplicates included).
 /// `known_nic` says whether a name is a network interface that exists on this node.
-pub fn scan<'a>(text: &'a str, known_nic: &dyn Fn(&str) -> bool, out: &mut Vec<Ref<'a>>) {
+pub fn scan<'a>(text: &'a str, known_nic: &dyn Fn(&str) -> bool, out: &mut Refs<'a>) {
     let bytes = text.as_bytes();
     let mut i = 0;
     while i < bytes.len() {
@@ -87,31 +129,35 @@ pub fn classify(token: &str, known_nic: &dyn Fn(&str) -> bool) -> Option<RefKind
     match first {
         b'/' => {
             let rest = token.strip_prefix("/dev/")?;
-            if let Some(name) = rest.strip_prefix("disk/by-id/") {
-                return is_link_name(name).then_some(RefKind::ById);
+            if let Some(link) = rest.strip_prefix("disk/") {
+                let (name, kind) = DISK_LINK_DIRS
+                    .iter()
+                    .find_map(|(dir, kind)| link.strip_prefix(dir).map(|name| (name, *kind)))?;
+                return is_link_name(name).then_some(kind);
             }
-            if let Some(name) = rest.strip_prefix("disk/by-path/") {
-                return is_link_name(name).then_some(RefKind::ByPath);
+            if let Some(name) = rest.strip_prefix("mapper/") {
+                return (is_link_name(name) && name != "control").then_some(RefKind::Mapper);
             }
             is_block_name(rest).then_some(RefKind::Block)
         }
         b'0'..=b'9' => is_hctl(token).then_some(RefKind::Hctl),
-        _ => {
-            if is_block_name(token) {
-                Some(RefKind::Block)
-            } else if let Some(hex) = token.strip_prefix("wwn-0x") {
-                let hex = hex.split_once("-part").map_or(hex, |(h, _)| h);
-                is_wwn_hex(hex).then_some(RefKind::Wwn)
-            } else if let Some(hex) = token.strip_prefix("naa.") {
-                is_wwn_hex(hex).then_some(RefKind::Naa)
-            } else if (matches!(first, b'e' | b'i' | b'b' | b'w' | b't') && is_nic_name(token))
-                || (token != "lo" && known_nic(token))
-            {
-                Some(RefKind::Nic)
-            } else {
-                None
-            }
+        // Most words of a message start with a letter no fixed shape starts with: only the
+        // interfaces this node has are left to check.
+        b's' | b'v' | b'n' | b'd' if is_block_name(token) => Some(RefKind::Block),
+        b'w' if token.starts_with("wwn-0x") => {
+            let hex = &token["wwn-0x".len()..];
+            let hex = hex.split_once("-part").map_or(hex, |(h, _)| h);
+            is_wwn_hex(hex).then_some(RefKind::Wwn)
         }
+        b'n' if token.starts_with("naa.") => {
+            is_wwn_hex(&token["naa.".len()..]).then_some(RefKind::Naa)
+        }
+        _ if (matches!(first, b'e' | b'i' | b'b' | b'w' | b't') && is_nic_name(token))
+            || (token != "lo" && known_nic(token)) =>
+        {
+            Some(RefKind::Nic)
+        }
+        _ => None,
     }
 }
 
@@ -242,7 +288,7 @@ mod tests {
     use super::*;
 
     fn refs(text: &str) -> Vec<(&str, &'static str)> {
-        let mut out = Vec::new();
+        let mut out = Refs::new();
         scan(text, &|n| n == "mgmt0" || n == "lo", &mut out);
         out.into_iter().map(|r| (r.text, r.kind.as_str())).collect()
     }

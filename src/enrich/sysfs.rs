@@ -337,6 +337,17 @@ impl Sysfs {
             .map(|e| e.file_name().to_string_lossy().into_owned())
     }
 
+    /// The dm device (`dm-0`) whose device-mapper name is `name` (`/sys/block/dm-N/dm/name`),
+    /// for a `/dev/mapper/NAME` whose link is not in the dev root.
+    pub fn by_dm_name(&self, name: &str) -> Option<String> {
+        fs::read_dir(self.sys.join("block"))
+            .ok()?
+            .flatten()
+            .filter(|e| e.file_name().to_string_lossy().starts_with("dm-"))
+            .find(|e| attr(&e.path().join("dm/name")).as_deref() == Some(name))
+            .map(|e| e.file_name().to_string_lossy().into_owned())
+    }
+
     /// The disk at SCSI address `hctl`.
     pub fn by_hctl(&self, hctl: &str) -> Option<String> {
         let dir = self.sys.join("bus/scsi/devices").join(hctl).join("block");

@@ -7,7 +7,8 @@
 //!   with partition `sdc2`, and by-id / by-path / wwn links;
 //! - `sdb`: a SATA disk at 0:0:0:0 (no enclosure), with a by-id link;
 //! - `nvme0n1`: an NVMe namespace on controller nvme0 (PCI 0000:3d:00.0), with partition `nvme0n1p1`;
-//! - `dm-0`: a dm device (`mpatha`) over `sdb` and `sdc`;
+//! - `dm-0`: a dm device (`mpatha`, with a `/dev/mapper` link) over `sdb` and `sdc`;
+//! - by-uuid / by-partuuid links to `sdc2`, by-label / by-partlabel links to `nvme0n1p1`;
 //! - `eth0`, `eth1`: physical NICs (ixgbe), members of `bond0`, a virtual bond;
 //! - `lo`: the loopback.
 
@@ -27,6 +28,12 @@ pub const SAS_BY_PATH: &str = "pci-0000:02:00.0-sas-0x5000c500a1b2c3d5-lun-0";
 pub const NVME_SERIAL: &str = "S4EWNX0N123456";
 pub const NVME_WWID: &str = "eui.0025388b91b0d0a1";
 pub const DM_UUID: &str = "mpath-35000c500a1b2c3d4";
+pub const DM_NAME: &str = "mpatha";
+/// The file system on `sdc2` (by-uuid) and its GPT partition (by-partuuid).
+pub const FS_UUID: &str = "3f6e2a1c-8d4b-4e7a-9c2f-1b5d6e7f8a9b";
+pub const PART_UUID: &str = "a1b2c3d4-0002-4c5d-8e9f-0a1b2c3d4e5f";
+/// The label of the file system and partition on `nvme0n1p1`.
+pub const FS_LABEL: &str = "motr-data1";
 pub const ETH0_MAC: &str = "a0:36:9f:12:34:56";
 pub const BOND_MAC: &str = "a0:36:9f:12:34:56";
 
@@ -382,7 +389,7 @@ impl FakeSysfs {
             1_953_525_168,
         );
         f.partition("nvme0n1", "nvme0n1p1", 1, 1_048_576);
-        f.dm("dm-0", "mpatha", DM_UUID, &["sdb", "sdc"], 7_814_037_168);
+        f.dm("dm-0", DM_NAME, DM_UUID, &["sdb", "sdc"], 7_814_037_168);
         for (name, func, mac) in [("eth0", "0", ETH0_MAC), ("eth1", "1", "a0:36:9f:12:34:57")] {
             f.nic(&NicSpec {
                 name,
@@ -418,6 +425,11 @@ impl FakeSysfs {
         f.dev_link(&format!("disk/by-id/{SATA_BY_ID}"), "sdb");
         f.dev_link(&format!("disk/by-path/{SAS_BY_PATH}"), "sdc");
         f.dev_link("disk/by-id/nvme-eui.0025388b91b0d0a1", "nvme0n1");
+        f.dev_link(&format!("disk/by-uuid/{FS_UUID}"), "sdc2");
+        f.dev_link(&format!("disk/by-partuuid/{PART_UUID}"), "sdc2");
+        f.dev_link(&format!("disk/by-label/{FS_LABEL}"), "nvme0n1p1");
+        f.dev_link(&format!("disk/by-partlabel/{FS_LABEL}"), "nvme0n1p1");
+        f.dev_link(&format!("mapper/{DM_NAME}"), "dm-0");
         f
     }
 }

@@ -158,7 +158,7 @@ fn text_line(body: &[u8], colour: bool) -> String {
         .host
         .as_ref()
         .map(|h| h.hostname.clone())
-        .or_else(|| alert.origin.host.clone())
+        .or_else(|| alert.origin.host.as_deref().map(str::to_owned))
         .unwrap_or_else(|| "-".into());
     let name = |n: &Option<iemd::alert::Named>| {
         n.as_ref()

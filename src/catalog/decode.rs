@@ -199,7 +199,8 @@ impl<'c> Decoder<'c> {
     fn fill_code(&self, alert: &mut Alert, code: &Code) {
         let found = self.catalog.lookup(code);
         let canonical = code.canonical();
-        alert.code = Some(canonical.as_str().into());
+        let canonical = canonical.as_str();
+        alert.code = Some(canonical.into());
         alert.severity = Some(Coded {
             code: code.severity.code().into(),
             name: code.severity.name().into(),
@@ -210,15 +211,15 @@ impl<'c> Decoder<'c> {
             name: code.source.name().into(),
         });
         alert.component = Some(Named {
-            id: canonical.component().into(),
+            id: canonical[2..5].into(),
             name: found.component.cloned(),
         });
         alert.module = Some(Named {
-            id: canonical.module().into(),
+            id: canonical[5..8].into(),
             name: found.module.cloned(),
         });
         alert.event = Some(Named {
-            id: canonical.event().into(),
+            id: canonical[8..12].into(),
             name: found.event.map(|e| e.description.clone()),
         });
         alert.in_catalog = found.event.is_some();

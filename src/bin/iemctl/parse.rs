@@ -53,7 +53,7 @@ pub struct Args {
     /// With --enrich: read devices from this sysfs tree instead of /sys (e.g. a saved or fake one).
     #[arg(long, value_name = "DIR", requires = "enrich")]
     sysfs_root: Option<PathBuf>,
-    /// With --enrich: resolve /dev/disk/by-id and by-path links under this directory instead of /dev.
+    /// With --enrich: resolve /dev/disk/by-* and /dev/mapper links under this directory instead of /dev.
     #[arg(long, value_name = "DIR", requires = "enrich")]
     dev_root: Option<PathBuf>,
 }

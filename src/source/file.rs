@@ -41,9 +41,16 @@
 //! `*`), or rotated files are tailed as files of their own. A first line flushed incomplete by the
 //! partial-line timeout gets a fingerprint of its incomplete bytes. A file rotated away unread is
 //! found by its modification time: on restart, one whose last write is older than the
-//! checkpointed file's last (late) write is not read, and one compressed before we look is lost.
-//! While running, rotations repeated faster than the source polls (several per 100 ms, under
-//! load) can still skip a rotated file: seen once (3 lines) in a stress test; not yet understood.
+//! checkpointed file's last (late) write is not read, and one compressed or deleted (a rotation
+//! scheme keeping fewer generations than it rotates between two polls) before we look is lost.
+//!
+//! Two causes of rotated files skipped under rapid rotations were found and fixed: a poll that
+//! found no file at the path (between a rotation's rename and create) forgot to look for missed
+//! rotations once a file was back (`Tracked::missed_since`), and a directory listing racing the
+//! renames could skip a file or offer one twice ([`identity::rotated_files`]). Tests:
+//! `rapid_double_rotations_while_reading_lose_nothing` (live, 30 rounds of two rotations),
+//! `a_file_rotated_away_while_the_path_was_missing_is_read` and
+//! `listing_rotated_files_during_renames_finds_each_file_once` (both failed before the fixes).
 //!
 //! Reads are plain blocking reads of at most [`READ_CHUNK`] bytes on local files between awaits.
 
@@ -229,6 +236,7 @@ impl FileSource {
             current: None,
             draining: Vec::new(),
             known: Known::default(),
+            missed_since: None,
         };
         let opened = open_with_facts(path);
         let mut siblings = identity::rotated_files(path);
@@ -348,7 +356,6 @@ impl FileSource {
             i += 1;
         }
 
-        let mut rotated_since = None;
         if let Some(r) = t.current.as_mut() {
             if !self.read_available(&t.path, r, out).await {
                 return false;
@@ -361,7 +368,8 @@ impl FileSource {
                 tracing::info!(source = %self.name, path = %t.path.display(), "file rotated (renamed or removed)");
                 SourceMetrics::add(&self.metrics.rotations_total, 1);
                 old.last_data = Instant::now();
-                rotated_since = Some(old.modified_at_open);
+                let since = old.modified_at_open;
+                t.missed_since = Some(t.missed_since.map_or(since, |s| s.min(since)));
                 t.draining.push(old);
             }
         }
@@ -370,10 +378,13 @@ impl FileSource {
         {
             t.current = Some(self.reader(&t.path, file, &facts, 0));
         }
-        if let Some(since) = rotated_since
-            && !self.read_missed_rotations(t, since, out).await
-        {
-            return false;
+        if let Some(since) = t.missed_since {
+            if !self.read_missed_rotations(t, since, out).await {
+                return false;
+            }
+            if t.current.is_some() {
+                t.missed_since = None;
+            }
         }
         if let Some(r) = t.current.as_mut() {
             if !self.read_available(&t.path, r, out).await {
@@ -668,6 +679,11 @@ struct Tracked {
     draining: Vec<Reader>,
     /// Files of this path not to be read as missed rotations (see [`Known`]).
     known: Known,
+    /// Set when the current file was found rotated: rotated siblings modified since then that were
+    /// never opened are to be read. Kept until a new file at the path is open, because the path
+    /// can be missing when the rotation is seen (between a rotation's rename and create) and
+    /// files can be created and rotated away before it reappears.
+    missed_since: Option<SystemTime>,
 }
 
 /// A file's identity as remembered after closing it: the fingerprint only once final.

@@ -113,38 +113,81 @@ pub fn rotated_candidates(path: &Path) -> Vec<(PathBuf, FileFacts)> {
 }
 
 /// [`rotated_candidates`] with the files kept open, so that what is read later is the file the
-/// facts describe even if it is renamed again meanwhile.
+/// facts describe even if it is renamed again meanwhile. Each file appears once.
+///
+/// A rotation may be renaming these files while we look: a name read from the directory can name
+/// another file by the time it is opened, and a directory read during renames can miss an entry.
+/// So the directory is read again until a read shows no file that has not been opened (at most
+/// [`MAX_LISTINGS`] reads), and files are kept once by device and inode. Without this a rotation
+/// racing the listing could hide a rotated file for good, or offer one twice (seen in
+/// `rapid_double_rotations_while_reading_lose_nothing`: whole files lost, lines read twice).
 pub fn rotated_files(path: &Path) -> Vec<(PathBuf, File, FileFacts)> {
+    use std::os::unix::fs::DirEntryExt;
     let (Some(dir), Some(name)) = (path.parent(), path.file_name()) else {
         return Vec::new();
     };
     let name = name.to_string_lossy();
-    let Ok(entries) = std::fs::read_dir(dir) else {
-        return Vec::new();
+    let is_sibling = |n: &str| {
+        n.len() > name.len()
+            && n.starts_with(name.as_ref())
+            && !COMPRESSED_SUFFIXES.iter().any(|s| n.ends_with(s))
     };
-    let mut out: Vec<(PathBuf, File, FileFacts)> = entries
-        .filter_map(Result::ok)
-        .filter(|e| {
-            let n = e.file_name();
-            let n = n.to_string_lossy();
-            n.len() > name.len()
-                && n.starts_with(name.as_ref())
-                && !COMPRESSED_SUFFIXES.iter().any(|s| n.ends_with(s))
-        })
-        .filter_map(|e| {
-            let p = e.path();
-            let file = File::open(&p).ok()?;
-            if !file.metadata().ok()?.is_file() {
-                return None;
+    let mut out: Vec<(PathBuf, File, FileFacts)> = Vec::new();
+    // Inodes opened, and inodes listed that turned out not to be regular files or not readable.
+    let mut opened: std::collections::HashSet<u64> = std::collections::HashSet::new();
+    let mut passed: std::collections::HashSet<u64> = std::collections::HashSet::new();
+    for _ in 0..MAX_LISTINGS {
+        let Ok(entries) = std::fs::read_dir(dir) else {
+            break;
+        };
+        let mut unseen = false;
+        for e in entries.filter_map(Result::ok) {
+            if !is_sibling(&e.file_name().to_string_lossy())
+                || opened.contains(&e.ino())
+                || passed.contains(&e.ino())
+            {
+                continue;
             }
-            let facts = FileFacts::of(&file).ok()?;
-            Some((p, file, facts))
-        })
-        .collect();
+            unseen = true;
+            let p = e.path();
+            let file = match File::open(&p) {
+                Ok(file) => file,
+                // Renamed away meanwhile: a later read finds it under its new name.
+                Err(e) if e.kind() == io::ErrorKind::NotFound => continue,
+                Err(_) => {
+                    passed.insert(e.ino());
+                    continue;
+                }
+            };
+            let Ok(meta) = file.metadata() else {
+                continue;
+            };
+            if !meta.is_file() {
+                passed.insert(meta.ino());
+                continue;
+            }
+            if !opened.insert(meta.ino()) {
+                // Renamed under us to a name already opened.
+                continue;
+            }
+            match FileFacts::of(&file) {
+                Ok(facts) => out.push((p, file, facts)),
+                Err(_) => {
+                    passed.insert(meta.ino());
+                }
+            }
+        }
+        if !unseen {
+            break;
+        }
+    }
     // Deterministic order: `.1` before `.2`.
     out.sort_by(|a, b| a.0.cmp(&b.0));
     out
 }
+
+/// Most directory reads [`rotated_files`] makes while renames keep changing what it sees.
+const MAX_LISTINGS: usize = 16;
 
 /// Rotated files (from [`rotated_files`] of `path`) last modified at or after `since` and not
 /// `skip`ped, oldest first: a file rotated away before the source could open it at `path`.

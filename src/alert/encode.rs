@@ -54,26 +54,14 @@ pub fn encode(alert: &Alert) -> Result<Vec<u8>, sonic_rs::Error> {
     });
     w.raw(",\"message\":");
     w.str(&alert.message);
-    if let Some(impact) = &alert.impact {
-        w.raw(",\"impact\":");
-        w.str(impact);
-    }
-    if let Some(recommendation) = &alert.recommendation {
-        w.raw(",\"recommendation\":");
-        w.str(recommendation);
-    }
-    if let Some(count) = alert.count {
-        w.raw(",\"count\":");
-        w.int(count);
-    }
+    w.str_if(",\"impact\":", alert.impact.as_deref());
+    w.str_if(",\"recommendation\":", alert.recommendation.as_deref());
+    w.int_if(",\"count\":", alert.count);
     if let Some(extra) = &alert.extra {
         w.raw(",\"extra\":");
         sonic_rs::to_writer(&mut w.0, extra)?;
     }
-    if let Some(reason) = &alert.reason {
-        w.raw(",\"reason\":");
-        w.str(reason);
-    }
+    w.str_if(",\"reason\":", alert.reason.as_deref());
     w.raw(",\"time\":");
     w.str(&alert.time);
 
@@ -83,18 +71,9 @@ pub fn encode(alert: &Alert) -> Result<Vec<u8>, sonic_rs::Error> {
         OriginKind::Journald => ",\"origin\":{\"kind\":\"journald\"",
         OriginKind::Stdin => ",\"origin\":{\"kind\":\"stdin\"",
     });
-    if let Some(path) = &o.path {
-        w.raw(",\"path\":");
-        w.str(path);
-    }
-    if let Some(cursor) = &o.cursor {
-        w.raw(",\"cursor\":");
-        w.str(cursor);
-    }
-    if let Some(offset) = o.offset {
-        w.raw(",\"offset\":");
-        w.int(offset);
-    }
+    w.str_if(",\"path\":", o.path.as_deref());
+    w.str_if(",\"cursor\":", o.cursor.as_deref());
+    w.int_if(",\"offset\":", o.offset);
     w.raw(",\"program\":");
     w.opt_str(o.program.as_deref());
     w.raw(",\"pid\":");
@@ -141,6 +120,22 @@ impl Writer {
     fn str(&mut self, s: &str) {
         // Writing into a Vec cannot fail.
         let _ = CompactFormatter.write_string_fast(&mut self.0, s, true);
+    }
+
+    /// `key` (`,"name":`) and the string, when there is one (a field skipped when absent).
+    fn str_if(&mut self, key: &str, s: Option<&str>) {
+        if let Some(s) = s {
+            self.raw(key);
+            self.str(s);
+        }
+    }
+
+    /// `key` and the number, when there is one.
+    fn int_if(&mut self, key: &str, n: Option<u64>) {
+        if let Some(n) = n {
+            self.raw(key);
+            self.int(n);
+        }
     }
 
     fn opt_str(&mut self, s: Option<&str>) {
@@ -260,40 +255,17 @@ mod tests {
 
     /// Every optional field absent, every flag off.
     fn empty() -> Alert {
-        Alert {
-            schema: SCHEMA.into(),
-            id: String::new(),
-            kind: Kind::Malformed,
-            code: None,
-            severity: None,
-            alert_type: None,
-            source_type: None,
-            component: None,
-            module: None,
-            event: None,
-            in_catalog: false,
-            message: String::new(),
-            impact: None,
-            recommendation: None,
-            count: None,
-            extra: None,
-            reason: None,
-            time: String::new(),
-            origin: Origin {
-                kind: OriginKind::Journald,
-                path: None,
-                cursor: None,
-                offset: None,
-                program: None,
-                pid: None,
-                host: None,
-                priority: None,
-            },
-            raw: String::new(),
-            truncated: false,
+        let origin = Origin {
+            kind: OriginKind::Journald,
+            path: None,
+            cursor: None,
+            offset: None,
+            program: None,
+            pid: None,
             host: None,
-            hardware: Vec::new(),
-        }
+            priority: None,
+        };
+        Alert::bare(String::new(), String::new(), origin, String::new(), false)
     }
 
     /// The same JSON value as the derived `Serialize` (through serde_json), with the same key

@@ -194,3 +194,35 @@ pub struct Alert {
     #[serde(skip_serializing_if = "Vec::is_empty", default)]
     pub hardware: Vec<Encoded<Hardware>>,
 }
+
+impl Alert {
+    /// An alert with only where it came from: kind `malformed`, nothing decoded, no code, no
+    /// enrichment. Decoding fills in the rest.
+    pub fn bare(id: String, time: String, origin: Origin, raw: String, truncated: bool) -> Alert {
+        Alert {
+            schema: SCHEMA.into(),
+            id,
+            kind: Kind::Malformed,
+            code: None,
+            severity: None,
+            alert_type: None,
+            source_type: None,
+            component: None,
+            module: None,
+            event: None,
+            in_catalog: false,
+            message: String::new(),
+            impact: None,
+            recommendation: None,
+            count: None,
+            extra: None,
+            reason: None,
+            time,
+            origin,
+            raw,
+            truncated,
+            host: None,
+            hardware: Vec::new(),
+        }
+    }
+}

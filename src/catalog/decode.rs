@@ -7,7 +7,7 @@ use iem_parsers::iem::{Classified, Code};
 use iem_parsers::{journal, syslog};
 
 use super::Catalog;
-use crate::alert::{self, Alert, Coded, Kind, Named, Origin, OriginKind};
+use crate::alert::{Alert, Coded, Kind, Named, Origin, OriginKind};
 
 /// Where a line was read: enough to name its origin and to give it a stable id.
 #[derive(Debug, Clone, Copy)]
@@ -146,31 +146,7 @@ impl<'c> Decoder<'c> {
         raw: &str,
         truncated: bool,
     ) -> Alert {
-        let mut alert = Alert {
-            schema: alert::SCHEMA.into(),
-            id,
-            kind: Kind::Malformed,
-            code: None,
-            severity: None,
-            alert_type: None,
-            source_type: None,
-            component: None,
-            module: None,
-            event: None,
-            in_catalog: false,
-            message: String::new(),
-            impact: None,
-            recommendation: None,
-            count: None,
-            extra: None,
-            reason: None,
-            time: rfc3339(&time),
-            origin,
-            raw: raw.to_owned(),
-            truncated,
-            host: None,
-            hardware: Vec::new(),
-        };
+        let mut alert = Alert::bare(id, rfc3339(&time), origin, raw.to_owned(), truncated);
         match classified {
             Classified::NotIem => {}
             Classified::Malformed(m) => {

@@ -2,8 +2,8 @@
 //!
 //! Two extra nodes (`rabbit2@<host>` on 5673 and `rabbit3@<host>` on 5674, distribution ports
 //! +20000) join the broker already running on 5672, as /work/shared/rabbitmq-cluster.md (and
-//! docs/CLUSTER.md) describe. [`Cluster`] holds `BROKER_LOCK` for writing for its whole life: it
-//! may stop the shared node, so no other broker test of this process runs meanwhile.
+//! docs/CLUSTER.md) describe. [`Cluster`] holds the exclusive broker lock for its whole life: it
+//! may stop the shared node, so no other broker test (of this or another test process) runs meanwhile.
 //!
 //! Nothing may outlive the test process: `Drop` (also during a panic) takes the extra nodes out
 //! of the cluster and stops them; a watchdog process does the same if the test process dies
@@ -12,7 +12,6 @@
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
-use std::sync::RwLockWriteGuard;
 use std::time::{Duration, Instant};
 
 use super::broker_lock;
@@ -30,7 +29,7 @@ pub struct Cluster {
     main: String,
     dirs: Vec<PathBuf>,
     watchdog: Option<Child>,
-    _lock: RwLockWriteGuard<'static, ()>,
+    _lock: broker_lock::Exclusive,
 }
 
 /// Output of a command run with a time limit.

@@ -18,6 +18,9 @@
 //! paced run's length (default 20), `IEMD_E2E_SYNC_MS` the first daemon's `sync_interval_ms`
 //! (default: the configuration's default).
 
+#[path = "common/ceiling.rs"]
+mod ceiling;
+
 use std::collections::HashMap;
 use std::fs::OpenOptions;
 use std::io::{Read, Write};
@@ -27,11 +30,9 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use futures_util::StreamExt;
-use futures_util::stream::FuturesOrdered;
 use lapin::options::{
-    BasicConsumeOptions, BasicGetOptions, BasicPublishOptions, ConfirmSelectOptions,
-    ExchangeDeclareOptions, QueueBindOptions, QueueDeclareOptions, QueueDeleteOptions,
-    QueuePurgeOptions,
+    BasicConsumeOptions, BasicGetOptions, ExchangeDeclareOptions, QueueBindOptions,
+    QueueDeclareOptions, QueueDeleteOptions, QueuePurgeOptions,
 };
 use lapin::types::FieldTable;
 
@@ -392,44 +393,7 @@ async fn delete(ch: &lapin::Channel, name: &str) {
 async fn plain_publisher(name: &str, bodies: &[Vec<u8>], n: u64) -> f64 {
     let (conn, ch) = channel().await;
     declare(&ch, name).await;
-    ch.confirm_select(ConfirmSelectOptions::default())
-        .await
-        .expect("confirms");
-    let t = Instant::now();
-    let mut inflight = FuturesOrdered::new();
-    for i in 0..n as usize {
-        if inflight.len() >= WINDOW {
-            let c: lapin::Result<lapin::Confirmation> = inflight.next().await.expect("confirm");
-            assert!(matches!(
-                c.expect("confirm"),
-                lapin::Confirmation::Ack(None)
-            ));
-        }
-        let props = lapin::BasicProperties::default()
-            .with_delivery_mode(2)
-            .with_content_type("application/json".into());
-        let confirm = ch
-            .basic_publish(
-                name.into(),
-                "iem.error.s3".into(),
-                BasicPublishOptions {
-                    mandatory: true,
-                    ..Default::default()
-                },
-                &bodies[i % bodies.len()],
-                props,
-            )
-            .await
-            .expect("publish");
-        inflight.push_back(confirm);
-    }
-    while let Some(c) = inflight.next().await {
-        assert!(matches!(
-            c.expect("confirm"),
-            lapin::Confirmation::Ack(None)
-        ));
-    }
-    let rate = n as f64 / t.elapsed().as_secs_f64();
+    let rate = ceiling::publish_confirmed(&ch, name, bodies, n as usize, WINDOW).await;
     delete(&ch, name).await;
     let _ = conn.close(200, "bye".into()).await;
     rate

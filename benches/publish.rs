@@ -3,19 +3,20 @@
 //!
 //! Run (RabbitMQ on 127.0.0.1:5672, guest/guest): `cargo bench --bench publish`
 
+#[path = "common/ceiling.rs"]
+mod ceiling;
+
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
-use futures_util::StreamExt;
-use futures_util::stream::FuturesOrdered;
 use iemd::config::broker::{BrokerConfig, QueueConfig};
 use iemd::config::spool::SpoolConfig;
 use iemd::publish::PublishStats;
 use iemd::shutdown::Shutdown;
 use lapin::options::{
-    BasicPublishOptions, ConfirmSelectOptions, ExchangeDeclareOptions, QueueBindOptions,
-    QueueDeclareOptions, QueueDeleteOptions, QueuePurgeOptions,
+    ExchangeDeclareOptions, QueueBindOptions, QueueDeclareOptions, QueueDeleteOptions,
+    QueuePurgeOptions,
 };
 use lapin::types::FieldTable;
 
@@ -36,44 +37,7 @@ async fn plain(url: &str, exchange: &str, payloads: &[Vec<u8>]) -> f64 {
         .await
         .expect("connect");
     let ch = conn.create_channel().await.expect("channel");
-    ch.confirm_select(ConfirmSelectOptions::default())
-        .await
-        .expect("confirms");
-    let t = Instant::now();
-    let mut inflight = FuturesOrdered::new();
-    for p in payloads {
-        if inflight.len() >= WINDOW {
-            let c: lapin::Result<lapin::Confirmation> = inflight.next().await.expect("confirm");
-            assert!(matches!(
-                c.expect("confirm"),
-                lapin::Confirmation::Ack(None)
-            ));
-        }
-        let props = lapin::BasicProperties::default()
-            .with_delivery_mode(2)
-            .with_content_type("application/json".into());
-        let confirm = ch
-            .basic_publish(
-                exchange.into(),
-                "iem.error.s3".into(),
-                BasicPublishOptions {
-                    mandatory: true,
-                    ..Default::default()
-                },
-                p,
-                props,
-            )
-            .await
-            .expect("publish");
-        inflight.push_back(confirm);
-    }
-    while let Some(c) = inflight.next().await {
-        assert!(matches!(
-            c.expect("confirm"),
-            lapin::Confirmation::Ack(None)
-        ));
-    }
-    let rate = payloads.len() as f64 / t.elapsed().as_secs_f64();
+    let rate = ceiling::publish_confirmed(&ch, exchange, payloads, payloads.len(), WINDOW).await;
     let _ = conn.close(200, "bye".into()).await;
     rate
 }

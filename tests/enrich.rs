@@ -103,7 +103,7 @@ fn by_ref<'a>(hw: &'a [Encoded<Hardware>], reference: &str) -> &'a Hardware {
 fn device(hw: &[Encoded<Hardware>], reference: &str) -> Value {
     let h = by_ref(hw, reference);
     assert!(h.found, "{reference} not found");
-    h.device.as_deref().cloned().unwrap()
+    h.device.clone().unwrap()
 }
 
 fn sas_disk() -> Value {

@@ -223,16 +223,10 @@ impl CanonicalCode {
         std::str::from_utf8(&self.0).unwrap_or_default()
     }
 
-    pub fn component(&self) -> &str {
-        &self.as_str()[2..5]
-    }
-
-    pub fn module(&self) -> &str {
-        &self.as_str()[5..8]
-    }
-
-    pub fn event(&self) -> &str {
-        &self.as_str()[8..12]
+    /// The whole code and its component, module and event ids (one UTF-8 check for all four).
+    pub fn parts(&self) -> (&str, &str, &str, &str) {
+        let s = self.as_str();
+        (s, &s[2..5], &s[5..8], &s[8..12])
     }
 }
 
@@ -589,10 +583,12 @@ mod tests {
                 "{}{}{:03x}{:03x}{:04x}",
                 code.severity.letter(), code.source.letter(), component, module, event
             );
+            let (whole, component_id, module_id, event_id) = c.parts();
             proptest::prop_assert_eq!(c.as_str(), want.as_str());
-            proptest::prop_assert_eq!(c.component(), &want[2..5]);
-            proptest::prop_assert_eq!(c.module(), &want[5..8]);
-            proptest::prop_assert_eq!(c.event(), &want[8..12]);
+            proptest::prop_assert_eq!(whole, want.as_str());
+            proptest::prop_assert_eq!(component_id, &want[2..5]);
+            proptest::prop_assert_eq!(module_id, &want[5..8]);
+            proptest::prop_assert_eq!(event_id, &want[8..12]);
         }
     }
 

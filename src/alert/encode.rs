@@ -174,7 +174,6 @@ impl Writer {
 
 #[cfg(test)]
 mod tests {
-    use std::sync::Arc;
 
     use proptest::prelude::*;
 
@@ -241,7 +240,7 @@ mod tests {
                     reference: "sdc".into(),
                     ref_kind: "block".into(),
                     found: true,
-                    device: Some(Arc::new(serde_json::json!({"serial": "Z1"}))),
+                    device: Some(serde_json::json!({"serial": "Z1"})),
                 }),
                 Encoded::new(Hardware {
                     reference: "eth9".into(),

@@ -48,12 +48,6 @@ impl<T: PartialEq> PartialEq for Encoded<T> {
     }
 }
 
-impl<T: PartialEq> PartialEq<T> for Encoded<T> {
-    fn eq(&self, other: &T) -> bool {
-        self.0.0 == *other
-    }
-}
-
 impl<T: Serialize> Serialize for Encoded<T> {
     fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
         self.0.0.serialize(serializer)
@@ -140,9 +134,9 @@ pub struct Hardware {
     pub ref_kind: String,
     pub found: bool,
     /// The resolved device: disk or NIC fields, as produced by `enrich` (`schema/hardware.v1.json`).
-    /// Shared (`Arc`) so that attaching a cached device to an alert is a reference-count bump.
+    /// The whole entry is shared with the enrich cache (`Encoded<Hardware>`).
     #[serde(skip_serializing_if = "Option::is_none", default)]
-    pub device: Option<std::sync::Arc<serde_json::Value>>,
+    pub device: Option<serde_json::Value>,
 }
 
 /// One normalized alert (`iem.alert/v1`).

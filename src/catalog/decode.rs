@@ -175,8 +175,8 @@ impl<'c> Decoder<'c> {
     fn fill_code(&self, alert: &mut Alert, code: &Code) {
         let found = self.catalog.lookup(code);
         let canonical = code.canonical();
-        let canonical = canonical.as_str();
-        alert.code = Some(canonical.into());
+        let (whole, component, module, event) = canonical.parts();
+        alert.code = Some(whole.into());
         alert.severity = Some(Coded {
             code: code.severity.code().into(),
             name: code.severity.name().into(),
@@ -187,15 +187,15 @@ impl<'c> Decoder<'c> {
             name: code.source.name().into(),
         });
         alert.component = Some(Named {
-            id: canonical[2..5].into(),
+            id: component.into(),
             name: found.component.cloned(),
         });
         alert.module = Some(Named {
-            id: canonical[5..8].into(),
+            id: module.into(),
             name: found.module.cloned(),
         });
         alert.event = Some(Named {
-            id: canonical[8..12].into(),
+            id: event.into(),
             name: found.event.map(|e| e.description.clone()),
         });
         alert.in_catalog = found.event.is_some();

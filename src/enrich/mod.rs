@@ -30,7 +30,7 @@ pub mod sysfs;
 
 use std::collections::HashMap;
 use std::path::PathBuf;
-use std::sync::{Arc, Mutex};
+use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use crate::alert::{Alert, Encoded, Hardware, Host};
@@ -316,9 +316,9 @@ fn resolve(sysfs: &Sysfs, r: Ref<'_>) -> Option<Encoded<Hardware>> {
     }))
 }
 
-fn to_json<T: serde::Serialize>(device: T) -> Option<Arc<serde_json::Value>> {
+fn to_json<T: serde::Serialize>(device: T) -> Option<serde_json::Value> {
     // Serializing these plain structs cannot fail; if it ever did, the device is just absent.
-    serde_json::to_value(device).ok().map(Arc::new)
+    serde_json::to_value(device).ok()
 }
 
 #[cfg(test)]

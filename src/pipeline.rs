@@ -96,9 +96,14 @@ pub async fn run(config: Config, shutdown: Shutdown) -> Result<(), PipelineError
     let (tx, mut rx) = mpsc::channel::<SourceLine>(BATCH * 8);
     let mut sources = JoinSet::new();
     let mut health_sources = Vec::new();
+    let mut source_paths = Vec::new();
+    if let Some(nothing) = crate::source::nothing_to_read(&config.sources) {
+        tracing::error!("{nothing}");
+    }
     for file in &config.sources.files {
         let source = FileSource::new(file, checkpoints.files());
         export_source_metrics(&source.name(), &source.metrics());
+        source_paths.push((source.name(), source.metrics()));
         let running = SourceRunning::new(source.name(), &mut health_sources);
         let (tx, token) = (tx.clone(), source_token.clone());
         sources.spawn(async move { running.track(source.run(tx, token).await) });
@@ -107,6 +112,7 @@ pub async fn run(config: Config, shutdown: Shutdown) -> Result<(), PipelineError
         let name = &config.sources.journald.name;
         let source = JournaldSource::new(&config.sources.journald, checkpoints.journal(name));
         export_source_metrics(&source.name(), &source.metrics());
+        source_paths.push((source.name(), source.metrics()));
         let running = SourceRunning::new(source.name(), &mut health_sources);
         let (tx, token) = (tx.clone(), source_token.clone());
         sources.spawn(async move { running.track(source.run(tx, token).await) });
@@ -127,6 +133,14 @@ pub async fn run(config: Config, shutdown: Shutdown) -> Result<(), PipelineError
             broker_connected: stats.connected().iter().any(|(_, up)| *up),
             spool_pending_records: spool.stats().map_or(0, |s| s.pending_records),
             spool_warning_records: warning,
+            unreadable: source_paths
+                .iter()
+                .flat_map(|(name, m): &(Arc<str>, Arc<SourceMetrics>)| {
+                    m.unreadable()
+                        .into_iter()
+                        .map(|d| (name.to_string(), d.path, d.reason))
+                })
+                .collect(),
         })
     };
     if let Some(addr) = config.telemetry.metrics_addr() {
@@ -419,6 +433,27 @@ fn export_source_metrics(name: &str, metrics: &Arc<SourceMetrics>) {
         "Bytes read, per source.",
         &labels,
         Box::new(move || m.bytes_read_total.load(Ordering::Relaxed) as f64),
+    );
+    let m = metrics.clone();
+    r.counter_fn(
+        "iemd_lines_truncated_total",
+        "Lines cut at max_line_bytes (journald: entries dropped as too long), per source.",
+        &labels,
+        Box::new(move || m.lines_truncated_total.load(Ordering::Relaxed) as f64),
+    );
+    let m = metrics.clone();
+    r.counter_fn(
+        "iemd_rotations_total",
+        "File rotations (rename, copytruncate, found while stopped) followed, per source.",
+        &labels,
+        Box::new(move || m.rotations_total.load(Ordering::Relaxed) as f64),
+    );
+    let m = metrics.clone();
+    r.counter_fn(
+        "iemd_journalctl_restarts_total",
+        "journalctl children started after the first, per source.",
+        &labels,
+        Box::new(move || m.journalctl_restarts_total.load(Ordering::Relaxed) as f64),
     );
 }
 

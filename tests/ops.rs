@@ -30,6 +30,7 @@ async fn start_endpoint() -> Endpoint {
         broker_connected: true,
         spool_pending_records: 0,
         spool_warning_records: 100,
+        unreadable: Vec::new(),
     }));
     let listener = http::bind("127.0.0.1:0".parse().unwrap()).await.unwrap();
     let url = format!("http://{}", listener.local_addr().unwrap());

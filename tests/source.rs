@@ -890,3 +890,242 @@ fn path_with_file(path: &Path) -> PathBuf {
     File::create(path).unwrap();
     path.to_path_buf()
 }
+
+// ---- sources that cannot be read (issue 21, item 7) ----
+
+/// The real iemd on `config`, run as `nobody` when the tests run as root (root reads any file),
+/// its stderr in `dir/iemd.log`. Killed on drop.
+struct Unprivileged {
+    child: std::process::Child,
+    log: PathBuf,
+}
+
+impl Unprivileged {
+    fn start(dir: &Path, config: &str) -> Unprivileged {
+        use std::os::unix::process::CommandExt;
+        let path = dir.join("iemd.toml");
+        std::fs::write(&path, config).unwrap();
+        let log = dir.join("iemd.log");
+        let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_iemd"));
+        cmd.arg("--config")
+            .arg(&path)
+            .env("RUST_LOG", "info,lapin=off")
+            .stdin(std::process::Stdio::null())
+            .stdout(std::process::Stdio::null())
+            .stderr(File::create(&log).unwrap());
+        if is_root() {
+            cmd.uid(NOBODY).gid(NOBODY);
+        }
+        Unprivileged {
+            child: cmd.spawn().unwrap(),
+            log,
+        }
+    }
+
+    fn log_text(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+}
+
+impl Drop for Unprivileged {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+const NOBODY: u32 = 65534;
+
+fn is_root() -> bool {
+    std::fs::metadata("/proc/self")
+        .map(|m| m.uid() == 0)
+        .unwrap_or(false)
+}
+
+/// A directory the daemon (maybe `nobody`) may enter, with a `state` directory it may write.
+fn shared_dir() -> tempfile::TempDir {
+    use std::os::unix::fs::PermissionsExt;
+    let d = tempfile::tempdir().unwrap();
+    std::fs::set_permissions(d.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+    let state = d.path().join("state");
+    std::fs::create_dir(&state).unwrap();
+    if is_root() {
+        std::os::unix::fs::chown(&state, Some(NOBODY), Some(NOBODY)).unwrap();
+    }
+    d
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// A config with the metrics endpoint on `port`, a broker nobody listens on (the sources and
+/// /health do not need one) and `sources`.
+fn endpoint_config(dir: &Path, port: u16, sources: &str) -> String {
+    format!(
+        "state_dir = \"{}\"\n[telemetry]\nmetrics_listen = \"127.0.0.1:{port}\"\n\
+         [broker]\nurls = [\"amqp://127.0.0.1:1/%2f\"]\nbackoff_max_ms = 500\n{sources}",
+        dir.join("state").display()
+    )
+}
+
+/// GETs `path` from the endpoint until `done(status, body)` holds (panics with the daemon's log
+/// after 20 s).
+async fn wait_endpoint(
+    d: &Unprivileged,
+    port: u16,
+    path: &str,
+    done: impl Fn(u16, &str) -> bool,
+) -> String {
+    let url = format!("http://127.0.0.1:{port}{path}");
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        if let Ok((status, body)) = iemd::telemetry::http::get(&url, Duration::from_secs(2)).await
+            && done(status, &body)
+        {
+            return body;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{path} never as expected; log:\n{}",
+            d.log_text()
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// Regression, "a log the agent may not open is skipped without a word" (root:root 0600 is the
+/// RHEL default for /var/log/messages): the daemon logs one error naming the path, the reason and
+/// what to grant, `iemd_source_up{source,path}` is 0 and /health is 503 naming the source, until
+/// the file is made readable; then it reads it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_unreadable_log_is_named_in_the_log_metrics_and_health_until_readable() {
+    use std::os::unix::fs::PermissionsExt;
+    let d = shared_dir();
+    let path = d.path().join("messages");
+    std::fs::write(&path, format!("{}\n", crate::util::daemon::iem_line("n=1"))).unwrap();
+    // Root reads anything: as root the daemon runs as nobody; otherwise the file is made
+    // unreadable for its owner too.
+    let mode = if is_root() { 0o600 } else { 0o000 };
+    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(mode)).unwrap();
+    let port = free_port();
+    let sources = format!(
+        "[[sources.files]]\nname = \"messages\"\npaths = [\"{}\"]\nstart_at = \"beginning\"\n",
+        path.display()
+    );
+    let daemon = Unprivileged::start(d.path(), &endpoint_config(d.path(), port, &sources));
+    let shown = path.display().to_string();
+    let health = wait_endpoint(&daemon, port, "/health", |s, _| s == 503).await;
+    assert!(
+        health.contains(&format!(
+            "source messages cannot read {shown}: permission denied"
+        )),
+        "{health}"
+    );
+    let gauge = format!("iemd_source_up{{source=\"messages\",path=\"{shown}\"}}");
+    wait_endpoint(&daemon, port, "/metrics", |_, b| {
+        b.contains(&format!("{gauge} 0"))
+    })
+    .await;
+    // Several polls later, still one error line, with the reason and the fix.
+    tokio::time::sleep(Duration::from_millis(2500)).await;
+    let log = daemon.log_text();
+    let errors: Vec<&str> = log
+        .lines()
+        .filter(|l| l.contains("cannot read source path"))
+        .collect();
+    assert_eq!(errors.len(), 1, "{log}");
+    assert!(errors[0].contains(&shown), "{}", errors[0]);
+    assert!(errors[0].contains("CAP_DAC_READ_SEARCH"), "{}", errors[0]);
+
+    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o644)).unwrap();
+    wait_endpoint(&daemon, port, "/health", |s, _| s == 200).await;
+    wait_endpoint(&daemon, port, "/metrics", |_, b| {
+        b.contains(&format!("{gauge} 1"))
+            && b.contains("iemd_lines_read_total{source=\"messages\"} 1")
+    })
+    .await;
+    assert!(daemon.log_text().contains("source path readable again"));
+}
+
+/// When no configured source exists at all, iemd says so at start.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn iemd_says_plainly_when_no_configured_source_exists() {
+    let d = shared_dir();
+    let missing = d.path().join("nowhere/messages");
+    let port = free_port();
+    let sources = format!(
+        "[[sources.files]]\npaths = [\"{}\"]\n[sources.journald]\nenabled = false\n",
+        missing.display()
+    );
+    let daemon = Unprivileged::start(d.path(), &endpoint_config(d.path(), port, &sources));
+    wait_endpoint(&daemon, port, "/metrics", |_, b| {
+        b.contains(&format!(
+            "iemd_source_up{{source=\"{}\",path=\"{}\"}} 0",
+            missing.display(),
+            missing.display()
+        ))
+    })
+    .await;
+    let log = daemon.log_text();
+    assert!(
+        log.contains("no configured source exists")
+            && log.contains(&format!("none of the files {} exists", missing.display()))
+            && log.contains("journald is disabled"),
+        "{log}"
+    );
+}
+
+/// journalctl missing, or no journal it can read: the journald source is not up, with the
+/// reason, until it reads an entry.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn journald_without_journalctl_or_a_journal_is_not_up() {
+    let missing = JournaldConfig {
+        enabled: true,
+        journalctl: PathBuf::from("/nonexistent/journalctl"),
+        ..JournaldConfig::default()
+    };
+    let src = JournaldSource::new(&missing, None);
+    let metrics = src.metrics();
+    let (tx, _rx) = mpsc::channel(1);
+    let token = CancellationToken::new();
+    let task = tokio::spawn(src.run(tx, token.clone()));
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while metrics.unreadable().is_empty() {
+        assert!(Instant::now() < deadline, "journalctl missing but up");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let down = metrics.unreadable();
+    assert!(
+        down[0]
+            .reason
+            .contains("cannot start /nonexistent/journalctl"),
+        "{down:?}"
+    );
+    token.cancel();
+    task.await.unwrap().unwrap();
+
+    // A directory without journal files: journalctl waits silently; the source says why it
+    // reads nothing, until a journal appears and an entry is read.
+    let d = tempfile::tempdir().unwrap();
+    let jdir = d.path().join("journal");
+    std::fs::create_dir(&jdir).unwrap();
+    let mut src = start_journal(&jdir, None);
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while src.metrics.unreadable().is_empty() {
+        assert!(Instant::now() < deadline, "no journal but up");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let down = src.metrics.unreadable();
+    assert_eq!(down[0].path, jdir.display().to_string());
+    assert!(down[0].reason.contains("no journal files in"), "{down:?}");
+    write_journal(&jdir, &[b"IEC:ES0030010001:now there is a journal"]);
+    let got = src.take(1, Duration::from_secs(10)).await;
+    assert_eq!(got.len(), 1);
+    assert!(src.metrics.unreadable().is_empty());
+    src.stop().await;
+}

@@ -71,7 +71,9 @@ use tokio_util::sync::CancellationToken;
 use crate::config::sources::{FileSourceConfig, FileStartAt, has_glob_chars};
 use crate::source::identity::{self, FileFacts};
 use crate::source::lines::{LineSplitter, RawLine};
-use crate::source::{FilePosition, Position, SourceError, SourceLine, SourceMetrics};
+use crate::source::{
+    FilePosition, PathState, Position, SourceError, SourceLine, SourceMetrics, unreadable,
+};
 
 /// A rotated-away file is read until it has had no new byte for this long.
 pub const ROTATED_GRACE: Duration = Duration::from_secs(5);
@@ -182,6 +184,7 @@ impl FileSource {
                 }
             }
             for p in gone {
+                self.metrics.forget_path(&p.to_string_lossy());
                 tracked.remove(&p);
             }
 
@@ -222,9 +225,51 @@ impl FileSource {
     fn expand(&self) -> Vec<PathBuf> {
         let mut out = Vec::new();
         for p in &self.patterns {
-            out.extend(expand_pattern(p));
+            match expand_pattern(p) {
+                Ok(paths) => {
+                    if is_glob(p) {
+                        self.metrics
+                            .set_path(&self.name, &p.to_string_lossy(), PathState::Up);
+                    }
+                    out.extend(paths);
+                }
+                Err(e) if e.kind() == io::ErrorKind::NotFound => {
+                    self.metrics
+                        .set_path(&self.name, &p.to_string_lossy(), PathState::Missing)
+                }
+                Err(e) => {
+                    let dir = p.parent().unwrap_or(p);
+                    self.metrics
+                        .set_path(&self.name, &p.to_string_lossy(), unreadable(dir, &e));
+                }
+            }
         }
         out
+    }
+
+    /// Opens the file at `path`, recording whether it can be read. `at_discovery`: a missing file
+    /// is recorded as missing (later it is a rotation's gap between rename and create).
+    fn open_path(&self, path: &Path, at_discovery: bool) -> Option<(File, FileFacts)> {
+        let label = path.to_string_lossy();
+        match open_with_facts(path) {
+            Ok(Some(opened)) => {
+                self.metrics.set_path(&self.name, &label, PathState::Up);
+                Some(opened)
+            }
+            Ok(None) => None,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {
+                if at_discovery {
+                    self.metrics
+                        .set_path(&self.name, &label, PathState::Missing);
+                }
+                None
+            }
+            Err(e) => {
+                self.metrics
+                    .set_path(&self.name, &label, unreadable(path, &e));
+                None
+            }
+        }
     }
 
     /// Starts tracking a path: from its checkpoint, or per `start_at` when found at startup, or
@@ -238,7 +283,7 @@ impl FileSource {
             known: Known::default(),
             missed_since: None,
         };
-        let opened = open_with_facts(path);
+        let opened = self.open_path(path, true);
         let mut siblings = identity::rotated_files(path);
         // Rotated files there now are never taken for rotations missed while running: start_at
         // or the checkpoint decides about them, here.
@@ -374,7 +419,7 @@ impl FileSource {
             }
         }
         if t.current.is_none()
-            && let Some((file, facts)) = open_with_facts(&t.path)
+            && let Some((file, facts)) = self.open_path(&t.path, false)
         {
             t.current = Some(self.reader(&t.path, file, &facts, 0));
         }
@@ -625,20 +670,27 @@ impl FileSource {
     }
 }
 
-/// The paths a configured pattern names now.
-pub fn expand_pattern(pattern: &Path) -> Vec<PathBuf> {
+/// True when the pattern's file name has wildcards.
+fn is_glob(pattern: &Path) -> bool {
+    pattern
+        .file_name()
+        .and_then(|n| n.to_str())
+        .is_some_and(has_glob_chars)
+}
+
+/// The paths a configured pattern names now: a literal path always (it may appear later), the
+/// regular files a glob matches. Fails when a glob's directory cannot be listed.
+pub fn expand_pattern(pattern: &Path) -> io::Result<Vec<PathBuf>> {
     let Some(name) = pattern.file_name().and_then(|n| n.to_str()) else {
-        return vec![pattern.to_path_buf()];
+        return Ok(vec![pattern.to_path_buf()]);
     };
     if !has_glob_chars(name) {
-        return vec![pattern.to_path_buf()];
+        return Ok(vec![pattern.to_path_buf()]);
     }
     let (Some(dir), Ok(pat)) = (pattern.parent(), glob::Pattern::new(name)) else {
-        return Vec::new();
+        return Ok(Vec::new());
     };
-    let Ok(entries) = std::fs::read_dir(dir) else {
-        return Vec::new();
-    };
+    let entries = std::fs::read_dir(dir)?;
     let opts = glob::MatchOptions {
         case_sensitive: true,
         require_literal_separator: true,
@@ -655,13 +707,17 @@ pub fn expand_pattern(pattern: &Path) -> Vec<PathBuf> {
         .filter(|p| p.is_file())
         .collect();
     out.sort();
-    out
+    Ok(out)
 }
 
-fn open_with_facts(path: &Path) -> Option<(File, FileFacts)> {
-    let file = File::open(path).ok()?;
-    let facts = FileFacts::of(&file).ok()?;
-    file.metadata().ok()?.is_file().then_some((file, facts))
+/// Opens a regular file and reads its identity; `Ok(None)` when the path is not a regular file.
+fn open_with_facts(path: &Path) -> io::Result<Option<(File, FileFacts)>> {
+    let file = File::open(path)?;
+    if !file.metadata()?.is_file() {
+        return Ok(None);
+    }
+    let facts = FileFacts::of(&file)?;
+    Ok(Some((file, facts)))
 }
 
 enum Chunk {
@@ -807,13 +863,15 @@ mod tests {
         }
         std::fs::create_dir(d.path().join("dir.log")).unwrap();
         let got: Vec<String> = expand_pattern(&d.path().join("*.log"))
+            .unwrap()
             .into_iter()
             .map(|p| p.file_name().unwrap().to_string_lossy().into_owned())
             .collect();
         assert_eq!(got, vec!["a.log", "b.log"]);
         // A literal path is named even before it exists; a glob in a missing directory names nothing.
         let missing = d.path().join("later.log");
-        assert_eq!(expand_pattern(&missing), vec![missing]);
-        assert!(expand_pattern(&d.path().join("nope/*.log")).is_empty());
+        assert_eq!(expand_pattern(&missing).unwrap(), vec![missing]);
+        let e = expand_pattern(&d.path().join("nope/*.log")).unwrap_err();
+        assert_eq!(e.kind(), io::ErrorKind::NotFound);
     }
 }

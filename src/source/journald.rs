@@ -23,7 +23,7 @@
 use std::ffi::OsString;
 use std::path::PathBuf;
 use std::process::Stdio;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use serde::Deserialize;
@@ -35,7 +35,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::config::sources::{JournalStartAt, JournaldConfig};
 use crate::source::lines::LineSplitter;
-use crate::source::{JournalPosition, Position, SourceError, SourceLine, SourceMetrics};
+use crate::source::{JournalPosition, PathState, Position, SourceError, SourceLine, SourceMetrics};
 
 /// An entry longer than this (as JSON) is dropped, with a warning.
 pub const MAX_ENTRY_BYTES: usize = 4 * 1024 * 1024;
@@ -45,6 +45,10 @@ const BACKOFF_MAX: Duration = Duration::from_secs(30);
 const HEALTHY_RUN: Duration = Duration::from_secs(10);
 /// At most this many stderr lines are logged per minute; the rest are counted.
 const STDERR_LINES_PER_MINUTE: u32 = 20;
+/// While the journal is not readable, how often a running child's access is checked again.
+const RECHECK: Duration = Duration::from_secs(5);
+/// Where journald keeps the system journal (persistent, volatile).
+const SYSTEM_JOURNAL_DIRS: [&str; 2] = ["/var/log/journal", "/run/log/journal"];
 
 /// The `[sources.journald]` source, ready to run.
 pub struct JournaldSource {
@@ -124,6 +128,9 @@ impl JournaldSource {
             }
             started_once = true;
             let started = Instant::now();
+            if let Err(state) = self.check_access() {
+                self.set_state(state);
+            }
             let args = self.args(self.cursor.as_deref());
             let spawned = Command::new(&self.journalctl)
                 .args(&args)
@@ -140,10 +147,12 @@ impl JournaldSource {
                         Flow::Exited => {}
                     }
                 }
-                Err(e) => tracing::warn!(
-                    source = %self.name, journalctl = %self.journalctl.display(), error = %e,
-                    "cannot start journalctl"
-                ),
+                Err(e) => self.set_state(PathState::Unreadable {
+                    reason: format!("cannot start {}: {e}", self.journalctl.display()),
+                    fix: "install journalctl (package systemd) or set sources.journald.journalctl \
+                          to its path"
+                        .to_string(),
+                }),
             }
             if started.elapsed() >= HEALTHY_RUN {
                 backoff = BACKOFF_MIN;
@@ -162,15 +171,19 @@ impl JournaldSource {
         tx: &mpsc::Sender<SourceLine>,
         token: &CancellationToken,
     ) -> Flow {
-        if let Some(stderr) = child.stderr.take() {
-            tokio::spawn(log_stderr(self.name.clone(), stderr));
-        }
+        let last_stderr = Arc::new(Mutex::new(None));
+        let stderr_task = child
+            .stderr
+            .take()
+            .map(|stderr| tokio::spawn(log_stderr(self.name.clone(), stderr, last_stderr.clone())));
         let Some(mut stdout) = child.stdout.take() else {
             return Flow::Exited;
         };
         let mut splitter = LineSplitter::new(MAX_ENTRY_BYTES, 0);
         let mut buf = vec![0u8; 64 * 1024];
         let mut lines = Vec::new();
+        let spawned = Instant::now();
+        let mut recheck = tokio::time::interval(RECHECK);
         loop {
             let n = tokio::select! {
                 _ = token.cancelled() => {
@@ -179,6 +192,17 @@ impl JournaldSource {
                     return Flow::Stop;
                 }
                 r = stdout.read(&mut buf) => r,
+                _ = recheck.tick() => {
+                    // A child that has run a while on a journal it can read is up, even
+                    // before the first new entry arrives.
+                    if spawned.elapsed() >= RECHECK {
+                        match self.check_access() {
+                            Ok(()) => self.set_state(PathState::Up),
+                            Err(state) => self.set_state(state),
+                        }
+                    }
+                    continue;
+                }
             };
             let n = match n {
                 Ok(0) => break,
@@ -204,6 +228,7 @@ impl JournaldSource {
                     }
                 };
                 self.cursor = Some(cursor.clone());
+                self.set_state(PathState::Up);
                 let item = SourceLine {
                     source: self.name.clone(),
                     bytes: line.bytes,
@@ -223,16 +248,117 @@ impl JournaldSource {
                 }
             }
         }
-        match child.wait().await {
-            Ok(status) => {
-                tracing::warn!(source = %self.name, %status, "journalctl exited; restarting")
-            }
-            Err(e) => {
-                tracing::warn!(source = %self.name, error = %e, "journalctl lost; restarting")
-            }
+        let status = child.wait().await;
+        if let Some(task) = stderr_task {
+            // stderr closes with the child; its last line says why it stopped.
+            let _ = tokio::time::timeout(Duration::from_secs(1), task).await;
         }
+        let said = last_stderr.lock().ok().and_then(|l| l.clone());
+        let reason = match (&status, said) {
+            (Ok(st), Some(said)) => format!("journalctl exited ({st}): {said}"),
+            (Ok(st), None) => format!("journalctl exited ({st})"),
+            (Err(e), _) => format!("journalctl lost: {e}"),
+        };
+        tracing::warn!(source = %self.name, %reason, "journalctl stopped; restarting");
+        self.set_state(PathState::Unreadable {
+            reason,
+            fix: "see journalctl's message; reading the system journal needs the \
+                  systemd-journal group or CAP_DAC_READ_SEARCH (the packaged unit grants it)"
+                .to_string(),
+        });
         Flow::Exited
     }
+}
+
+impl JournaldSource {
+    /// What `iemd_source_up` and `/health` call this source's path: its directory, or the
+    /// system journal.
+    fn label(&self) -> String {
+        match &self.directory {
+            Some(d) => d.display().to_string(),
+            None => "journal".to_string(),
+        }
+    }
+
+    fn set_state(&self, state: PathState) {
+        self.metrics.set_path(&self.name, &self.label(), state);
+    }
+
+    /// Whether some journal file this source reads exists and can be opened: journalctl itself
+    /// waits silently on a directory without journal files, and reads only the user's own
+    /// journal without the right to read the system's.
+    fn check_access(&self) -> Result<(), PathState> {
+        let dirs: Vec<PathBuf> = match &self.directory {
+            Some(d) => vec![d.clone()],
+            None => SYSTEM_JOURNAL_DIRS.iter().map(PathBuf::from).collect(),
+        };
+        let system_only = self.directory.is_none();
+        let mut found: Option<(PathBuf, std::io::Error)> = None;
+        for dir in &dirs {
+            for file in journal_files(dir) {
+                let name = file.file_name().map(|n| n.to_string_lossy().into_owned());
+                if system_only && !name.is_some_and(|n| n.starts_with("system")) {
+                    continue;
+                }
+                match std::fs::File::open(&file) {
+                    Ok(_) => return Ok(()),
+                    Err(e) => {
+                        found.get_or_insert((file, e));
+                    }
+                }
+            }
+        }
+        let shown: Vec<String> = dirs.iter().map(|d| d.display().to_string()).collect();
+        Err(match found {
+            Some((file, e)) => match super::unreadable(&file, &e) {
+                PathState::Unreadable { reason, .. } => PathState::Unreadable {
+                    reason: format!("cannot open {}: {reason}", file.display()),
+                    fix: "let the user iemd runs as read the journal: the packaged unit grants \
+                          CAP_DAC_READ_SEARCH; without it, add the user to group systemd-journal"
+                        .to_string(),
+                },
+                other => other,
+            },
+            None => PathState::Unreadable {
+                reason: format!("no journal files in {}", shown.join(" or ")),
+                fix: match &self.directory {
+                    Some(_) => "check sources.journald.directory".to_string(),
+                    None => "check that systemd-journald runs, or disable [sources.journald]"
+                        .to_string(),
+                },
+            },
+        })
+    }
+}
+
+/// The journal files (`*.journal`, `*.journal~`) in `dir` and its subdirectories one level down
+/// (journald keeps them under the machine id).
+fn journal_files(dir: &std::path::Path) -> Vec<PathBuf> {
+    let is_journal = |p: &std::path::Path| {
+        p.file_name()
+            .map(|n| n.to_string_lossy())
+            .is_some_and(|n| n.ends_with(".journal") || n.ends_with(".journal~"))
+    };
+    let mut out = Vec::new();
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return out;
+    };
+    for e in entries.filter_map(Result::ok) {
+        let p = e.path();
+        if e.file_type().is_ok_and(|t| t.is_dir()) {
+            if let Ok(inner) = std::fs::read_dir(&p) {
+                out.extend(
+                    inner
+                        .filter_map(Result::ok)
+                        .map(|e| e.path())
+                        .filter(|p| is_journal(p)),
+                );
+            }
+        } else if is_journal(&p) {
+            out.push(p);
+        }
+    }
+    out
 }
 
 enum Flow {
@@ -240,8 +366,13 @@ enum Flow {
     Exited,
 }
 
-/// Logs journalctl's stderr, at most [`STDERR_LINES_PER_MINUTE`] lines a minute.
-async fn log_stderr(name: Arc<str>, stderr: tokio::process::ChildStderr) {
+/// Logs journalctl's stderr, at most [`STDERR_LINES_PER_MINUTE`] lines a minute, and keeps the
+/// last line in `last` (the reason given when the child exits).
+async fn log_stderr(
+    name: Arc<str>,
+    stderr: tokio::process::ChildStderr,
+    last: Arc<Mutex<Option<String>>>,
+) {
     let mut lines = BufReader::new(stderr).split(b'\n');
     let mut window = Instant::now();
     let mut logged = 0u32;
@@ -255,9 +386,12 @@ async fn log_stderr(name: Arc<str>, stderr: tokio::process::ChildStderr) {
             logged = 0;
             suppressed = 0;
         }
+        let text = String::from_utf8_lossy(&line[..line.len().min(1024)]).into_owned();
+        if let Ok(mut l) = last.lock() {
+            *l = Some(text.clone());
+        }
         if logged < STDERR_LINES_PER_MINUTE {
             logged += 1;
-            let text = String::from_utf8_lossy(&line[..line.len().min(1024)]);
             tracing::warn!(source = %name, stderr = %text, "journalctl");
         } else {
             suppressed += 1;

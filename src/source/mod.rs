@@ -23,9 +23,10 @@ pub mod identity;
 pub mod journald;
 pub mod lines;
 
+use std::collections::BTreeMap;
 use std::path::PathBuf;
-use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 
 use serde::{Deserialize, Serialize};
 
@@ -86,11 +87,110 @@ pub struct SourceMetrics {
     pub rotations_total: AtomicU64,
     /// `source_journalctl_restarts_total`: journalctl children started after the first.
     pub journalctl_restarts_total: AtomicU64,
+    /// Whether each path of the source can be read now (`iemd_source_up{source,path}`).
+    paths: Mutex<BTreeMap<String, PathState>>,
+}
+
+/// Whether one path of a source (a file, a glob's directory, a journal) can be read.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum PathState {
+    /// Opened and read.
+    Up,
+    /// Not there (yet): waited for, not an error (a log file may appear later).
+    Missing,
+    /// There but cannot be read: the reason, and what the operator should do.
+    Unreadable { reason: String, fix: String },
+}
+
+/// The state of a path that exists but failed to open or list with `err`: the reason, and the
+/// fix an operator can apply.
+pub fn unreadable(path: &std::path::Path, err: &std::io::Error) -> PathState {
+    let shown = path.display();
+    match err.kind() {
+        std::io::ErrorKind::PermissionDenied => PathState::Unreadable {
+            reason: format!("permission denied: {err}"),
+            fix: format!(
+                "let the user iemd runs as read {shown}: the packaged unit grants CAP_DAC_READ_SEARCH \
+                 (AmbientCapabilities=); without it, `setfacl -m u:iemd:r {shown}` (and the same in \
+                 logrotate's postrotate, since rotation creates a new file) or a group that may read it"
+            ),
+        },
+        _ => PathState::Unreadable {
+            reason: err.to_string(),
+            fix: format!("check {shown} and the filesystem it is on"),
+        },
+    }
+}
+
+/// A path that cannot be read, as `/health` names it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PathDown {
+    pub path: String,
+    pub reason: String,
 }
 
 impl SourceMetrics {
     pub(crate) fn add(counter: &AtomicU64, n: u64) {
         counter.fetch_add(n, Ordering::Relaxed);
+    }
+
+    /// Records whether `path` of `source` can be read. A change is logged once (an unreadable
+    /// path at error level, with the reason and the fix) and sets `iemd_source_up{source,path}`
+    /// (1 up, 0 missing or unreadable); the same state again is silent.
+    pub fn set_path(&self, source: &str, path: &str, state: PathState) {
+        let previous = {
+            let Ok(mut paths) = self.paths.lock() else {
+                return;
+            };
+            match paths.insert(path.to_string(), state.clone()) {
+                Some(p) if p == state => return,
+                p => p,
+            }
+        };
+        match (&state, previous) {
+            (PathState::Up, None) => {}
+            (PathState::Up, Some(_)) => {
+                tracing::info!(source, path, "source path readable again")
+            }
+            (PathState::Missing, _) => {
+                tracing::warn!(source, path, "source path does not exist; waiting for it")
+            }
+            (PathState::Unreadable { reason, fix }, _) => {
+                tracing::error!(source, path, %reason, %fix, "cannot read source path")
+            }
+        }
+        crate::telemetry::registry()
+            .gauge_vec(
+                "iemd_source_up",
+                "1 while a source's path (file, glob directory, journal) is read, 0 while it is missing or unreadable.",
+                &["source", "path"],
+            )
+            .with(&[source, path])
+            .set(f64::from(u8::from(state == PathState::Up)));
+    }
+
+    /// Forgets a path no longer watched (a glob match that went away).
+    pub fn forget_path(&self, path: &str) {
+        if let Ok(mut paths) = self.paths.lock() {
+            paths.remove(path);
+        }
+    }
+
+    /// The paths that exist but cannot be read now, for `/health`.
+    pub fn unreadable(&self) -> Vec<PathDown> {
+        let Ok(paths) = self.paths.lock() else {
+            return Vec::new();
+        };
+        paths
+            .iter()
+            .filter_map(|(path, s)| match s {
+                PathState::Unreadable { reason, .. } => Some(PathDown {
+                    path: path.clone(),
+                    reason: reason.clone(),
+                }),
+                _ => None,
+            })
+            .collect()
     }
 
     /// A plain copy of the counters.
@@ -122,4 +222,55 @@ pub enum SourceError {
     Watch(#[from] notify::Error),
     #[error("bad file pattern {pattern:?}: {reason}")]
     Pattern { pattern: PathBuf, reason: String },
+}
+
+/// When none of the configured sources exists (no file any path or glob names, and no journald
+/// or no `journalctl` to run), the sentence that says so at start; `None` otherwise.
+pub fn nothing_to_read(config: &crate::config::sources::SourcesConfig) -> Option<String> {
+    let patterns: Vec<&std::path::Path> = config
+        .files
+        .iter()
+        .flat_map(|f| f.paths.iter().map(PathBuf::as_path))
+        .collect();
+    let any_file = patterns
+        .iter()
+        .any(|p| file::expand_pattern(p).is_ok_and(|paths| paths.iter().any(|p| p.exists())));
+    let journald = journalctl_program(&config.journald);
+    if any_file || journald.is_ok() {
+        return None;
+    }
+    let files = match patterns.is_empty() {
+        true => "no file source is configured".to_string(),
+        false => format!(
+            "none of the files {} exists",
+            patterns
+                .iter()
+                .map(|p| p.display().to_string())
+                .collect::<Vec<_>>()
+                .join(", ")
+        ),
+    };
+    let journal = journald.as_ref().err().cloned().unwrap_or_default();
+    Some(format!(
+        "no configured source exists: {files}, and {journal}; iemd reads nothing until one of \
+         the files appears (it watches for them). Fix [sources] in the config"
+    ))
+}
+
+/// The `journalctl` the journald source would run, or why there is none.
+fn journalctl_program(j: &crate::config::sources::JournaldConfig) -> Result<PathBuf, String> {
+    if !j.enabled {
+        return Err("journald is disabled".to_string());
+    }
+    let named = &j.journalctl;
+    let found = if named.components().count() > 1 {
+        named.is_file().then(|| named.clone())
+    } else {
+        std::env::var_os("PATH").and_then(|path| {
+            std::env::split_paths(&path)
+                .map(|d| d.join(named))
+                .find(|p| p.is_file())
+        })
+    };
+    found.ok_or_else(|| format!("journalctl {} is not found", named.display()))
 }

@@ -46,6 +46,9 @@ pub struct HealthInputs {
     pub spool_pending_records: u64,
     /// `telemetry.spool_warning_records`.
     pub spool_warning_records: u64,
+    /// Source paths that exist but cannot be read (file, glob directory, journal):
+    /// `(source, path, reason)`.
+    pub unreadable: Vec<(String, String, String)>,
 }
 
 /// Computes the inputs at each `/health` request.
@@ -84,6 +87,9 @@ pub fn evaluate(inputs: &HealthInputs) -> Health {
         if !running {
             reasons.push(format!("source {name} is not running"));
         }
+    }
+    for (source, path, reason) in &inputs.unreadable {
+        reasons.push(format!("source {source} cannot read {path}: {reason}"));
     }
     if !inputs.broker_connected && inputs.spool_pending_records >= inputs.spool_warning_records {
         reasons.push(format!(
@@ -283,6 +289,7 @@ mod tests {
             broker_connected: broker,
             spool_pending_records: pending,
             spool_warning_records: 100,
+            unreadable: Vec::new(),
         }
     }
 
@@ -304,6 +311,21 @@ mod tests {
                 "broker not connected and 100 alerts pending in the spool (warning level 100)"
                     .to_string()
             ]
+        );
+    }
+
+    #[test]
+    fn an_unreadable_source_path_is_unhealthy_and_named() {
+        let mut i = inputs(&[("messages", true)], true, 0);
+        i.unreadable = vec![(
+            "messages".into(),
+            "/var/log/messages".into(),
+            "permission denied".into(),
+        )];
+        let h = evaluate(&i);
+        assert_eq!(
+            h.reasons,
+            vec!["source messages cannot read /var/log/messages: permission denied".to_string()]
         );
     }
 }

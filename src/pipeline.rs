@@ -101,7 +101,7 @@ pub async fn run(config: Config, shutdown: Shutdown) -> Result<(), PipelineError
         tracing::error!("{nothing}");
     }
     for file in &config.sources.files {
-        let source = FileSource::new(file, checkpoints.files());
+        let source = FileSource::new(file, &checkpoints);
         export_source_metrics(&source.name(), &source.metrics());
         source_paths.push((source.name(), source.metrics()));
         let running = SourceRunning::new(source.name(), &mut health_sources);

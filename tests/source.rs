@@ -66,8 +66,19 @@ fn file_config(paths: Vec<PathBuf>) -> FileSourceConfig {
     }
 }
 
+/// Starts a file source on checkpoints `cps` (none: the source's first run).
 fn start_files(cfg: &FileSourceConfig, cps: Vec<FilePosition>, capacity: usize) -> Running {
-    let src = FileSource::new(cfg, cps);
+    let d = tempfile::tempdir().unwrap();
+    let store = CheckpointStore::open(d.path()).unwrap();
+    for cp in cps {
+        store.record("test", &Position::File(cp)).unwrap();
+    }
+    start_with_store(cfg, &store, capacity)
+}
+
+/// Starts a file source on the checkpoints of `store`.
+fn start_with_store(cfg: &FileSourceConfig, store: &CheckpointStore, capacity: usize) -> Running {
+    let src = FileSource::new(cfg, store);
     let metrics = src.metrics();
     let (tx, rx) = mpsc::channel(capacity);
     let token = CancellationToken::new();
@@ -256,7 +267,7 @@ async fn clean_stop_rotate_while_stopped_restart_loses_and_repeats_nothing() {
     }
     let cfg = file_config(vec![path.clone()]);
     // A small channel: the source is blocked mid-file when it is stopped.
-    let mut src = start_files(&cfg, store.files(), 8);
+    let mut src = start_with_store(&cfg, &store, 8);
     let mut got = src.take(120, Duration::from_secs(10)).await;
     assert_eq!(got.len(), 120);
     got.extend(src.stop().await);
@@ -281,7 +292,7 @@ async fn clean_stop_rotate_while_stopped_restart_loses_and_repeats_nothing() {
     }
 
     let store = CheckpointStore::open(&state).unwrap();
-    let mut src = start_files(&cfg, store.files(), 8);
+    let mut src = start_with_store(&cfg, &store, 8);
     let rest = src.take(700 - first_run, Duration::from_secs(15)).await;
     let extra = src.take(1, Duration::from_millis(700)).await;
     assert!(extra.is_empty(), "read twice: {:?}", text(&extra[0]));
@@ -625,7 +636,7 @@ async fn restart_after_two_rotations_while_stopped_reads_every_generation() {
     }
     let cfg = file_config(vec![path.clone()]);
     let store = CheckpointStore::open(&state).unwrap();
-    let mut src = start_files(&cfg, store.files(), 8);
+    let mut src = start_with_store(&cfg, &store, 8);
     let mut got = src.take(100, Duration::from_secs(10)).await;
     assert_eq!(got.len(), 100);
     got.extend(src.stop().await);
@@ -647,7 +658,7 @@ async fn restart_after_two_rotations_while_stopped_reads_every_generation() {
     std::fs::write(d_join(&path, ".4.gz"), line(900_001)).unwrap();
 
     let store = CheckpointStore::open(&state).unwrap();
-    let mut src = start_files(&cfg, store.files(), 8);
+    let mut src = start_with_store(&cfg, &store, 8);
     let rest = src.take(550 - first_run, Duration::from_secs(15)).await;
     let extra = src.take(1, Duration::from_millis(700)).await;
     assert!(extra.is_empty(), "read twice: {:?}", text(&extra[0]));
@@ -1127,5 +1138,123 @@ async fn journald_without_journalctl_or_a_journal_is_not_up() {
     let got = src.take(1, Duration::from_secs(10)).await;
     assert_eq!(got.len(), 1);
     assert!(src.metrics.unreadable().is_empty());
+    src.stop().await;
+}
+
+// ---- rotated files and first runs (issue 21, items 1 and 2) ----
+
+/// Records every line's position in order and saves them, as the pipeline does once their alerts
+/// are durable.
+fn commit_all(store: &CheckpointStore, lines: &[SourceLine]) {
+    for l in lines {
+        store.record(&l.source, &l.position).unwrap();
+    }
+    store.persist().unwrap();
+}
+
+/// Regression, "a line written to a rotated file 7 s after the rename was never delivered": a
+/// rotated file used to be dropped 5 s after its last byte.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_line_written_to_a_rotated_file_long_after_the_rename_is_read() {
+    let d = tempfile::tempdir().unwrap();
+    let path = d.path().join("messages");
+    let mut writer = append(&path);
+    writer.write_all(line(0).as_bytes()).unwrap();
+    let mut src = start_files(&file_config(vec![path.clone()]), vec![], 16);
+    assert_eq!(src.take(1, Duration::from_secs(5)).await.len(), 1);
+    std::fs::rename(&path, d_join(&path, ".1")).unwrap();
+    append(&path).write_all(line(1).as_bytes()).unwrap();
+    assert_eq!(
+        text(&src.take(1, Duration::from_secs(5)).await[0]),
+        line(1).trim_end()
+    );
+    // The writer still holds the rotated file and writes to it 7 s later.
+    tokio::time::sleep(Duration::from_secs(7)).await;
+    writer.write_all(line(2).as_bytes()).unwrap();
+    let got = src.take(1, Duration::from_secs(5)).await;
+    assert_eq!(got.len(), 1, "the late line was not read");
+    assert_eq!(text(&got[0]), line(2).trim_end());
+    assert_eq!(file_pos(&got[0]).offset_of_line, line(0).len() as u64);
+    src.stop().await;
+}
+
+/// Regression, "a line appended to messages.1 while the agent was down was lost": a rotated
+/// file's progress is checkpointed and resumed, so what its writer added while the agent was
+/// stopped is read on restart, and nothing twice.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_line_appended_to_a_rotated_file_while_stopped_is_read_after_restart() {
+    let d = tempfile::tempdir().unwrap();
+    let store = CheckpointStore::open(&d.path().join("state")).unwrap();
+    let path = d.path().join("messages");
+    let write = |p: &Path, r: std::ops::Range<u64>| {
+        let mut f = append(p);
+        for i in r {
+            f.write_all(line(i).as_bytes()).unwrap();
+        }
+    };
+    write(&path, 0..10);
+    let cfg = file_config(vec![path.clone()]);
+    let mut src = start_with_store(&cfg, &store, 64);
+    let mut got = src.take(10, Duration::from_secs(5)).await;
+    std::fs::rename(&path, d_join(&path, ".1")).unwrap();
+    write(&path, 10..20);
+    got.extend(src.take(10, Duration::from_secs(5)).await);
+    got.extend(src.stop().await);
+    assert_eq!(check_once_in_order(&got), (0..20).collect::<Vec<_>>());
+    commit_all(&store, &got);
+
+    // While stopped, the writer that still holds the rotated file appends to it.
+    write(&d_join(&path, ".1"), 20..25);
+    write(&path, 25..30);
+    let store = CheckpointStore::open(&d.path().join("state")).unwrap();
+    let mut src = start_with_store(&cfg, &store, 64);
+    let rest = src.take(10, Duration::from_secs(5)).await;
+    let extra = src.take(1, Duration::from_millis(700)).await;
+    assert!(extra.is_empty(), "read twice: {:?}", text(&extra[0]));
+    assert_eq!(check_once_in_order(&rest), (20..30).collect::<Vec<_>>());
+    src.stop().await;
+}
+
+/// Regression, "files created while the agent was down": `start_at = "end"` was applied to every
+/// file first seen at start-up, even when the source had run before, so an IEM in a new `b.log`
+/// matching the glob (and the lines added to `a.log`, which had no checkpoint yet) were lost.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn start_at_end_applies_only_to_the_first_run() {
+    let d = tempfile::tempdir().unwrap();
+    let state = d.path().join("state");
+    let dir = d.path().join("logs");
+    std::fs::create_dir(&dir).unwrap();
+    std::fs::write(dir.join("a.log"), "old 1\nold 2\n").unwrap();
+    let mut cfg = file_config(vec![dir.join("*.log")]);
+    cfg.start_at = FileStartAt::End;
+    let store = CheckpointStore::open(&state).unwrap();
+    let mut src = start_with_store(&cfg, &store, 16);
+    let nothing = src.take(1, Duration::from_millis(1500)).await;
+    assert!(
+        nothing.is_empty(),
+        "start_at = end read {:?}",
+        text(&nothing[0])
+    );
+    assert!(src.stop().await.is_empty());
+
+    // While stopped (no line was read, so no line was checkpointed): more lines, a new file.
+    append(&dir.join("a.log")).write_all(b"a new\n").unwrap();
+    std::fs::write(dir.join("b.log"), "b first\n").unwrap();
+    let store = CheckpointStore::open(&state).unwrap();
+    let mut src = start_with_store(&cfg, &store, 16);
+    let mut got: Vec<String> = src
+        .take(2, Duration::from_secs(5))
+        .await
+        .iter()
+        .map(text)
+        .collect();
+    got.extend(
+        src.take(1, Duration::from_millis(700))
+            .await
+            .iter()
+            .map(text),
+    );
+    got.sort();
+    assert_eq!(got, vec!["a new", "b first"]);
     src.stop().await;
 }

@@ -4,9 +4,10 @@
 //! [[sources.files]]
 //! name = "syslog"                      # optional; names the source in counters and logs
 //! paths = ["/var/log/messages", "/var/log/cortx/*.log"]   # globs only in the last component
-//! start_at = "end"                     # "beginning" | "end": files found at start with no checkpoint
+//! start_at = "end"                     # "beginning" | "end": the source's first run only
 //! max_line_bytes = 65536
-//! partial_line_timeout_ms = 1000
+//! partial_line_timeout_ms = 30000
+//! rotated_keep_ms = 600000              # a rotated file is read until this long after its last byte
 //!
 //! [sources.journald]
 //! enabled = true
@@ -16,11 +17,11 @@
 //! ```
 //!
 //! Lines end at LF, CR LF or a lone CR (so a file with CR-only line ends still gives one alert
-//! per IEM). A line longer than `max_line_bytes` is cut there and
-//! marked `truncated`; the rest of it is skipped without being buffered. A last line with no LF
-//! yet is emitted as it is after `partial_line_timeout_ms` without a new byte: if the writer
-//! finishes it later, the rest arrives as a line of its own (an IEM split that way is published
-//! with its description cut short, and the rest is not an IEM).
+//! per IEM). A line longer than `max_line_bytes` is cut there and marked `truncated`; the rest of
+//! it is skipped without being buffered, but still scanned for the IEM marker (see
+//! `source::lines`). A last line with no LF yet is taken as it is when its file is finished
+//! (rotated file closed, truncation) or after `partial_line_timeout_ms` without a new byte; if the
+//! writer finishes it later, the whole completed line is delivered too.
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -31,8 +32,13 @@ use crate::config::Problem;
 
 /// Lines longer than this are cut (and marked) by default.
 pub const DEFAULT_MAX_LINE_BYTES: usize = 64 * 1024;
-/// A last line with no newline is emitted after this long without one, by default.
-pub const DEFAULT_PARTIAL_LINE_TIMEOUT_MS: u64 = 1000;
+/// A last line with no newline is emitted after this long without one, by default: long enough
+/// for a block-buffered writer to finish its line.
+pub const DEFAULT_PARTIAL_LINE_TIMEOUT_MS: u64 = 30_000;
+/// A rotated file is read until it has had no new byte for this long, by default (writers such as
+/// rsyslog keep appending to it until they reopen their file).
+pub const DEFAULT_ROTATED_KEEP_MS: u64 = 10 * 60 * 1000;
+const ROTATED_KEEP_RANGE_MS: std::ops::RangeInclusive<u64> = 1000..=7 * 24 * 3600 * 1000;
 /// Bounds that keep one line's buffer and the flush timer sane.
 const MAX_LINE_BYTES_CEILING: usize = 16 * 1024 * 1024;
 const PARTIAL_LINE_TIMEOUT_CEILING_MS: u64 = 10 * 60 * 1000;
@@ -44,9 +50,9 @@ pub struct SourcesConfig {
     pub journald: JournaldConfig,
 }
 
-/// Where to start reading a file that has no checkpoint and was present when the source started.
-/// Files that appear later (new glob matches, files re-created after rotation) are always read
-/// from the beginning: everything in them is new.
+/// Where to start reading a file present at the source's first run ever (no checkpoint state for
+/// the source yet). Files that appear later, and files first seen on a later run (created while
+/// the agent was down), are always read from the beginning: everything in them is new.
 #[derive(Debug, Clone, Copy, Deserialize, Serialize, Default, PartialEq, Eq)]
 #[serde(rename_all = "lowercase")]
 pub enum FileStartAt {
@@ -65,6 +71,8 @@ pub struct FileSourceConfig {
     pub start_at: FileStartAt,
     pub max_line_bytes: usize,
     pub partial_line_timeout_ms: u64,
+    /// A rotated file is read until it has had no new byte for this long.
+    pub rotated_keep_ms: u64,
 }
 
 impl Default for FileSourceConfig {
@@ -75,6 +83,7 @@ impl Default for FileSourceConfig {
             start_at: FileStartAt::default(),
             max_line_bytes: DEFAULT_MAX_LINE_BYTES,
             partial_line_timeout_ms: DEFAULT_PARTIAL_LINE_TIMEOUT_MS,
+            rotated_keep_ms: DEFAULT_ROTATED_KEEP_MS,
         }
     }
 }
@@ -93,6 +102,10 @@ impl FileSourceConfig {
 
     pub fn partial_line_timeout(&self) -> Duration {
         Duration::from_millis(self.partial_line_timeout_ms)
+    }
+
+    pub fn rotated_keep(&self) -> Duration {
+        Duration::from_millis(self.rotated_keep_ms)
     }
 }
 
@@ -198,6 +211,16 @@ impl SourcesConfig {
                 problems.push(Problem::new(
                     format!("{key}.partial_line_timeout_ms"),
                     format!("must be between 1 and {PARTIAL_LINE_TIMEOUT_CEILING_MS}"),
+                ));
+            }
+            if !ROTATED_KEEP_RANGE_MS.contains(&f.rotated_keep_ms) {
+                problems.push(Problem::new(
+                    format!("{key}.rotated_keep_ms"),
+                    format!(
+                        "must be between {} and {}",
+                        ROTATED_KEEP_RANGE_MS.start(),
+                        ROTATED_KEEP_RANGE_MS.end()
+                    ),
                 ));
             }
             names.push(f.source_name());

@@ -5,20 +5,27 @@
 //! One file, `<state_dir>/checkpoints.json` (0600, directory 0700), versioned JSON:
 //!
 //! ```json
-//! {"version": 1,
+//! {"version": 2,
 //!  "files":   {"/var/log/messages": {"path": "/var/log/messages", "dev": 2049, "ino": 131,
 //!                                     "fingerprint": 123, "offset_of_line": 4000, "next_offset": 4100}},
-//!  "journal": {"journald": {"cursor": "s=...;i=2a;..."}}}
+//!  "rotated": {"/var/log/messages": [{"path": "/var/log/messages", "dev": 2049, "ino": 97, ...}]},
+//!  "journal": {"journald": {"cursor": "s=...;i=2a;..."}},
+//!  "started": ["syslog"]}
 //! ```
 //!
-//! File positions are keyed by watched path (one checkpoint per path, whichever source tails it),
-//! journal positions by source name. A checkpoint is the position after the last line that is
-//! done: reading resumes at `next_offset` / after `cursor`.
+//! File positions are keyed by watched path (whichever source tails it), journal positions by
+//! source name. A checkpoint is the position after the last line that is done: reading resumes
+//! at `next_offset` / after `cursor`. `files` holds the position in the newest file of a path
+//! (the one whose first line was recorded last); `rotated` the positions in its older files
+//! (rotated away but still read, since writers may go on appending to them), oldest first, at
+//! most [`ROTATED_PER_PATH`]: a file is one device + inode + fingerprint. `started` names the file
+//! sources that have run before: `start_at` applies only to a source's first run.
+//! Version 1 (no `rotated`, no `started`) is read as well.
 //!
 //! Written by write-tmp, fsync, rename, fsync-the-directory, so a crash leaves the old file or the
 //! new one, never a mix. A file that does not parse is an error naming it, never silently reset.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::fs::{DirBuilder, File, OpenOptions};
 use std::io::Write;
 use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
@@ -31,7 +38,11 @@ use crate::source::{FilePosition, JournalPosition, Position};
 
 /// The file name inside the state directory.
 pub const CHECKPOINT_FILE: &str = "checkpoints.json";
-const VERSION: u32 = 1;
+const VERSION: u32 = 2;
+/// Versions this iemd reads (version 1 lacks `rotated` and `started`).
+const READS: [u64; 2] = [1, 2];
+/// Positions in rotated files kept per path; the oldest go first.
+pub const ROTATED_PER_PATH: usize = 16;
 
 #[derive(Debug, thiserror::Error)]
 pub enum CheckpointError {
@@ -49,12 +60,17 @@ pub enum CheckpointError {
     PathNotUtf8 { path: PathBuf },
 }
 
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+/// The file's content, versions 1 and 2 (2 added `rotated` and `started`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct StateV1 {
     version: u32,
     files: BTreeMap<String, FilePosition>,
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    rotated: BTreeMap<String, Vec<FilePosition>>,
     journal: BTreeMap<String, JournalPosition>,
+    #[serde(default)]
+    started: BTreeSet<String>,
 }
 
 #[derive(Deserialize)]
@@ -93,10 +109,7 @@ impl CheckpointStore {
             .map_err(io)?;
         let state = match std::fs::read(&file) {
             Ok(bytes) => parse(&file, &bytes)?,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => StateV1 {
-                version: VERSION,
-                ..StateV1::default()
-            },
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => StateV1::default(),
             Err(e) => return Err(io(e)),
         };
         Ok(CheckpointStore {
@@ -125,9 +138,35 @@ impl CheckpointStore {
         self.lock().state.files.get(key).cloned()
     }
 
-    /// Every file checkpoint.
+    /// Every file checkpoint (the newest file of each path).
     pub fn files(&self) -> Vec<FilePosition> {
         self.lock().state.files.values().cloned().collect()
+    }
+
+    /// The positions in the rotated (older) files of the path watched at `path`, oldest first.
+    pub fn rotated(&self, path: &Path) -> Vec<FilePosition> {
+        let Some(key) = path.to_str() else {
+            return Vec::new();
+        };
+        self.lock()
+            .state
+            .rotated
+            .get(key)
+            .cloned()
+            .unwrap_or_default()
+    }
+
+    /// True when the file source named `source` has run before (see [`Self::mark_started`]).
+    pub fn has_started(&self, source: &str) -> bool {
+        self.lock().state.started.contains(source)
+    }
+
+    /// Records that the file source `source` has run; [`Self::persist`] writes it.
+    pub fn mark_started(&self, source: &str) {
+        let mut inner = self.lock();
+        if inner.state.started.insert(source.to_string()) {
+            inner.dirty = true;
+        }
     }
 
     /// The checkpoint of the journald source named `source`.
@@ -146,7 +185,8 @@ impl CheckpointStore {
                     .ok_or_else(|| CheckpointError::PathNotUtf8 {
                         path: f.path.clone(),
                     })?;
-                inner.state.files.insert(key.to_string(), f.clone());
+                let state = &mut inner.state;
+                record_file(&mut state.files, &mut state.rotated, key, f);
             }
             Position::Journal(j) => {
                 inner.state.journal.insert(source.to_string(), j.clone());
@@ -201,19 +241,65 @@ impl CheckpointStore {
     }
 }
 
+impl Default for StateV1 {
+    fn default() -> Self {
+        StateV1 {
+            version: VERSION,
+            files: BTreeMap::new(),
+            rotated: BTreeMap::new(),
+            journal: BTreeMap::new(),
+            started: BTreeSet::new(),
+        }
+    }
+}
+
+/// The same file: device, inode and first-line fingerprint.
+fn same_file(a: &FilePosition, b: &FilePosition) -> bool {
+    (a.dev, a.ino, a.fingerprint) == (b.dev, b.ino, b.fingerprint)
+}
+
+/// Records `f` for the path `key`: it updates the position of its own file, newest or rotated; a
+/// file not seen before is the newest, and the previous newest becomes the latest rotated one.
+fn record_file(
+    files: &mut BTreeMap<String, FilePosition>,
+    rotated: &mut BTreeMap<String, Vec<FilePosition>>,
+    key: &str,
+    f: &FilePosition,
+) {
+    let Some(newest) = files.get_mut(key) else {
+        files.insert(key.to_string(), f.clone());
+        return;
+    };
+    if same_file(newest, f) {
+        *newest = f.clone();
+        return;
+    }
+    let older = rotated.entry(key.to_string()).or_default();
+    if let Some(r) = older.iter_mut().find(|r| same_file(r, f)) {
+        *r = f.clone();
+        return;
+    }
+    older.push(std::mem::replace(newest, f.clone()));
+    if older.len() > ROTATED_PER_PATH {
+        older.remove(0);
+    }
+}
+
 fn parse(path: &Path, bytes: &[u8]) -> Result<StateV1, CheckpointError> {
     let corrupt = |e: serde_json::Error| CheckpointError::Corrupt {
         path: path.to_path_buf(),
         reason: e.to_string(),
     };
     let v: Versioned = serde_json::from_slice(bytes).map_err(corrupt)?;
-    if v.version != u64::from(VERSION) {
+    if !READS.contains(&v.version) {
         return Err(CheckpointError::UnsupportedVersion {
             path: path.to_path_buf(),
             version: v.version,
         });
     }
-    serde_json::from_slice(bytes).map_err(corrupt)
+    let mut state: StateV1 = serde_json::from_slice(bytes).map_err(corrupt)?;
+    state.version = VERSION;
+    Ok(state)
 }
 
 #[cfg(test)]
@@ -265,6 +351,53 @@ mod tests {
         assert_eq!(mode(&state), 0o700);
         assert_eq!(mode(again.path()), 0o600);
         assert!(!state.join("checkpoints.json.tmp").exists());
+    }
+
+    #[test]
+    fn a_new_file_of_a_path_keeps_the_older_ones_as_rotated() {
+        let d = tempfile::tempdir().unwrap();
+        let s = CheckpointStore::open(d.path()).unwrap();
+        let at = |ino: u64, next: u64| {
+            Position::File(FilePosition {
+                path: PathBuf::from("/m"),
+                dev: 1,
+                ino,
+                fingerprint: ino * 10,
+                offset_of_line: 0,
+                next_offset: next,
+            })
+        };
+        let next =
+            |v: Vec<FilePosition>| v.iter().map(|f| (f.ino, f.next_offset)).collect::<Vec<_>>();
+        s.record("x", &at(1, 10)).unwrap();
+        s.record("x", &at(2, 5)).unwrap(); // rotated: file 2 is new
+        s.record("x", &at(1, 20)).unwrap(); // a late write to the rotated file
+        s.record("x", &at(2, 8)).unwrap();
+        s.record("x", &at(3, 1)).unwrap();
+        assert_eq!(next(s.files()), vec![(3, 1)]);
+        assert_eq!(next(s.rotated(Path::new("/m"))), vec![(1, 20), (2, 8)]);
+        s.mark_started("x");
+        s.persist().unwrap();
+        let again = CheckpointStore::open(d.path()).unwrap();
+        assert_eq!(next(again.rotated(Path::new("/m"))), vec![(1, 20), (2, 8)]);
+        assert!(again.has_started("x") && !again.has_started("y"));
+        for i in 4..(4 + ROTATED_PER_PATH as u64) {
+            s.record("x", &at(i, 1)).unwrap();
+        }
+        assert_eq!(s.rotated(Path::new("/m")).len(), ROTATED_PER_PATH);
+    }
+
+    #[test]
+    fn version_1_files_are_read() {
+        let d = tempfile::tempdir().unwrap();
+        std::fs::write(
+            d.path().join(CHECKPOINT_FILE),
+            br#"{"version":1,"files":{},"journal":{"journald":{"cursor":"c"}}}"#,
+        )
+        .unwrap();
+        let s = CheckpointStore::open(d.path()).unwrap();
+        assert_eq!(s.journal("journald").unwrap().cursor, "c");
+        assert!(!s.has_started("syslog"));
     }
 
     #[test]

@@ -9,8 +9,11 @@
 //! path's device+inode with the current reader's.
 //!
 //! - Rename/create rotation: the path names another inode. The old handle is read to its end and
-//!   kept draining for [`ROTATED_GRACE`] after its last byte (writers such as rsyslog keep writing
-//!   to it until they reopen); the new file is read from its start.
+//!   kept draining for `rotated_keep_ms` (10 min) after its last byte (writers such as rsyslog keep
+//!   writing to it until they reopen, a block-buffered writer may flush much later); the new file is
+//!   read from its start. Lines of a draining file are checkpointed like any other
+//!   ([`checkpoint`](super::checkpoint) keeps a path's older files apart from its newest), so a
+//!   restart resumes each rotated file where it was and reads what was appended to it meanwhile.
 //!   Rotations faster than our polls: a file can be created at the path and renamed away before
 //!   we open it (two rotations between two polls). So when the current file is found rotated,
 //!   every uncompressed sibling `<name>*` that this source has not opened (nor closed recently,
@@ -69,14 +72,13 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
 use crate::config::sources::{FileSourceConfig, FileStartAt, has_glob_chars};
+use crate::source::checkpoint::CheckpointStore;
 use crate::source::identity::{self, FileFacts};
 use crate::source::lines::{LineSplitter, RawLine};
 use crate::source::{
     FilePosition, PathState, Position, SourceError, SourceLine, SourceMetrics, unreadable,
 };
 
-/// A rotated-away file is read until it has had no new byte for this long.
-pub const ROTATED_GRACE: Duration = Duration::from_secs(5);
 /// The safety-net stat interval (inotify does the fast path).
 pub const RESCAN_INTERVAL: Duration = Duration::from_secs(1);
 /// Largest single read.
@@ -89,27 +91,95 @@ pub struct FileSource {
     name: Arc<str>,
     patterns: Vec<PathBuf>,
     start_at: FileStartAt,
+    /// No checkpoint state for this source yet: `start_at` applies to the files found at start.
+    first_run: bool,
     max_line_bytes: usize,
     partial_timeout: Duration,
+    rotated_keep: Duration,
     checkpoints: HashMap<PathBuf, FilePosition>,
+    /// Positions in the rotated (older) files of each path, oldest first.
+    rotated_checkpoints: HashMap<PathBuf, Vec<FilePosition>>,
     metrics: Arc<SourceMetrics>,
 }
 
 impl FileSource {
-    /// `checkpoints` are the committed file positions (all of them; those of other paths are
-    /// ignored), e.g. `CheckpointStore::files()`.
-    pub fn new(config: &FileSourceConfig, checkpoints: Vec<FilePosition>) -> Self {
-        FileSource {
-            name: Arc::from(config.source_name()),
+    /// Takes the committed positions of this source's paths from `store`.
+    ///
+    /// On the source's first run ever (the store has no trace of it), `start_at` decides where
+    /// the files there now are read from; with `start_at = "end"` their ends are recorded in the
+    /// store as checkpoints at once, and the source is marked as started, so that a restart before
+    /// any line was read neither re-reads those files nor takes a file created meanwhile for one
+    /// to skip.
+    pub fn new(config: &FileSourceConfig, store: &CheckpointStore) -> Self {
+        let name: Arc<str> = Arc::from(config.source_name());
+        let mut source = FileSource {
+            name: name.clone(),
             patterns: config.paths.clone(),
             start_at: config.start_at,
+            first_run: false,
             max_line_bytes: config.max_line_bytes,
             partial_timeout: config.partial_line_timeout(),
-            checkpoints: checkpoints
-                .into_iter()
-                .map(|c| (c.path.clone(), c))
-                .collect(),
+            rotated_keep: config.rotated_keep(),
+            checkpoints: HashMap::new(),
+            rotated_checkpoints: HashMap::new(),
             metrics: Arc::new(SourceMetrics::default()),
+        };
+        let ours = |p: &Path| source.patterns.iter().any(|pat| matches_pattern(pat, p));
+        let checkpoints: HashMap<PathBuf, FilePosition> = store
+            .files()
+            .into_iter()
+            .filter(|c| ours(&c.path))
+            .map(|c| (c.path.clone(), c))
+            .collect();
+        let rotated = checkpoints
+            .keys()
+            .map(|p| (p.clone(), store.rotated(p)))
+            .collect();
+        // A source from before `started` existed counts as started when it has checkpoints.
+        source.first_run = !store.has_started(&name) && checkpoints.is_empty();
+        source.checkpoints = checkpoints;
+        source.rotated_checkpoints = rotated;
+        if source.first_run {
+            source.record_first_run(store);
+        }
+        source
+    }
+
+    /// The first run: checkpoints at the end of the files there now when `start_at = "end"`, and
+    /// the mark that the source has run, written at once.
+    fn record_first_run(&mut self, store: &CheckpointStore) {
+        if self.start_at == FileStartAt::End {
+            for path in self.expand() {
+                let Ok(Some((_, facts))) = open_with_facts(&path) else {
+                    continue;
+                };
+                if facts.size == 0 || !facts.fingerprint_complete {
+                    continue;
+                }
+                let at_end = FilePosition {
+                    path: path.clone(),
+                    dev: facts.dev,
+                    ino: facts.ino,
+                    fingerprint: facts.fingerprint,
+                    offset_of_line: facts.size,
+                    next_offset: facts.size,
+                };
+                match store.record(&self.name, &Position::File(at_end.clone())) {
+                    Ok(()) => {
+                        self.checkpoints.insert(path, at_end);
+                    }
+                    Err(e) => {
+                        tracing::warn!(source = %self.name, error = %e, "cannot record where start_at = \"end\" starts")
+                    }
+                }
+            }
+        }
+        store.mark_started(&self.name);
+        if let Err(e) = store.persist() {
+            tracing::warn!(
+                source = %self.name, error = %e,
+                "cannot save that the source has started; saved with the first checkpoint"
+            );
         }
     }
 
@@ -291,9 +361,33 @@ impl FileSource {
         for (_, _, f) in &siblings {
             t.known.note(FileId::of_facts(f));
         }
+        // Rotated files still read when the source stopped: resumed where they were (their
+        // writers may have appended meanwhile), oldest first.
+        let mut resumed: Vec<(u64, u64)> = Vec::new();
+        for rcp in self.rotated_checkpoints.remove(path).unwrap_or_default() {
+            let Some((p, file, facts)) = siblings.iter().find(|(_, _, f)| {
+                (f.dev, f.ino, f.fingerprint) == (rcp.dev, rcp.ino, rcp.fingerprint)
+                    && f.fingerprint_complete
+                    && f.size >= rcp.next_offset
+            }) else {
+                continue;
+            };
+            let Ok(file) = file.try_clone() else {
+                continue;
+            };
+            if facts.size > rcp.next_offset {
+                tracing::info!(
+                    source = %self.name, path = %path.display(), rotated = %p.display(),
+                    offset = rcp.next_offset, "reading what was appended to a rotated file while stopped"
+                );
+            }
+            resumed.push((facts.dev, facts.ino));
+            t.draining
+                .push(self.reader(p, file, facts, rcp.next_offset));
+        }
         let Some(cp) = self.checkpoints.remove(path) else {
             if let Some((file, facts)) = opened {
-                let offset = match (at_startup, self.start_at) {
+                let offset = match (at_startup && self.first_run, self.start_at) {
                     (true, FileStartAt::End) => facts.size,
                     _ => 0,
                 };
@@ -339,7 +433,9 @@ impl FileSource {
                 }
                 let at_path = opened.as_ref().map(|(_, f)| (f.dev, f.ino));
                 let later = identity::rotated_since(path, siblings, facts.modified, |f| {
-                    (f.dev, f.ino) == (facts.dev, facts.ino) || Some((f.dev, f.ino)) == at_path
+                    (f.dev, f.ino) == (facts.dev, facts.ino)
+                        || Some((f.dev, f.ino)) == at_path
+                        || resumed.contains(&(f.dev, f.ino))
                 });
                 for (p, file, f) in later {
                     tracing::info!(
@@ -389,7 +485,7 @@ impl FileSource {
                 return false;
             }
             t.known.extend(r.copies_read.drain(..));
-            if r.last_data.elapsed() >= ROTATED_GRACE {
+            if r.last_data.elapsed() >= self.rotated_keep {
                 let mut r = t.draining.remove(i);
                 if !self.flush_partial(&t.path, &mut r, out).await {
                     return false;
@@ -670,6 +766,28 @@ impl FileSource {
     }
 }
 
+/// True when `path` is named by `pattern` (the path itself, or a glob match beside it).
+fn matches_pattern(pattern: &Path, path: &Path) -> bool {
+    if pattern == path {
+        return true;
+    }
+    let (Some(name), Some(pname)) = (
+        pattern.file_name().and_then(|n| n.to_str()),
+        path.file_name().and_then(|n| n.to_str()),
+    ) else {
+        return false;
+    };
+    pattern.parent() == path.parent()
+        && has_glob_chars(name)
+        && glob::Pattern::new(name).is_ok_and(|g| g.matches_with(pname, GLOB_OPTIONS))
+}
+
+const GLOB_OPTIONS: glob::MatchOptions = glob::MatchOptions {
+    case_sensitive: true,
+    require_literal_separator: true,
+    require_literal_leading_dot: true,
+};
+
 /// True when the pattern's file name has wildcards.
 fn is_glob(pattern: &Path) -> bool {
     pattern
@@ -691,11 +809,7 @@ pub fn expand_pattern(pattern: &Path) -> io::Result<Vec<PathBuf>> {
         return Ok(Vec::new());
     };
     let entries = std::fs::read_dir(dir)?;
-    let opts = glob::MatchOptions {
-        case_sensitive: true,
-        require_literal_separator: true,
-        require_literal_leading_dot: true,
-    };
+    let opts = GLOB_OPTIONS;
     let mut out: Vec<PathBuf> = entries
         .filter_map(Result::ok)
         .filter(|e| {

@@ -33,14 +33,19 @@
 //!   their start, oldest first, the other uncompressed siblings modified at or after it (rotations
 //!   while we were stopped: `messages.1` when the checkpoint is in `messages.2`), except the file
 //!   at the path; then the file now at the path from its start. Lines of these files keep the
-//!   (fingerprint, offset) identity they would have had if read live. A first start without a
-//!   checkpoint never reads rotated siblings (`start_at` decides about the path only). If the
+//!   (fingerprint, offset) identity they would have had if read live. Rotated files still being
+//!   read at the stop (the checkpoint's `rotated` positions) are resumed first, where they were.
+//!   The source's first run (no checkpoint state for it) never reads rotated siblings (`start_at`
+//!   decides about the path only); on later runs a file without a checkpoint is read from its
+//!   start. If the
 //!   checkpointed file is gone (compressed, deleted), the lines after the checkpoint in it are lost
 //!   (logged), and files rotated after it are not read either (nothing dates them against it).
 //!
-//! Known limits: late writes to a rotated file are sent interleaved with the new file's lines, so a
-//! checkpoint taken between them can re-read the new file's first lines after a crash (never loses
-//! them after a clean stop). Glob patterns should not also match the rotated names (`*.log`, not
+//! A path that exists but cannot be opened (permissions) is reported through
+//! [`SourceMetrics::set_path`] (one error with the fix, `iemd_source_up`, `/health`) and retried
+//! at every poll.
+//!
+//! Known limits: Glob patterns should not also match the rotated names (`*.log`, not
 //! `*`), or rotated files are tailed as files of their own. A first line flushed incomplete by the
 //! partial-line timeout gets a fingerprint of its incomplete bytes. A file rotated away unread is
 //! found by its modification time: on restart, one whose last write is older than the

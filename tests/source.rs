@@ -354,6 +354,11 @@ async fn partial_long_and_binary_lines() {
         "flushed after {waited:?}"
     );
 
+    // The writer finishes it: the whole line comes too.
+    f.write_all(b" now\n").unwrap();
+    let got = src.take(1, Duration::from_secs(5)).await;
+    assert_eq!(text(&got[0]), "no newline yet now");
+
     // Too long: cut at the maximum, marked, the rest of the line skipped.
     let long = vec![b'x'; 5000];
     f.write_all(&long).unwrap();
@@ -372,7 +377,7 @@ async fn partial_long_and_binary_lines() {
     assert_eq!(text(&got[2]), "after");
     let m = src.metrics.snapshot();
     assert_eq!(m.lines_truncated_total, 1);
-    assert_eq!(m.lines_read_total, 4);
+    assert_eq!(m.lines_read_total, 5);
     assert_eq!(m.bytes_read_total, std::fs::metadata(&path).unwrap().len());
     src.stop().await;
 }
@@ -1256,5 +1261,61 @@ async fn start_at_end_applies_only_to_the_first_run() {
     );
     got.sort();
     assert_eq!(got, vec!["a new", "b first"]);
+    src.stop().await;
+}
+
+// ---- half-written lines (issue 21, item 5) ----
+
+/// Regression, "half-written lines": a block-buffered writer wrote `...IEC:ES0030` and, 2.5 s
+/// later, `010001:...`; the first half was taken as a line after 1 s (one malformed alert) and
+/// the IEM was lost. With the default timeout the line is read whole, once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_line_finished_seconds_later_is_read_whole() {
+    let d = tempfile::tempdir().unwrap();
+    let path = d.path().join("messages");
+    let mut cfg = file_config(vec![path.clone()]);
+    cfg.partial_line_timeout_ms = FileSourceConfig::default().partial_line_timeout_ms;
+    let mut src = start_files(&cfg, vec![], 16);
+    let mut f = append(&path);
+    f.write_all(b"Nov 21 22:50:01 node1 s3server[1]: IEC:ES0030")
+        .unwrap();
+    tokio::time::sleep(Duration::from_millis(2500)).await;
+    f.write_all(b"010001:S3 server cannot connect\n").unwrap();
+    let got = src.take(2, Duration::from_secs(3)).await;
+    assert_eq!(
+        got.iter().map(text).collect::<Vec<_>>(),
+        vec!["Nov 21 22:50:01 node1 s3server[1]: IEC:ES0030010001:S3 server cannot connect"]
+    );
+    src.stop().await;
+}
+
+/// A line taken early (after the timeout) that then goes on: the completed line is still
+/// delivered whole, at the same offset, after the early copy.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_line_taken_early_is_delivered_whole_once_completed() {
+    let d = tempfile::tempdir().unwrap();
+    let path = d.path().join("messages");
+    std::fs::write(&path, "first\n").unwrap();
+    let mut src = start_files(&file_config(vec![path.clone()]), vec![], 16);
+    assert_eq!(src.take(1, Duration::from_secs(5)).await.len(), 1);
+    let mut f = append(&path);
+    f.write_all(b"x IEC:ES0030").unwrap();
+    let early = src.take(1, Duration::from_secs(5)).await;
+    assert_eq!(
+        early.iter().map(text).collect::<Vec<_>>(),
+        vec!["x IEC:ES0030"]
+    );
+    f.write_all(b"010001:done\n").unwrap();
+    let whole = src.take(1, Duration::from_secs(5)).await;
+    assert_eq!(
+        whole.iter().map(text).collect::<Vec<_>>(),
+        vec!["x IEC:ES0030010001:done"]
+    );
+    let (e, w) = (file_pos(&early[0]), file_pos(&whole[0]));
+    assert_eq!((e.offset_of_line, w.offset_of_line), (6, 6));
+    // A checkpoint on the early copy resumes at the line, so a restart reads it whole.
+    assert_eq!(e.next_offset, 6);
+    assert_eq!(w.next_offset, std::fs::metadata(&path).unwrap().len());
+    assert_eq!(e.fingerprint, w.fingerprint);
     src.stop().await;
 }

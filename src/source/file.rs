@@ -46,8 +46,9 @@
 //! at every poll.
 //!
 //! Known limits: Glob patterns should not also match the rotated names (`*.log`, not
-//! `*`), or rotated files are tailed as files of their own. A first line flushed incomplete by the
-//! partial-line timeout gets a fingerprint of its incomplete bytes. A file rotated away unread is
+//! `*`), or rotated files are tailed as files of their own. A first line taken early by the
+//! partial-line timeout gets a fingerprint of its incomplete bytes (the completed line and the
+//! lines after it get the final one). A file rotated away unread is
 //! found by its modification time: on restart, one whose last write is older than the
 //! checkpointed file's last (late) write is not read, and one compressed or deleted (a rotation
 //! scheme keeping fewer generations than it rotates between two polls) before we look is lost.
@@ -490,6 +491,12 @@ impl FileSource {
                 return false;
             }
             t.known.extend(r.copies_read.drain(..));
+            if r.partial_since
+                .is_some_and(|s| s.elapsed() >= self.partial_timeout)
+                && !self.flush_partial(&t.path, r, out).await
+            {
+                return false;
+            }
             if r.last_data.elapsed() >= self.rotated_keep {
                 let mut r = t.draining.remove(i);
                 if !self.flush_partial(&t.path, &mut r, out).await {
@@ -742,12 +749,13 @@ impl FileSource {
 
     fn make_line(&self, path: &Path, r: &mut Reader, line: RawLine) -> SourceLine {
         let fingerprint = match r.fingerprint {
-            Some((fp, _)) => fp,
-            None => {
+            Some((fp, true)) => fp,
+            _ => {
                 let (fp, complete) = identity::read_prefix(&r.file)
                     .map(|p| identity::fingerprint(&p))
                     .unwrap_or((0, false));
-                // An incomplete fingerprint only when a first line is flushed before its LF.
+                // Incomplete only while a first line taken early has no LF yet; computed again
+                // for the next line, so the completed line and those after it carry the final one.
                 r.fingerprint = Some((fp, complete));
                 fp
             }

@@ -4,6 +4,11 @@
 //! terminators are not counted: a line of exactly `max` bytes ended by CR LF is not truncated);
 //! LF, CR LF and a lone CR end a line; other bytes are never interpreted, so NUL, invalid UTF-8
 //! or binary pass through.
+//!
+//! A pending line taken early ([`LineSplitter::flush_partial`]: a writer that stopped mid-line)
+//! stays pending: if it goes on, the completed line is emitted whole, from its first byte, as if
+//! it had never been taken. The early copy's `end` is its `start`, so a checkpoint on it resumes
+//! at the line and a restart reads it whole.
 
 /// One complete (or flushed) line and where it was.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -13,7 +18,7 @@ pub struct RawLine {
     pub truncated: bool,
     /// Offset of the line's first byte.
     pub start: u64,
-    /// Offset just past the line's LF (or its last byte, for a flushed partial line).
+    /// Offset just past the line's LF; for a partial line taken early, `start` (see above).
     pub end: u64,
 }
 
@@ -28,6 +33,10 @@ pub struct LineSplitter {
     cr_ended: bool,
     line_start: u64,
     consumed: u64,
+    /// `consumed` when the pending line was last taken early: nothing new to take until it grows.
+    flushed_at: Option<u64>,
+    /// A line ended by a CR was taken by `flush_partial`: an LF right after it is its terminator.
+    cr_taken: bool,
 }
 
 impl LineSplitter {
@@ -40,6 +49,8 @@ impl LineSplitter {
             cr_ended: false,
             line_start: offset,
             consumed: offset,
+            flushed_at: None,
+            cr_taken: false,
         }
     }
 
@@ -53,9 +64,9 @@ impl LineSplitter {
         self.line_start
     }
 
-    /// True when bytes of an incomplete line are pending.
+    /// True when bytes of an incomplete line are pending that were not taken early yet.
     pub fn has_partial(&self) -> bool {
-        self.consumed > self.line_start
+        self.consumed > self.line_start && self.flushed_at != Some(self.consumed)
     }
 
     /// Pushes the next bytes of the stream, appending every line they complete to `out`.
@@ -65,6 +76,13 @@ impl LineSplitter {
         let mut rest = data;
         if rest.is_empty() {
             return;
+        }
+        if std::mem::take(&mut self.cr_taken)
+            && let [b'\n', tail @ ..] = rest
+        {
+            self.consumed += 1;
+            self.line_start = self.consumed;
+            rest = tail;
         }
         if std::mem::take(&mut self.cr_ended) {
             // The previous push ended on a CR that ended a line: an LF right after it belongs
@@ -100,13 +118,24 @@ impl LineSplitter {
         self.consumed += rest.len() as u64;
     }
 
-    /// Emits the pending incomplete line, if any, as a line of its own.
+    /// Takes a copy of the pending incomplete line, if it has bytes not taken before; the line
+    /// stays pending (see the module's invariants). A line ended by a CR whose LF may follow is
+    /// complete: it is emitted for good.
     pub fn flush_partial(&mut self) -> Option<RawLine> {
         if !self.has_partial() {
             return None;
         }
-        self.cr_ended = false;
-        Some(self.take())
+        if std::mem::take(&mut self.cr_ended) {
+            self.cr_taken = true;
+            return Some(self.take());
+        }
+        self.flushed_at = Some(self.consumed);
+        Some(RawLine {
+            bytes: self.buf.clone(),
+            truncated: self.truncated,
+            start: self.line_start,
+            end: self.line_start,
+        })
     }
 
     fn take(&mut self) -> RawLine {
@@ -117,6 +146,7 @@ impl LineSplitter {
             end: self.consumed,
         };
         self.truncated = false;
+        self.flushed_at = None;
         self.line_start = self.consumed;
         line
     }
@@ -167,8 +197,34 @@ mod tests {
         );
         assert!(s.has_partial());
         assert_eq!((s.line_start(), s.consumed()), (8, 10));
-        assert_eq!(s.flush_partial(), Some(line(b"ef", false, 8, 10)));
+        assert_eq!(s.flush_partial(), Some(line(b"ef", false, 8, 8)));
         assert_eq!(s.flush_partial(), None);
+    }
+
+    /// Regression, "half-written lines": a block-buffered writer's `...IEC:ES0030` taken early
+    /// and its `010001:...` later gave a malformed alert and lost the IEM. The completed line is
+    /// emitted whole; taking it early again only when it grew.
+    #[test]
+    fn a_line_taken_early_is_still_emitted_whole_when_completed() {
+        let mut s = LineSplitter::new(100, 0);
+        let mut out = Vec::new();
+        s.push(b"a\nIEC:ES0030", &mut out);
+        assert_eq!(s.flush_partial(), Some(line(b"IEC:ES0030", false, 2, 2)));
+        assert!(!s.has_partial());
+        s.push(b"0100", &mut out);
+        assert_eq!(
+            s.flush_partial(),
+            Some(line(b"IEC:ES00300100", false, 2, 2))
+        );
+        s.push(b"01:text\nb", &mut out);
+        assert_eq!(
+            out,
+            vec![
+                line(b"a", false, 0, 2),
+                line(b"IEC:ES0030010001:text", false, 2, 24)
+            ]
+        );
+        assert_eq!(s.flush_partial(), Some(line(b"b", false, 24, 24)));
     }
 
     #[test]
@@ -220,6 +276,26 @@ mod tests {
             ]
         );
         assert_eq!(whole_tail, Some(line(b"end", false, 30, 34)));
+        // An early take of a line that is then completed changes none of the lines.
+        for a in 0..input.len() {
+            let mut s = LineSplitter::new(6, 0);
+            let mut out = Vec::new();
+            s.push(&input[..a], &mut out);
+            // A copy (start == end) is repeated whole later; a line ended by a CR is final.
+            if let Some(e) = s.flush_partial()
+                && e.start != e.end
+            {
+                out.push(e);
+            }
+            s.push(&input[a..], &mut out);
+            // (A line ended by a CR and taken before its LF came ends before that LF.)
+            let seen = |v: &[RawLine]| -> Vec<(Vec<u8>, bool, u64)> {
+                v.iter()
+                    .map(|l| (l.bytes.clone(), l.truncated, l.start))
+                    .collect()
+            };
+            assert_eq!(seen(&out), seen(&whole), "taken early at {a}");
+        }
     }
 
     #[test]

@@ -1319,3 +1319,38 @@ async fn a_line_taken_early_is_delivered_whole_once_completed() {
     assert_eq!(e.fingerprint, w.fingerprint);
     src.stop().await;
 }
+
+// ---- a journal cursor the journal no longer holds (issue 21, item 13) ----
+
+/// Regression, "a journal cursor the journal no longer holds": after the journal files were
+/// removed (or a volatile journal reset by a reboot), `--after-cursor` with the saved cursor
+/// skipped entries already in the new journal. The source now notices and reads from the
+/// cursor's time.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn journald_reads_a_reset_journal_from_the_saved_cursors_time() {
+    let d = tempfile::tempdir().unwrap();
+    let jdir = d.path().join("journal");
+    std::fs::create_dir(&jdir).unwrap();
+    write_journal(&jdir, &[b"before 1", b"before 2"]);
+    let mut src = start_journal(&jdir, None);
+    let got = src.take(2, Duration::from_secs(10)).await;
+    assert_eq!(got.len(), 2);
+    let saved = cursor(&got[1]);
+    src.stop().await;
+
+    // The journal is reset: its files are gone, and new entries are logged before iemd starts.
+    std::fs::remove_file(jdir.join("remote.journal")).unwrap();
+    tokio::time::sleep(Duration::from_millis(20)).await;
+    write_journal(&jdir, &[b"IEC:ES0030010001:after the reset", b"after 2"]);
+    let mut src = start_journal(&jdir, Some(saved));
+    let got = src.take(3, Duration::from_secs(10)).await;
+    assert_eq!(
+        got.iter().map(message).collect::<Vec<_>>(),
+        vec!["IEC:ES0030010001:after the reset", "after 2"]
+    );
+    // Followed on from there.
+    write_journal(&jdir, &[b"live"]);
+    let live = src.take(1, Duration::from_secs(10)).await;
+    assert_eq!(live.iter().map(message).collect::<Vec<_>>(), vec!["live"]);
+    src.stop().await;
+}

@@ -57,6 +57,9 @@ pub struct JournaldSource {
     directory: Option<PathBuf>,
     start_at: JournalStartAt,
     cursor: Option<String>,
+    /// Read from this time (µs since the epoch) when there is no cursor: set when the saved
+    /// cursor is no longer in the journal.
+    since_usec: Option<u64>,
     metrics: Arc<SourceMetrics>,
 }
 
@@ -75,6 +78,7 @@ impl JournaldSource {
             directory: config.directory.clone(),
             start_at: config.start_at,
             cursor: checkpoint.map(|c| c.cursor),
+            since_usec: None,
             metrics: Arc::new(SourceMetrics::default()),
         }
     }
@@ -106,12 +110,77 @@ impl JournaldSource {
             s.push(d);
             a.push(s);
         }
-        match (cursor, self.start_at) {
-            (Some(c), _) => a.push(format!("--after-cursor={c}").into()),
-            (None, JournalStartAt::Now) => a.push("--since=now".into()),
-            (None, JournalStartAt::Beginning) => {}
+        match (cursor, self.since_usec, self.start_at) {
+            (Some(c), _, _) => a.push(format!("--after-cursor={c}").into()),
+            (None, Some(t), _) => a.push(since_arg(t).into()),
+            (None, None, JournalStartAt::Now) => a.push("--since=now".into()),
+            (None, None, JournalStartAt::Beginning) => {}
         }
         a
+    }
+
+    /// Whether the journal still holds the entry `cursor` names: `journalctl --cursor` seeks to
+    /// the nearest entry when it does not, and `--after-cursor` then skips one (or, after a reset,
+    /// every entry already there). `None` when journalctl cannot tell (not startable, no output).
+    async fn cursor_held(&self, cursor: &str) -> Option<bool> {
+        let mut args: Vec<OsString> =
+            ["--output=json", "--no-pager", "--quiet", "--merge", "--all"]
+                .iter()
+                .map(OsString::from)
+                .collect();
+        if let Some(d) = &self.directory {
+            let mut s = OsString::from("--directory=");
+            s.push(d);
+            args.push(s);
+        }
+        args.push(format!("--cursor={cursor}").into());
+        let mut child = Command::new(&self.journalctl)
+            .args(&args)
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .kill_on_drop(true)
+            .spawn()
+            .ok()?;
+        let stdout = child.stdout.take()?;
+        let mut first = Vec::new();
+        let mut stdout = BufReader::new(stdout);
+        let read = stdout.read_until(b'\n', &mut first);
+        let n = tokio::time::timeout(Duration::from_secs(10), read)
+            .await
+            .ok()?
+            .ok()?;
+        let _ = child.start_kill();
+        let _ = child.wait().await;
+        if n == 0 {
+            // An empty journal holds no cursor.
+            return Some(false);
+        }
+        let entry: CursorOnly = serde_json::from_slice(&first).ok()?;
+        Some(entry.cursor == cursor)
+    }
+
+    /// Before resuming after the saved cursor: if the journal no longer holds it (a volatile
+    /// journal after a reboot, journal files removed), read from the cursor's time instead (from
+    /// the start of this boot if the cursor has none), with one warning.
+    async fn check_cursor(&mut self) {
+        let Some(cursor) = self.cursor.clone() else {
+            return;
+        };
+        if self.cursor_held(&cursor).await != Some(false) {
+            return;
+        }
+        let (since, from) = match cursor_time_usec(&cursor) {
+            Some(t) => (t, "the cursor's time"),
+            None => (boot_time_usec().unwrap_or(0), "the start of this boot"),
+        };
+        tracing::warn!(
+            source = %self.name, %cursor, since = %since_arg(since),
+            "the saved journal cursor is no longer in the journal (reset after a reboot, or its \
+             files removed); reading from {from} instead"
+        );
+        self.cursor = None;
+        self.since_usec = Some(since);
     }
 
     /// Runs until `token` is cancelled or the receiver is dropped.
@@ -131,6 +200,7 @@ impl JournaldSource {
             if let Err(state) = self.check_access() {
                 self.set_state(state);
             }
+            self.check_cursor().await;
             let args = self.args(self.cursor.as_deref());
             let spawned = Command::new(&self.journalctl)
                 .args(&args)
@@ -361,6 +431,31 @@ fn journal_files(dir: &std::path::Path) -> Vec<PathBuf> {
     out
 }
 
+/// `--since=@SECONDS.MICROS` for a time in µs since the epoch.
+fn since_arg(usec: u64) -> String {
+    format!("--since=@{}.{:06}", usec / 1_000_000, usec % 1_000_000)
+}
+
+/// The realtime stamp (`t=`, hex µs) of a journal cursor.
+fn cursor_time_usec(cursor: &str) -> Option<u64> {
+    cursor
+        .split(';')
+        .find_map(|f| f.strip_prefix("t="))
+        .and_then(|t| u64::from_str_radix(t, 16).ok())
+}
+
+/// When this boot started (`btime` of /proc/stat), in µs since the epoch.
+fn boot_time_usec() -> Option<u64> {
+    let stat = std::fs::read_to_string("/proc/stat").ok()?;
+    let secs: u64 = stat
+        .lines()
+        .find_map(|l| l.strip_prefix("btime "))?
+        .trim()
+        .parse()
+        .ok()?;
+    Some(secs * 1_000_000)
+}
+
 enum Flow {
     Stop,
     Exited,
@@ -430,5 +525,16 @@ mod tests {
                 .any(|x| x.to_string_lossy().starts_with("--directory"))
         );
         assert_eq!(s.cursor.as_deref(), Some("c"));
+    }
+
+    #[test]
+    fn a_cursor_gives_its_time() {
+        let c = "s=4f35;i=2;b=6d13;m=0;t=6618058e8fee1;x=2b21";
+        assert_eq!(cursor_time_usec(c), Some(0x6618058e8fee1));
+        assert_eq!(cursor_time_usec("s=1;i=2"), None);
+        assert_eq!(
+            since_arg(1_796_053_735_000_042),
+            "--since=@1796053735.000042"
+        );
     }
 }

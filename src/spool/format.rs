@@ -14,7 +14,10 @@ pub const SEGMENT_HEADER_LEN: u64 = 24;
 pub const RECORD_HEADER_LEN: usize = 24;
 /// Ack file: magic, version, crc, acked seq.
 pub const ACK_LEN: usize = 24;
-/// A record longer than this is treated as corruption (an alert is a few kB at most).
+/// The writer refuses payloads longer than this (the pipeline cuts alerts to fit first). When
+/// reading, a longer length is believed only if the file holds that many bytes and the checksum
+/// matches (records written before the writer checked): a record that passes its checksum is
+/// never discarded.
 pub const MAX_RECORD_LEN: u32 = 16 << 20;
 
 /// The segment header's bytes.
@@ -129,8 +132,13 @@ fn read_full(r: &mut impl Read, buf: &mut [u8]) -> io::Result<usize> {
     Ok(n)
 }
 
-/// Reads the record that starts at the reader's position.
-pub fn read_record(r: &mut impl Read) -> io::Result<ReadOutcome> {
+/// Reads the record that starts at the reader's position. `available` says how many bytes the
+/// file still holds after the record header; it is asked only for a length over
+/// `MAX_RECORD_LEN`, so that a damaged length field never makes us allocate more than the file.
+pub fn read_record<R: Read>(
+    r: &mut R,
+    available: impl FnOnce(&R) -> io::Result<u64>,
+) -> io::Result<ReadOutcome> {
     let mut h = [0u8; RECORD_HEADER_LEN];
     let n = read_full(r, &mut h)?;
     if n == 0 {
@@ -143,7 +151,7 @@ pub fn read_record(r: &mut impl Read) -> io::Result<ReadOutcome> {
     let crc = u32::from_le_bytes([h[4], h[5], h[6], h[7]]);
     let seq = u64::from_le_bytes(h[8..16].try_into().unwrap_or([0; 8]));
     let time_ms = i64::from_le_bytes(h[16..24].try_into().unwrap_or([0; 8]));
-    if len > MAX_RECORD_LEN {
+    if len > MAX_RECORD_LEN && available(r)? < u64::from(len) {
         return Ok(ReadOutcome::Bad(RecordError::BadLength(len)));
     }
     let mut payload = vec![0u8; len as usize];
@@ -164,10 +172,15 @@ pub fn read_record(r: &mut impl Read) -> io::Result<ReadOutcome> {
     ))
 }
 
+/// Reads the record at the start of `buf`, which holds the rest of the file.
+pub fn read_record_in(buf: &[u8]) -> io::Result<ReadOutcome> {
+    let available = buf.len().saturating_sub(RECORD_HEADER_LEN) as u64;
+    read_record(&mut &buf[..], |_| Ok(available))
+}
+
 /// Parses a record from the start of `buf` (used to resynchronize after corruption).
 pub fn parse_record(buf: &[u8]) -> Option<(RawRecord, u64)> {
-    let mut cursor = buf;
-    match read_record(&mut cursor) {
+    match read_record_in(buf) {
         Ok(ReadOutcome::Record(rec, total)) => Some((rec, total)),
         _ => None,
     }
@@ -214,8 +227,26 @@ mod tests {
         assert!(parse_record(&bad).is_none());
         let mut cur = &buf[..buf.len() - 1];
         assert!(matches!(
-            read_record(&mut cur).unwrap(),
+            read_record(&mut cur, |_| Ok(0)).unwrap(),
             ReadOutcome::Bad(RecordError::Truncated)
+        ));
+    }
+
+    /// Regression: a record over 16 MiB (written before the writer refused them) was taken for
+    /// damage and dropped at recovery although its checksum was right.
+    #[test]
+    fn a_long_record_with_a_good_checksum_is_read() {
+        let payload = vec![b'x'; MAX_RECORD_LEN as usize + 10];
+        let mut buf = Vec::new();
+        encode_record(&mut buf, 3, 9, &payload);
+        let (rec, total) = parse_record(&buf).unwrap();
+        assert_eq!((rec.seq, rec.payload.len()), (3, payload.len()));
+        assert_eq!(total as usize, buf.len());
+        // The same length with the bytes missing is a torn or damaged length, not an allocation.
+        let mut short = &buf[..1000];
+        assert!(matches!(
+            read_record(&mut short, |_| Ok(976)).unwrap(),
+            ReadOutcome::Bad(RecordError::BadLength(_))
         ));
     }
 

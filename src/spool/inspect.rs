@@ -110,7 +110,7 @@ impl Iterator for Inspector {
                     payload: rec.payload,
                 }));
             }
-            let reason = match format::read_record(&mut &bytes[start..]) {
+            let reason = match format::read_record_in(&bytes[start..]) {
                 Ok(format::ReadOutcome::Bad(e)) => e.to_string(),
                 _ => "unreadable record".to_string(),
             };

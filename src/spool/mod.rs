@@ -57,6 +57,7 @@ use tokio::sync::{Notify, watch};
 
 use crate::config::spool::SpoolConfig;
 
+pub use format::MAX_RECORD_LEN;
 pub use format::VERSION as FORMAT_VERSION;
 
 /// Something went wrong with the spool's files.
@@ -68,6 +69,10 @@ pub enum SpoolError {
     Locked(PathBuf),
     #[error("spool {path}: {reason}")]
     Format { path: PathBuf, reason: String },
+    #[error("spool record of {len} bytes refused: the limit is {max} bytes")]
+    TooLarge { len: usize, max: u32 },
+    #[error("cannot start the spool sync thread: {0}")]
+    SyncThread(io::Error),
     #[error("spool record {seq} is unreadable at {path} offset {offset}: {reason}")]
     Corrupt {
         path: PathBuf,
@@ -117,6 +122,10 @@ pub struct SpoolStats {
     pub oldest_pending_ms: Option<i64>,
     /// How many appends had to wait because the spool was full.
     pub full_waits: u64,
+    /// An append is waiting right now because the spool, or its filesystem, is full.
+    pub full: bool,
+    /// Why the last sync failed, while it keeps failing (`None` when syncs succeed).
+    pub sync_failure: Option<String>,
     pub last_seq: u64,
     pub durable_seq: u64,
     pub acked_seq: u64,
@@ -149,6 +158,8 @@ struct State {
     oldest_pending_ms: Option<i64>,
     scratch: Vec<u8>,
     full_warned: bool,
+    /// An append waits for the filesystem to have room.
+    disk_full: bool,
 }
 
 struct Shared {
@@ -164,6 +175,8 @@ struct Shared {
     full_waits: AtomicU64,
     /// Serializes writers of the ack file (the sync thread and explicit `persist` calls).
     ack_file: Mutex<()>,
+    /// Why the sync thread's last sync failed or panicked, while it does.
+    sync_failure: Mutex<Option<String>>,
     max_bytes: u64,
     segment_bytes: u64,
     sync_now: bool,
@@ -410,6 +423,7 @@ struct Scanned {
 
 fn scan_segment(path: &Path, acked: u64) -> Result<Result<Scanned, String>, SpoolError> {
     let f = File::open(path).map_err(io_err(path))?;
+    let file_len = f.metadata().map_err(io_err(path))?.len();
     let mut r = BufReader::with_capacity(1 << 20, f);
     let mut h = [0u8; format::SEGMENT_HEADER_LEN as usize];
     let n = io::Read::read(&mut r, &mut h).map_err(io_err(path))?;
@@ -428,7 +442,8 @@ fn scan_segment(path: &Path, acked: u64) -> Result<Result<Scanned, String>, Spoo
         bad: None,
     };
     loop {
-        match format::read_record(&mut r).map_err(io_err(path))? {
+        let available = file_len.saturating_sub(s.good_len + format::RECORD_HEADER_LEN as u64);
+        match format::read_record(&mut r, |_| Ok(available)).map_err(io_err(path))? {
             format::ReadOutcome::End => break,
             format::ReadOutcome::Bad(e) => {
                 s.bad = Some(e.to_string());
@@ -509,7 +524,7 @@ fn salvage_after(bytes: &[u8], scanned: &mut Scanned, reason: String, acked: u64
             }
             None => {
                 if bad.is_none() {
-                    let reason = match format::read_record(&mut &bytes[pos..]) {
+                    let reason = match format::read_record_in(&bytes[pos..]) {
                         Ok(format::ReadOutcome::Bad(e)) => e.to_string(),
                         _ => "seq out of order".to_string(),
                     };
@@ -694,6 +709,7 @@ pub fn open(
             oldest_pending_ms: oldest,
             scratch: Vec::new(),
             full_warned: false,
+            disk_full: false,
         }),
         space: Notify::new(),
         appending: tokio::sync::Mutex::new(()),
@@ -701,6 +717,7 @@ pub fn open(
         wake: wake.clone(),
         full_waits: AtomicU64::new(0),
         ack_file: Mutex::new(()),
+        sync_failure: Mutex::new(None),
         max_bytes: config.max_bytes,
         segment_bytes: config.segment_bytes,
         sync_now: config.sync_interval_ms == 0,
@@ -708,7 +725,8 @@ pub fn open(
     });
     // Segments fully acked by the previous run go now.
     shared.persist_ack()?;
-    spawn_syncer(Arc::downgrade(&shared), wake, config.sync_interval());
+    spawn_syncer(Arc::downgrade(&shared), wake, config.sync_interval())
+        .map_err(SpoolError::SyncThread)?;
     if !report.cuts.is_empty() {
         tracing::warn!(
             cuts = report.cuts.len(),
@@ -729,11 +747,20 @@ pub fn open(
 
 /// The group-commit thread: syncs every `interval` (or as soon as woken when the interval is
 /// zero) until every handle to the spool is gone.
-fn spawn_syncer(shared: Weak<Shared>, wake: Arc<(Mutex<bool>, Condvar)>, interval: Duration) {
-    let spawned = std::thread::Builder::new()
+///
+/// It supervises itself: a failed sync is logged once and retried at the next round, a panic
+/// in a sync is caught, logged and the loop goes on after a backoff (1 s doubling to 60 s).
+/// Either way `SpoolStats::sync_failure` says why until a sync succeeds (the pipeline shows it
+/// in `/health`): nothing becomes durable meanwhile, so no checkpoint moves and nothing is lost.
+fn spawn_syncer(
+    shared: Weak<Shared>,
+    wake: Arc<(Mutex<bool>, Condvar)>,
+    interval: Duration,
+) -> io::Result<()> {
+    std::thread::Builder::new()
         .name("iemd-spool-sync".into())
         .spawn(move || {
-            let mut failing = false;
+            let mut panic_backoff = Duration::from_secs(1);
             loop {
                 {
                     let (m, cv) = &*wake;
@@ -759,20 +786,39 @@ fn spawn_syncer(shared: Weak<Shared>, wake: Arc<(Mutex<bool>, Condvar)>, interva
                 let Some(shared) = shared.upgrade() else {
                     return;
                 };
-                match shared.sync() {
-                    Ok(_) => failing = false,
-                    Err(e) => {
-                        if !failing {
-                            tracing::error!(error = %e, "spool sync failed; records stay unconfirmed until it succeeds");
-                        }
-                        failing = true;
-                    }
+                let synced =
+                    std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| shared.sync()));
+                let panicked = synced.is_err();
+                let failure = match synced {
+                    Ok(Ok(_)) => None,
+                    Ok(Err(e)) => Some(format!("spool sync failed: {e}")),
+                    Err(panic) => Some(format!(
+                        "spool sync panicked: {}",
+                        crate::supervise::panic_message(panic.as_ref())
+                    )),
+                };
+                let mut slot = shared
+                    .sync_failure
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner());
+                match (&failure, slot.is_some()) {
+                    (None, true) => tracing::info!("spool sync works again"),
+                    (Some(why), false) => tracing::error!(
+                        reason = %why,
+                        "records stay unconfirmed and checkpoints do not move until a sync succeeds"
+                    ),
+                    _ => {}
+                }
+                *slot = failure;
+                drop(slot);
+                drop(shared);
+                if panicked {
+                    std::thread::sleep(panic_backoff);
+                    panic_backoff = (panic_backoff * 2).min(Duration::from_secs(60));
                 }
             }
-        });
-    if let Err(e) = spawned {
-        tracing::error!(error = %e, "cannot start the spool sync thread");
-    }
+        })
+        .map(|_| ())
 }
 
 impl SpoolWriter {
@@ -786,6 +832,15 @@ impl SpoolWriter {
     /// filesystem is full (retrying the records not yet written, with consecutive seqs).
     pub async fn append_batch<P: AsRef<[u8]>>(&self, payloads: &[P]) -> Result<u64, SpoolError> {
         let sh = &*self.shared;
+        if let Some(p) = payloads
+            .iter()
+            .find(|p| p.as_ref().len() > format::MAX_RECORD_LEN as usize)
+        {
+            return Err(SpoolError::TooLarge {
+                len: p.as_ref().len(),
+                max: format::MAX_RECORD_LEN,
+            });
+        }
         let _one_batch = sh.appending.lock().await;
         let mut rest = payloads;
         let mut disk_full_warned = false;
@@ -806,6 +861,7 @@ impl SpoolWriter {
                         tracing::info!("spool has room again; appends resume");
                     }
                     let written = self.write_locked(&mut st, rest);
+                    st.disk_full = matches!(&written, Err(WriteFailed { error: SpoolError::Io { source, .. }, .. }) if is_disk_full(source));
                     drop(st);
                     if sh.sync_now {
                         sh.wake_syncer();
@@ -903,6 +959,20 @@ impl SpoolWriter {
         Ok(st.next_seq - 1)
     }
 
+    /// A new reader from the first unacked record, for a publisher restarted after its reader
+    /// was lost with it. Only one reader may be in use at a time (acks assume one).
+    pub fn reader(&self) -> SpoolReader {
+        let st = self.shared.lock();
+        SpoolReader {
+            shared: self.shared.clone(),
+            durable_rx: self.durable_rx.clone(),
+            next_seq: st.acked_seq + 1,
+            cur: None,
+            handed: VecDeque::new(),
+            read_bytes: st.acked_bytes,
+        }
+    }
+
     /// Watches the highest durable seq.
     pub fn durable(&self) -> watch::Receiver<u64> {
         self.durable_rx.clone()
@@ -936,6 +1006,12 @@ fn stats(sh: &Shared) -> SpoolStats {
             None
         },
         full_waits: sh.full_waits.load(Ordering::Relaxed),
+        full: st.full_warned || st.disk_full,
+        sync_failure: sh
+            .sync_failure
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone(),
         last_seq: st.next_seq - 1,
         durable_seq: *sh.durable_tx.borrow(),
         acked_seq: st.acked_seq,
@@ -988,7 +1064,11 @@ impl SpoolReader {
             let Some((first, path, r, offset)) = self.cur.as_mut() else {
                 return Ok(None);
             };
-            match format::read_record(r).map_err(io_err(path))? {
+            // Asked only for a record over the usual limit (see `format::MAX_RECORD_LEN`).
+            let at = *offset + format::RECORD_HEADER_LEN as u64;
+            let available =
+                |r: &BufReader<File>| Ok(r.get_ref().metadata()?.len().saturating_sub(at));
+            match format::read_record(r, available).map_err(io_err(path))? {
                 format::ReadOutcome::Record(rec, total) => {
                     *offset += total;
                     if rec.seq < self.next_seq {
@@ -1186,6 +1266,39 @@ mod tests {
         let (_w, _r, again) = open(&cfg(&dir)).unwrap();
         assert!(again.cuts.is_empty(), "{again:?}");
         assert_eq!(again.pending, 58);
+    }
+
+    /// Regression: recovery took a record over 16 MiB (written before the writer refused them)
+    /// for damage and cut it, so the IEM was gone even for `iemctl replay`. A record that passes
+    /// its checksum is kept whatever its length, and the writer refuses such a record now.
+    #[tokio::test]
+    async fn recovery_keeps_a_long_record_and_the_writer_refuses_one() {
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = tmp.path().join("spool");
+        let long = vec![b'x'; format::MAX_RECORD_LEN as usize + 100];
+        {
+            let (w, _r, _) = open(&cfg(&dir)).unwrap();
+            w.append(b"before").await.unwrap();
+            assert!(matches!(
+                w.append(&long).await,
+                Err(SpoolError::TooLarge { .. })
+            ));
+            w.wait_durable(1).await;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+        // As an older writer left it: the long record, then one more, at the end of the segment.
+        let seg = list_segments(&dir).unwrap().into_values().next().unwrap();
+        let mut bytes = fs::read(&seg).unwrap();
+        format::encode_record(&mut bytes, 2, 7, &long);
+        format::encode_record(&mut bytes, 3, 8, b"after");
+        fs::write(&seg, &bytes).unwrap();
+        let (_w, mut r, report) = open(&cfg(&dir)).unwrap();
+        assert!(report.cuts.is_empty(), "{report:?}");
+        assert_eq!((report.pending, report.next_seq), (3, 4));
+        let payloads: Vec<usize> = std::iter::from_fn(|| r.try_next().unwrap())
+            .map(|rec| rec.payload.len())
+            .collect();
+        assert_eq!(payloads, [6, long.len(), 5]);
     }
 
     /// A tmpfs of `size` mounted on `dir` for the test's lifetime; `None` (and a loud skip) where

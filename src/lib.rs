@@ -17,6 +17,7 @@
 //! - `manpages`: man pages and shell completions from a clap command, for packaging.
 //! - `pipeline`: wires the stages together; the only module that knows them all.
 //! - `shutdown`: the cancellation token and task tracker passed into every long-running task.
+//! - `supervise`: restarts the long-running tasks with backoff and reports them to `/health`.
 //! - `systemd`: sd_notify for `Type=notify` (ready, status, stopping) and the watchdog task.
 //! - `sspl`: the SSPL-compatible body made from an alert, for the old consumers.
 //! - `telemetry`: tracing set-up, the observable events (logs + counters), `/metrics` and `/health`.
@@ -33,5 +34,6 @@ pub mod shutdown;
 pub mod source;
 pub mod spool;
 pub mod sspl;
+pub mod supervise;
 pub mod systemd;
 pub mod telemetry;

@@ -18,15 +18,16 @@
 //! the spool is synced, the checkpoints persisted, and the publisher gets the broker's
 //! `shutdown_timeout_ms` to finish what it has in flight before it is stopped too.
 
-use std::collections::VecDeque;
+use std::collections::{BTreeMap, VecDeque};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
 use std::time::Duration;
 
 use tokio::sync::mpsc;
 use tokio::task::JoinSet;
+use tokio_util::task::AbortOnDropHandle;
 
-use crate::alert::{Kind, OriginKind};
+use crate::alert::{Alert, Kind, OriginKind};
 use crate::catalog::decode::{Clock, Decoder, LineSource};
 use crate::catalog::{Catalog, CatalogError};
 use crate::config::Config;
@@ -38,6 +39,7 @@ use crate::source::file::FileSource;
 use crate::source::journald::JournaldSource;
 use crate::source::{Position, SourceError, SourceLine, SourceMetrics};
 use crate::spool::{self, SpoolError, SpoolWriter};
+use crate::supervise::{Stage as SupervisedStage, Stages, supervise};
 use crate::systemd::Notifier;
 use crate::telemetry::{self, events, http};
 
@@ -65,9 +67,16 @@ pub enum PipelineError {
     Telemetry(#[from] telemetry::TelemetryError),
     #[error(transparent)]
     Enrich(#[from] EnrichError),
+    #[error("an alert of {0} bytes could not be cut to fit a spool record")]
+    AlertTooLarge(usize),
 }
 
 /// Runs the agent until `shutdown` is cancelled.
+///
+/// The publisher, each source and the metrics server run under `supervise` (restarted with
+/// backoff, shown in `/health`); an error of the stage itself (spool append, checkpoints) ends
+/// the run with that error, and `iemd` exits non-zero for systemd to restart it (see
+/// `supervise` for why).
 pub async fn run(config: Config, shutdown: Shutdown) -> Result<(), PipelineError> {
     let catalog = Catalog::load(&config.catalog_dirs)?;
     let enricher = Enricher::new(&config.enrich)?;
@@ -79,79 +88,132 @@ pub async fn run(config: Config, shutdown: Shutdown) -> Result<(), PipelineError
         );
     }
     let checkpoints = Arc::new(CheckpointStore::open(&config.state_dir)?);
+    let stages = Stages::new();
 
     // The publisher stops last, on its own token, so that what the sources read before the
     // shutdown still gets its chance to be published.
     let publisher_shutdown = Shutdown::new();
-    let observe: publish::LatencyObserver = Arc::new(events::alert_published);
+    let last_confirm_ms = Arc::new(AtomicI64::new(chrono::Utc::now().timestamp_millis()));
+    let observe: publish::LatencyObserver = {
+        let last = last_confirm_ms.clone();
+        Arc::new(move |since_spooled| {
+            events::alert_published(since_spooled);
+            last.store(chrono::Utc::now().timestamp_millis(), Ordering::Relaxed);
+        })
+    };
     let publish_stats = Arc::new(PublishStats::new(&config.broker, Some(observe)));
+    let publisher_stage = stages.add("publisher");
     let publisher = {
-        let broker = config.broker.clone();
-        let stop = publisher_shutdown.clone();
-        let stats = publish_stats.clone();
-        tokio::spawn(async move { publish::run(&broker, reader, stop, stats).await })
+        let (broker, stop, stats) = (
+            config.broker.clone(),
+            publisher_shutdown.clone(),
+            publish_stats.clone(),
+        );
+        // The first run takes the reader `open` made; a restarted one gets a new reader from
+        // the acked position (the old one went with the task that failed).
+        let (mut first, spool) = (Some(reader), writer.clone());
+        AbortOnDropHandle::new(tokio::spawn(supervise(
+            publisher_stage.clone(),
+            publisher_shutdown.token.clone(),
+            move || {
+                let reader = first.take().unwrap_or_else(|| spool.reader());
+                let (broker, stop, stats) = (broker.clone(), stop.clone(), stats.clone());
+                async move { publish::run(&broker, reader, stop, stats).await }
+            },
+        )))
     };
 
     let source_token = shutdown.token.child_token();
     let (tx, mut rx) = mpsc::channel::<SourceLine>(BATCH * 8);
     let mut sources = JoinSet::new();
-    let mut health_sources = Vec::new();
-    let mut source_paths = Vec::new();
+    // Each source's current counters and path states (a restarted source has new ones).
+    let source_metrics: SourceMetricsSlots = Arc::default();
     if let Some(nothing) = crate::source::nothing_to_read(&config.sources) {
         tracing::error!("{nothing}");
     }
     for file in &config.sources.files {
-        let source = FileSource::new(file, &checkpoints);
-        export_source_metrics(&source.name(), &source.metrics());
-        source_paths.push((source.name(), source.metrics()));
-        let running = SourceRunning::new(source.name(), &mut health_sources);
-        let (tx, token) = (tx.clone(), source_token.clone());
-        sources.spawn(async move { running.track(source.run(tx, token).await) });
+        let stage = stages.add(format!("source {}", file.source_name()));
+        let (tx, token, file, checkpoints, slots) = (
+            tx.clone(),
+            source_token.clone(),
+            file.clone(),
+            checkpoints.clone(),
+            source_metrics.clone(),
+        );
+        sources.spawn(supervise(stage, token.clone(), move || {
+            // A restarted source resumes from the positions recorded so far.
+            let source = FileSource::new(&file, &checkpoints);
+            track_source_metrics(&slots, source.name(), source.metrics());
+            source.run(tx.clone(), token.clone())
+        }));
     }
     if config.sources.journald.enabled {
-        let name = &config.sources.journald.name;
-        let source = JournaldSource::new(&config.sources.journald, checkpoints.journal(name));
-        export_source_metrics(&source.name(), &source.metrics());
-        source_paths.push((source.name(), source.metrics()));
-        let running = SourceRunning::new(source.name(), &mut health_sources);
-        let (tx, token) = (tx.clone(), source_token.clone());
-        sources.spawn(async move { running.track(source.run(tx, token).await) });
+        let journald = config.sources.journald.clone();
+        let stage = stages.add(format!("source {}", journald.name));
+        let (tx, token, checkpoints, slots) = (
+            tx.clone(),
+            source_token.clone(),
+            checkpoints.clone(),
+            source_metrics.clone(),
+        );
+        sources.spawn(supervise(stage, token.clone(), move || {
+            let source = JournaldSource::new(&journald, checkpoints.journal(&journald.name));
+            track_source_metrics(&slots, source.name(), source.metrics());
+            source.run(tx.clone(), token.clone())
+        }));
     }
     drop(tx);
-    export_publish_metrics(&publish_stats);
+    export_publish_metrics(&publish_stats, publisher_stage.running_flag());
     let spool_gauges = export_spool_metrics(&writer);
+    let sync_stage = stages.add("spool sync");
     let health: http::HealthFn = {
-        let (stats, spool) = (publish_stats.clone(), spool_gauges.clone());
-        let warning = config.telemetry.spool_warning_records;
-        Arc::new(move || http::HealthInputs {
-            sources: health_sources
-                .iter()
-                .map(|(name, up): &(Arc<str>, Arc<AtomicBool>)| {
-                    (name.to_string(), up.load(Ordering::Relaxed))
-                })
-                .collect(),
-            broker_connected: stats.connected().iter().any(|(_, up)| *up),
-            spool_pending_records: spool.stats().map_or(0, |s| s.pending_records),
-            spool_warning_records: warning,
-            unreadable: source_paths
-                .iter()
-                .flat_map(|(name, m): &(Arc<str>, Arc<SourceMetrics>)| {
-                    m.unreadable()
-                        .into_iter()
-                        .map(|d| (name.to_string(), d.path, d.reason))
-                })
-                .collect(),
+        let (stats, spool, stages) = (publish_stats.clone(), spool_gauges.clone(), stages.clone());
+        let (publisher, sync_stage) = (publisher_stage.clone(), sync_stage.clone());
+        let (warning, stall) = (
+            config.telemetry.spool_warning_records,
+            config.broker.stall_timeout_ms,
+        );
+        let (last_confirm_ms, source_metrics) = (last_confirm_ms.clone(), source_metrics.clone());
+        Arc::new(move || {
+            let spooled = spool.stats().unwrap_or_default();
+            refresh_sync_stage(&sync_stage, &spooled);
+            http::HealthInputs {
+                stages: stages.health(),
+                broker_connected: publisher.is_running()
+                    && stats.connected().iter().any(|(_, up)| *up),
+                spool_pending_records: spooled.pending_records,
+                spool_warning_records: warning,
+                spool_full: spooled.full,
+                unconfirmed_for_ms: unconfirmed_for_ms(
+                    &spooled,
+                    last_confirm_ms.load(Ordering::Relaxed),
+                ),
+                stall_timeout_ms: stall,
+                unreadable: unreadable_paths(&source_metrics),
+            }
         })
     };
     if let Some(addr) = config.telemetry.metrics_addr() {
         let listener = http::bind(addr).await?;
+        // The address actually bound (port 0 picks one): a restart binds it again.
+        let addr = listener.local_addr().unwrap_or(addr);
         tracing::info!(%addr, "serving /metrics and /health");
-        shutdown.tracker.spawn(http::serve(
-            listener,
-            telemetry::registry(),
-            health,
-            shutdown.clone(),
-        ));
+        let stage = stages.add("metrics server");
+        let mut first = Some(listener);
+        let server = shutdown.clone();
+        shutdown
+            .tracker
+            .spawn(supervise(stage, shutdown.token.clone(), move || {
+                let (listener, health, server) = (first.take(), health.clone(), server.clone());
+                async move {
+                    let listener = match listener {
+                        Some(l) => l,
+                        None => http::bind(addr).await?,
+                    };
+                    http::serve(listener, telemetry::registry(), health, server).await;
+                    Ok::<(), telemetry::TelemetryError>(())
+                }
+            }));
     }
     let notifier = Notifier::from_env();
     notify(notifier.ready());
@@ -198,18 +260,17 @@ pub async fn run(config: Config, shutdown: Shutdown) -> Result<(), PipelineError
                 let seq = *durable.borrow();
                 stage.commit_ready(seq)?;
                 stage.persist()?;
-                let pending = stage.writer.stats().pending_records;
-                let broker = if publish_stats.connected().iter().any(|(_, up)| *up) { "connected" } else { "not connected" };
-                notify(notifier.status(&format!("spool {pending} pending, broker {broker}")));
+                let spooled = stage.writer.stats();
+                refresh_sync_stage(&sync_stage, &spooled);
+                let broker = if publisher_stage.is_running() && publish_stats.connected().iter().any(|(_, up)| *up) { "connected" } else { "not connected" };
+                notify(notifier.status(&format!("spool {} pending, broker {broker}", spooled.pending_records)));
             }
         }
     }
     source_token.cancel();
     while let Some(joined) = sources.join_next().await {
-        match joined {
-            Ok(Ok(())) => {}
-            Ok(Err(err)) => tracing::error!(%err, "source failed"),
-            Err(err) => tracing::error!(%err, "source task failed"),
+        if let Err(err) = joined {
+            tracing::error!(%err, "source supervisor failed");
         }
     }
     let seq = stage.writer.sync()?;
@@ -225,23 +286,38 @@ pub async fn run(config: Config, shutdown: Shutdown) -> Result<(), PipelineError
     // to wind down.
     let drain = Duration::from_millis(config.broker.shutdown_timeout_ms) + Duration::from_secs(1);
     let mut publisher = publisher;
-    let published = match tokio::time::timeout(drain, &mut publisher).await {
-        Ok(Ok(result)) => result,
-        Ok(Err(err)) => {
-            tracing::error!(%err, "publisher task failed");
-            Ok(())
-        }
+    match tokio::time::timeout(drain, &mut publisher).await {
+        Ok(Ok(())) => {}
+        Ok(Err(err)) => tracing::error!(%err, "publisher supervisor failed"),
         Err(_) => {
-            // It must not outlive the run: it holds the spool (and its lock) open.
+            // It must not outlive the run: it holds the spool (and its lock) open. Aborting the
+            // supervisor aborts the publisher task it awaits.
             publisher.abort();
             let _ = publisher.await;
             tracing::warn!("publisher did not stop in time; unconfirmed alerts stay spooled");
-            Ok(())
         }
-    };
+    }
     spool_gauges.release();
-    published?;
     Ok(())
+}
+
+/// How long alerts have been pending without a confirm: since the later of the last confirm
+/// (or the start) and the oldest pending alert's spooling. `None` when nothing is pending.
+fn unconfirmed_for_ms(spooled: &spool::SpoolStats, last_confirm_ms: i64) -> Option<u64> {
+    if spooled.pending_records == 0 {
+        return None;
+    }
+    let since = last_confirm_ms.max(spooled.oldest_pending_ms.unwrap_or(last_confirm_ms));
+    let now = chrono::Utc::now().timestamp_millis();
+    Some(u64::try_from(now - since).unwrap_or(0))
+}
+
+/// The spool's sync thread supervises itself; its stage shows whether its syncs succeed.
+fn refresh_sync_stage(stage: &SupervisedStage, spooled: &spool::SpoolStats) {
+    match &spooled.sync_failure {
+        Some(why) => stage.stopped(format!("{why}; retrying")),
+        None => stage.running(),
+    }
 }
 
 /// Opens the spool. After a reload the previous pipeline's spool may still be closing (its sync
@@ -316,7 +392,7 @@ impl Stage<'_> {
                         events::malformed(&line.source, reason.as_deref().unwrap_or(""))
                     }
                 }
-                payloads.push(crate::alert::encode(&alert)?);
+                payloads.push(encode_fitting(&mut alert, &line.source)?);
             }
             marks.push((line.source, line.position, payloads.len()));
         }
@@ -391,22 +467,49 @@ impl Stage<'_> {
     }
 }
 
-/// A source's "running" flag for `/health`: true until its task ends with an error.
-struct SourceRunning(Arc<AtomicBool>);
-
-impl SourceRunning {
-    fn new(name: Arc<str>, all: &mut Vec<(Arc<str>, Arc<AtomicBool>)>) -> Self {
-        let flag = Arc::new(AtomicBool::new(true));
-        all.push((name, flag.clone()));
-        SourceRunning(flag)
-    }
-
-    fn track(self, result: Result<(), SourceError>) -> Result<(), SourceError> {
-        if result.is_err() {
-            self.0.store(false, Ordering::Relaxed);
+/// The alert's JSON, at most `spool::MAX_RECORD_LEN` bytes: an alert that would not fit a spool
+/// record (the spool refuses it, and nothing may be lost between here and the broker) has its
+/// message and raw line cut, and is marked `truncated`.
+fn encode_fitting(alert: &mut Alert, source: &str) -> Result<Vec<u8>, PipelineError> {
+    let limit = spool::MAX_RECORD_LEN as usize;
+    let mut payload = crate::alert::encode(alert)?;
+    let from = payload.len();
+    // Escaping makes a byte of text 1 to 6 bytes of JSON: cut in proportion, and again until
+    // it fits (each round keeps at most 7/8 of the share that fits).
+    for _ in 0..64 {
+        if payload.len() <= limit {
+            break;
         }
-        result
+        if alert.raw.is_empty() && alert.message.is_empty() {
+            // What is left is the trailing JSON object and enrichment: drop them too.
+            alert.extra = None;
+            alert.hardware.clear();
+            alert.impact = None;
+            alert.recommendation = None;
+        }
+        let keep = |len: usize| len / 8 * 7 * limit / payload.len();
+        let (raw, message) = (keep(alert.raw.len()), keep(alert.message.len()));
+        cut_at_char(&mut alert.raw, raw);
+        cut_at_char(&mut alert.message, message);
+        alert.truncated = true;
+        payload = crate::alert::encode(alert)?;
     }
+    if payload.len() > limit {
+        return Err(PipelineError::AlertTooLarge(payload.len()));
+    }
+    if payload.len() < from {
+        events::alert_cut(source, from, payload.len());
+    }
+    Ok(payload)
+}
+
+/// Shortens `s` to at most `max` bytes, at a character boundary.
+fn cut_at_char(s: &mut String, max: usize) {
+    let mut at = max.min(s.len());
+    while !s.is_char_boundary(at) {
+        at -= 1;
+    }
+    s.truncate(at);
 }
 
 /// A failed sd_notify is worth a log line, never a stop.
@@ -414,6 +517,32 @@ fn notify(result: std::io::Result<()>) {
     if let Err(err) = result {
         tracing::warn!(%err, "cannot notify systemd");
     }
+}
+
+/// Each source's current counters, by source name.
+type SourceMetricsSlots = Arc<std::sync::Mutex<BTreeMap<Arc<str>, Arc<SourceMetrics>>>>;
+
+/// Exports a (re)started source's counters and keeps them for `/health`.
+fn track_source_metrics(slots: &SourceMetricsSlots, name: Arc<str>, metrics: Arc<SourceMetrics>) {
+    export_source_metrics(&name, &metrics);
+    if let Ok(mut slots) = slots.lock() {
+        slots.insert(name, metrics);
+    }
+}
+
+/// The source paths that exist but cannot be read now: `(source, path, reason)`.
+fn unreadable_paths(slots: &SourceMetricsSlots) -> Vec<(String, String, String)> {
+    let Ok(slots) = slots.lock() else {
+        return Vec::new();
+    };
+    slots
+        .iter()
+        .flat_map(|(name, m)| {
+            m.unreadable()
+                .into_iter()
+                .map(|d| (name.to_string(), d.path, d.reason))
+        })
+        .collect()
 }
 
 /// The sources count their own lines; the registry reads those counters at scrape time.
@@ -460,8 +589,9 @@ fn export_source_metrics(name: &str, metrics: &Arc<SourceMetrics>) {
 /// One of the publisher's own counters.
 type StatField = fn(&PublishStats) -> &std::sync::atomic::AtomicU64;
 
-/// The publisher counts its own retries, nacks and returns, and its connections.
-fn export_publish_metrics(stats: &Arc<PublishStats>) {
+/// The publisher counts its own retries, nacks and returns, and its connections; a stopped
+/// publisher shows no connection.
+fn export_publish_metrics(stats: &Arc<PublishStats>, running: Arc<AtomicBool>) {
     let r = telemetry::registry();
     let series: [(&str, &str, StatField); 3] = [
         (
@@ -490,15 +620,15 @@ fn export_publish_metrics(stats: &Arc<PublishStats>) {
         );
     }
     for (i, (url, _)) in stats.connected().into_iter().enumerate() {
-        let s = stats.clone();
+        let (s, running) = (stats.clone(), running.clone());
         r.gauge_fn(
             "iemd_broker_connected",
             "1 while the publisher is connected to this broker URL.",
             &[("url", &url)],
             Box::new(move || {
-                s.connected()
-                    .get(i)
-                    .map_or(0.0, |(_, up)| f64::from(u8::from(*up)))
+                let up = running.load(Ordering::Relaxed)
+                    && s.connected().get(i).is_some_and(|(_, up)| *up);
+                f64::from(u8::from(up))
             }),
         );
     }
@@ -567,4 +697,80 @@ fn export_spool_metrics(writer: &SpoolWriter) -> SpoolGauges {
         Box::new(move || g.stats().map_or(0.0, |s| s.full_waits as f64)),
     );
     gauges
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::alert::Origin;
+
+    /// Regression: a 9 MiB IEM line made an 18.9 MB record, which the spool could not read
+    /// back. Now an alert over the record limit is cut to fit and marked truncated.
+    #[test]
+    fn an_alert_too_large_for_a_record_is_cut_to_fit() {
+        let origin = Origin {
+            kind: OriginKind::File,
+            path: Some("/var/log/messages".into()),
+            cursor: None,
+            offset: Some(0),
+            program: None,
+            pid: None,
+            host: None,
+            priority: None,
+        };
+        // Control bytes escape to six bytes each: 3 MiB of them is 18 MiB of JSON per field.
+        let text = format!("IEC:ES0030010001:{}é", "\u{1}".repeat(3 << 20));
+        let mut alert = Alert::bare("id".into(), "t".into(), origin, text.clone(), false);
+        alert.message = text;
+        let payload = encode_fitting(&mut alert, "unit-test").unwrap();
+        assert!(payload.len() <= spool::MAX_RECORD_LEN as usize);
+        assert!(
+            payload.len() > spool::MAX_RECORD_LEN as usize / 2,
+            "cut too much"
+        );
+        let back: serde_json::Value = serde_json::from_slice(&payload).unwrap();
+        assert_eq!(back["truncated"], true);
+        assert!(
+            back["raw"]
+                .as_str()
+                .unwrap()
+                .starts_with("IEC:ES0030010001:\u{1}")
+        );
+
+        // A record that fits is left alone.
+        let mut small = alert.clone();
+        small.raw = "IEC:ES0030010001:x".into();
+        small.message = "x".into();
+        small.truncated = false;
+        let payload = encode_fitting(&mut small, "unit-test").unwrap();
+        assert_eq!(payload, crate::alert::encode(&small).unwrap());
+        assert!(!small.truncated);
+    }
+
+    /// `--check-config` refuses a `max_line_bytes` whose worst-case alert cannot fit a record:
+    /// the longest line it accepts, every byte a control character, still fits uncut.
+    #[test]
+    fn the_longest_line_the_config_accepts_fits_a_record() {
+        use crate::config::sources::{MAX_LINE_BYTES_CEILING, SPOOL_RECORD_LIMIT};
+        assert_eq!(SPOOL_RECORD_LIMIT, spool::MAX_RECORD_LEN as usize);
+        let catalog = Catalog::builtin();
+        let decoder = Decoder::new(&catalog);
+        let head = "Nov 21 22:50:01 node1 s3server[1234]: IEC:ES0030010001:";
+        let mut line = head.as_bytes().to_vec();
+        line.resize(MAX_LINE_BYTES_CEILING, 1);
+        let source = LineSource {
+            kind: OriginKind::File,
+            path: Some("/var/log/a-rather-long-path/to/the/messages"),
+            offset: Some(u64::MAX),
+            fingerprint: 1,
+            truncated: true,
+        };
+        let mut alert = decoder
+            .decode(&line, &source, &Clock::now(chrono_tz::UTC))
+            .unwrap();
+        let plain = crate::alert::encode(&alert).unwrap();
+        assert!(plain.len() > 11 * MAX_LINE_BYTES_CEILING, "{}", plain.len());
+        assert!(plain.len() <= spool::MAX_RECORD_LEN as usize);
+        assert_eq!(encode_fitting(&mut alert, "unit-test").unwrap(), plain);
+    }
 }

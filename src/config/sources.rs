@@ -39,8 +39,16 @@ pub const DEFAULT_PARTIAL_LINE_TIMEOUT_MS: u64 = 30_000;
 /// rsyslog keep appending to it until they reopen their file).
 pub const DEFAULT_ROTATED_KEEP_MS: u64 = 10 * 60 * 1000;
 const ROTATED_KEEP_RANGE_MS: std::ops::RangeInclusive<u64> = 1000..=7 * 24 * 3600 * 1000;
-/// Bounds that keep one line's buffer and the flush timer sane.
-const MAX_LINE_BYTES_CEILING: usize = 16 * 1024 * 1024;
+/// The spool's record limit (`spool::MAX_RECORD_LEN`; a test keeps the two equal).
+pub const SPOOL_RECORD_LIMIT: usize = 16 << 20;
+/// What an alert holds besides its line's text, at most: code and names, catalog texts, origin,
+/// host, hardware.
+pub const ALERT_OVERHEAD_BYTES: usize = 64 << 10;
+/// The longest line whose worst-case alert fits one spool record: each byte of the line may
+/// become six bytes of JSON (`\u0001`) in both `raw` and `message`. (An alert that does not fit
+/// anyway, from journald, is cut before it is spooled.)
+pub const MAX_LINE_BYTES_CEILING: usize = (SPOOL_RECORD_LIMIT - ALERT_OVERHEAD_BYTES) / 12;
+/// Bound that keeps the flush timer sane.
 const PARTIAL_LINE_TIMEOUT_CEILING_MS: u64 = 10 * 60 * 1000;
 
 #[derive(Debug, Clone, Deserialize, Serialize, Default, PartialEq)]
@@ -202,7 +210,11 @@ impl SourcesConfig {
             if f.max_line_bytes < 16 || f.max_line_bytes > MAX_LINE_BYTES_CEILING {
                 problems.push(Problem::new(
                     format!("{key}.max_line_bytes"),
-                    format!("must be between 16 and {MAX_LINE_BYTES_CEILING}"),
+                    format!(
+                        "must be between 16 and {MAX_LINE_BYTES_CEILING}: a line's alert may take 12 times \
+                         its length in JSON (raw and message, every byte escaped), and an alert must \
+                         fit a spool record ({SPOOL_RECORD_LIMIT} bytes)"
+                    ),
                 ));
             }
             if f.partial_line_timeout_ms == 0

@@ -122,6 +122,37 @@ pub fn broker_connected(url: &str, connected: bool) {
     }
 }
 
+/// A supervised task ended while it should run; it is restarted after `restart_in`.
+pub fn stage_failed(stage: &str, reason: &str, restart_in: Duration) {
+    metrics().stage_restarts.with(&[stage]).inc();
+    tracing::error!(
+        stage,
+        reason,
+        restart_in_s = restart_in.as_secs(),
+        "task stopped; restarting it (see /health and docs/OPERATIONS.md)"
+    );
+}
+
+/// An alert too large for a spool record had its message and raw line cut from `from` to
+/// `to` bytes of JSON (logged at most once per `MALFORMED_LOG_INTERVAL`).
+pub fn alert_cut(source: &str, from: usize, to: usize) {
+    metrics().alerts_cut.inc();
+    static LIMIT: LazyLock<Mutex<RateLimit>> =
+        LazyLock::new(|| Mutex::new(RateLimit::new(MALFORMED_LOG_INTERVAL)));
+    let Ok(mut limit) = LIMIT.lock() else {
+        return;
+    };
+    if let Some(suppressed) = limit.allow(Instant::now()) {
+        tracing::warn!(
+            source,
+            from,
+            to,
+            suppressed,
+            "alert too large for a spool record: its message and raw line were cut (truncated: true)"
+        );
+    }
+}
+
 /// Lets one event through per interval and counts the ones held back in between.
 #[derive(Debug)]
 pub struct RateLimit {

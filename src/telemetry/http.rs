@@ -1,14 +1,25 @@
 //! The telemetry endpoint: `GET /metrics` (Prometheus text format 0.0.4) and `GET /health`
-//! (200 or 503 with a JSON body saying why), served with hyper's HTTP/1 connection API, plus the
-//! small client `iemctl stats` uses.
+//! (200 or 503 with a JSON body naming each failing rule), served with hyper's HTTP/1 connection
+//! API, plus the small client `iemctl stats` uses.
 //!
 //! Bounds, because this port must not become a way to hurt the daemon: request heads are read
-//! within 5 s and at most 16 KiB are buffered per connection; at most 32 connections are served
-//! at once (more are closed at accept); only GET and HEAD are answered.
+//! within 5 s and at most 16 KiB are buffered per connection; at most `MAX_CONNECTIONS` are open
+//! at once, and a new connection beyond that closes the *oldest* one instead of being refused, so
+//! idle sockets held open by a local user cannot starve `/health` (each costs one accept, and is
+//! gone as soon as newer connections arrive); only GET and HEAD are answered.
+//!
+//! # Health rules
+//!
+//! `/health` is the list [`RULES`]: each rule is a name and a function that reads
+//! [`HealthInputs`] and says why work is stopped, if it is. To add a rule: add the fact it needs
+//! to `HealthInputs` (the pipeline fills it at each request), write the function, list it in
+//! `RULES`, and describe it with the operator's fix in docs/OPERATIONS.md.
 
+use std::collections::VecDeque;
 use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use http_body_util::{BodyExt, Empty, Full};
@@ -20,7 +31,7 @@ use hyper::{Method, Request, Response, StatusCode};
 use hyper_util::rt::{TokioIo, TokioTimer};
 use serde::Serialize;
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::Semaphore;
+use tokio_util::sync::CancellationToken;
 
 use super::TelemetryError;
 use super::metrics::Registry;
@@ -31,46 +42,146 @@ pub const DEFAULT_LISTEN: &str = "127.0.0.1:9177";
 /// Content type of the Prometheus text format 0.0.4.
 pub const METRICS_CONTENT_TYPE: &str = "text/plain; version=0.0.4; charset=utf-8";
 
-const MAX_CONNECTIONS: usize = 32;
+/// Connections open at once; the next one closes the oldest.
+pub const MAX_CONNECTIONS: usize = 32;
 const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(5);
 const MAX_BUF: usize = 16 * 1024;
 
-/// What the daemon knows about its own health at one moment; the lead's pipeline fills it.
-#[derive(Debug, Clone, Default)]
+/// What the daemon knows about its own health at one moment; the pipeline fills it at each
+/// request. Every field is shown in the `/health` body.
+#[derive(Debug, Clone, Default, Serialize)]
 pub struct HealthInputs {
-    /// Each configured source by name, and whether its task is running.
-    pub sources: Vec<(String, bool)>,
+    /// Every supervised long-running task (publisher, each source, the spool's sync thread, the
+    /// metrics server) and whether it runs.
+    pub stages: Vec<StageHealth>,
     /// True when a publishing connection to some broker is up.
     pub broker_connected: bool,
     /// Alerts in the spool not yet confirmed.
     pub spool_pending_records: u64,
     /// `telemetry.spool_warning_records`.
     pub spool_warning_records: u64,
+    /// The spool (or its filesystem) is full: appends wait, so the sources do not read.
+    pub spool_full: bool,
+    /// Alerts are pending and the broker has confirmed none of them for this long (ms); `None`
+    /// when nothing is pending.
+    pub unconfirmed_for_ms: Option<u64>,
+    /// `broker.stall_timeout_ms`.
+    pub stall_timeout_ms: u64,
     /// Source paths that exist but cannot be read (file, glob directory, journal):
     /// `(source, path, reason)`.
     pub unreadable: Vec<(String, String, String)>,
 }
 
+/// One supervised task.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct StageHealth {
+    /// `publisher`, `source <name>`, `spool sync`, `metrics server`.
+    pub name: String,
+    pub running: bool,
+    /// Why it stopped and when it is restarted (empty while running).
+    #[serde(skip_serializing_if = "String::is_empty")]
+    pub reason: String,
+}
+
 /// Computes the inputs at each `/health` request.
 pub type HealthFn = Arc<dyn Fn() -> HealthInputs + Send + Sync>;
 
+/// A health rule: pushes a reason for each way it finds work stopped.
+pub struct Rule {
+    /// Shown with each reason (`/health`, `iemctl stats`); docs/OPERATIONS.md lists them.
+    pub name: &'static str,
+    pub check: fn(&HealthInputs, &mut Vec<String>),
+}
+
+/// Every health rule, in the order their reasons are listed.
+pub const RULES: &[Rule] = &[
+    Rule {
+        name: "stage_stopped",
+        check: stage_stopped,
+    },
+    Rule {
+        name: "source_unreadable",
+        check: source_unreadable,
+    },
+    Rule {
+        name: "stalled",
+        check: stalled,
+    },
+    Rule {
+        name: "spool_full",
+        check: spool_full,
+    },
+    Rule {
+        name: "broker_backlog",
+        check: broker_backlog,
+    },
+];
+
+/// A supervised task is not running (it is restarted with backoff; the reason says why it ended).
+fn stage_stopped(i: &HealthInputs, out: &mut Vec<String>) {
+    for s in i.stages.iter().filter(|s| !s.running) {
+        out.push(format!("{} is not running: {}", s.name, s.reason));
+    }
+}
+
+/// A source path exists but cannot be read (permissions, a journal journalctl cannot open).
+fn source_unreadable(i: &HealthInputs, out: &mut Vec<String>) {
+    for (source, path, reason) in &i.unreadable {
+        out.push(format!("source {source} cannot read {path}: {reason}"));
+    }
+}
+
+/// Alerts are pending and none was confirmed for `stall_timeout_ms`.
+fn stalled(i: &HealthInputs, out: &mut Vec<String>) {
+    if let Some(ms) = i.unconfirmed_for_ms
+        && ms >= i.stall_timeout_ms
+    {
+        out.push(format!(
+            "{} alerts pending and none confirmed by the broker for {} s (stall_timeout_ms {})",
+            i.spool_pending_records,
+            ms / 1000,
+            i.stall_timeout_ms
+        ));
+    }
+}
+
+/// The spool is full: the sources wait, new lines are not read.
+fn spool_full(i: &HealthInputs, out: &mut Vec<String>) {
+    if i.spool_full {
+        out.push(format!(
+            "spool full ({} alerts pending): sources are paused until the broker confirms alerts",
+            i.spool_pending_records
+        ));
+    }
+}
+
+/// The broker is away and the backlog reached its warning level (a short outage is what the
+/// spool is for).
+fn broker_backlog(i: &HealthInputs, out: &mut Vec<String>) {
+    if !i.broker_connected && i.spool_pending_records >= i.spool_warning_records {
+        out.push(format!(
+            "broker not connected and {} alerts pending in the spool (warning level {})",
+            i.spool_pending_records, i.spool_warning_records
+        ));
+    }
+}
+
 /// The verdict `/health` returns.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Serialize)]
 pub struct Health {
     /// `"ok"` or `"unhealthy"`.
     pub status: &'static str,
-    /// Why it is unhealthy (empty when ok).
-    pub reasons: Vec<String>,
-    pub sources: Vec<SourceHealth>,
-    pub broker_connected: bool,
-    pub spool_pending_records: u64,
-    pub spool_warning_records: u64,
+    /// Why it is unhealthy (empty when ok), each with the rule that found it.
+    pub reasons: Vec<Reason>,
+    #[serde(flatten)]
+    pub inputs: HealthInputs,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
-pub struct SourceHealth {
-    pub name: String,
-    pub running: bool,
+/// One failing rule and what it found.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, serde::Deserialize)]
+pub struct Reason {
+    pub rule: String,
+    pub reason: String,
 }
 
 impl Health {
@@ -79,23 +190,16 @@ impl Health {
     }
 }
 
-/// The health rule: healthy when every source runs, and the broker is connected or the spool
-/// backlog is still below its warning level (a short broker outage is what the spool is for).
-pub fn evaluate(inputs: &HealthInputs) -> Health {
+/// Runs every rule of [`RULES`] on `inputs`.
+pub fn evaluate(inputs: HealthInputs) -> Health {
     let mut reasons = Vec::new();
-    for (name, running) in &inputs.sources {
-        if !running {
-            reasons.push(format!("source {name} is not running"));
-        }
-    }
-    for (source, path, reason) in &inputs.unreadable {
-        reasons.push(format!("source {source} cannot read {path}: {reason}"));
-    }
-    if !inputs.broker_connected && inputs.spool_pending_records >= inputs.spool_warning_records {
-        reasons.push(format!(
-            "broker not connected and {} alerts pending in the spool (warning level {})",
-            inputs.spool_pending_records, inputs.spool_warning_records
-        ));
+    let mut found = Vec::new();
+    for rule in RULES {
+        (rule.check)(&inputs, &mut found);
+        reasons.extend(found.drain(..).map(|reason| Reason {
+            rule: rule.name.to_string(),
+            reason,
+        }));
     }
     Health {
         status: if reasons.is_empty() {
@@ -104,17 +208,7 @@ pub fn evaluate(inputs: &HealthInputs) -> Health {
             "unhealthy"
         },
         reasons,
-        sources: inputs
-            .sources
-            .iter()
-            .map(|(name, running)| SourceHealth {
-                name: name.clone(),
-                running: *running,
-            })
-            .collect(),
-        broker_connected: inputs.broker_connected,
-        spool_pending_records: inputs.spool_pending_records,
-        spool_warning_records: inputs.spool_warning_records,
+        inputs,
     }
 }
 
@@ -133,7 +227,8 @@ pub async fn serve(
     health: HealthFn,
     shutdown: Shutdown,
 ) {
-    let slots = Arc::new(Semaphore::new(MAX_CONNECTIONS));
+    // Open connections, oldest first: each one's eviction token and whether it has ended.
+    let mut open: VecDeque<(CancellationToken, Arc<AtomicBool>)> = VecDeque::new();
     loop {
         let accepted = tokio::select! {
             _ = shutdown.token.cancelled() => break,
@@ -148,13 +243,17 @@ pub async fn serve(
                 continue;
             }
         };
-        let Ok(permit) = slots.clone().try_acquire_owned() else {
-            tracing::debug!("metrics endpoint: too many connections; closing one");
-            continue;
-        };
+        open.retain(|(_, ended)| !ended.load(Ordering::Relaxed));
+        if open.len() >= MAX_CONNECTIONS
+            && let Some((oldest, _)) = open.pop_front()
+        {
+            tracing::debug!("metrics endpoint: too many connections; closing the oldest");
+            oldest.cancel();
+        }
+        let (evict, ended) = (CancellationToken::new(), Arc::new(AtomicBool::new(false)));
+        open.push_back((evict.clone(), ended.clone()));
         let (registry, health, token) = (registry.clone(), health.clone(), shutdown.token.clone());
         shutdown.tracker.spawn(async move {
-            let _permit = permit;
             let service = service_fn(move |req| {
                 let response = respond(&req, &registry, &health);
                 async move { Ok::<_, Infallible>(response) }
@@ -167,11 +266,14 @@ pub async fn serve(
             tokio::pin!(conn);
             let result = tokio::select! {
                 r = conn.as_mut() => r,
+                // Evicted by a newer connection: dropped at once.
+                _ = evict.cancelled() => Ok(()),
                 _ = token.cancelled() => {
                     conn.as_mut().graceful_shutdown();
                     conn.await
                 }
             };
+            ended.store(true, Ordering::Relaxed);
             if let Err(error) = result {
                 tracing::debug!(%error, "metrics endpoint: connection ended with an error");
             }
@@ -189,7 +291,7 @@ fn respond(
             (StatusCode::OK, METRICS_CONTENT_TYPE, registry.encode())
         }
         (&Method::GET | &Method::HEAD, "/health") => {
-            let verdict = evaluate(&health());
+            let verdict = evaluate(health());
             let status = if verdict.is_ok() {
                 StatusCode::OK
             } else {
@@ -283,49 +385,85 @@ async fn get_inner(url: &str) -> Result<(u16, String), TelemetryError> {
 mod tests {
     use super::*;
 
-    fn inputs(sources: &[(&str, bool)], broker: bool, pending: u64) -> HealthInputs {
+    fn inputs() -> HealthInputs {
         HealthInputs {
-            sources: sources.iter().map(|(n, r)| (n.to_string(), *r)).collect(),
-            broker_connected: broker,
-            spool_pending_records: pending,
+            stages: vec![StageHealth {
+                name: "publisher".into(),
+                running: true,
+                reason: String::new(),
+            }],
+            broker_connected: true,
+            spool_pending_records: 0,
             spool_warning_records: 100,
+            spool_full: false,
+            unconfirmed_for_ms: None,
+            stall_timeout_ms: 30_000,
             unreadable: Vec::new(),
         }
     }
 
-    #[test]
-    fn healthy_when_sources_run_and_broker_up_or_spool_low() {
-        assert!(evaluate(&inputs(&[("a", true)], true, 5000)).is_ok());
-        assert!(evaluate(&inputs(&[("a", true)], false, 99)).is_ok());
-        assert!(evaluate(&inputs(&[], false, 0)).is_ok());
+    fn rules(h: &Health) -> Vec<&str> {
+        h.reasons.iter().map(|r| r.rule.as_str()).collect()
     }
 
     #[test]
-    fn unhealthy_names_each_reason() {
-        let h = evaluate(&inputs(&[("a", true), ("journal", false)], false, 100));
+    fn healthy_when_stages_run_and_broker_up_or_spool_low() {
+        assert!(evaluate(inputs()).is_ok());
+        let mut i = inputs();
+        i.broker_connected = false;
+        i.spool_pending_records = 99;
+        i.unconfirmed_for_ms = Some(29_999);
+        assert!(evaluate(i).is_ok());
+    }
+
+    #[test]
+    fn unhealthy_names_each_rule_and_reason() {
+        let mut i = inputs();
+        i.stages.push(StageHealth {
+            name: "source journal".into(),
+            running: false,
+            reason: "journalctl gone; restarting in 2 s".into(),
+        });
+        i.broker_connected = false;
+        i.spool_pending_records = 100;
+        i.spool_full = true;
+        i.unconfirmed_for_ms = Some(30_000);
+        let h = evaluate(i);
         assert_eq!(h.status, "unhealthy");
         assert_eq!(
-            h.reasons,
-            vec![
-                "source journal is not running".to_string(),
-                "broker not connected and 100 alerts pending in the spool (warning level 100)"
-                    .to_string()
-            ]
+            rules(&h),
+            ["stage_stopped", "stalled", "spool_full", "broker_backlog"]
         );
+        assert!(RULES.iter().any(|r| r.name == "source_unreadable"));
+        assert_eq!(
+            h.reasons[0].reason,
+            "source journal is not running: journalctl gone; restarting in 2 s"
+        );
+        assert_eq!(
+            h.reasons[3].reason,
+            "broker not connected and 100 alerts pending in the spool (warning level 100)"
+        );
+        let json = serde_json::to_value(&h).unwrap();
+        assert_eq!(json["reasons"][1]["rule"], "stalled");
+        assert_eq!(json["spool_full"], true);
+        assert_eq!(json["stages"][1]["running"], false);
     }
 
     #[test]
     fn an_unreadable_source_path_is_unhealthy_and_named() {
-        let mut i = inputs(&[("messages", true)], true, 0);
+        let mut i = inputs();
         i.unreadable = vec![(
             "messages".into(),
             "/var/log/messages".into(),
             "permission denied".into(),
         )];
-        let h = evaluate(&i);
+        let h = evaluate(i);
         assert_eq!(
             h.reasons,
-            vec!["source messages cannot read /var/log/messages: permission denied".to_string()]
+            vec![Reason {
+                rule: "source_unreadable".into(),
+                reason: "source messages cannot read /var/log/messages: permission denied".into()
+            }]
         );
     }
 }

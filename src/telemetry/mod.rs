@@ -63,6 +63,8 @@ pub struct Metrics {
     pub checkpoint_writes: Counter,
     pub broker_connected: GaugeVec,
     pub line_to_confirm_seconds: Histogram,
+    pub stage_restarts: CounterVec,
+    pub alerts_cut: Counter,
 }
 
 impl Metrics {
@@ -129,6 +131,15 @@ impl Metrics {
                 "iemd_line_to_confirm_seconds",
                 "Time from reading a line to the broker confirming its alert.",
                 &LATENCY_BUCKETS,
+            ),
+            stage_restarts: r.counter_vec(
+                "iemd_stage_restarts_total",
+                "Times a supervised task (publisher, source, metrics server) ended and was restarted.",
+                &["stage"],
+            ),
+            alerts_cut: r.counter(
+                "iemd_alerts_cut_total",
+                "Alerts whose message and raw line were shortened to fit a spool record.",
             ),
         }
     }
@@ -197,6 +208,7 @@ mod tests {
         let m = Metrics::register(&r);
         m.lines_read.with(&["messages"]).inc();
         m.broker_connected.with(&["amqp://h/"]).set(1.0);
+        m.stage_restarts.with(&["publisher"]).inc();
         let text = r.encode();
         for name in [
             "iemd_lines_read_total",
@@ -215,6 +227,8 @@ mod tests {
             "iemd_checkpoint_writes_total",
             "iemd_broker_connected",
             "iemd_line_to_confirm_seconds",
+            "iemd_stage_restarts_total",
+            "iemd_alerts_cut_total",
         ] {
             assert!(
                 text.contains(&format!("# TYPE {name} ")),

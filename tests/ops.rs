@@ -6,7 +6,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use iemd::shutdown::Shutdown;
-use iemd::telemetry::http::{self, HealthInputs};
+use iemd::telemetry::http::{self, HealthInputs, StageHealth};
 use iemd::telemetry::metrics::{Registry, parse_text};
 use iemd::telemetry::{Metrics, redact_url};
 
@@ -26,11 +26,16 @@ async fn start_endpoint() -> Endpoint {
     let registry = Arc::new(Registry::new());
     let metrics = Metrics::register(&registry);
     let health = Arc::new(Mutex::new(HealthInputs {
-        sources: vec![("messages".into(), true)],
+        stages: vec![StageHealth {
+            name: "source messages".into(),
+            running: true,
+            reason: String::new(),
+        }],
         broker_connected: true,
         spool_pending_records: 0,
         spool_warning_records: 100,
-        unreadable: Vec::new(),
+        stall_timeout_ms: 30_000,
+        ..HealthInputs::default()
     }));
     let listener = http::bind("127.0.0.1:0".parse().unwrap()).await.unwrap();
     let url = format!("http://{}", listener.local_addr().unwrap());
@@ -164,8 +169,9 @@ async fn health_is_503_with_reasons_when_a_source_stops_or_the_spool_backs_up() 
     assert_eq!(status, 503);
     let json: serde_json::Value = serde_json::from_str(&body).unwrap();
     assert_eq!(json["status"], "unhealthy");
+    assert_eq!(json["reasons"][0]["rule"], "broker_backlog", "{body}");
     assert!(
-        json["reasons"][0]
+        json["reasons"][0]["reason"]
             .as_str()
             .unwrap()
             .contains("broker not connected"),
@@ -176,19 +182,57 @@ async fn health_is_503_with_reasons_when_a_source_stops_or_the_spool_backs_up() 
     {
         let mut h = ep.health.lock().unwrap();
         h.broker_connected = true;
-        h.sources.push(("journal".into(), false));
+        h.stages.push(StageHealth {
+            name: "source journal".into(),
+            running: false,
+            reason: "journalctl gone; restarting in 1 s".into(),
+        });
     }
     let (status, body) = get().await.unwrap();
     assert_eq!(status, 503);
     let json: serde_json::Value = serde_json::from_str(&body).unwrap();
     assert_eq!(
         json["reasons"],
-        serde_json::json!(["source journal is not running"])
+        serde_json::json!([{"rule": "stage_stopped",
+            "reason": "source journal is not running: journalctl gone; restarting in 1 s"}])
     );
     assert_eq!(
-        json["sources"][1],
-        serde_json::json!({"name": "journal", "running": false})
+        json["stages"][1],
+        serde_json::json!({"name": "source journal", "running": false,
+            "reason": "journalctl gone; restarting in 1 s"})
     );
+    ep.shutdown.stop_and_wait().await;
+}
+
+/// Regression: 32 idle sockets held by a local user took every connection slot, and /health
+/// failed for about 5 s at a time. Now a new connection closes the oldest one.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn health_answers_while_idle_sockets_are_held_open() {
+    let ep = start_endpoint().await;
+    let addr = ep.url.trim_start_matches("http://").to_string();
+    let mut idle = Vec::new();
+    for _ in 0..40 {
+        idle.push(tokio::net::TcpStream::connect(&addr).await.unwrap());
+    }
+    // Each held socket is accepted (the server sees it) before /health is asked.
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    for _ in 0..3 {
+        let (status, body) = http::get(&format!("{}/health", ep.url), Duration::from_secs(2))
+            .await
+            .expect("/health answers within 2 s while 40 idle sockets are open");
+        assert_eq!(status, 200, "{body}");
+    }
+    // Idle sockets beyond the limit were closed to make room (the oldest first).
+    let mut closed = 0;
+    for s in &idle {
+        let mut buf = [0u8; 1];
+        if let Ok(Ok(0)) = tokio::time::timeout(Duration::from_millis(100), s.peek(&mut buf)).await
+        {
+            closed += 1;
+        }
+    }
+    assert!(closed >= 40 - http::MAX_CONNECTIONS, "{closed} closed");
+    drop(idle);
     ep.shutdown.stop_and_wait().await;
 }
 
@@ -567,4 +611,241 @@ fn rpm_package_has_every_file_with_the_right_modes_and_scriptlets() {
     }
     let requires = query(&["-qp", "--requires"]);
     assert!(requires.contains("/bin/sh"), "{requires}");
+}
+
+/// A real iemd whose broker is a port that opens only when the test says so, with its
+/// `/health` on an ephemeral port.
+struct HealthDaemon {
+    daemon: util::daemon::Daemon,
+    dir: tempfile::TempDir,
+    health: String,
+    port: u16,
+    name: String,
+    messages: std::path::PathBuf,
+}
+
+impl HealthDaemon {
+    /// `settings` are `(after, added)`: `added` is inserted after the line `after` of the
+    /// shared test config.
+    fn start(test: &str, settings: &[(&str, &str)]) -> HealthDaemon {
+        let port = util::amqp::free_port();
+        let dir = tempfile::tempdir().unwrap();
+        let name = util::amqp::unique(test);
+        let messages = util::daemon::log_file(dir.path(), "messages");
+        let mut text = util::daemon::config(dir.path(), &name, &[&messages], "")
+            .replace(
+                &util::amqp::plain_url(),
+                &format!("amqp://127.0.0.1:{port}/%2f"),
+            )
+            .replace("metrics_listen = false", "metrics_listen = \"127.0.0.1:0\"");
+        for (after, added) in settings {
+            text = text.replace(after, &format!("{after}{added}"));
+        }
+        let daemon = util::daemon::Daemon::start(dir.path(), &text);
+        daemon.wait_log("iemd running", Duration::from_secs(20));
+        let log = daemon.log_text();
+        let line = log
+            .lines()
+            .find(|l| l.contains("serving /metrics and /health"))
+            .expect("the endpoint's address is logged");
+        let addr = line
+            .split("addr=")
+            .nth(1)
+            .and_then(|a| a.split_whitespace().next())
+            .unwrap();
+        HealthDaemon {
+            health: format!("http://{addr}/health"),
+            daemon,
+            dir,
+            port,
+            name,
+            messages,
+        }
+    }
+
+    /// Polls `/health` until it answers `status` (and, for 503, names `rule`); returns the body.
+    async fn wait(&self, status: u16, rule: Option<&str>, within: Duration) -> serde_json::Value {
+        let deadline = std::time::Instant::now() + within;
+        let mut last = String::new();
+        loop {
+            if let Ok((got, body)) = http::get(&self.health, Duration::from_secs(5)).await {
+                let json: serde_json::Value = serde_json::from_str(&body).unwrap();
+                let named = rule.is_none_or(|r| {
+                    json["reasons"]
+                        .as_array()
+                        .is_some_and(|a| a.iter().any(|x| x["rule"] == r))
+                });
+                if got == status && named {
+                    return json;
+                }
+                last = format!("HTTP {got} {body}");
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "/health never answered {status} {rule:?}; last: {last}\nlog:\n{}",
+                self.daemon.log_text()
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
+    fn append_iems(&self, from: usize, n: usize) {
+        let lines: Vec<String> = (from..from + n)
+            .map(|i| util::daemon::iem_line(&format!("n={i}")))
+            .collect();
+        util::daemon::append(&self.messages, &lines);
+    }
+}
+
+fn reason_of(json: &serde_json::Value, rule: &str) -> String {
+    json["reasons"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|r| r["rule"] == rule)
+        .map(|r| r["reason"].as_str().unwrap().to_string())
+        .unwrap()
+}
+
+/// Rule `stalled` (and `broker_backlog`): alerts pending and no confirm for
+/// `stall_timeout_ms` turns /health 503; the broker coming back turns it 200.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn health_is_503_while_alerts_are_pending_without_a_confirm() {
+    if !util::broker_available("ops::health_is_503_while_alerts_are_pending_without_a_confirm") {
+        return;
+    }
+    let _broker = util::broker_lock::shared();
+    let d = HealthDaemon::start(
+        "ops-stall",
+        &[
+            ("connect_timeout_ms = 2000\n", "stall_timeout_ms = 1000\n"),
+            ("[telemetry]\n", "spool_warning_records = 3\n"),
+        ],
+    );
+    d.wait(200, None, Duration::from_secs(10)).await;
+    d.append_iems(0, 5);
+    let json = d.wait(503, Some("stalled"), Duration::from_secs(20)).await;
+    assert!(
+        reason_of(&json, "stalled").contains("5 alerts pending and none confirmed"),
+        "{json}"
+    );
+    assert!(
+        reason_of(&json, "broker_backlog").contains("broker not connected"),
+        "{json}"
+    );
+    let proxy = util::amqp::proxy_to_broker(d.port).await;
+    let json = d.wait(200, None, Duration::from_secs(30)).await;
+    assert_eq!(json["spool_pending_records"], 0, "{json}");
+    let got = util::daemon::collect(&d.name, 5, Duration::from_secs(20)).await;
+    assert_eq!(got.distinct_ids(), 5);
+    drop(d);
+    proxy.abort();
+}
+
+/// Rule `spool_full`: a full spool (the sources wait) turns /health 503 until the broker
+/// drains it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn health_is_503_while_the_spool_is_full() {
+    if !util::broker_available("ops::health_is_503_while_the_spool_is_full") {
+        return;
+    }
+    let _broker = util::broker_lock::shared();
+    let d = HealthDaemon::start(
+        "ops-full",
+        &[(
+            "sync_interval_ms = 5\n",
+            "max_bytes = 65536\nsegment_bytes = 8192\n",
+        )],
+    );
+    d.wait(200, None, Duration::from_secs(10)).await;
+    // About 1.3 kB a record: 300 records cannot fit in 64 KiB.
+    d.append_iems(0, 300);
+    let json = d
+        .wait(503, Some("spool_full"), Duration::from_secs(20))
+        .await;
+    assert!(
+        reason_of(&json, "spool_full").starts_with("spool full ("),
+        "{json}"
+    );
+    assert_eq!(json["spool_full"], true);
+    let proxy = util::amqp::proxy_to_broker(d.port).await;
+    d.wait(200, None, Duration::from_secs(60)).await;
+    let got = util::daemon::collect(&d.name, 300, Duration::from_secs(30)).await;
+    assert_eq!(got.distinct_ids(), 300);
+    drop(d);
+    proxy.abort();
+}
+
+/// Rule `stage_stopped`. Regression: the publisher's task ended on a spool read error and
+/// nobody noticed (broker gauge 1, /health ok) while alerts piled up. Now it is restarted with
+/// backoff, and /health names it until it runs again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn health_is_503_while_the_publisher_is_down_and_it_is_restarted() {
+    if !util::broker_available("ops::health_is_503_while_the_publisher_is_down_and_it_is_restarted")
+    {
+        return;
+    }
+    let _broker = util::broker_lock::shared();
+    let d = HealthDaemon::start("ops-stage", &[]);
+    d.wait(200, None, Duration::from_secs(10)).await;
+    d.append_iems(0, 3);
+    // The alerts wait for the broker; their segment is then taken away from the publisher.
+    let spool = d.dir.path().join("state/spool");
+    let segment = loop {
+        let seg = std::fs::read_dir(&spool)
+            .unwrap()
+            .map(|e| e.unwrap().path())
+            .find(|p| p.extension().is_some_and(|e| e == "log"));
+        if let Some(seg) = seg
+            && std::fs::metadata(&seg).unwrap().len() > 24
+        {
+            break seg;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    let aside = segment.with_extension("away");
+    std::fs::rename(&segment, &aside).unwrap();
+    let proxy = util::amqp::proxy_to_broker(d.port).await;
+    let json = d
+        .wait(503, Some("stage_stopped"), Duration::from_secs(30))
+        .await;
+    let reason = reason_of(&json, "stage_stopped");
+    assert!(
+        reason.starts_with("publisher is not running: spool "),
+        "{reason}"
+    );
+    assert!(reason.contains("restarting in"), "{reason}");
+    // A stopped publisher shows no broker connection.
+    let metrics = http::get(
+        &d.health.replace("/health", "/metrics"),
+        Duration::from_secs(5),
+    )
+    .await
+    .unwrap()
+    .1;
+    let samples = parse_text(&metrics).unwrap();
+    let value = |name: &str, label: (&str, &str)| {
+        samples
+            .iter()
+            .find(|s| s.name == name && s.label(label.0) == Some(label.1))
+            .map(|s| s.value)
+    };
+    assert_eq!(value("iemd_stage_up", ("stage", "publisher")), Some(0.0));
+    assert!(
+        samples
+            .iter()
+            .filter(|s| s.name == "iemd_broker_connected")
+            .all(|s| s.value == 0.0),
+        "{metrics}"
+    );
+    std::fs::rename(&aside, &segment).unwrap();
+    d.wait(200, None, Duration::from_secs(30)).await;
+    let got = util::daemon::collect(&d.name, 3, Duration::from_secs(20)).await;
+    assert_eq!(got.distinct_ids(), 3);
+    assert!(
+        d.daemon.log_text().contains("task stopped; restarting it"),
+        "the failure is logged"
+    );
+    drop(d);
+    proxy.abort();
 }

@@ -6,11 +6,13 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use anyhow::Context;
+use iemd::telemetry::http::Reason;
 use iemd::telemetry::metrics::{Sample, parse_text};
 
 /// Print a running iemd's counters: per source lines, bytes, IEMs and malformed lines; alerts
-/// spooled and published; publish retries, nacks and returns; the spool backlog; and whether
-/// each broker URL is connected.
+/// spooled and published; publish retries, nacks and returns; the spool backlog; whether each
+/// broker URL is connected; and its health (`/health` next to the metrics URL), with each
+/// failing rule and its reason (docs/OPERATIONS.md says what to do about each).
 ///
 /// Example:
 ///   iemctl stats --endpoint http://127.0.0.1:9177/metrics
@@ -37,7 +39,46 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     let samples = parse_text(&body)
         .with_context(|| format!("{} did not return Prometheus text", args.endpoint))?;
     print!("{}", render(&samples));
+    let health_url = match args.endpoint.strip_suffix("/metrics") {
+        Some(base) => format!("{base}/health"),
+        None => format!("{}/health", args.endpoint.trim_end_matches('/')),
+    };
+    let health = runtime.block_on(iemd::telemetry::http::get(
+        &health_url,
+        Duration::from_secs(5),
+    ));
+    print!("{}", render_health(&health_url, health));
     Ok(ExitCode::SUCCESS)
+}
+
+/// The health lines: `health: ok`, or `health: UNHEALTHY` and one line per failing rule.
+fn render_health(
+    url: &str,
+    health: Result<(u16, String), iemd::telemetry::TelemetryError>,
+) -> String {
+    #[derive(serde::Deserialize)]
+    struct Body {
+        status: String,
+        #[serde(default)]
+        reasons: Vec<Reason>,
+    }
+    let (status, body) = match health {
+        Ok(answer) => answer,
+        Err(err) => return format!("health: unknown ({err})\n"),
+    };
+    let Ok(body) = serde_json::from_str::<Body>(&body) else {
+        return format!("health: unknown ({url} answered HTTP {status} without a health body)\n");
+    };
+    let mut out = String::new();
+    if body.status == "ok" {
+        out.push_str("health: ok\n");
+    } else {
+        out.push_str("health: UNHEALTHY\n");
+    }
+    for r in body.reasons {
+        let _ = writeln!(out, "  {}: {}", r.rule, r.reason);
+    }
+    out
 }
 
 fn value(samples: &[Sample], name: &str) -> f64 {
@@ -138,6 +179,19 @@ mod tests {
         assert!(
             table.contains("broker amqp://h1/: connected\nbroker amqp://h2/: NOT connected\n"),
             "{table}"
+        );
+    }
+
+    #[test]
+    fn render_health_lists_each_failing_rule() {
+        let body = r#"{"status":"unhealthy","reasons":[{"rule":"spool_full","reason":"spool full (9 alerts pending)"},{"rule":"stalled","reason":"9 alerts pending"}],"stages":[]}"#;
+        assert_eq!(
+            render_health("u", Ok((503, body.into()))),
+            "health: UNHEALTHY\n  spool_full: spool full (9 alerts pending)\n  stalled: 9 alerts pending\n"
+        );
+        assert_eq!(
+            render_health("u", Ok((200, r#"{"status":"ok","reasons":[]}"#.into()))),
+            "health: ok\n"
         );
     }
 }

@@ -265,6 +265,35 @@ fn the_default_config_runs_on_this_machine() {
     assert_eq!(mode, 0o700);
 }
 
+/// Regression: `max_line_bytes = 16 MiB` was accepted, and one 9 MiB IEM line became a record
+/// the spool could not read back. `--check-config` now refuses a line length whose worst-case
+/// alert cannot fit a spool record, and accepts the longest one that can.
+#[test]
+fn check_config_refuses_a_max_line_bytes_whose_alert_cannot_fit_the_spool() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("iemd.toml");
+    let check = |max: usize| {
+        fs::write(
+            &path,
+            format!("[[sources.files]]\npaths = [\"/var/log/messages\"]\nmax_line_bytes = {max}\n"),
+        )
+        .unwrap();
+        Command::new(env!("CARGO_BIN_EXE_iemd"))
+            .arg("--check-config")
+            .arg("--config")
+            .arg(&path)
+            .output()
+            .unwrap()
+    };
+    let out = check(16 << 20);
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("sources.files[0].max_line_bytes"), "{err}");
+    assert!(err.contains("fit a spool record"), "{err}");
+    assert_eq!(check(1_392_641).status.code(), Some(2));
+    assert_eq!(check(1_392_640).status.code(), Some(0));
+}
+
 #[test]
 fn check_config_names_the_file_line_and_key() {
     let dir = tempfile::tempdir().unwrap();
@@ -409,4 +438,48 @@ async fn sighup_reloads_a_valid_config_and_keeps_the_old_one_otherwise() {
         daemon.log_text()
     );
     assert_all_arrived(&got.messages, 3);
+}
+
+/// Regression: an IEM whose alert was larger than a spool record (16 MiB) ended the publisher
+/// and was dropped by recovery at the next start. A journal entry of 1.8 MB of control bytes
+/// (each six bytes of JSON in both `raw` and `message`: about 22 MB) now arrives as an alert
+/// cut to fit, marked `truncated`, with its code.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_iem_too_large_for_a_spool_record_arrives_cut_and_marked_truncated() {
+    if !util::broker_available(
+        "an_iem_too_large_for_a_spool_record_arrives_cut_and_marked_truncated",
+    ) {
+        return;
+    }
+    let _broker = broker_lock::shared();
+    let dir = tempfile::tempdir().unwrap();
+    let journal = dir.path().join("journal");
+    fs::create_dir(&journal).unwrap();
+    let mut huge = b"IEC:ES0030010001:".to_vec();
+    huge.resize(1_800_000, 1);
+    util::journal::write_entries(
+        &journal,
+        &[(&huge, &[]), (b"IEC:ES0030010001:after the large one", &[])],
+    );
+    let name = unique("agent-huge");
+    let extra = format!(
+        "[sources.journald]\nenabled = true\ndirectory = \"{}\"\nstart_at = \"beginning\"\n",
+        journal.display()
+    );
+    let mut daemon = Daemon::start(dir.path(), &config(dir.path(), &name, &[], &extra));
+    let got = collect(&name, 2, Duration::from_secs(60)).await;
+    assert!(daemon.stop().success());
+    assert_eq!(got.bodies.len(), 2, "{}", daemon.log_text());
+    let cut = &got.bodies[0];
+    assert_eq!(cut["code"], "ES0030010001");
+    assert_eq!(cut["truncated"], true);
+    let raw = cut["raw"].as_str().unwrap();
+    assert!(raw.starts_with("IEC:ES0030010001:\u{1}"), "{}", &raw[..40]);
+    assert!(raw.len() > 500_000, "cut to {} bytes", raw.len());
+    assert_eq!(got.messages[1], "after the large one");
+    assert!(
+        daemon
+            .log_text()
+            .contains("alert too large for a spool record")
+    );
 }

@@ -734,8 +734,8 @@ async fn health_is_503_while_alerts_are_pending_without_a_confirm() {
         "{json}"
     );
     let proxy = util::amqp::proxy_to_broker(d.port).await;
-    let json = d.wait(200, None, Duration::from_secs(30)).await;
-    assert_eq!(json["spool_pending_records"], 0, "{json}");
+    // The first confirm ends the stall (the rest may still be in flight).
+    d.wait(200, None, Duration::from_secs(30)).await;
     let got = util::daemon::collect(&d.name, 5, Duration::from_secs(20)).await;
     assert_eq!(got.distinct_ids(), 5);
     drop(d);

@@ -1043,10 +1043,17 @@ async fn an_unreadable_log_is_named_in_the_log_metrics_and_health_until_readable
         "{health}"
     );
     let gauge = format!("iemd_source_up{{source=\"messages\",path=\"{shown}\"}}");
-    wait_endpoint(&daemon, port, "/metrics", |_, b| {
+    let metrics = wait_endpoint(&daemon, port, "/metrics", |_, b| {
         b.contains(&format!("{gauge} 0"))
     })
     .await;
+    // The sources' own counters reach /metrics too.
+    for counter in ["iemd_lines_truncated_total", "iemd_rotations_total"] {
+        assert!(
+            metrics.contains(&format!("{counter}{{source=\"messages\"}} 0")),
+            "{counter} missing:\n{metrics}"
+        );
+    }
     // Several polls later, still one error line, with the reason and the fix.
     tokio::time::sleep(Duration::from_millis(2500)).await;
     let log = daemon.log_text();
@@ -1353,4 +1360,49 @@ async fn journald_reads_a_reset_journal_from_the_saved_cursors_time() {
     let live = src.take(1, Duration::from_secs(10)).await;
     assert_eq!(live.iter().map(message).collect::<Vec<_>>(), vec!["live"]);
     src.stop().await;
+}
+
+// ---- IEMs past max_line_bytes (issue 21, item 6) ----
+
+/// Regression, "IEMs past max_line_bytes": a marker after the cut of a long line gave no alert,
+/// no log line and no metric. Through the real daemon and broker: the IEM past the cut is
+/// published, marked truncated.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_iem_past_max_line_bytes_is_published_truncated() {
+    use crate::util::daemon::{Daemon, append as append_lines, collect, config};
+    if !crate::util::broker_available("an_iem_past_max_line_bytes_is_published_truncated") {
+        return;
+    }
+    let _broker = crate::util::broker_lock::shared();
+    let d = tempfile::tempdir().unwrap();
+    let name = format!("src-cut-{}", std::process::id());
+    let path = d.path().join("messages");
+    File::create(&path).unwrap();
+    let mut cfg = config(d.path(), &name, &[], "");
+    cfg.push_str(&format!(
+        "[[sources.files]]\npaths = [\"{}\"]\nstart_at = \"beginning\"\nmax_line_bytes = 1024\n",
+        path.display()
+    ));
+    let mut daemon = Daemon::start(d.path(), &cfg);
+    let filler = "word ".repeat(1000);
+    append_lines(
+        &path,
+        &[format!(
+            "Nov 21 22:50:01 node1 s3server[1234]: {filler}IEC:ES0030010001:past the cut"
+        )],
+    );
+    let got = collect(&name, 1, Duration::from_secs(30)).await;
+    assert!(daemon.stop().success(), "{}", daemon.log_text());
+    assert_eq!(got.bodies.len(), 1, "{:?}", got.messages);
+    let alert = &got.bodies[0];
+    assert_eq!(alert["kind"], "iem", "{alert}");
+    assert_eq!(alert["code"], "ES0030010001", "{alert}");
+    assert_eq!(alert["truncated"], true, "{alert}");
+    assert!(
+        alert["message"]
+            .as_str()
+            .unwrap()
+            .starts_with("past the cut"),
+        "{alert}"
+    );
 }

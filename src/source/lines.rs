@@ -5,6 +5,12 @@
 //! LF, CR LF and a lone CR end a line; other bytes are never interpreted, so NUL, invalid UTF-8
 //! or binary pass through.
 //!
+//! The bytes of a line past `max` are skipped without being kept, but scanned for the IEM marker
+//! (`IEC:`, also across the cut and across pushes): when the kept part has no marker and the
+//! skipped part has one, the line is emitted as its beginning, ` [...] `, and the skipped part from
+//! the marker on (at most `max / 2` bytes), still at most `max` bytes and marked truncated, so the
+//! IEM is found (an alert with `truncated: true`) instead of being silently cut off.
+//!
 //! A pending line taken early ([`LineSplitter::flush_partial`]: a writer that stopped mid-line)
 //! stays pending: if it goes on, the completed line is emitted whole, from its first byte, as if
 //! it had never been taken. The early copy's `end` is its `start`, so a checkpoint on it resumes
@@ -22,6 +28,11 @@ pub struct RawLine {
     pub end: u64,
 }
 
+/// The IEM marker looked for in the skipped part of a long line.
+const MARKER: &[u8] = b"IEC:";
+/// Put between a long line's beginning and the part from a marker found past the cut.
+const CUT: &[u8] = b" [...] ";
+
 /// Cuts pushed bytes into [`RawLine`]s.
 #[derive(Debug)]
 pub struct LineSplitter {
@@ -37,6 +48,19 @@ pub struct LineSplitter {
     flushed_at: Option<u64>,
     /// A line ended by a CR was taken by `flush_partial`: an LF right after it is its terminator.
     cr_taken: bool,
+    /// Past the cut of the pending line: the last bytes seen (to find a marker across pushes),
+    /// and the bytes from a marker on once one is found (when the kept part has none).
+    skip: Option<Skipped>,
+}
+
+#[derive(Debug, Default)]
+struct Skipped {
+    /// The kept part already holds a marker: nothing to look for.
+    head_has_marker: bool,
+    /// The last `MARKER.len() - 1` bytes before the next skipped byte.
+    window: Vec<u8>,
+    /// From the marker on, at most `max / 2` bytes; empty until a marker is found.
+    tail: Vec<u8>,
 }
 
 impl LineSplitter {
@@ -51,6 +75,7 @@ impl LineSplitter {
             consumed: offset,
             flushed_at: None,
             cr_taken: false,
+            skip: None,
         }
     }
 
@@ -131,7 +156,7 @@ impl LineSplitter {
         }
         self.flushed_at = Some(self.consumed);
         Some(RawLine {
-            bytes: self.buf.clone(),
+            bytes: self.bytes(self.buf.clone()),
             truncated: self.truncated,
             start: self.line_start,
             end: self.line_start,
@@ -139,25 +164,88 @@ impl LineSplitter {
     }
 
     fn take(&mut self) -> RawLine {
+        let kept = std::mem::take(&mut self.buf);
         let line = RawLine {
-            bytes: std::mem::take(&mut self.buf),
+            bytes: self.bytes(kept),
             truncated: self.truncated,
             start: self.line_start,
             end: self.consumed,
         };
         self.truncated = false;
+        self.skip = None;
         self.flushed_at = None;
         self.line_start = self.consumed;
         line
+    }
+
+    /// The line's bytes: the kept part, with a marker found past the cut joined at its end.
+    fn bytes(&self, mut kept: Vec<u8>) -> Vec<u8> {
+        let Some(tail) = self
+            .skip
+            .as_ref()
+            .map(|s| &s.tail)
+            .filter(|t| !t.is_empty())
+        else {
+            return kept;
+        };
+        kept.truncate(self.max.saturating_sub(tail.len() + CUT.len()));
+        kept.extend_from_slice(CUT);
+        kept.extend_from_slice(tail);
+        kept.truncate(self.max);
+        kept
     }
 
     fn store(&mut self, seg: &[u8]) {
         let room = self.max - self.buf.len();
         if seg.len() > room {
             self.buf.extend_from_slice(&seg[..room]);
-            self.truncated = true;
+            if !self.truncated {
+                self.truncated = true;
+                let kept = &self.buf;
+                self.skip = Some(Skipped {
+                    head_has_marker: memchr::memmem::find(kept, MARKER).is_some(),
+                    window: kept[kept.len().saturating_sub(MARKER.len() - 1)..].to_vec(),
+                    tail: Vec::new(),
+                });
+            }
+            self.scan_skipped(&seg[room..]);
         } else {
             self.buf.extend_from_slice(seg);
+        }
+    }
+
+    /// Looks for the marker in skipped bytes, and keeps the bytes from it on (up to `max / 2`).
+    fn scan_skipped(&mut self, skipped: &[u8]) {
+        let cap = self.max / 2;
+        let Some(s) = self.skip.as_mut().filter(|s| !s.head_has_marker) else {
+            return;
+        };
+        let keep = MARKER.len() - 1;
+        let from = if !s.tail.is_empty() {
+            Some(0)
+        } else {
+            // A marker that begins in the bytes before these.
+            let mut edge = s.window.clone();
+            edge.extend_from_slice(&skipped[..skipped.len().min(keep)]);
+            match memchr::memmem::find(&edge, MARKER) {
+                Some(i) if i < s.window.len() => {
+                    s.tail.extend_from_slice(&s.window[i..]);
+                    Some(0)
+                }
+                _ => memchr::memmem::find(skipped, MARKER),
+            }
+        };
+        match from {
+            Some(j) => {
+                let room = cap.saturating_sub(s.tail.len());
+                let rest = &skipped[j..];
+                s.tail.extend_from_slice(&rest[..rest.len().min(room)]);
+            }
+            None => {
+                let mut w = std::mem::take(&mut s.window);
+                w.extend_from_slice(&skipped[skipped.len().saturating_sub(keep)..]);
+                s.window = w[w.len().saturating_sub(keep)..].to_vec();
+            }
         }
     }
 }
@@ -244,6 +332,46 @@ mod tests {
                 line(b"b", false, 8, 10)
             ]
         );
+    }
+
+    /// Regression, "IEMs past max_line_bytes": a marker after the cut of a long line gave no
+    /// alert. The part from the marker on is joined to the kept beginning, whatever the chunking
+    /// (the marker split across the cut or across pushes included).
+    #[test]
+    fn a_marker_past_the_cut_is_kept() {
+        let mut input = b"Nov 21 node1 s3server[1]: ".to_vec();
+        input.extend(std::iter::repeat_n(b'x', 50));
+        input.extend_from_slice(b"IEC:ES0030010001:deep in the line and more text\nnext\n");
+        let (whole, _) = split(64, &[&input]);
+        let mut expected = input[..64 - 32 - CUT.len()].to_vec();
+        expected.extend_from_slice(CUT);
+        expected.extend_from_slice(b"IEC:ES0030010001:deep in the lin");
+        assert_eq!(whole[0].bytes, expected);
+        assert_eq!(whole[0].bytes.len(), 64);
+        assert!(whole[0].truncated);
+        assert_eq!((whole[0].start, whole[0].end), (0, input.len() as u64 - 5));
+        assert_eq!(whole[1].bytes, b"next");
+        for a in 0..=input.len() {
+            for b in (a..=input.len()).step_by(3) {
+                let (out, _) = split(64, &[&input[..a], &input[a..b], &input[b..]]);
+                assert_eq!(out, whole, "split at {a},{b}");
+            }
+        }
+        // The marker across the cut itself.
+        let mut at_cut = vec![b'y'; 62];
+        at_cut.extend_from_slice(b"IEC:ES0030010001:x\n");
+        let (out, _) = split(64, &[&at_cut]);
+        assert!(
+            out[0].bytes.ends_with(b" [...] IEC:ES0030010001:x"),
+            "{:?}",
+            out[0]
+        );
+        // A marker in the kept part: the line is the kept part only.
+        let mut kept = b"IEC:ES0030010001:".to_vec();
+        kept.extend(std::iter::repeat_n(b'z', 100));
+        kept.extend_from_slice(b"IEC:ES0030010002:second\n");
+        let (out, _) = split(64, &[&kept]);
+        assert_eq!(out[0].bytes, kept[..64].to_vec());
     }
 
     #[test]

@@ -1406,3 +1406,61 @@ async fn an_iem_past_max_line_bytes_is_published_truncated() {
         "{alert}"
     );
 }
+
+// ---- symlinked log paths (issue 21, item 3) ----
+
+/// Regression, "symlinked log paths": rotated siblings were looked for next to the link, so a
+/// rotation of the link's target while the agent was down lost the rest of the rotated file.
+/// They are looked for (and watched) where the link points; a link that changes its target is
+/// followed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_symlinked_path_is_followed_across_rotations_and_a_new_target() {
+    let d = tempfile::tempdir().unwrap();
+    let state = d.path().join("state");
+    let real = d.path().join("real");
+    let logs = d.path().join("logs");
+    std::fs::create_dir(&real).unwrap();
+    std::fs::create_dir(&logs).unwrap();
+    let target = real.join("syslog");
+    let link = logs.join("messages");
+    std::os::unix::fs::symlink("../real/syslog", &link).unwrap();
+    let write = |p: &Path, r: std::ops::Range<u64>| {
+        let mut f = append(p);
+        for i in r {
+            f.write_all(line(i).as_bytes()).unwrap();
+        }
+    };
+    write(&target, 0..300);
+    let cfg = file_config(vec![link.clone()]);
+    let store = CheckpointStore::open(&state).unwrap();
+    let mut src = start_with_store(&cfg, &store, 8);
+    let mut got = src.take(100, Duration::from_secs(10)).await;
+    got.extend(src.stop().await);
+    let first_run = got.len() as u64;
+    assert!(first_run < 300, "the source was stopped mid-stream");
+    commit_all(&store, &got);
+
+    // While stopped: more lines, then the target is rotated by rename in its own directory.
+    write(&target, 300..350);
+    std::fs::rename(&target, real.join("syslog.1")).unwrap();
+    write(&target, 350..400);
+    let store = CheckpointStore::open(&state).unwrap();
+    let mut src = start_with_store(&cfg, &store, 8);
+    let rest = src
+        .take((400 - first_run) as usize, Duration::from_secs(15))
+        .await;
+    got.extend(rest);
+    assert_eq!(check_once_in_order(&got), (0..400).collect::<Vec<_>>());
+    // The link now points at a file in another directory: that file is read.
+    let other = d.path().join("other");
+    std::fs::create_dir(&other).unwrap();
+    write(&other.join("syslog"), 400..410);
+    let tmp = logs.join("messages.new");
+    std::os::unix::fs::symlink(other.join("syslog"), &tmp).unwrap();
+    std::fs::rename(&tmp, &link).unwrap();
+    let moved = src.take(10, Duration::from_secs(10)).await;
+    assert_eq!(check_once_in_order(&moved), (400..410).collect::<Vec<_>>());
+    let extra = src.take(1, Duration::from_millis(700)).await;
+    assert!(extra.is_empty(), "read twice: {:?}", text(&extra[0]));
+    src.stop().await;
+}

@@ -241,13 +241,13 @@ impl FileSource {
                 next_tick = now + RESCAN_INTERVAL;
             }
             if tick || rescan.swap(false, Ordering::Relaxed) {
-                self.watch_dirs(&mut watcher, &mut watched);
                 for path in self.expand() {
                     if let std::collections::btree_map::Entry::Vacant(e) = tracked.entry(path) {
                         let t = self.discover(e.key(), at_startup);
                         e.insert(t);
                     }
                 }
+                self.watch_dirs(&mut watcher, &mut watched, tracked.keys());
                 at_startup = false;
             }
             let mut gone = Vec::new();
@@ -277,9 +277,16 @@ impl FileSource {
         }
     }
 
-    /// Watches the parent directory of every pattern that exists and is not watched yet.
-    fn watch_dirs(&self, watcher: &mut impl Watcher, watched: &mut HashSet<PathBuf>) {
-        for p in &self.patterns {
+    /// Watches the parent directory of every pattern, and of the file a symlinked path points
+    /// at now (its writes and rotations happen there), that exists and is not watched yet.
+    fn watch_dirs<'p>(
+        &self,
+        watcher: &mut impl Watcher,
+        watched: &mut HashSet<PathBuf>,
+        tracked: impl Iterator<Item = &'p PathBuf>,
+    ) {
+        let targets: Vec<PathBuf> = tracked.filter_map(|p| identity::resolve_link(p)).collect();
+        for p in self.patterns.iter().chain(targets.iter()) {
             let Some(dir) = p.parent() else { continue };
             if watched.contains(dir) || !dir.is_dir() {
                 continue;
@@ -360,7 +367,7 @@ impl FileSource {
             missed_since: None,
         };
         let opened = self.open_path(path, true);
-        let mut siblings = identity::rotated_files(path);
+        let mut siblings = identity::rotated_files(&identity::resolved(path));
         // Rotated files there now are never taken for rotations missed while running: start_at
         // or the checkpoint decides about them, here.
         siblings.sort_by_key(|(_, _, f)| f.modified);
@@ -438,11 +445,16 @@ impl FileSource {
                     None => {}
                 }
                 let at_path = opened.as_ref().map(|(_, f)| (f.dev, f.ino));
-                let later = identity::rotated_since(path, siblings, facts.modified, |f| {
-                    (f.dev, f.ino) == (facts.dev, facts.ino)
-                        || Some((f.dev, f.ino)) == at_path
-                        || resumed.contains(&(f.dev, f.ino))
-                });
+                let later = identity::rotated_since(
+                    &identity::resolved(path),
+                    siblings,
+                    facts.modified,
+                    |f| {
+                        (f.dev, f.ino) == (facts.dev, facts.ino)
+                            || Some((f.dev, f.ino)) == at_path
+                            || resumed.contains(&(f.dev, f.ino))
+                    },
+                );
                 for (p, file, f) in later {
                     tracing::info!(
                         source = %self.name, path = %path.display(), rotated = %p.display(),
@@ -570,8 +582,9 @@ impl FileSource {
             .chain(t.draining.iter())
             .map(|r| (r.dev, r.ino))
             .collect();
+        let target = identity::resolved(&t.path);
         let missed =
-            identity::rotated_since(&t.path, identity::rotated_files(&t.path), since, |f| {
+            identity::rotated_since(&target, identity::rotated_files(&target), since, |f| {
                 live.contains(&(f.dev, f.ino)) || t.known.contains(f)
             });
         for (p, file, facts) in missed {
@@ -708,7 +721,7 @@ impl FileSource {
                 offset_of_line: r.splitter.line_start(),
                 next_offset: r.splitter.consumed() + 1,
             };
-            let candidates = identity::rotated_candidates(&r.label);
+            let candidates = identity::rotated_candidates(&identity::resolved(&r.label));
             let (p, facts) = identity::pick_rotated(&cp, &candidates)?;
             if (facts.dev, facts.ino) == (r.dev, r.ino) {
                 return None;

@@ -103,6 +103,31 @@ pub fn pick_rotated<'a>(
         .or_else(|| candidates.iter().find(|(_, f)| holds(f)))
 }
 
+/// The file a symlinked `path` points at (links followed, at most 8; relative targets taken
+/// from the link's directory), even when that file does not exist at the moment (between a
+/// rotation's rename and create); `None` when `path` is not a symlink.
+pub fn resolve_link(path: &Path) -> Option<PathBuf> {
+    let mut p = path.to_path_buf();
+    let mut followed = false;
+    for _ in 0..8 {
+        let Ok(target) = std::fs::read_link(&p) else {
+            break;
+        };
+        p = match p.parent() {
+            Some(dir) if target.is_relative() => dir.join(target),
+            _ => target,
+        };
+        followed = true;
+    }
+    followed.then_some(p)
+}
+
+/// Where the file `path` names really is: its symlink's target, or `path` itself. Rotated
+/// siblings are looked for there.
+pub fn resolved(path: &Path) -> PathBuf {
+    resolve_link(path).unwrap_or_else(|| path.to_path_buf())
+}
+
 /// The files beside `path` whose names start with its name (`messages.1`, `messages-20260101`),
 /// except compressed ones, with their facts. Unreadable entries are skipped.
 pub fn rotated_candidates(path: &Path) -> Vec<(PathBuf, FileFacts)> {

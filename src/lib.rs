@@ -9,6 +9,7 @@
 //! - `alert`: the alert record (`iem.alert/v1`) every stage after parsing uses.
 //! - `catalog`: the IEM catalog (components, modules, events) and decoding a parsed line into an alert.
 //! - `config`: the daemon's TOML configuration, validated completely up front.
+//! - `dedup`: when journald and files are both read, one alert per IEM seen through both.
 //! - `emit`: formats and writes one IEM to journald, syslog or stdout (used by `iemctl emit`).
 //! - `enrich`: host identity and hardware context from sysfs.
 //! - `spool`: the durable, ordered, segmented on-disk queue between sources and the publisher.
@@ -25,6 +26,7 @@
 pub mod alert;
 pub mod catalog;
 pub mod config;
+pub mod dedup;
 pub mod emit;
 pub mod enrich;
 pub mod manpages;

@@ -31,6 +31,7 @@ use crate::alert::{Alert, Kind, OriginKind};
 use crate::catalog::decode::{Clock, Decoder, LineSource};
 use crate::catalog::{Catalog, CatalogError};
 use crate::config::Config;
+use crate::dedup::{Matcher, MatcherState, Side, Verdict};
 use crate::enrich::{EnrichError, Enricher};
 use crate::publish::{self, PublishError, PublishStats};
 use crate::shutdown::Shutdown;
@@ -221,6 +222,7 @@ pub async fn run(config: Config, shutdown: Shutdown) -> Result<(), PipelineError
         files = config.sources.files.len(),
         journald = config.sources.journald.enabled,
         spool = %config.spool.dir.display(),
+        sources = %config.sources.summary().trim_end(),
         "iemd running"
     );
 
@@ -229,6 +231,7 @@ pub async fn run(config: Config, shutdown: Shutdown) -> Result<(), PipelineError
         enricher,
         tz: config.parse.tz(),
         writer,
+        matcher: cross_source_matcher(&config, &checkpoints),
         checkpoints: checkpoints.clone(),
         waiting: VecDeque::new(),
         last_seq: 0,
@@ -341,6 +344,38 @@ struct Waiting {
     needed: u64,
     source: Arc<str>,
     position: Position,
+    /// The cross-source matcher's sightings as read after this line (`Matcher::commit`).
+    sightings: u64,
+}
+
+/// Where the matcher's counts are kept in the checkpoint store.
+const MATCHER_STATE: &str = "cross_source";
+
+/// The cross-source matcher when both journald and files are read, continuing from the counts
+/// stored with the checkpoints.
+fn cross_source_matcher(config: &Config, checkpoints: &CheckpointStore) -> Option<Matcher> {
+    if !config.sources.matches_across() {
+        return None;
+    }
+    let window = config.sources.cross_source_window_secs;
+    let Some(stored) = checkpoints.stage(MATCHER_STATE) else {
+        return Some(Matcher::new(window));
+    };
+    let restored = serde_json::from_value::<MatcherState>(stored)
+        .map_err(|e| e.to_string())
+        .and_then(|state| Matcher::restore(window, &state).map_err(|e| e.to_string()));
+    match restored {
+        Ok(matcher) => Some(matcher),
+        Err(reason) => {
+            tracing::warn!(
+                %reason,
+                file = %checkpoints.path().display(),
+                "cannot read the cross-source matcher's counts; starting without them (a line \
+                 repeated within one second across this restart may get a new id)"
+            );
+            Some(Matcher::new(window))
+        }
+    }
 }
 
 /// The decode -> enrich -> spool stage and its checkpoint bookkeeping.
@@ -349,6 +384,8 @@ struct Stage<'c> {
     enricher: Enricher,
     tz: chrono_tz::Tz,
     writer: SpoolWriter,
+    /// Present when both journald and files are read.
+    matcher: Option<Matcher>,
     checkpoints: Arc<CheckpointStore>,
     /// Positions in the order their lines were read; `needed` never decreases along it.
     waiting: VecDeque<Waiting>,
@@ -392,9 +429,19 @@ impl Stage<'_> {
                         events::malformed(&line.source, reason.as_deref().unwrap_or(""))
                     }
                 }
-                payloads.push(encode_fitting(&mut alert, &line.source)?);
+                let side = Side::of(alert.origin.kind);
+                let verdict = self
+                    .matcher
+                    .as_mut()
+                    .map_or(Verdict::Alert, |m| m.sight(&mut alert, side, clock.now));
+                match verdict {
+                    // Its position waits for the seqs before it, its first sighting's among them.
+                    Verdict::Twin => events::cross_source_match(&line.source),
+                    Verdict::Alert => payloads.push(encode_fitting(&mut alert, &line.source)?),
+                }
             }
-            marks.push((line.source, line.position, payloads.len()));
+            let sightings = self.matcher.as_ref().map_or(0, Matcher::sightings);
+            marks.push((line.source, line.position, payloads.len(), sightings));
         }
         let before = self.last_seq;
         if !payloads.is_empty() {
@@ -404,29 +451,34 @@ impl Stage<'_> {
                 .add(payloads.len() as u64);
         }
         let first = self.last_seq + 1 - payloads.len() as u64;
-        for (source, position, alerts_so_far) in marks {
+        for (source, position, alerts_so_far, sightings) in marks {
             let needed = match alerts_so_far {
                 0 => before,
                 k => first + k as u64 - 1,
             };
-            self.wait_for(needed, source, position);
+            self.wait_for(Waiting {
+                needed,
+                source,
+                position,
+                sightings,
+            });
         }
         Ok(())
     }
 
-    fn wait_for(&mut self, needed: u64, source: Arc<str>, position: Position) {
+    fn wait_for(&mut self, next: Waiting) {
+        // Merged only within one file (or journal): the matcher's committed counts must never
+        // run ahead of a file whose position was replaced by another's.
         if let Some(last) = self.waiting.back_mut()
-            && last.needed == needed
-            && last.source == source
+            && last.needed == next.needed
+            && last.source == next.source
+            && same_channel(&last.position, &next.position)
         {
-            last.position = position;
+            last.position = next.position;
+            last.sightings = next.sightings;
             return;
         }
-        self.waiting.push_back(Waiting {
-            needed,
-            source,
-            position,
-        });
+        self.waiting.push_back(next);
     }
 
     /// Records every queued position whose alerts are durable (persisted on the next tick).
@@ -434,6 +486,9 @@ impl Stage<'_> {
         while let Some(front) = self.waiting.front() {
             if front.needed > durable {
                 break;
+            }
+            if let Some(m) = &mut self.matcher {
+                m.commit(front.sightings);
             }
             self.checkpoints.record(&front.source, &front.position)?;
             self.recorded = true;
@@ -448,6 +503,13 @@ impl Stage<'_> {
     fn persist(&mut self) -> Result<(), PipelineError> {
         if !self.recorded {
             return Ok(());
+        }
+        if let Some(m) = &self.matcher {
+            match serde_json::to_value(m.state()) {
+                Ok(state) => self.checkpoints.record_stage(MATCHER_STATE, state),
+                // Plain numbers and strings: cannot fail; the last stored counts stay.
+                Err(err) => tracing::warn!(%err, "cannot encode the cross-source matcher's counts"),
+            }
         }
         match self.checkpoints.persist() {
             Ok(()) => {
@@ -464,6 +526,18 @@ impl Stage<'_> {
             Err(_) => {}
         }
         Ok(())
+    }
+}
+
+/// Both positions are in the same file (watched path and identity: a rotated file is read
+/// beside its successor and checkpointed apart), or both in the journal.
+fn same_channel(a: &Position, b: &Position) -> bool {
+    match (a, b) {
+        (Position::File(a), Position::File(b)) => {
+            (&a.path, a.dev, a.ino, a.fingerprint) == (&b.path, b.dev, b.ino, b.fingerprint)
+        }
+        (Position::Journal(_), Position::Journal(_)) => true,
+        _ => false,
     }
 }
 

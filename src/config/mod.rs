@@ -158,9 +158,9 @@ impl Config {
         config.validated(path)
     }
 
-    /// The effective configuration as TOML, for `--check-config`. It holds no secret (passwords
-    /// come only from a file or the environment, and URLs may not carry credentials); URLs are
-    /// redacted all the same.
+    /// The effective configuration as TOML, for `--check-config`, after comments that say which
+    /// sources will be read and why. It holds no secret (passwords come only from a file or the
+    /// environment, and URLs may not carry credentials); URLs are redacted all the same.
     pub fn redacted_toml(&self) -> String {
         let mut shown = self.clone();
         shown.broker.urls = shown
@@ -169,7 +169,16 @@ impl Config {
             .iter()
             .map(|u| broker::redact_url(u))
             .collect();
-        toml::to_string_pretty(&shown).unwrap_or_else(|e| format!("# cannot print: {e}\n"))
+        let mut out: String = self
+            .sources
+            .summary()
+            .lines()
+            .map(|l| format!("# {l}\n"))
+            .collect();
+        out.push_str(
+            &toml::to_string_pretty(&shown).unwrap_or_else(|e| format!("# cannot print: {e}\n")),
+        );
+        out
     }
 
     /// The configuration used when there is no file: works on a fresh machine.
@@ -306,6 +315,9 @@ mod tests {
             defaults.telemetry.spool_warning_records
         );
         assert_eq!(packaged.spool.dir, packaged.state_dir.join("spool"));
+        // The packaged file leaves the choice of sources to the machine (one of journald or the
+        // syslog files, so that each IEM is read once).
+        assert_eq!(packaged.sources, defaults.sources);
         // Every commented-out key is a real key: uncommented, the file still parses.
         let uncommented: String = text
             .lines()
@@ -315,8 +327,32 @@ mod tests {
             })
             .collect::<Vec<_>>()
             .join("\n");
-        let uncommented = uncommented.replace("# [broker.tls]", "[broker.tls]");
-        toml::from_str::<Config>(&uncommented).unwrap();
+        let mut uncommented = uncommented.replace("# [broker.tls]", "[broker.tls]");
+        for table in ["[sources]", "[[sources.files]]", "[sources.journald]"] {
+            uncommented = uncommented.replace(&format!("# {table}"), table);
+        }
+        let shown = toml::from_str::<Config>(&uncommented).unwrap();
+        // The commented-out sources show their defaults too.
+        assert_eq!(
+            shown.sources.files,
+            vec![sources::FileSourceConfig {
+                name: "messages".into(),
+                paths: vec![PathBuf::from("/var/log/messages")],
+                ..sources::FileSourceConfig::default()
+            }]
+        );
+        assert_eq!(
+            shown.sources.journald,
+            sources::JournaldConfig {
+                enabled: true,
+                directory: Some(PathBuf::from("/var/log/journal/remote")),
+                ..sources::JournaldConfig::default()
+            }
+        );
+        assert_eq!(
+            shown.sources.cross_source_window_secs,
+            sources::DEFAULT_CROSS_SOURCE_WINDOW_SECS
+        );
     }
 
     #[test]

@@ -1,6 +1,9 @@
 //! The `[sources]` section: files to tail (`[[sources.files]]`) and the journal (`[sources.journald]`).
 //!
 //! ```toml
+//! [sources]
+//! cross_source_window_secs = 60        # when both journald and files are read: see below
+//!
 //! [[sources.files]]
 //! name = "syslog"                      # optional; names the source in counters and logs
 //! paths = ["/var/log/messages", "/var/log/cortx/*.log"]   # globs only in the last component
@@ -22,6 +25,15 @@
 //! `source::lines`). A last line with no LF yet is taken as it is when its file is finished
 //! (rotated file closed, truncation) or after `partial_line_timeout_ms` without a new byte; if the
 //! writer finishes it later, the whole completed line is delivered too.
+//!
+//! # Reading each IEM once
+//!
+//! On a systemd host rsyslog copies the journal into /var/log/messages, so the same IEM is in
+//! both. Without a `[sources]` table iemd therefore reads one of them: journald when the system
+//! journal is readable (it carries the pid, the exact time and messages of services that log to
+//! stdout, which rsyslog may rate-limit or drop), else the syslog files. When both kinds are
+//! configured on purpose, the pipeline matches their sightings (`dedup`): an IEM seen through
+//! both within `cross_source_window_secs` is one alert with one id.
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -51,11 +63,32 @@ pub const MAX_LINE_BYTES_CEILING: usize = (SPOOL_RECORD_LIMIT - ALERT_OVERHEAD_B
 /// Bound that keeps the flush timer sane.
 const PARTIAL_LINE_TIMEOUT_CEILING_MS: u64 = 10 * 60 * 1000;
 
-#[derive(Debug, Clone, Deserialize, Serialize, Default, PartialEq)]
+/// How long a sighting from one side waits for its twin from the other, by default (seconds of
+/// event time).
+pub const DEFAULT_CROSS_SOURCE_WINDOW_SECS: u64 = 60;
+const CROSS_SOURCE_WINDOW_CEILING_SECS: u64 = 3600;
+
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
 #[serde(deny_unknown_fields, default)]
 pub struct SourcesConfig {
+    /// When both journald and files are read: seconds a (line, second) is remembered for its twin.
+    pub cross_source_window_secs: u64,
     pub files: Vec<FileSourceConfig>,
     pub journald: JournaldConfig,
+    /// Why these sources were chosen, when they are the machine's defaults (for `--check-config`).
+    #[serde(skip)]
+    pub chosen: Option<String>,
+}
+
+impl Default for SourcesConfig {
+    fn default() -> Self {
+        SourcesConfig {
+            cross_source_window_secs: DEFAULT_CROSS_SOURCE_WINDOW_SECS,
+            files: Vec::new(),
+            journald: JournaldConfig::default(),
+            chosen: None,
+        }
+    }
 }
 
 /// Where to start reading a file present at the source's first run ever (no checkpoint state for
@@ -155,10 +188,14 @@ impl Default for JournaldConfig {
 const JOURNALCTL_CANDIDATES: [&str; 2] = ["/usr/bin/journalctl", "/bin/journalctl"];
 /// The host syslog files rsyslog writes (RHEL/CentOS, Debian/Ubuntu).
 const SYSLOG_CANDIDATES: [&str; 2] = ["/var/log/messages", "/var/log/syslog"];
+/// Where journald keeps the system journal (`<dir>/<machine-id>/system*.journal`): persistent,
+/// then volatile.
+const JOURNAL_DIRS: [&str; 2] = ["/var/log/journal", "/run/log/journal"];
 
 impl SourcesConfig {
-    /// The sources of a fresh machine: the host syslog files that exist, and journald when
-    /// `journalctl` is installed.
+    /// The sources of a fresh machine: journald when `journalctl` is installed and the system
+    /// journal is readable, else the host syslog files that exist (rsyslog's copy of the same
+    /// lines: reading both would see each IEM twice). Journald also when neither is there.
     pub fn default_for_this_machine() -> Self {
         Self::default_for(Path::new("/"))
     }
@@ -175,26 +212,115 @@ impl SourcesConfig {
             .iter()
             .find(|p| under(p).is_file())
             .map(PathBuf::from);
+        let journal = readable_system_journal(root);
+        let (read_files, read_journal, why) = match (&journalctl, &journal) {
+            (Some(_), Some(journal)) if !files.is_empty() => (
+                false,
+                true,
+                format!(
+                    "the system journal ({}) is readable, so journald is read and not {} \
+                     (rsyslog's copy of the journal: reading both would see each IEM twice)",
+                    journal.display(),
+                    shown_paths(&files)
+                ),
+            ),
+            (Some(_), Some(journal)) => (
+                false,
+                true,
+                format!("the system journal ({}) is readable", journal.display()),
+            ),
+            (_, _) if !files.is_empty() => (
+                true,
+                false,
+                format!(
+                    "{}, so the syslog files are read",
+                    match (&journalctl, &journal) {
+                        (None, _) => "journalctl is not installed".to_string(),
+                        _ => format!(
+                            "no readable system journal under {} (iemd needs root or the \
+                             systemd-journal group to read it)",
+                            JOURNAL_DIRS.join(" or ")
+                        ),
+                    }
+                ),
+            ),
+            (Some(_), None) => (
+                false,
+                true,
+                "there is no syslog file, and journalctl is installed (the system journal is \
+                 not readable yet)"
+                    .to_string(),
+            ),
+            (None, _) => (
+                false,
+                false,
+                "neither a syslog file nor journalctl was found".to_string(),
+            ),
+        };
         SourcesConfig {
-            files: if files.is_empty() {
-                Vec::new()
-            } else {
+            files: if read_files {
                 vec![FileSourceConfig {
                     name: "syslog".to_string(),
                     paths: files,
                     ..FileSourceConfig::default()
                 }]
+            } else {
+                Vec::new()
             },
             journald: JournaldConfig {
-                enabled: journalctl.is_some(),
+                enabled: read_journal,
                 journalctl: journalctl.unwrap_or_else(|| PathBuf::from("journalctl")),
                 ..JournaldConfig::default()
             },
+            chosen: Some(format!("no [sources] configured: {why}.")),
+            ..SourcesConfig::default()
         }
+    }
+
+    /// True when both journald and files are read: their sightings are matched (`dedup`).
+    pub fn matches_across(&self) -> bool {
+        self.journald.enabled && !self.files.is_empty()
+    }
+
+    /// Which sources are read, and why: for `--check-config` and the start-up log.
+    pub fn summary(&self) -> String {
+        let mut read: Vec<String> = self
+            .files
+            .iter()
+            .map(|f| format!("files {:?} ({})", f.source_name(), shown_paths(&f.paths)))
+            .collect();
+        if self.journald.enabled {
+            read.push(match &self.journald.directory {
+                Some(d) => format!("journald {:?} ({})", self.journald.name, d.display()),
+                None => format!("journald {:?} (the system journal)", self.journald.name),
+            });
+        }
+        let mut out = format!("Sources read: {}.\n", read.join(", "));
+        out.push_str(match &self.chosen {
+            Some(why) => why,
+            None => "As configured.",
+        });
+        out.push('\n');
+        if self.matches_across() {
+            out.push_str(&format!(
+                "Both journald and files are read: an IEM seen through both (same host, program, \
+                 pid, message and second, +-1 s, within {} s) is one alert with one id.\n",
+                self.cross_source_window_secs
+            ));
+        }
+        out
     }
 
     /// Appends every problem of this section, keys starting with `sources.`.
     pub fn validate(&self, problems: &mut Vec<Problem>) {
+        if self.cross_source_window_secs == 0
+            || self.cross_source_window_secs > CROSS_SOURCE_WINDOW_CEILING_SECS
+        {
+            problems.push(Problem::new(
+                "sources.cross_source_window_secs",
+                format!("must be between 1 and {CROSS_SOURCE_WINDOW_CEILING_SECS}"),
+            ));
+        }
         let mut names: Vec<String> = Vec::new();
         for (i, f) in self.files.iter().enumerate() {
             let key = format!("sources.files[{i}]");
@@ -268,6 +394,39 @@ impl SourcesConfig {
             }
         }
     }
+}
+
+fn shown_paths(paths: &[PathBuf]) -> String {
+    paths
+        .iter()
+        .map(|p| p.display().to_string())
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+/// A system journal file this process can open, if any.
+fn readable_system_journal(root: &Path) -> Option<PathBuf> {
+    for dir in JOURNAL_DIRS {
+        let Ok(machines) = std::fs::read_dir(root.join(dir.trim_start_matches('/'))) else {
+            continue;
+        };
+        for machine in machines.flatten() {
+            let Ok(files) = std::fs::read_dir(machine.path()) else {
+                continue;
+            };
+            for file in files.flatten() {
+                let name = file.file_name();
+                let name = name.to_string_lossy();
+                if name.starts_with("system")
+                    && name.ends_with(".journal")
+                    && std::fs::File::open(file.path()).is_ok()
+                {
+                    return Some(Path::new(dir).join(machine.file_name()).join(&*name));
+                }
+            }
+        }
+    }
+    None
 }
 
 /// A file path or glob must be absolute, name a file, and have wildcards only in its last
@@ -366,11 +525,14 @@ mod tests {
                 directory: Some(PathBuf::from("rel")),
                 ..JournaldConfig::default()
             },
+            cross_source_window_secs: 0,
+            chosen: None,
         };
         let keys: Vec<String> = problems(&c).into_iter().map(|p| p.key).collect();
         assert_eq!(
             keys,
             vec![
+                "sources.cross_source_window_secs",
                 "sources.files[0].paths[0]",
                 "sources.files[0].paths[1]",
                 "sources.files[0].paths[2]",
@@ -383,24 +545,61 @@ mod tests {
     }
 
     #[test]
-    fn machine_defaults_take_only_what_exists() {
+    fn machine_defaults_read_the_journal_when_readable_else_the_syslog_files() {
         let root = tempfile::tempdir().unwrap();
         let none = SourcesConfig::default_for(root.path());
         assert!(none.files.is_empty());
         assert!(!none.journald.enabled);
 
+        // journalctl and /var/log/syslog, but no journal: the file.
         std::fs::create_dir_all(root.path().join("var/log")).unwrap();
         std::fs::create_dir_all(root.path().join("usr/bin")).unwrap();
         std::fs::write(root.path().join("var/log/syslog"), b"").unwrap();
         std::fs::write(root.path().join("usr/bin/journalctl"), b"").unwrap();
-        let some = SourcesConfig::default_for(root.path());
-        assert_eq!(some.files.len(), 1);
-        assert_eq!(some.files[0].paths, vec![PathBuf::from("/var/log/syslog")]);
-        assert!(some.journald.enabled);
+        let files = SourcesConfig::default_for(root.path());
+        assert_eq!(files.files.len(), 1);
+        assert_eq!(files.files[0].paths, vec![PathBuf::from("/var/log/syslog")]);
+        assert!(!files.journald.enabled);
+        assert!(!files.matches_across());
+        assert!(
+            files.summary().contains("no readable system journal"),
+            "{}",
+            files.summary()
+        );
+        assert_eq!(problems(&files), vec![]);
+
+        // A host with both (a real journal file, as journald names it): the journal only.
+        let machine = root
+            .path()
+            .join("run/log/journal/6d13c9bf251f46509ca2f12e99e2c945");
+        std::fs::create_dir_all(&machine).unwrap();
+        let journal = machine.join("system.journal");
+        let mut remote = std::process::Command::new("/lib/systemd/systemd-journal-remote")
+            .arg(format!("--output={}", journal.display()))
+            .arg("-")
+            .stdin(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .expect("systemd-journal-remote (Debian package systemd-journal-remote)");
+        std::io::Write::write_all(
+            &mut remote.stdin.take().unwrap(),
+            b"__REALTIME_TIMESTAMP=1\nMESSAGE=x\n\n",
+        )
+        .unwrap();
+        assert!(remote.wait().unwrap().success());
+        let both = SourcesConfig::default_for(root.path());
+        assert!(both.files.is_empty());
+        assert!(both.journald.enabled);
         assert_eq!(
-            some.journald.journalctl,
+            both.journald.journalctl,
             PathBuf::from("/usr/bin/journalctl")
         );
-        assert_eq!(problems(&some), vec![]);
+        let summary = both.summary();
+        assert!(
+            summary.contains("/run/log/journal/6d13c9bf251f46509ca2f12e99e2c945/system.journal")
+                && summary.contains("not /var/log/syslog"),
+            "{summary}"
+        );
+        assert_eq!(problems(&both), vec![]);
     }
 }

@@ -10,7 +10,8 @@
 //!                                     "fingerprint": 123, "offset_of_line": 4000, "next_offset": 4100}},
 //!  "rotated": {"/var/log/messages": [{"path": "/var/log/messages", "dev": 2049, "ino": 97, ...}]},
 //!  "journal": {"journald": {"cursor": "s=...;i=2a;..."}},
-//!  "started": ["syslog"]}
+//!  "started": ["syslog"],
+//!  "stages":  {"cross_source": {"version": 1, "counts": [[1764500000, "9f..", 1, 1]]}}}
 //! ```
 //!
 //! File positions are keyed by watched path (whichever source tails it), journal positions by
@@ -20,6 +21,8 @@
 //! (rotated away but still read, since writers may go on appending to them), oldest first, at
 //! most [`ROTATED_PER_PATH`]: a file is one device + inode + fingerprint. `started` names the file
 //! sources that have run before: `start_at` applies only to a source's first run.
+//! `stages` (absent when empty) holds state of later stages that must agree with the positions
+//! (see `dedup`): it is written in the same file, so a crash cannot separate them.
 //! Version 1 (no `rotated`, no `started`) is read as well.
 //!
 //! Written by write-tmp, fsync, rename, fsync-the-directory, so a crash leaves the old file or the
@@ -71,6 +74,10 @@ struct StateV1 {
     journal: BTreeMap<String, JournalPosition>,
     #[serde(default)]
     started: BTreeSet<String>,
+    /// State of a later stage that must move with the positions (the cross-source matcher's
+    /// counts, `dedup`), by name; written in the same file so that it never disagrees with them.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    stages: BTreeMap<String, serde_json::Value>,
 }
 
 #[derive(Deserialize)]
@@ -196,6 +203,18 @@ impl CheckpointStore {
         Ok(())
     }
 
+    /// The state recorded under `name` with [`Self::record_stage`].
+    pub fn stage(&self, name: &str) -> Option<serde_json::Value> {
+        self.lock().state.stages.get(name).cloned()
+    }
+
+    /// Records a stage's state in memory, to be written with the positions by [`Self::persist`].
+    pub fn record_stage(&self, name: &str, value: serde_json::Value) {
+        let mut inner = self.lock();
+        inner.state.stages.insert(name.to_string(), value);
+        inner.dirty = true;
+    }
+
     /// Writes the recorded positions durably if any changed since the last write.
     pub fn persist(&self) -> Result<(), CheckpointError> {
         let mut inner = self.lock();
@@ -249,6 +268,7 @@ impl Default for StateV1 {
             rotated: BTreeMap::new(),
             journal: BTreeMap::new(),
             started: BTreeSet::new(),
+            stages: BTreeMap::new(),
         }
     }
 }
@@ -398,6 +418,29 @@ mod tests {
         let s = CheckpointStore::open(d.path()).unwrap();
         assert_eq!(s.journal("journald").unwrap().cursor, "c");
         assert!(!s.has_started("syslog"));
+    }
+
+    #[test]
+    fn stage_state_is_written_with_the_positions() {
+        let d = tempfile::tempdir().unwrap();
+        let s = CheckpointStore::open(d.path()).unwrap();
+        s.record("x", &file_pos("/a", 50)).unwrap();
+        s.record_stage("cross_source", serde_json::json!({"version": 1}));
+        s.persist().unwrap();
+        let again = CheckpointStore::open(d.path()).unwrap();
+        assert_eq!(again.files().len(), 1);
+        assert_eq!(
+            again.stage("cross_source"),
+            Some(serde_json::json!({"version": 1}))
+        );
+        // A file written before stages existed still loads.
+        std::fs::write(again.path(), br#"{"version":1,"files":{},"journal":{}}"#).unwrap();
+        assert_eq!(
+            CheckpointStore::open(d.path())
+                .unwrap()
+                .stage("cross_source"),
+            None
+        );
     }
 
     #[test]

@@ -48,6 +48,13 @@ pub fn malformed(source: &str, reason: &str) {
     }
 }
 
+/// A line from `source` was the twin of an alert already read from the other side (journald /
+/// files), and was dropped.
+pub fn cross_source_match(source: &str) {
+    metrics().cross_source_matches.with(&[source]).inc();
+    tracing::debug!(source, "cross-source twin dropped");
+}
+
 /// An alert was written to the spool.
 pub fn alert_spooled() {
     metrics().alerts_spooled.inc();

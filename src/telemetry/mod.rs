@@ -61,6 +61,7 @@ pub struct Metrics {
     pub spool_oldest_pending_age_seconds: Gauge,
     pub spool_full_waits: Counter,
     pub checkpoint_writes: Counter,
+    pub cross_source_matches: CounterVec,
     pub broker_connected: GaugeVec,
     pub line_to_confirm_seconds: Histogram,
     pub stage_restarts: CounterVec,
@@ -121,6 +122,11 @@ impl Metrics {
             checkpoint_writes: r.counter(
                 "iemd_checkpoint_writes_total",
                 "Source checkpoints written.",
+            ),
+            cross_source_matches: r.counter_vec(
+                "iemd_cross_source_matches_total",
+                "Sightings dropped as the twin of one already read from the other side (journald / files), per source of the dropped one.",
+                src,
             ),
             broker_connected: r.gauge_vec(
                 "iemd_broker_connected",
@@ -207,6 +213,7 @@ mod tests {
         let r = Registry::new();
         let m = Metrics::register(&r);
         m.lines_read.with(&["messages"]).inc();
+        m.cross_source_matches.with(&["messages"]).inc();
         m.broker_connected.with(&["amqp://h/"]).set(1.0);
         m.stage_restarts.with(&["publisher"]).inc();
         let text = r.encode();
@@ -225,6 +232,7 @@ mod tests {
             "iemd_spool_oldest_pending_age_seconds",
             "iemd_spool_full_waits_total",
             "iemd_checkpoint_writes_total",
+            "iemd_cross_source_matches_total",
             "iemd_broker_connected",
             "iemd_line_to_confirm_seconds",
             "iemd_stage_restarts_total",

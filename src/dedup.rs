@@ -39,8 +39,11 @@
 //!
 //! # Bounds
 //!
-//! A (key, second) is forgotten once it is `window` seconds older than the newest second seen; a
-//! twin that comes later is published again (with the same id when its index is the same). Only
+//! A (key, second) is forgotten once both sides have read `window` seconds past it (a side
+//! catching up on a backlog keeps the seconds it has yet to reach), but never kept more than
+//! [`MAX_LAG_WINDOWS`] windows behind the side that is ahead (a side that stopped cannot make the
+//! matcher grow without end). A twin that comes later is published again (with the same id when
+//! its index is the same). A line stamped more than a window in the future is not matched. Only
 //! the last [`ORDER_SLACK_SECS`] of each side's committed seconds are stored with the checkpoints:
 //! a source resumes after its checkpoint, and its lines are in time order to within that slack.
 
@@ -55,6 +58,8 @@ use crate::alert::{Alert, Kind, OriginKind};
 pub const TOLERANCE_SECS: i64 = 1;
 /// A side's lines are in time order to within this many seconds (what is kept across restarts).
 pub const ORDER_SLACK_SECS: i64 = 10;
+/// A second is forgotten at the latest this many windows behind the side that is ahead.
+pub const MAX_LAG_WINDOWS: i64 = 10;
 const STATE_VERSION: u32 = 1;
 
 /// The two sides a sighting can come from.
@@ -122,7 +127,8 @@ pub struct Matcher {
     window: i64,
     /// second -> key -> counts.
     counts: BTreeMap<i64, HashMap<u128, Counts>>,
-    newest: i64,
+    /// The newest second each side has sighted (`i64::MIN`: none yet).
+    newest: [i64; 2],
     /// Sightings so far in this run (numbers them).
     sightings: u64,
     /// `(number, side, second, key)` of sightings not yet committed, in reading order.
@@ -138,7 +144,7 @@ impl Matcher {
         Matcher {
             window: i64::try_from(window_secs).unwrap_or(i64::MAX),
             counts: BTreeMap::new(),
-            newest: i64::MIN,
+            newest: [i64::MIN; 2],
             sightings: 0,
             pending: VecDeque::new(),
             newest_committed: [i64::MIN; 2],
@@ -157,8 +163,11 @@ impl Matcher {
         let Some((key, second)) = self.key(alert, now) else {
             return Verdict::Alert;
         };
-        if second > self.newest {
-            self.newest = second;
+        if second > now.timestamp().saturating_add(self.window) {
+            return Verdict::Alert;
+        }
+        if second > self.newest[side as usize] {
+            self.newest[side as usize] = second;
             self.evict();
         }
         self.pending.push_back((self.sightings, side, second, key));
@@ -248,19 +257,25 @@ impl Matcher {
                 committed,
             };
             m.counts.entry(*second).or_default().insert(key, c);
-            m.newest = m.newest.max(*second);
             for (s, n) in committed.iter().enumerate() {
                 if *n > 0 {
                     m.newest_committed[s] = m.newest_committed[s].max(*second);
+                    m.newest[s] = m.newest[s].max(*second);
                 }
             }
         }
         Ok(m)
     }
 
-    /// Forgets the seconds older than the window.
+    /// Forgets the seconds every side has left a window behind (or the leading side ten windows).
     fn evict(&mut self) {
-        let oldest = self.newest.saturating_sub(self.window);
+        let started = self.newest.iter().filter(|n| **n > i64::MIN);
+        let (Some(behind), Some(ahead)) = (started.clone().min(), started.max()) else {
+            return;
+        };
+        let oldest = behind
+            .saturating_sub(self.window)
+            .max(ahead.saturating_sub(self.window.saturating_mul(MAX_LAG_WINDOWS)));
         while let Some(entry) = self.counts.first_entry() {
             if *entry.key() >= oldest {
                 break;
@@ -493,6 +508,33 @@ mod tests {
         let state = m.state();
         assert_eq!(state.counts.len(), 1, "{state:?}");
         assert_eq!(state.counts[0].2, 1);
+    }
+
+    #[test]
+    fn a_side_catching_up_is_still_matched_and_a_stopped_side_does_not_pin_memory() {
+        let mut m = Matcher::new(5);
+        // The journal is live at 11:00:30; the file is 30 s behind and reaches the line later.
+        let got = run(
+            &mut m,
+            &[
+                (J, "2026-11-30T11:00:00Z", "x"),
+                (F, "2026-11-30T10:59:59Z", "w"),
+                (J, "2026-11-30T11:00:30Z", "y"),
+                (F, "2026-11-30T11:00:00Z", "x"),
+            ],
+        );
+        assert_eq!(got[3], None);
+        // The file stops; the journal goes on: old seconds go at ten windows.
+        run(&mut m, &[(J, "2026-11-30T11:01:30Z", "z")]);
+        assert!(
+            m.counts
+                .keys()
+                .all(|s| *s >= m.newest[0] - 5 * MAX_LAG_WINDOWS)
+        );
+        // A line from the far future is not matched (its id stays).
+        let mut a = alert(J, "2099-01-01T00:00:00Z", "x");
+        assert_eq!(m.sight(&mut a, Side::Journal, now()), Verdict::Alert);
+        assert_eq!(a.id, "position-Journald");
     }
 
     #[test]

@@ -6,6 +6,7 @@ mod agent;
 
 mod chaos;
 mod cluster;
+mod dedup;
 mod emit;
 mod enrich;
 mod hostile;

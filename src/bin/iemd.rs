@@ -14,8 +14,9 @@ use tokio::signal::unix::{Signal, SignalKind, signal};
 /// Turn the Interesting Event Messages (IEMs) in syslog files and journald into durable,
 /// enriched alerts on RabbitMQ.
 ///
-/// With no --config and no /etc/iemd/iemd.toml, iemd tails /var/log/messages and /var/log/syslog
-/// where they exist and journald where journalctl exists, keeps state under /var/lib/iemd (root)
+/// With no --config and no /etc/iemd/iemd.toml, iemd reads journald when the system journal is
+/// readable, else tails /var/log/messages and /var/log/syslog where they exist (one of the two:
+/// rsyslog copies the journal into those files), keeps state under /var/lib/iemd (root)
 /// or $XDG_STATE_HOME/iemd or ./state, and publishes to amqp://localhost, spooling until the
 /// broker is reachable.
 ///
@@ -29,7 +30,8 @@ struct Args {
     /// The configuration file (TOML). Default: /etc/iemd/iemd.toml when it exists.
     #[arg(long, short, value_name = "FILE")]
     config: Option<PathBuf>,
-    /// Validate the configuration, print it with secrets redacted, and exit (0 valid, 2 invalid).
+    /// Validate the configuration, print which sources it reads (and why) and the configuration
+    /// with secrets redacted, and exit (0 valid, 2 invalid).
     #[arg(long)]
     check_config: bool,
     /// Write iemd's man page into DIR and exit (used by packaging/build-rpm.sh).

@@ -224,7 +224,8 @@ async fn a_sigkill_between_the_two_sightings_costs_at_most_a_duplicate_with_the_
 
 /// The chaos test's question with both sources on, small enough for every CI run: IEMs (with
 /// identical repeats) written to the journal and the file in bursts while the agent is SIGKILLed
-/// and restarted. Nothing is lost, and each IEM has exactly one id (repeats may arrive again).
+/// and restarted and the file is rotated. Nothing is lost, and each IEM has exactly one id
+/// (alerts may arrive again after a kill, as with one source).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn chaos_with_both_sources_loses_nothing_and_gives_each_iem_one_id() {
     if !util::broker_available("chaos_with_both_sources_loses_nothing_and_gives_each_iem_one_id") {
@@ -261,6 +262,11 @@ async fn chaos_with_both_sources_loses_nothing_and_gives_each_iem_one_id() {
         append(&messages, &lines);
         if burst % 2 == 1 {
             write_logged(&journal, HOST, &borrowed);
+        }
+        if burst == BURSTS / 2 {
+            // rsyslog's rotation: rename, then a new file.
+            fs::rename(&messages, dir.path().join("messages.1")).unwrap();
+            log_file(dir.path(), "messages");
         }
         if burst % 7 == 3 {
             std::thread::sleep(Duration::from_millis(150));

@@ -228,6 +228,16 @@ fn the_default_config_runs_on_this_machine() {
         effective.contains(&format!("state_dir = \"{}\"", state.display())),
         "{effective}"
     );
+    // Which sources it reads and why (issue 19): never both journald and the syslog files.
+    assert!(effective.starts_with("# Sources read: "), "{effective}");
+    assert!(
+        effective.contains("# no [sources] configured: "),
+        "{effective}"
+    );
+    assert!(
+        !effective.contains("Both journald and files are read"),
+        "{effective}"
+    );
     if Path::new("/etc/iemd/iemd.toml").exists() {
         eprintln!(
             "!!!!!!!! /etc/iemd/iemd.toml exists: the no-file default is not what runs here; skipping the run"

@@ -143,7 +143,8 @@ pub struct Hardware {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Alert {
     pub schema: Cow<'static, str>,
-    /// Stable id: the same line at the same position gives the same id across runs and replays.
+    /// Stable id: the same line at the same position gives the same id across runs and replays;
+    /// with journald and files both read, the same IEM through either (`dedup`).
     pub id: String,
     pub kind: Kind,
     /// Canonical code (`ES0030010001`); for a malformed alert, absent.

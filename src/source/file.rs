@@ -37,9 +37,12 @@
 //!   read at the stop (the checkpoint's `rotated` positions) are resumed first, where they were.
 //!   The source's first run (no checkpoint state for it) never reads rotated siblings (`start_at`
 //!   decides about the path only); on later runs a file without a checkpoint is read from its
-//!   start. If the
-//!   checkpointed file is gone (compressed, deleted), the lines after the checkpoint in it are lost
-//!   (logged), and files rotated after it are not read either (nothing dates them against it).
+//!   start. If the checkpointed file was compressed (`compress` without `delaycompress`), the
+//!   sibling ending in `.gz` or `.zst` whose decompressed first line has its fingerprint is read
+//!   through the decompressor from the checkpoint, its lines keeping the file's identity, and the
+//!   files rotated after it are dated by its time. If it is gone (deleted, or compressed as `.xz`
+//!   or `.bz2`, which are not read), the lines after the checkpoint in it are lost (logged), and
+//!   files rotated after it are not read either (nothing dates them against it).
 //!
 //! A path that exists but cannot be opened (permissions) is reported through
 //! [`SourceMetrics::set_path`] (one error with the fix, `iemd_source_up`, `/health`) and retried
@@ -65,7 +68,7 @@
 
 use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
 use std::fs::File;
-use std::io;
+use std::io::{self, Read};
 use std::os::unix::fs::{FileExt, MetadataExt};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -363,6 +366,7 @@ impl FileSource {
             from_glob: !self.patterns.iter().any(|p| p == path),
             current: None,
             draining: Vec::new(),
+            compressed: Vec::new(),
             known: Known::default(),
             missed_since: None,
         };
@@ -422,6 +426,37 @@ impl FileSource {
         let candidates: Vec<(PathBuf, FileFacts)> =
             siblings.iter().map(|(p, _, f)| (p.clone(), *f)).collect();
         let picked = identity::pick_rotated(&cp, &candidates).map(|(p, f)| (p.clone(), *f));
+        // Compressed before we looked (`compress` without `delaycompress`): read through the
+        // decompressor; the files rotated after it are dated by the compressed file's time.
+        let compressed = match picked {
+            Some(_) => None,
+            None => self.find_compressed(&cp, &identity::resolved(path)),
+        };
+        if let Some((stream, modified)) = compressed {
+            tracing::info!(
+                source = %self.name, path = %path.display(), rotated = %stream.label.display(),
+                offset = cp.next_offset, "finishing the compressed rotated file from the checkpoint"
+            );
+            SourceMetrics::add(&self.metrics.rotations_total, 1);
+            t.compressed.push(stream);
+            let at_path = opened.as_ref().map(|(_, f)| (f.dev, f.ino));
+            let later =
+                identity::rotated_since(&identity::resolved(path), siblings, modified, |f| {
+                    Some((f.dev, f.ino)) == at_path || resumed.contains(&(f.dev, f.ino))
+                });
+            for (p, file, f) in later {
+                tracing::info!(
+                    source = %self.name, path = %path.display(), rotated = %p.display(),
+                    "reading a file rotated while stopped from its start"
+                );
+                SourceMetrics::add(&self.metrics.rotations_total, 1);
+                t.draining.push(self.reader(&p, file, &f, 0));
+            }
+            if let Some((file, facts)) = opened {
+                t.current = Some(self.reader(path, file, &facts, 0));
+            }
+            return t;
+        }
         match picked {
             Some((old_path, facts)) => {
                 let file = siblings
@@ -466,13 +501,91 @@ impl FileSource {
             }
             None => tracing::warn!(
                 source = %self.name, path = %path.display(), offset = cp.next_offset,
-                "the checkpointed file is gone (rotated away, compressed or deleted); lines after the checkpoint in it are lost"
+                "the checkpointed file is gone (deleted, or compressed in a format iemd cannot read); lines after the checkpoint in it are lost"
             ),
         }
         if let Some((file, facts)) = opened {
             t.current = Some(self.reader(path, file, &facts, 0));
         }
         t
+    }
+
+    /// The compressed sibling (`.gz`, `.zst`) whose decompressed first line is the checkpointed
+    /// file's, ready to be read from the checkpoint, and its modification time.
+    fn find_compressed(&self, cp: &FilePosition, resolved: &Path) -> Option<(Stream, SystemTime)> {
+        for p in identity::compressed_files(resolved) {
+            match identity::compressed_fingerprint(&p) {
+                Ok((fp, true)) if fp == cp.fingerprint => {}
+                Ok(_) => continue,
+                Err(e) => {
+                    tracing::warn!(source = %self.name, path = %p.display(), error = %e, "cannot read a compressed rotated file");
+                    continue;
+                }
+            }
+            let modified = std::fs::metadata(&p).and_then(|m| m.modified()).ok()?;
+            match identity::decompress(&p) {
+                Ok(input) => {
+                    return Some((
+                        Stream {
+                            label: p,
+                            input,
+                            skip: cp.next_offset,
+                            splitter: LineSplitter::new(self.max_line_bytes, cp.next_offset),
+                            dev: cp.dev,
+                            ino: cp.ino,
+                            fingerprint: cp.fingerprint,
+                        },
+                        modified,
+                    ));
+                }
+                Err(e) => {
+                    tracing::warn!(source = %self.name, path = %p.display(), error = %e, "cannot read a compressed rotated file");
+                }
+            }
+        }
+        None
+    }
+
+    /// Reads a compressed file to its end (it does not grow), sending its lines with the identity
+    /// they had in the uncompressed file. False when the source must stop.
+    async fn read_stream(&self, path: &Path, s: &mut Stream, out: &mut Sink<'_>) -> bool {
+        let mut buf = vec![0u8; READ_CHUNK];
+        let mut lines = Vec::new();
+        loop {
+            let n = match s.input.read(&mut buf) {
+                Ok(0) => break,
+                Ok(n) => n,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(e) => {
+                    tracing::warn!(source = %self.name, path = %s.label.display(), error = %e, "cannot decompress the rest; lines after this point in it are lost");
+                    break;
+                }
+            };
+            // The bytes before the checkpoint were read when the file was not compressed yet.
+            let skipped = (s.skip.min(n as u64)) as usize;
+            s.skip -= skipped as u64;
+            let data = &buf[skipped..n];
+            if data.is_empty() {
+                continue;
+            }
+            SourceMetrics::add(&self.metrics.bytes_read_total, data.len() as u64);
+            s.splitter.push(data, &mut lines);
+            for line in lines.drain(..) {
+                if !out
+                    .send(s.line(&self.name, path, line, &self.metrics))
+                    .await
+                {
+                    return false;
+                }
+            }
+        }
+        match s.splitter.flush_partial() {
+            Some(line) => {
+                out.send(s.line(&self.name, path, line, &self.metrics))
+                    .await
+            }
+            None => true,
+        }
     }
 
     fn reader(&self, label: &Path, file: File, facts: &FileFacts, offset: u64) -> Reader {
@@ -496,6 +609,11 @@ impl FileSource {
     /// Reads everything available for one path, handling rotation and truncation. False when
     /// the source must stop (cancelled, receiver gone).
     async fn poll(&self, t: &mut Tracked, out: &mut Sink<'_>) -> bool {
+        for mut s in std::mem::take(&mut t.compressed) {
+            if !self.read_stream(&t.path, &mut s, out).await {
+                return false;
+            }
+        }
         let mut i = 0;
         while i < t.draining.len() {
             let r = &mut t.draining[i];
@@ -873,6 +991,8 @@ struct Tracked {
     from_glob: bool,
     current: Option<Reader>,
     draining: Vec<Reader>,
+    /// Compressed rotated files to finish from a checkpoint, read before the others.
+    compressed: Vec<Stream>,
     /// Files of this path not to be read as missed rotations (see [`Known`]).
     known: Known,
     /// Set when the current file was found rotated: rotated siblings modified since then that were
@@ -969,6 +1089,48 @@ impl Reader {
 
     fn deadline(&self, partial_timeout: Duration) -> Option<Instant> {
         self.partial_since.map(|s| s + partial_timeout)
+    }
+}
+
+/// A compressed rotated file read through its decompressor, from a checkpoint to its end. Its
+/// lines keep the identity of the file it was before compression (device, inode, fingerprint,
+/// offsets), so their alert ids are those a live read would have given.
+struct Stream {
+    /// The compressed file's name (for logs).
+    label: PathBuf,
+    input: Box<dyn io::Read + Send>,
+    /// Decompressed bytes still to skip to reach the checkpoint.
+    skip: u64,
+    splitter: LineSplitter,
+    dev: u64,
+    ino: u64,
+    fingerprint: u64,
+}
+
+impl Stream {
+    fn line(
+        &self,
+        source: &Arc<str>,
+        path: &Path,
+        line: RawLine,
+        metrics: &SourceMetrics,
+    ) -> SourceLine {
+        if line.truncated {
+            SourceMetrics::add(&metrics.lines_truncated_total, 1);
+        }
+        SourceLine {
+            source: source.clone(),
+            bytes: line.bytes,
+            truncated: line.truncated,
+            position: Position::File(FilePosition {
+                path: path.to_path_buf(),
+                dev: self.dev,
+                ino: self.ino,
+                fingerprint: self.fingerprint,
+                offset_of_line: line.start,
+                next_offset: line.end,
+            }),
+        }
     }
 }
 

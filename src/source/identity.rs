@@ -103,6 +103,67 @@ pub fn pick_rotated<'a>(
         .or_else(|| candidates.iter().find(|(_, f)| holds(f)))
 }
 
+/// Compressed rotated files this source can read back: gzip (flate2) and zstd (ruzstd), both
+/// pure Rust. Other suffixes (`.xz`, `.bz2`, ...) are not read.
+const READABLE_COMPRESSED: [&str; 2] = [".gz", ".zst"];
+
+/// The compressed rotated files beside `path` that can be read back (`messages.1.gz`), by name.
+pub fn compressed_files(path: &Path) -> Vec<PathBuf> {
+    let (Some(dir), Some(name)) = (path.parent(), path.file_name()) else {
+        return Vec::new();
+    };
+    let name = name.to_string_lossy();
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return Vec::new();
+    };
+    let mut out: Vec<PathBuf> = entries
+        .filter_map(Result::ok)
+        .filter(|e| {
+            let n = e.file_name().to_string_lossy().into_owned();
+            n.len() > name.len()
+                && n.starts_with(name.as_ref())
+                && READABLE_COMPRESSED.iter().any(|s| n.ends_with(s))
+        })
+        .map(|e| e.path())
+        .collect();
+    out.sort();
+    out
+}
+
+/// The decompressed bytes of a `.gz` or `.zst` file.
+pub fn decompress(path: &Path) -> io::Result<Box<dyn io::Read + Send>> {
+    let file = io::BufReader::new(File::open(path)?);
+    let name = path.to_string_lossy();
+    if name.ends_with(".gz") {
+        Ok(Box::new(flate2::read::MultiGzDecoder::new(file)))
+    } else if name.ends_with(".zst") {
+        let d = ruzstd::decoding::StreamingDecoder::new(file).map_err(io::Error::other)?;
+        Ok(Box::new(d))
+    } else {
+        Err(io::Error::new(
+            io::ErrorKind::Unsupported,
+            "not a .gz or .zst file",
+        ))
+    }
+}
+
+/// The fingerprint of a compressed file's decompressed content (see [`fingerprint`]).
+pub fn compressed_fingerprint(path: &Path) -> io::Result<(u64, bool)> {
+    let mut r = decompress(path)?;
+    let mut buf = vec![0u8; FINGERPRINT_BYTES];
+    let mut filled = 0;
+    while filled < buf.len() {
+        match r.read(&mut buf[filled..]) {
+            Ok(0) => break,
+            Ok(n) => filled += n,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+            Err(e) => return Err(e),
+        }
+    }
+    buf.truncate(filled);
+    Ok(fingerprint(&buf))
+}
+
 /// The file a symlinked `path` points at (links followed, at most 8; relative targets taken
 /// from the link's directory), even when that file does not exist at the moment (between a
 /// rotation's rename and create); `None` when `path` is not a symlink.

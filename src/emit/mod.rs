@@ -9,7 +9,9 @@
 //! What one emit writes is always one record: the message is escaped (see [`escape_message`]) so
 //! that no newline, carriage return, NUL, control character or ANSI escape survives into the log
 //! line, and a message can never forge a second line or rewrite the terminal. The text is
-//! `IEC:<code>:<escaped message>`, followed by ` {json}` when extra data is given.
+//! `IEC:<code>:<escaped message>`, followed by ` {json}` when extra data is given; the JSON holds
+//! no raw control, DEL or line separator either ([`escape_json`]). `iemctl tail` prints alerts
+//! through the same two functions.
 
 pub mod journal;
 pub mod syslog;
@@ -180,7 +182,27 @@ pub fn escape_message(message: &str) -> String {
     out
 }
 
-/// Validates `--json-extra`: a JSON object, re-serialized compactly on one line.
+/// Makes JSON text safe for a log line or a terminal without changing what it means: DEL, the C1
+/// controls (U+0080..U+009F) and U+2028/U+2029, which JSON allows raw inside strings, become
+/// `\uNNNN` escapes, and so does any raw C0 control (valid JSON has none inside strings); a
+/// newline, carriage return or tab, which valid JSON has only between tokens, becomes a space.
+/// Text that is not JSON comes out with no such character either.
+pub fn escape_json(json: &str) -> String {
+    let mut out = String::with_capacity(json.len());
+    for c in json.chars() {
+        match c {
+            '\n' | '\r' | '\t' => out.push(' '),
+            '\0'..='\x1f' | '\x7f'..='\u{9f}' | '\u{2028}' | '\u{2029}' => {
+                out.push_str(&format!("\\u{:04x}", c as u32))
+            }
+            c => out.push(c),
+        }
+    }
+    out
+}
+
+/// Validates `--json-extra`: a JSON object, re-serialized compactly on one line, with no raw
+/// control character, DEL or line separator ([`escape_json`]).
 pub fn compact_json_object(text: &str) -> Result<String, EmitError> {
     let fail = |reason: String| EmitError::Field {
         field: "json-extra",
@@ -191,8 +213,11 @@ pub fn compact_json_object(text: &str) -> Result<String, EmitError> {
     if !value.is_object() {
         return Err(fail("expected a JSON object".into()));
     }
-    // serde_json escapes every control character inside strings, so the output is one line.
-    serde_json::to_string(&value).map_err(|e| fail(e.to_string()))
+    // serde_json escapes the C0 controls inside strings but writes DEL, C1 and U+2028/U+2029
+    // raw: escape_json writes those as \u escapes too.
+    serde_json::to_string(&value)
+        .map(|json| escape_json(&json))
+        .map_err(|e| fail(e.to_string()))
 }
 
 /// Who emits: the syslog tag / `SYSLOG_IDENTIFIER` and the pid.
@@ -561,12 +586,69 @@ mod tests {
             escape_message("x\u{9b}1m\u{85}\u{2028}y"),
             "x\\u{009b}1m\\u{0085}\\u{2028}y"
         );
-        // Whatever goes in, nothing that ends a line or drives a terminal comes out.
-        let all: String = (0u32..0x3000).filter_map(char::from_u32).collect();
-        let out = escape_message(&all);
-        assert!(
-            out.chars()
-                .all(|c| !c.is_control() && c != '\u{2028}' && c != '\u{2029}')
+    }
+
+    /// Nothing that ends a line or drives a terminal: C0 and C1 controls, DEL, U+2028, U+2029.
+    fn raw_control(c: char) -> bool {
+        c.is_control() || c == '\u{2028}' || c == '\u{2029}'
+    }
+
+    /// Undoes [`escape_message`] (the test's witness that the escaping is reversible).
+    fn unescape(s: &str) -> String {
+        let mut out = String::new();
+        let mut chars = s.chars();
+        while let Some(c) = chars.next() {
+            if c != '\\' {
+                out.push(c);
+                continue;
+            }
+            let code = match chars.next() {
+                Some('n') => '\n' as u32,
+                Some('r') => '\r' as u32,
+                Some('t') => '\t' as u32,
+                Some('\\') => '\\' as u32,
+                Some('x') => {
+                    u32::from_str_radix(&chars.by_ref().take(2).collect::<String>(), 16).unwrap()
+                }
+                Some('u') => {
+                    let hex: String = chars.by_ref().take_while(|&c| c != '}').skip(1).collect();
+                    u32::from_str_radix(&hex, 16).unwrap()
+                }
+                other => panic!("bad escape {other:?} in {s:?}"),
+            };
+            out.push(char::from_u32(code).unwrap());
+        }
+        out
+    }
+
+    /// Regression (issue 14): `--json-extra` passed raw C1 controls, DEL and U+2028/U+2029 into
+    /// the log line. Over every code point: the escaped message and the compact JSON extra hold
+    /// none of them, the message escaping is reversible, and the JSON means the same.
+    #[test]
+    fn no_code_point_reaches_the_line_raw() {
+        let all: String = (0..=0x10_ffff).filter_map(char::from_u32).collect();
+        let message = escape_message(&all);
+        assert!(!message.chars().any(raw_control));
+        assert_eq!(unescape(&message), all);
+        // Everything else passes unchanged, in order.
+        let printable: String = (' '..='~').filter(|&c| c != '\\').collect();
+        assert_eq!(escape_message(&printable), printable);
+        let kept = |c: &char| !c.is_ascii() && !raw_control(*c);
+        assert!(message.chars().filter(kept).eq(all.chars().filter(kept)));
+        let value = serde_json::json!({"all": all, "key\u{85}\u{2028}": [all]});
+        let extra = compact_json_object(&value.to_string()).unwrap();
+        assert!(!extra.chars().any(raw_control));
+        assert_eq!(
+            serde_json::from_str::<serde_json::Value>(&extra).unwrap(),
+            value
+        );
+        let record = Record::new(code("ES0030010001"), &all, Some(extra), usize::MAX).unwrap();
+        assert!(!record.text().chars().any(raw_control));
+        // Text that is not JSON (a body received from elsewhere) comes out clean too.
+        assert!(!escape_json(&all).chars().any(raw_control));
+        assert_eq!(
+            escape_json("{\"a\":\n1,\t\"b\":\"\u{9b}\u{7f}\"}"),
+            r#"{"a": 1, "b":"\u009b\u007f"}"#
         );
     }
 

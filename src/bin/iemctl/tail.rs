@@ -9,6 +9,7 @@ use futures_util::StreamExt;
 use iemd::alert::{Alert, Kind};
 use iemd::config::Config;
 use iemd::config::broker::BrokerConfig;
+use iemd::emit::{escape_json, escape_message};
 use lapin::options::{BasicConsumeOptions, QueueBindOptions, QueueDeclareOptions};
 use lapin::types::FieldTable;
 
@@ -37,7 +38,8 @@ pub struct Args {
     #[arg(long, default_value = "#")]
     binding: String,
     /// `text`: one readable line per alert (coloured by severity on a terminal); `json`: each
-    /// message body as received, one per line.
+    /// message body as received, one per line. Either way control characters, DEL and U+2028/
+    /// U+2029 are escaped, as `iemctl emit` escapes them, so an alert cannot drive the terminal.
     #[arg(long, value_enum, default_value_t = Format::Text)]
     format: Format,
 }
@@ -130,9 +132,7 @@ async fn tail(args: Args, broker: BrokerConfig) -> anyhow::Result<ExitCode> {
         };
         let delivery = delivery.context("consumer failed")?;
         let line = match args.format {
-            Format::Json => String::from_utf8_lossy(&delivery.data)
-                .trim_end()
-                .to_string(),
+            Format::Json => escape_json(String::from_utf8_lossy(&delivery.data).trim_end()),
             Format::Text => text_line(&delivery.data, colour),
         };
         if let Err(e) = writeln!(out, "{line}").and_then(|_| out.flush()) {
@@ -147,12 +147,11 @@ async fn tail(args: Args, broker: BrokerConfig) -> anyhow::Result<ExitCode> {
 }
 
 /// One readable line for a message body: an `iem.alert/v1` alert, or the body as received.
+/// Every text taken from the body is escaped ([`escape_message`]): whoever can publish to the
+/// exchange chooses it.
 fn text_line(body: &[u8], colour: bool) -> String {
     let Ok(alert) = serde_json::from_slice::<Alert>(body) else {
-        return String::from_utf8_lossy(body)
-            .trim_end()
-            .escape_debug()
-            .to_string();
+        return escape_message(String::from_utf8_lossy(body).trim_end());
     };
     let host = alert
         .host
@@ -165,27 +164,28 @@ fn text_line(body: &[u8], colour: bool) -> String {
             .map(|n| n.name.as_deref().unwrap_or(&n.id).to_owned())
             .unwrap_or_default()
     };
+    let (time, host) = (escape_message(&alert.time), escape_message(&host));
     let (line, severity) = match alert.kind {
         Kind::Iem => (
             format!(
                 "{} {} {} {:<13} {}/{}: {}",
-                alert.time,
+                time,
                 host,
-                alert.code.as_deref().unwrap_or("-"),
-                alert.severity.as_ref().map_or("-", |s| &*s.name),
-                name(&alert.component),
-                name(&alert.module),
-                alert.message.escape_debug()
+                escape_message(alert.code.as_deref().unwrap_or("-")),
+                escape_message(alert.severity.as_ref().map_or("-", |s| &*s.name)),
+                escape_message(&name(&alert.component)),
+                escape_message(&name(&alert.module)),
+                escape_message(&alert.message)
             ),
             alert.severity.as_ref().map(|s| s.code.clone()),
         ),
         Kind::Malformed => (
             format!(
                 "{} {} MALFORMED    ({}) {}",
-                alert.time,
+                time,
                 host,
-                alert.reason.as_deref().unwrap_or("-"),
-                alert.raw.escape_debug()
+                escape_message(alert.reason.as_deref().unwrap_or("-")),
+                escape_message(&alert.raw)
             ),
             None,
         ),
@@ -237,8 +237,46 @@ mod tests {
     fn other_bodies_are_printed_as_received() {
         assert_eq!(
             text_line(b"{\"not\":\"an alert\"}\n", true),
-            "{\\\"not\\\":\\\"an alert\\\"}"
+            "{\"not\":\"an alert\"}"
         );
+        assert_eq!(text_line(b"a\x1b[2Jb\r\n", false), "a\\x1b[2Jb");
+    }
+
+    /// Regression (issue 14): `iemctl tail` printed alert text with raw C1 controls, DEL and
+    /// U+2028/U+2029, and the host, names and reason with any control at all. Over every code
+    /// point, in every field it prints, in both formats: none reaches the terminal raw.
+    #[test]
+    fn no_code_point_reaches_the_terminal_raw() {
+        let raw = |c: char| c.is_control() || c == '\u{2028}' || c == '\u{2029}';
+        let all: String = (0..=0x10_ffff).filter_map(char::from_u32).collect();
+        // The other fields get every character that must not reach the terminal raw.
+        let bad: String = all.chars().filter(|&c| raw(c)).collect();
+        let mut alert: serde_json::Value = serde_json::from_str(&alert_json("E")).unwrap();
+        alert["message"] = all.clone().into();
+        for field in ["time", "code", "reason"] {
+            alert[field] = bad.clone().into();
+        }
+        alert["origin"]["host"] = bad.clone().into();
+        for object in ["severity", "component", "module"] {
+            alert[object]["name"] = bad.clone().into();
+        }
+        let body = serde_json::to_vec(&alert).unwrap();
+        let line = text_line(&body, false);
+        assert!(
+            line.ends_with(&escape_message(&all)),
+            "the alert was not shown"
+        );
+        assert!(!line.chars().any(raw));
+        let json = escape_json(&String::from_utf8_lossy(&body));
+        assert!(!json.chars().any(raw));
+        assert_eq!(
+            serde_json::from_str::<serde_json::Value>(&json).unwrap(),
+            alert
+        );
+        alert["kind"] = "malformed".into();
+        alert["raw"] = all.clone().into();
+        let line = text_line(&serde_json::to_vec(&alert).unwrap(), false);
+        assert!(line.contains("MALFORMED") && !line.chars().any(raw));
     }
 
     #[test]

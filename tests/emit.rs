@@ -422,6 +422,43 @@ fn injection_attempts_stay_one_record() {
     );
 }
 
+/// Regression (issue 14): `--json-extra` passed raw C1 controls, DEL and U+2028/U+2029 into
+/// the log line (serde_json writes them raw inside strings).
+#[test]
+fn json_extra_holds_no_raw_control() {
+    let extra = "{\"k\":\"a\u{9b}31m b\u{7f} c\u{2028}d\u{85}\\u001b\"}";
+    let out = run(iemctl().args([
+        "emit",
+        "--to",
+        "stdout",
+        "--json-extra",
+        extra,
+        "ES0030010001",
+        "m\u{9b}",
+    ]));
+    assert!(out.status.success());
+    let text = String::from_utf8(out.stdout).unwrap();
+    let line = text.strip_suffix('\n').unwrap();
+    assert!(
+        line.ends_with(
+            r#"IEC:ES0030010001:m\u{009b} {"k":"a\u009b31m b\u007f c\u2028d\u0085\u001b"}"#
+        ),
+        "{line}"
+    );
+    assert!(
+        !line
+            .chars()
+            .any(|c| c.is_control() || c == '\u{2028}' || c == '\u{2029}'),
+        "{line:?}"
+    );
+    // The JSON still means what was given.
+    let json = &line[line.find(" {").unwrap() + 1..];
+    assert_eq!(
+        serde_json::from_str::<serde_json::Value>(json).unwrap(),
+        serde_json::from_str::<serde_json::Value>(extra).unwrap()
+    );
+}
+
 #[test]
 fn stdin_lines_are_records_each() {
     let sink = Sink::new();

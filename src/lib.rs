@@ -21,6 +21,7 @@
 //! - `supervise`: restarts the long-running tasks with backoff and reports them to `/health`.
 //! - `systemd`: sd_notify for `Type=notify` (ready, status, stopping) and the watchdog task.
 //! - `sspl`: the SSPL-compatible body made from an alert, for the old consumers.
+//! - `statefile`: state directories and the files in them, opened without following planted links.
 //! - `telemetry`: tracing set-up, the observable events (logs + counters), `/metrics` and `/health`.
 
 pub mod alert;
@@ -36,6 +37,7 @@ pub mod shutdown;
 pub mod source;
 pub mod spool;
 pub mod sspl;
+pub mod statefile;
 pub mod supervise;
 pub mod systemd;
 pub mod telemetry;

@@ -26,18 +26,18 @@
 //! Version 1 (no `rotated`, no `started`) is read as well.
 //!
 //! Written by write-tmp, fsync, rename, fsync-the-directory, so a crash leaves the old file or the
-//! new one, never a mix. A file that does not parse is an error naming it, never silently reset.
+//! new one, never a mix; relative to the directory, never through a planted link, and only in a
+//! directory nobody else can write ([`crate::statefile`]). A file that does not parse is an
+//! error naming it, never silently reset.
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::fs::{DirBuilder, File, OpenOptions};
-use std::io::Write;
-use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 
 use serde::{Deserialize, Serialize};
 
 use crate::source::{FilePosition, JournalPosition, Position};
+use crate::statefile::StateDir;
 
 /// The file name inside the state directory.
 pub const CHECKPOINT_FILE: &str = "checkpoints.json";
@@ -95,32 +95,31 @@ struct Inner {
 /// start, and the pipeline, which commits.
 #[derive(Debug)]
 pub struct CheckpointStore {
-    dir: PathBuf,
+    dir: StateDir,
     file: PathBuf,
     inner: Mutex<Inner>,
 }
 
 impl CheckpointStore {
-    /// Opens the store in `state_dir` (created 0700 if missing), loading the checkpoint file
-    /// if there is one.
+    /// Opens the store in `state_dir` (created 0700 if missing; refused when someone else can
+    /// write it), loading the checkpoint file if there is one.
     pub fn open(state_dir: &Path) -> Result<Self, CheckpointError> {
         let file = state_dir.join(CHECKPOINT_FILE);
+        let dir = StateDir::open(state_dir).map_err(|source| CheckpointError::Io {
+            path: state_dir.to_path_buf(),
+            source,
+        })?;
         let io = |source| CheckpointError::Io {
             path: file.clone(),
             source,
         };
-        DirBuilder::new()
-            .recursive(true)
-            .mode(0o700)
-            .create(state_dir)
-            .map_err(io)?;
-        let state = match std::fs::read(&file) {
+        let state = match dir.read(CHECKPOINT_FILE) {
             Ok(bytes) => parse(&file, &bytes)?,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => StateV1::default(),
             Err(e) => return Err(io(e)),
         };
         Ok(CheckpointStore {
-            dir: state_dir.to_path_buf(),
+            dir,
             file,
             inner: Mutex::new(Inner {
                 state,
@@ -233,30 +232,16 @@ impl CheckpointStore {
     }
 
     fn write(&self, state: &StateV1) -> Result<(), CheckpointError> {
-        let tmp = self.dir.join(format!("{CHECKPOINT_FILE}.tmp"));
-        let io = |path: &Path| {
-            let path = path.to_path_buf();
-            move |source| CheckpointError::Io { path, source }
-        };
         let bytes = serde_json::to_vec(state).map_err(|e| CheckpointError::Corrupt {
             path: self.file.clone(),
             reason: e.to_string(),
         })?;
-        let mut f = OpenOptions::new()
-            .write(true)
-            .create(true)
-            .truncate(true)
-            .mode(0o600)
-            .open(&tmp)
-            .map_err(io(&tmp))?;
-        f.write_all(&bytes).map_err(io(&tmp))?;
-        f.sync_all().map_err(io(&tmp))?;
-        drop(f);
-        std::fs::rename(&tmp, &self.file).map_err(io(&self.file))?;
-        File::open(&self.dir)
-            .and_then(|d| d.sync_all())
-            .map_err(io(&self.dir))?;
-        Ok(())
+        self.dir
+            .replace(CHECKPOINT_FILE, &bytes)
+            .map_err(|source| CheckpointError::Io {
+                path: self.file.clone(),
+                source,
+            })
     }
 }
 

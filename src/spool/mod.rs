@@ -3,7 +3,9 @@
 //!
 //! # On-disk format (version 1)
 //!
-//! A spool is one directory (mode 0700); every file in it is mode 0600.
+//! A spool is one directory (mode 0700, refused when anyone else can write it); every file in it
+//! is mode 0600, created and replaced relative to the directory without following links
+//! ([`crate::statefile`]).
 //!
 //! - `lock`: empty; an exclusive `flock` on it is held by the one process writing the spool.
 //! - `ack`: the acknowledged position, 24 bytes, replaced atomically (write `ack.tmp`, fsync,
@@ -47,7 +49,7 @@ pub mod inspect;
 use std::collections::{BTreeMap, VecDeque};
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, BufReader, BufWriter, Seek, SeekFrom, Write};
-use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard, Weak};
@@ -56,6 +58,7 @@ use std::time::Duration;
 use tokio::sync::{Notify, watch};
 
 use crate::config::spool::SpoolConfig;
+use crate::statefile::StateDir;
 
 pub use format::MAX_RECORD_LEN;
 pub use format::VERSION as FORMAT_VERSION;
@@ -355,7 +358,7 @@ pub(crate) fn ack_path(dir: &Path) -> PathBuf {
 /// records are re-sent: duplicates, never loss).
 pub(crate) fn read_ack(dir: &Path) -> Result<u64, SpoolError> {
     let path = ack_path(dir);
-    match fs::read(&path) {
+    match StateDir::at(dir).and_then(|d| d.read("ack")) {
         Ok(b) => Ok(format::parse_ack(&b).unwrap_or_else(|| {
             tracing::warn!(path = %path.display(), "spool ack file is invalid; re-sending from the start");
             0
@@ -365,37 +368,24 @@ pub(crate) fn read_ack(dir: &Path) -> Result<u64, SpoolError> {
     }
 }
 
-fn create_0600(path: &Path) -> io::Result<File> {
-    OpenOptions::new()
-        .read(true)
-        .write(true)
-        .create(true)
-        .truncate(true)
-        .mode(0o600)
-        .open(path)
-}
-
-fn fsync_dir(dir: &Path) -> Result<(), SpoolError> {
-    File::open(dir)
-        .and_then(|d| d.sync_all())
-        .map_err(io_err(dir))
+/// The name of a file in the spool directory (segment paths are made from UTF-8 names).
+fn file_name(path: &Path) -> &str {
+    path.file_name().and_then(|n| n.to_str()).unwrap_or("")
 }
 
 fn write_ack(dir: &Path, acked: u64) -> Result<(), SpoolError> {
-    let tmp = dir.join("ack.tmp");
-    let mut f = create_0600(&tmp).map_err(io_err(&tmp))?;
-    f.write_all(&format::encode_ack(acked))
-        .and_then(|_| f.sync_all())
-        .map_err(io_err(&tmp))?;
-    let path = ack_path(dir);
-    fs::rename(&tmp, &path).map_err(io_err(&path))?;
-    fsync_dir(dir)
+    StateDir::at(dir)
+        .and_then(|d| d.replace("ack", &format::encode_ack(acked)))
+        .map_err(io_err(&ack_path(dir)))
 }
 
 /// Creates a segment whose first record will be `first_seq`, durably (file and directory).
 fn create_segment(dir: &Path, first_seq: u64) -> Result<(File, PathBuf), SpoolError> {
     let path = segment_path(dir, first_seq);
-    let mut f = create_0600(&path).map_err(io_err(&path))?;
+    let state_dir = StateDir::at(dir).map_err(io_err(dir))?;
+    let mut f = state_dir
+        .create_new(file_name(&path))
+        .map_err(io_err(&path))?;
     if let Err(e) = f
         .write_all(&format::segment_header(first_seq))
         .and_then(|_| f.sync_all())
@@ -405,7 +395,7 @@ fn create_segment(dir: &Path, first_seq: u64) -> Result<(File, PathBuf), SpoolEr
         let _ = fs::remove_file(&path);
         return Err(io_err(&path)(e));
     }
-    fsync_dir(dir)?;
+    state_dir.sync().map_err(io_err(dir))?;
     Ok((f, path))
 }
 
@@ -422,7 +412,12 @@ struct Scanned {
 }
 
 fn scan_segment(path: &Path, acked: u64) -> Result<Result<Scanned, String>, SpoolError> {
-    let f = File::open(path).map_err(io_err(path))?;
+    // Not through a link planted at a segment's name (statefile).
+    let f = OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NOFOLLOW)
+        .open(path)
+        .map_err(io_err(path))?;
     let file_len = f.metadata().map_err(io_err(path))?.len();
     let mut r = BufReader::with_capacity(1 << 20, f);
     let mut h = [0u8; format::SEGMENT_HEADER_LEN as usize];
@@ -547,15 +542,10 @@ pub fn open(
     config: &SpoolConfig,
 ) -> Result<(SpoolWriter, SpoolReader, RecoveryReport), SpoolError> {
     let dir = config.dir.clone();
-    fs::create_dir_all(&dir).map_err(io_err(&dir))?;
-    fs::set_permissions(&dir, fs::Permissions::from_mode(0o700)).map_err(io_err(&dir))?;
+    let state_dir = StateDir::open(&dir).map_err(io_err(&dir))?;
     let lock_path = dir.join("lock");
-    let lock = OpenOptions::new()
-        .write(true)
-        .create(true)
-        .truncate(false)
-        .mode(0o600)
-        .open(&lock_path)
+    let lock = state_dir
+        .open_or_create("lock")
         .map_err(io_err(&lock_path))?;
     match lock.try_lock() {
         Ok(()) => {}
@@ -591,7 +581,9 @@ pub fn open(
             Err(reason) => {
                 // Without a valid header nothing in the file can be trusted; keep it aside.
                 let aside = path.with_extension("log.corrupt");
-                fs::rename(path, &aside).map_err(io_err(path))?;
+                state_dir
+                    .rename(file_name(path), file_name(&aside))
+                    .map_err(io_err(path))?;
                 tracing::warn!(segment = %path.display(), %reason, "spool segment unreadable; moved aside");
                 report.cuts.push(Cut {
                     segment: path.clone(),
@@ -604,13 +596,15 @@ pub fn open(
             }
         };
         if let Some(reason) = scanned.bad.take() {
-            let bytes = fs::read(path).map_err(io_err(path))?;
+            let bytes = state_dir.read(file_name(path)).map_err(io_err(path))?;
             let salvage = salvage_after(&bytes, &mut scanned, reason, acked);
             // A torn tail (the usual crash) is simply cut; damage with whole records after it
             // is kept aside for `iemctl replay` and the records after it are kept.
             if !is_last || !salvage.kept.is_empty() {
                 let aside = path.with_extension("log.corrupt");
-                fs::copy(path, &aside).map_err(io_err(&aside))?;
+                state_dir
+                    .replace(file_name(&aside), &bytes)
+                    .map_err(io_err(&aside))?;
             }
             for (offset, len, reason) in salvage.damaged {
                 tracing::warn!(segment = %path.display(), offset, bytes = len, %reason,
@@ -623,9 +617,8 @@ pub fn open(
                 });
             }
             if salvage.kept.is_empty() {
-                let f = OpenOptions::new()
-                    .write(true)
-                    .open(path)
+                let f = state_dir
+                    .open_existing(file_name(path), true)
                     .map_err(io_err(path))?;
                 f.set_len(scanned.good_len)
                     .and_then(|_| f.sync_all())
@@ -637,18 +630,15 @@ pub fn open(
                 for (start, end) in &salvage.kept {
                     out.extend_from_slice(&bytes[*start..*end]);
                 }
-                let tmp = path.with_extension("log.salvage");
-                let mut f = create_0600(&tmp).map_err(io_err(&tmp))?;
-                f.write_all(&out)
-                    .and_then(|_| f.sync_all())
-                    .map_err(io_err(&tmp))?;
-                fs::rename(&tmp, path).map_err(io_err(path))?;
-                fsync_dir(&dir)?;
+                state_dir
+                    .replace(file_name(path), &out)
+                    .map_err(io_err(path))?;
                 scanned.good_len = out.len() as u64;
             }
         } else {
             // The previous process may have died before its last fsync.
-            File::open(path)
+            state_dir
+                .open_existing(file_name(path), false)
                 .and_then(|f| f.sync_all())
                 .map_err(io_err(path))?;
         }
@@ -678,9 +668,8 @@ pub fn open(
     // spool on a full disk open at all (and so drain).
     let (file, file_path, file_len) = match tail {
         Some((path, len)) if len < config.segment_bytes => {
-            let mut f = OpenOptions::new()
-                .write(true)
-                .open(&path)
+            let mut f = state_dir
+                .open_existing(file_name(&path), true)
                 .map_err(io_err(&path))?;
             f.seek(SeekFrom::Start(len)).map_err(io_err(&path))?;
             (f, path, len)
@@ -1162,6 +1151,7 @@ impl SpoolReader {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::os::unix::fs::PermissionsExt;
 
     fn cfg(dir: &Path) -> SpoolConfig {
         SpoolConfig {
@@ -1309,7 +1299,14 @@ mod tests {
         fn mount(dir: &Path, size: &str) -> Option<Tmpfs> {
             fs::create_dir_all(dir).unwrap();
             let ok = std::process::Command::new("mount")
-                .args(["-t", "tmpfs", "-o", &format!("size={size}"), "tmpfs"])
+                // mode=0700: a spool directory others can write is refused (statefile).
+                .args([
+                    "-t",
+                    "tmpfs",
+                    "-o",
+                    &format!("size={size},mode=0700"),
+                    "tmpfs",
+                ])
                 .arg(dir)
                 .status()
                 .is_ok_and(|s| s.success());

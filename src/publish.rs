@@ -31,7 +31,7 @@ use lapin::{
 use serde::Deserialize;
 
 use crate::alert::Alert;
-use crate::config::broker::{BodyFormat, BrokerConfig, QueueKind, redact_url};
+use crate::config::broker::{self, BodyFormat, BrokerConfig, QueueKind, redact_url};
 use crate::shutdown::Shutdown;
 use crate::spool::{Record, SpoolError, SpoolReader};
 
@@ -110,38 +110,33 @@ impl std::fmt::Debug for Credentials {
     }
 }
 
-/// Credentials from `IEMD_AMQP_USER`/`IEMD_AMQP_PASSWORD`, else `user` + `password_file`,
-/// else RabbitMQ's default guest/guest.
+/// The user (`IEMD_AMQP_USER`, else `broker.user`) and the password from its source
+/// ([`BrokerConfig::password_source`]: `IEMD_AMQP_PASSWORD`, the systemd credential, the password
+/// file), else RabbitMQ's default guest/guest when neither is set.
 pub fn credentials(config: &BrokerConfig) -> Result<Credentials, PublishError> {
-    if let (Ok(user), Ok(password)) = (
-        std::env::var("IEMD_AMQP_USER"),
-        std::env::var("IEMD_AMQP_PASSWORD"),
-    ) {
-        return Ok(Credentials { user, password });
-    }
-    if let (Some(user), Some(path)) = (&config.user, &config.password_file) {
-        use std::os::unix::fs::MetadataExt;
-        let shown = path.display().to_string();
-        let meta = std::fs::metadata(path)
-            .map_err(|e| PublishError::Credentials(format!("{shown}: {e}")))?;
-        if meta.mode() & 0o077 != 0 {
-            return Err(PublishError::Credentials(format!(
-                "{shown} is readable by group or others (mode {:o}); chmod 600 it",
-                meta.mode() & 0o777
-            )));
-        }
-        let text = std::fs::read_to_string(path)
-            .map_err(|e| PublishError::Credentials(format!("{shown}: {e}")))?;
-        let password = text.lines().next().unwrap_or("").to_string();
-        return Ok(Credentials {
-            user: user.clone(),
-            password,
-        });
-    }
-    Ok(Credentials {
-        user: "guest".into(),
-        password: "guest".into(),
-    })
+    let user = config.user_name();
+    let Some(source) = config.password_source() else {
+        return match user {
+            Some(user) => Err(PublishError::Credentials(format!(
+                "broker user {user:?} has no password: set broker.password_file, the systemd \
+                 credential {} or {}",
+                broker::CREDENTIAL,
+                broker::PASSWORD_ENV
+            ))),
+            None => Ok(Credentials {
+                user: "guest".into(),
+                password: "guest".into(),
+            }),
+        };
+    };
+    let password = broker::read_password(&source).map_err(PublishError::Credentials)?;
+    let user = user.ok_or_else(|| {
+        PublishError::Credentials(format!(
+            "{source} holds a password but there is no user: set broker.user or {}",
+            broker::USER_ENV
+        ))
+    })?;
+    Ok(Credentials { user, password })
 }
 
 fn tls_config(config: &BrokerConfig) -> Result<OwnedTLSConfig, PublishError> {

@@ -6,7 +6,7 @@ use std::process::ExitCode;
 
 use anyhow::Context;
 use clap::Parser;
-use iemd::config::{self, Config};
+use iemd::config::{self, Config, broker};
 use iemd::shutdown::Shutdown;
 use iemd::systemd::{self, Notifier};
 use tokio::signal::unix::{Signal, SignalKind, signal};
@@ -52,6 +52,15 @@ fn load(path: Option<&Path>) -> Result<Config, config::ConfigError> {
 }
 
 fn main() -> ExitCode {
+    // The broker password leaves the environment before anything else runs, so that no child
+    // (journalctl) inherits it and a core dump's environment list does not hold it.
+    if let Some(password) = std::env::var_os(broker::PASSWORD_ENV) {
+        // SAFETY: `remove_var` is unsound only while another thread may read or write the
+        // environment. This is the first thing `main` does and the process has one thread:
+        // nothing before `main` starts one, and the tokio runtime is built later, in `run`.
+        unsafe { std::env::remove_var(broker::PASSWORD_ENV) };
+        broker::keep_env_password(password);
+    }
     let args = Args::parse();
     if let Some(dir) = &args.man_pages {
         return match iemd::manpages::write_man_pages(<Args as clap::CommandFactory>::command(), dir)

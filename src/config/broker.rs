@@ -1,13 +1,24 @@
 //! The `[broker]` section: where and how alerts are published.
 //!
 //! With nothing configured the agent publishes to `amqp://localhost:5672/%2f` as guest/guest
-//! (RabbitMQ's default account, which only works from localhost). Credentials come from the
-//! environment (`IEMD_AMQP_USER`, `IEMD_AMQP_PASSWORD`) or from `user` + `password_file`;
-//! never from a URL, the command line or a log line.
+//! (RabbitMQ's default account, which only works from localhost). Credentials never come from a
+//! URL, the command line or a log line. The user is `IEMD_AMQP_USER`, else `broker.user`; the
+//! password, the first that is there:
+//!
+//! 1. `IEMD_AMQP_PASSWORD`: `iemd` takes it out of its environment at the start of `main`
+//!    ([`keep_env_password`]), so no child process inherits it;
+//! 2. the systemd credential `amqp-password`, `$CREDENTIALS_DIRECTORY/amqp-password`
+//!    (`LoadCredential=amqp-password:/etc/iemd/amqp-password`, systemd 247 and later): systemd
+//!    hands it to the service's user only, in a private read-only directory;
+//! 3. `broker.password_file`: owned by root or the daemon's user, readable by nobody but that
+//!    owner and the daemon's group (`root:iemd 0640` passes), writable by nobody but its owner.
 
+use std::ffi::OsString;
 use std::fmt;
+use std::io::Read;
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
+use std::sync::OnceLock;
 
 use serde::{Deserialize, Serialize};
 
@@ -70,9 +81,11 @@ pub struct BrokerConfig {
     pub urls: Vec<String>,
     /// Try the URLs whose host is this machine (loopback, `localhost`, this host name) first.
     pub local_first: bool,
-    /// User name (with `password_file`).
+    /// User name (`IEMD_AMQP_USER` overrides it); its password comes from `IEMD_AMQP_PASSWORD`,
+    /// the systemd credential `amqp-password` or `password_file`.
     pub user: Option<String>,
-    /// File holding the password (first line); must not be group or world readable.
+    /// File holding the password (first line): owned by root or the daemon's user, readable by
+    /// nobody but that owner and the daemon's group, writable by its owner only.
     pub password_file: Option<PathBuf>,
     pub tls: Option<TlsConfig>,
     pub format: BodyFormat,
@@ -184,7 +197,8 @@ impl BrokerConfig {
                 }
             }
         }
-        if self.user.is_some() != self.password_file.is_some() {
+        let user = self.user_name();
+        if self.password_file.is_some() && user.is_none() {
             problems.push(Problem::new(
                 "broker.password_file",
                 "broker.user and broker.password_file go together",
@@ -192,6 +206,30 @@ impl BrokerConfig {
         }
         if let Some(path) = &self.password_file {
             check_password_file(path, problems);
+        }
+        match (self.password_source(), user) {
+            (None, Some(_)) => problems.push(Problem::new(
+                "broker.user",
+                format!(
+                    "has no password: set broker.password_file, the systemd credential \
+                     {CREDENTIAL} ($CREDENTIALS_DIRECTORY) or {PASSWORD_ENV}"
+                ),
+            )),
+            (Some(PasswordSource::Credential(path)), _) => {
+                if let Err(e) = std::fs::File::open(&path) {
+                    problems.push(Problem::new(
+                        "broker.user",
+                        format!("the systemd credential {}: {e}", path.display()),
+                    ));
+                }
+            }
+            (Some(PasswordSource::Environment), None) => problems.push(Problem::new(
+                "broker.user",
+                format!(
+                    "{PASSWORD_ENV} is set but there is no user: set broker.user or {USER_ENV}"
+                ),
+            )),
+            _ => {}
         }
         if let Some(tls) = &self.tls {
             if tls.cert_file.is_some() != tls.key_file.is_some() {
@@ -239,29 +277,167 @@ impl BrokerConfig {
     }
 }
 
-/// The password file must be a readable regular file that neither group nor others can read
-/// (the publisher refuses it otherwise; checking here makes `--check-config` and the start
-/// refuse it too, instead of a daemon that runs and never publishes). Its content is not read.
+/// The environment variable of the broker password (with [`USER_ENV`] or `broker.user`).
+pub const PASSWORD_ENV: &str = "IEMD_AMQP_PASSWORD";
+/// The environment variable of the broker user.
+pub const USER_ENV: &str = "IEMD_AMQP_USER";
+/// The name of the systemd credential holding the password (`LoadCredential=amqp-password:...`).
+pub const CREDENTIAL: &str = "amqp-password";
+
+/// `IEMD_AMQP_PASSWORD` as the process started with it, once the binary took it out of the
+/// environment.
+static ENV_PASSWORD: OnceLock<OsString> = OnceLock::new();
+
+/// Keeps the `IEMD_AMQP_PASSWORD` that `iemd` removed from its environment at start (see
+/// `src/bin/iemd.rs`), for [`BrokerConfig::password_source`] and [`read_password`]. Only the first
+/// call counts.
+pub fn keep_env_password(password: OsString) {
+    let _ = ENV_PASSWORD.set(password);
+}
+
+/// The password from the environment: the one kept at start, else the live variable (iemctl,
+/// which starts no child, leaves it there).
+fn env_password() -> Option<OsString> {
+    ENV_PASSWORD
+        .get()
+        .cloned()
+        .or_else(|| std::env::var_os(PASSWORD_ENV))
+}
+
+/// Where the broker password comes from; see the module documentation for the order.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum PasswordSource {
+    /// `IEMD_AMQP_PASSWORD`.
+    Environment,
+    /// The systemd credential `amqp-password` (the file in `$CREDENTIALS_DIRECTORY`).
+    Credential(PathBuf),
+    /// `broker.password_file`.
+    File(PathBuf),
+}
+
+impl fmt::Display for PasswordSource {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            PasswordSource::Environment => write!(f, "{PASSWORD_ENV}"),
+            PasswordSource::Credential(p) => {
+                write!(f, "the systemd credential {CREDENTIAL} ({})", p.display())
+            }
+            PasswordSource::File(p) => write!(f, "broker.password_file {}", p.display()),
+        }
+    }
+}
+
+impl BrokerConfig {
+    /// The broker user: `IEMD_AMQP_USER`, else `broker.user`.
+    pub fn user_name(&self) -> Option<String> {
+        std::env::var(USER_ENV).ok().or_else(|| self.user.clone())
+    }
+
+    /// Where the password comes from; `None`: no password (guest/guest when there is no user).
+    pub fn password_source(&self) -> Option<PasswordSource> {
+        if env_password().is_some() {
+            return Some(PasswordSource::Environment);
+        }
+        if let Some(dir) = std::env::var_os("CREDENTIALS_DIRECTORY") {
+            let path = PathBuf::from(dir).join(CREDENTIAL);
+            if path.exists() {
+                return Some(PasswordSource::Credential(path));
+            }
+        }
+        self.password_file.clone().map(PasswordSource::File)
+    }
+}
+
+/// Reads the password (the first line) from `source`; a password file is checked first (see
+/// [`password_file_problem`]). The error is the reason, naming the source, never the password.
+pub fn read_password(source: &PasswordSource) -> Result<String, String> {
+    let path = match source {
+        PasswordSource::Environment => {
+            return env_password()
+                .and_then(|p| p.into_string().ok())
+                .ok_or_else(|| format!("{PASSWORD_ENV} is not UTF-8"));
+        }
+        PasswordSource::Credential(path) | PasswordSource::File(path) => path,
+    };
+    let shown = path.display();
+    let mut file = std::fs::File::open(path).map_err(|e| format!("{shown}: {e}"))?;
+    if let PasswordSource::File(_) = source {
+        let meta = file.metadata().map_err(|e| format!("{shown}: {e}"))?;
+        if let Some(problem) = password_file_problem(&meta) {
+            return Err(format!("{shown} {problem}"));
+        }
+    }
+    let mut text = String::new();
+    file.read_to_string(&mut text)
+        .map_err(|e| format!("{shown}: {e}"))?;
+    Ok(text.lines().next().unwrap_or("").to_string())
+}
+
+/// What is wrong with a password file's kind, owner or mode, if anything: it must be a regular
+/// file owned by root or this process's user, with no access for others, and no group access
+/// but read, for a group of this process (its daemon's group). As root (an operator running
+/// `--check-config`, which cannot know the unit's `Group=`), any group may read it.
+pub fn password_file_problem(meta: &std::fs::Metadata) -> Option<String> {
+    let me = rustix::process::geteuid().as_raw();
+    let mode = meta.mode() & 0o7777;
+    if !meta.is_file() {
+        return Some("is not a regular file".into());
+    }
+    if meta.uid() != 0 && meta.uid() != me {
+        return Some(format!(
+            "is owned by uid {}, not by root or this user (uid {me}): chown root it",
+            meta.uid()
+        ));
+    }
+    if mode & 0o004 != 0 {
+        return Some(format!(
+            "is readable by group or others (mode {mode:o}): only its owner and the daemon's \
+             group may read it; chmod 640 it (root:iemd) or 600"
+        ));
+    }
+    if mode & 0o003 != 0 {
+        return Some(format!(
+            "is writable by others (mode {mode:o}): chmod o-rwx it"
+        ));
+    }
+    if mode & 0o030 != 0 {
+        return Some(format!(
+            "is writable by its group (mode {mode:o}): only its owner may change it; chmod g-wx it"
+        ));
+    }
+    if mode & 0o040 != 0 && me != 0 && !in_my_groups(meta.gid()) {
+        return Some(format!(
+            "is readable by group {} (mode {mode:o}), which is not the daemon's group (gid {}): \
+             chgrp it to the daemon's group or chmod g-r it",
+            meta.gid(),
+            rustix::process::getegid().as_raw()
+        ));
+    }
+    None
+}
+
+/// True when `gid` is this process's effective group or one of its supplementary groups.
+fn in_my_groups(gid: u32) -> bool {
+    rustix::process::getegid().as_raw() == gid
+        || rustix::process::getgroups().is_ok_and(|groups| groups.iter().any(|g| g.as_raw() == gid))
+}
+
+/// The password file must pass [`password_file_problem`] and be readable (the publisher refuses
+/// it otherwise; checking here makes `--check-config` and the start refuse it too, instead of a
+/// daemon that runs and never publishes). Its content is not read.
 fn check_password_file(path: &Path, problems: &mut Vec<Problem>) {
     const KEY: &str = "broker.password_file";
     let shown = path.display();
     match std::fs::metadata(path) {
         Err(e) => problems.push(Problem::new(KEY, format!("{shown}: {e}"))),
-        Ok(meta) if !meta.is_file() => {
-            problems.push(Problem::new(KEY, format!("{shown} is not a regular file")))
-        }
-        Ok(meta) if meta.mode() & 0o077 != 0 => problems.push(Problem::new(
-            KEY,
-            format!(
-                "{shown} is readable by group or others (mode {:o}); chmod 600 it",
-                meta.mode() & 0o777
-            ),
-        )),
-        Ok(_) => {
-            if let Err(e) = std::fs::File::open(path) {
-                problems.push(Problem::new(KEY, format!("{shown}: {e}")));
+        Ok(meta) => match password_file_problem(&meta) {
+            Some(problem) => problems.push(Problem::new(KEY, format!("{shown} {problem}"))),
+            None => {
+                if let Err(e) = std::fs::File::open(path) {
+                    problems.push(Problem::new(KEY, format!("{shown}: {e}")));
+                }
             }
-        }
+        },
     }
 }
 

@@ -49,6 +49,8 @@ const STDERR_LINES_PER_MINUTE: u32 = 20;
 const RECHECK: Duration = Duration::from_secs(5);
 /// Where journald keeps the system journal (persistent, volatile).
 const SYSTEM_JOURNAL_DIRS: [&str; 2] = ["/var/log/journal", "/run/log/journal"];
+/// `PATH` of the journalctl child (its environment is otherwise empty).
+const CHILD_PATH: &str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
 
 /// The `[sources.journald]` source, ready to run.
 pub struct JournaldSource {
@@ -119,6 +121,16 @@ impl JournaldSource {
         a
     }
 
+    /// journalctl with a clean environment: nothing of iemd's (a broker password,
+    /// `$CREDENTIALS_DIRECTORY`) reaches the child; it needs no variable to write JSON to a pipe.
+    fn command(&self) -> Command {
+        let mut cmd = Command::new(&self.journalctl);
+        cmd.env_clear()
+            .env("PATH", CHILD_PATH)
+            .env("LANG", "C.UTF-8");
+        cmd
+    }
+
     /// Whether the journal still holds the entry `cursor` names: `journalctl --cursor` seeks to
     /// the nearest entry when it does not, and `--after-cursor` then skips one (or, after a reset,
     /// every entry already there). `None` when journalctl cannot tell (not startable, no output).
@@ -134,7 +146,8 @@ impl JournaldSource {
             args.push(s);
         }
         args.push(format!("--cursor={cursor}").into());
-        let mut child = Command::new(&self.journalctl)
+        let mut child = self
+            .command()
             .args(&args)
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
@@ -202,7 +215,8 @@ impl JournaldSource {
             }
             self.check_cursor().await;
             let args = self.args(self.cursor.as_deref());
-            let spawned = Command::new(&self.journalctl)
+            let spawned = self
+                .command()
                 .args(&args)
                 .stdin(Stdio::null())
                 .stdout(Stdio::piped())

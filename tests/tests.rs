@@ -9,6 +9,7 @@ mod cluster;
 mod dedup;
 mod emit;
 mod enrich;
+mod harden;
 mod hostile;
 mod ops;
 mod parse;

@@ -124,6 +124,37 @@ fn ids_are_stable_across_runs_and_differ_by_position() {
     assert_ne!(twice[0]["id"], twice[1]["id"]);
 }
 
+/// Regression (issue 21 item 11): ES1000010001 and ES0010012710 were published as malformed
+/// ("component 100 out of range"); the old sensor accepted both ends of every range.
+#[test]
+fn codes_at_both_ends_of_each_range_are_iems() {
+    let input = "Nov 21 22:50:01 n p[1]: IEC:ES1000010001:top component\n\
+                 Nov 21 22:50:02 n p[1]: IEC:ES0010012710:top event\n\
+                 Nov 21 22:50:03 n p[1]: IEC:ES0011000001:top module\n\
+                 Nov 21 22:50:04 n p[1]: IEC:ES1010010001:past the top\n";
+    let (alerts, stderr, ok) = parse(input.as_bytes(), &[]);
+    assert!(ok, "{stderr}");
+    let got: Vec<(&str, &str, &str)> = alerts
+        .iter()
+        .map(|a| {
+            (
+                a["kind"].as_str().unwrap(),
+                a["code"].as_str().unwrap_or(""),
+                a["reason"].as_str().unwrap_or(""),
+            )
+        })
+        .collect();
+    assert_eq!(
+        got,
+        [
+            ("iem", "ES1000010001", ""),
+            ("iem", "ES0010012710", ""),
+            ("iem", "ES0011000001", ""),
+            ("malformed", "", "component 101 out of range"),
+        ]
+    );
+}
+
 #[test]
 fn hostile_input_never_stops_the_parser() {
     let mut input = Vec::new();

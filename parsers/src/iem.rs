@@ -1,6 +1,7 @@
 //! The IEM payload: `IEC:<SEV><SRC><COMP:3><MOD:3><EVT:4>:<description>`.
 
 use std::fmt;
+use std::ops::RangeInclusive;
 use std::sync::LazyLock;
 
 use memchr::memmem;
@@ -168,11 +169,11 @@ impl Source {
 pub struct Code {
     pub severity: Severity,
     pub source: Source,
-    /// 0x001..=0x0ff
+    /// 0x001..=0x100 (`Field::Component.range()`)
     pub component: u16,
-    /// 0x001..=0x0ff
+    /// 0x001..=0x100 (`Field::Module.range()`)
     pub module: u16,
-    /// 0x0001..=0x270f
+    /// 0x0001..=0x2710 (`Field::Event.range()`)
     pub event: u16,
 }
 
@@ -267,7 +268,7 @@ pub enum Reason {
     NotHex {
         field: Field,
     },
-    /// A field outside its range (component 000, event 2710...).
+    /// A field outside its range (component 000 or 101, event 2711...).
     OutOfRange {
         field: Field,
         value: u16,
@@ -280,6 +281,26 @@ pub enum Field {
     Component,
     Module,
     Event,
+}
+
+impl Field {
+    /// The ids the old sensor accepted, both ends included: component and module 0x001..=0x100,
+    /// event 0x0001..=0x2710. Every reader and writer of codes (parser, catalog, `iemctl emit`)
+    /// checks against this one range.
+    pub const fn range(self) -> RangeInclusive<u16> {
+        match self {
+            Field::Component | Field::Module => 0x001..=0x100,
+            Field::Event => 0x0001..=0x2710,
+        }
+    }
+
+    /// Hex digits the field takes in a code: 3, or 4 for the event.
+    pub const fn width(self) -> usize {
+        match self {
+            Field::Component | Field::Module => 3,
+            Field::Event => 4,
+        }
+    }
 }
 
 impl fmt::Display for Field {
@@ -425,9 +446,9 @@ fn validate_code(token: &str) -> Result<Code, Reason> {
         // Byte 0 was an ASCII letter, so index 1 is a char boundary.
         Reason::UnknownSource(first(&token[1..]))
     })?;
-    let component = hex_field(&bytes[2..5], Field::Component, 0x0ff)?;
-    let module = hex_field(&bytes[5..8], Field::Module, 0x0ff)?;
-    let event = hex_field(&bytes[8..12], Field::Event, 0x270f)?;
+    let component = hex_field(&bytes[2..5], Field::Component)?;
+    let module = hex_field(&bytes[5..8], Field::Module)?;
+    let event = hex_field(&bytes[8..12], Field::Event)?;
     Ok(Code {
         severity,
         source,
@@ -437,8 +458,8 @@ fn validate_code(token: &str) -> Result<Code, Reason> {
     })
 }
 
-/// Decodes one fixed-width hex field and checks it lies in `1..=max`.
-fn hex_field(digits: &[u8], field: Field, max: u16) -> Result<u16, Reason> {
+/// Decodes one fixed-width hex field and checks it lies in the field's range.
+fn hex_field(digits: &[u8], field: Field) -> Result<u16, Reason> {
     let mut value: u16 = 0;
     for &d in digits {
         let v = match d {
@@ -450,7 +471,7 @@ fn hex_field(digits: &[u8], field: Field, max: u16) -> Result<u16, Reason> {
         // At most 4 digits: fits in u16.
         value = (value << 4) | u16::from(v);
     }
-    if value == 0 || value > max {
+    if !field.range().contains(&value) {
         return Err(Reason::OutOfRange { field, value });
     }
     Ok(value)
@@ -635,6 +656,40 @@ mod tests {
         }
     }
 
+    /// Regression (issue 21 item 11): ES1000010001 and ES0010012710 were reported malformed
+    /// ("component 100 out of range"), while the old sensor accepted both ends of each range.
+    #[test]
+    fn both_ends_of_every_range_are_accepted() {
+        for (text, component, module, event) in [
+            ("ES0010010001", 0x001, 0x001, 0x0001),
+            ("ES1000010001", 0x100, 0x001, 0x0001),
+            ("ES0011000001", 0x001, 0x100, 0x0001),
+            ("ES0010012710", 0x001, 0x001, 0x2710),
+            ("ES1001002710", 0x100, 0x100, 0x2710),
+        ] {
+            assert_eq!(
+                (Code::parse(text), classify(&format!("IEC:{text}:x"))),
+                (
+                    Ok(Code {
+                        severity: Severity::Error,
+                        source: Source::Software,
+                        component,
+                        module,
+                        event,
+                    }),
+                    Classified::Iem(Iem {
+                        code: code(text),
+                        count: None,
+                        description: "x",
+                        extra: None,
+                        marker_at: 0,
+                    })
+                ),
+                "{text}"
+            );
+        }
+    }
+
     #[test]
     fn s3server_no_space() {
         let m = "IEC:ES0030010001:S3 server cannot connect to auth server.";
@@ -742,10 +797,24 @@ mod tests {
             }
         );
         assert_eq!(
-            reason("IEC:ES0010012710:x"),
+            reason("IEC:ES0010012711:x"),
             Reason::OutOfRange {
                 field: Field::Event,
-                value: 0x2710
+                value: 0x2711
+            }
+        );
+        assert_eq!(
+            reason("IEC:ES1010010001:x"),
+            Reason::OutOfRange {
+                field: Field::Component,
+                value: 0x101
+            }
+        );
+        assert_eq!(
+            reason("IEC:ES0011010001:x"),
+            Reason::OutOfRange {
+                field: Field::Module,
+                value: 0x101
             }
         );
         assert_eq!(

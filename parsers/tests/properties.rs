@@ -1,7 +1,7 @@
 //! Property tests: IEM lines generated in every producer shape and header shape parse back to
 //! what was generated; arbitrary text never panics.
 
-use iem_parsers::iem::{Classified, Severity, Source};
+use iem_parsers::iem::{Classified, Field, Severity, Source};
 use iem_parsers::syslog::Format;
 use iem_parsers::{journal, parse_syslog_line};
 use proptest::prelude::*;
@@ -35,9 +35,9 @@ fn code() -> impl Strategy<Value = (String, String)> {
     (
         0..Severity::ALL.len(),
         0..Source::ALL.len(),
-        1u16..=0xff,
-        1u16..=0xff,
-        1u16..=0x270f,
+        Field::Component.range(),
+        Field::Module.range(),
+        Field::Event.range(),
         prop::collection::vec(any::<bool>(), 12),
     )
         .prop_map(|(sev, src, comp, module, event, upper)| {

@@ -11,6 +11,7 @@ use std::ops::Range;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
+use iem_parsers::iem::Field;
 use serde::Deserialize;
 use toml::Spanned;
 
@@ -146,19 +147,19 @@ impl Catalog {
         };
         let file: FileV1 =
             toml::from_str(text).map_err(|e| invalid(e.span(), e.message().to_string()))?;
-        let id = parse_hex(file.id.get_ref(), 3, 0x001, 0x0ff, "component id")
+        let id = parse_hex(file.id.get_ref(), Field::Component, "component id")
             .map_err(|r| invalid(Some(file.id.span()), r))?;
         let mut modules = BTreeMap::new();
         for (key, name) in &file.modules {
-            let m = parse_hex(key, 3, 0x001, 0x0ff, "module id")
+            let m = parse_hex(key, Field::Module, "module id")
                 .map_err(|r| invalid(Some(name.span()), r))?;
             modules.insert(m, Arc::<str>::from(name.get_ref().as_str()));
         }
         let mut events = BTreeMap::new();
         for ev in file.events {
-            let m = parse_hex(ev.module.get_ref(), 3, 0x001, 0x0ff, "module id")
+            let m = parse_hex(ev.module.get_ref(), Field::Module, "module id")
                 .map_err(|r| invalid(Some(ev.module.span()), r))?;
-            let e = parse_hex(ev.event.get_ref(), 4, 0x0001, 0x270f, "event id")
+            let e = parse_hex(ev.event.get_ref(), Field::Event, "event id")
                 .map_err(|r| invalid(Some(ev.event.span()), r))?;
             if ev.description.trim().is_empty() {
                 return Err(invalid(
@@ -214,13 +215,15 @@ impl Catalog {
     }
 }
 
-/// Parses exactly `width` hex digits in `min..=max`.
-fn parse_hex(text: &str, width: usize, min: u16, max: u16, what: &str) -> Result<u16, String> {
+/// Parses exactly the field's width of hex digits, in the field's range.
+fn parse_hex(text: &str, field: Field, what: &str) -> Result<u16, String> {
+    let (width, range) = (field.width(), field.range());
     if text.len() != width || !text.bytes().all(|b| b.is_ascii_hexdigit()) {
         return Err(format!("{what} {text:?} must be {width} hex digits"));
     }
     let value = u16::from_str_radix(text, 16).map_err(|e| format!("{what} {text:?}: {e}"))?;
-    if !(min..=max).contains(&value) {
+    if !range.contains(&value) {
+        let (min, max) = range.into_inner();
         return Err(format!(
             "{what} {text:?} out of range {min:0width$x}..{max:0width$x}"
         ));
@@ -328,6 +331,20 @@ mod tests {
         );
     }
 
+    /// Regression (issue 21 item 11): component 100 and event 2710 were refused as out of range.
+    #[test]
+    fn both_range_ends_are_valid_ids() {
+        let mut catalog = Catalog::builtin();
+        let file = "id = \"100\"\nname = \"edge\"\n[modules]\n\"100\" = \"M\"\n\n[[events]]\nmodule = \"100\"\nevent = \"2710\"\ndescription = \"d\"\n";
+        catalog.add_file(Path::new("edge.toml"), file).unwrap();
+        let found = catalog.lookup(&code(0x100, 0x100, 0x2710));
+        assert_eq!(
+            (text(found.component), text(found.module)),
+            (Some("edge"), Some("M"))
+        );
+        assert!(found.event.is_some());
+    }
+
     #[test]
     fn bad_files_name_file_line_and_reason() {
         let mut catalog = Catalog::builtin();
@@ -343,7 +360,7 @@ mod tests {
             .add_file(Path::new("z.toml"), text)
             .unwrap_err()
             .to_string();
-        assert_eq!(err, "z.toml:1: component id \"000\" out of range 001..0ff");
+        assert_eq!(err, "z.toml:1: component id \"000\" out of range 001..100");
 
         let text = "id = \"0aa\"\nname = \"x\"\ncolour = 1\n";
         let err = catalog

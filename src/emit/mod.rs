@@ -101,17 +101,9 @@ pub fn parse_source(s: &str) -> Result<Source, EmitError> {
     })
 }
 
-fn range(field: Field) -> (u16, u16) {
-    match field {
-        Field::Component | Field::Module => (0x001, 0x0ff),
-        Field::Event => (0x0001, 0x270f),
-    }
-}
-
 /// Checks a numeric field's range; `value` is already parsed.
 fn check_range(field: Field, value: u16) -> Result<u16, Reason> {
-    let (lo, hi) = range(field);
-    if (lo..=hi).contains(&value) {
+    if field.range().contains(&value) {
         Ok(value)
     } else {
         Err(Reason::OutOfRange { field, value })
@@ -143,13 +135,13 @@ pub fn parse_field(field: Field, s: &str) -> Result<u16, EmitError> {
         .strip_prefix("0x")
         .or_else(|| s.strip_prefix("0X"))
         .unwrap_or(s);
-    let width = if field == Field::Event { 4 } else { 3 };
+    let width = field.width();
     if digits.is_empty() || digits.len() > width || !digits.bytes().all(|b| b.is_ascii_hexdigit()) {
         return Err(fail(format!("expected 1 to {width} hex digits")));
     }
     let value = u16::from_str_radix(digits, 16).map_err(|e| fail(e.to_string()))?;
     check_range(field, value).map_err(|_| {
-        let (lo, hi) = range(field);
+        let (lo, hi) = field.range().into_inner();
         fail(format!("out of range {lo:#x}..={hi:#x}"))
     })
 }
@@ -516,10 +508,10 @@ mod tests {
             }
         );
         assert_eq!(
-            reason("ES1000010001"),
+            reason("ES1010010001"),
             Reason::OutOfRange {
                 field: Field::Component,
-                value: 0x100
+                value: 0x101
             }
         );
         assert_eq!(
@@ -530,10 +522,10 @@ mod tests {
             }
         );
         assert_eq!(
-            reason("ES0030012710"),
+            reason("ES0030012711"),
             Reason::OutOfRange {
                 field: Field::Event,
-                value: 0x2710
+                value: 0x2711
             }
         );
         assert_eq!(
@@ -544,6 +536,7 @@ mod tests {
         );
         assert_eq!(reason("ES003001000é"), Reason::CodeLength { found: 12 });
         assert_eq!(code("AS0ff0ff270f").to_string(), "AS0ff0ff270f");
+        assert_eq!(code("AS1001002710").to_string(), "AS1001002710");
     }
 
     #[test]
@@ -567,8 +560,10 @@ mod tests {
     fn parse_field_widths_and_ranges() {
         assert_eq!(parse_field(Field::Component, "003").unwrap(), 3);
         assert_eq!(parse_field(Field::Component, "0xff").unwrap(), 0xff);
-        assert_eq!(parse_field(Field::Event, "270f").unwrap(), 0x270f);
-        assert!(parse_field(Field::Event, "2710").is_err());
+        assert_eq!(parse_field(Field::Event, "2710").unwrap(), 0x2710);
+        assert!(parse_field(Field::Event, "2711").is_err());
+        assert_eq!(parse_field(Field::Module, "100").unwrap(), 0x100);
+        assert!(parse_field(Field::Module, "101").is_err());
         assert!(parse_field(Field::Module, "000").is_err());
         assert!(parse_field(Field::Module, "0100").is_err());
         assert!(parse_field(Field::Module, "").is_err());

@@ -47,13 +47,13 @@ struct Options {
     /// Source, letter or name (H hardware, S software, F firmware, O os).
     #[arg(long)]
     source: Option<String>,
-    /// Component number, hex, 001..0ff.
+    /// Component number, hex, 001..100.
     #[arg(long)]
     component: Option<String>,
-    /// Module number, hex, 001..0ff.
+    /// Module number, hex, 001..100.
     #[arg(long)]
     module: Option<String>,
-    /// Event number, hex, 0001..270f.
+    /// Event number, hex, 0001..2710.
     #[arg(long)]
     event: Option<String>,
     /// Syslog tag / SYSLOG_IDENTIFIER [default: the parent process's name].

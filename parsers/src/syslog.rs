@@ -152,38 +152,39 @@ fn hostname(input: &str) -> IResult<&str, &str> {
     Ok((rest.get(1..).unwrap_or(rest), host))
 }
 
-/// `tag[pid]: ` or `tag: `; the tag is anything up to `[`, `:` or a blank (`/usr/sbin/cron`,
-/// `python3.6`, `(sd-pam)`). A bare `IEC:` is not taken as a tag: it is the IEM marker of a
-/// message logged without one, and must stay in the message.
+/// The RFC 3164 TAG, read as rsyslog reads it (pmrfc3164): everything up to a `:` (taken, with
+/// one blank after it) or a blank (skipped). The program is the TAG up to its first `[`, the pid
+/// the text between that `[` and the next `]` (none without both). So `sshd(pam_unix)[19939]:`
+/// gives `sshd(pam_unix)` / 19939, `kernel:` gives no pid, and a TAG ended by a blank still names
+/// its sender: `sandboxd[129] ([31376]): ...` gives `sandboxd` / 129, `syslogd 1.4.1: restart.`
+/// gives `syslogd`. An empty TAG (two blanks after the host) gives none. A TAG ending in `IEC:`
+/// is not taken: that is the IEM marker of a message logged without a tag, and it must stay in
+/// the message.
 #[inline]
 fn tag_pid(input: &str) -> IResult<&str, (&str, Option<&str>)> {
-    let (rest, program) = till1(input, |c| matches!(c, b'[' | b':' | b' '))?;
-    let (rest, pid) = match pid(rest) {
-        Ok((rest, pid)) => (rest, Some(pid)),
-        Err(_) => (rest, None),
+    let end = memchr::memchr2(b':', b' ', input.as_bytes()).unwrap_or(input.len());
+    // ':' and ' ' are ASCII, and so are '[' and ']': every split below is on a char boundary.
+    let (tag, rest) = input.split_at(end);
+    let rest = match rest.as_bytes() {
+        [b':', ..] if tag.ends_with("IEC") => {
+            return fail(input, nom::error::ErrorKind::Verify);
+        }
+        [b':', b' ', ..] => &rest[2..],
+        [b':' | b' ', ..] => &rest[1..],
+        _ => rest,
     };
-    if program == "IEC" && pid.is_none() {
-        return fail(rest, nom::error::ErrorKind::Verify);
-    }
-    match rest.as_bytes() {
-        // ASCII bytes: char boundaries.
-        [b':', b' ', ..] => Ok((&rest[2..], (program, pid))),
-        [b':', ..] => Ok((&rest[1..], (program, pid))),
-        _ => fail(rest, nom::error::ErrorKind::Char),
-    }
-}
-
-/// `[pid]` after a tag.
-#[inline]
-fn pid(input: &str) -> IResult<&str, &str> {
-    let Some(inner) = input.strip_prefix('[') else {
-        return fail(input, nom::error::ErrorKind::Char);
+    let (program, pid) = match memchr::memchr(b'[', tag.as_bytes()) {
+        Some(open) => {
+            let inside = &tag[open + 1..];
+            let pid = memchr::memchr(b']', inside.as_bytes()).map(|close| &inside[..close]);
+            (&tag[..open], pid.filter(|p| !p.is_empty()))
+        }
+        None => (tag, None),
     };
-    let (rest, pid) = till1(inner, |c| c == b']' || c == b' ')?;
-    match rest.strip_prefix(']') {
-        Some(rest) => Ok((rest, pid)),
-        None => fail(rest, nom::error::ErrorKind::Char),
+    if program.is_empty() {
+        return fail(input, nom::error::ErrorKind::TakeTill1);
     }
+    Ok((rest, (program, pid)))
 }
 
 /// RFC 3164 timestamp `Nov 21 22:50:01` (day may be padded with a blank: `Nov  1`).
@@ -571,15 +572,83 @@ mod tests {
                 "{line}"
             );
         }
-        // No tag: the message starts after the host; a bare IEC: is never eaten as a tag.
+        // A bare IEC: is never eaten as a tag, with or without a blank after it.
+        for msg in [
+            "IEC:ES0030010001:x",
+            "IEC: ES0020020004: x",
+            "x,IEC:ES0030010001:y",
+        ] {
+            assert_eq!(
+                parse(&format!("Nov 21 22:50:01 h {msg}")),
+                (bsd("h", None, None, ts), msg)
+            );
+        }
+        // An empty TAG (two blanks after the host): no program, the message keeps the rest.
         assert_eq!(
-            parse("Nov 21 22:50:01 h last message repeated 2 times"),
-            (bsd("h", None, None, ts), "last message repeated 2 times")
+            parse("Nov 21 22:50:01 h  -- root[2421]: ROOT LOGIN"),
+            (bsd("h", None, None, ts), " -- root[2421]: ROOT LOGIN")
         );
-        assert_eq!(
-            parse("Nov 21 22:50:01 h IEC:ES0030010001:x"),
-            (bsd("h", None, None, ts), "IEC:ES0030010001:x")
-        );
+    }
+
+    /// Regression (issue 21 item 12): a TAG ended by a blank instead of a colon gave no program
+    /// and no pid on 139 lines of real /var/log/messages and system.log excerpts (loghub).
+    /// rsyslog ends the TAG at the blank; the program and pid come from the TAG as usual.
+    #[test]
+    fn rfc3164_tag_ended_by_a_blank_as_rsyslog_reads_it() {
+        let ts = ts3164(7, 1, 9, 1, 5);
+        for (line, program, pid, msg) in [
+            (
+                "Jul  1 09:01:05 h sandboxd[129] ([31376]): Deny x",
+                "sandboxd",
+                Some("129"),
+                "([31376]): Deny x",
+            ),
+            (
+                "Jul  1 09:01:05 h com.apple.xpc.launchd[1] (com.apple.x[9]): Service exited",
+                "com.apple.xpc.launchd",
+                Some("1"),
+                "(com.apple.x[9]): Service exited",
+            ),
+            (
+                "Jul  1 09:01:05 h syslogd 1.4.1: restart.",
+                "syslogd",
+                None,
+                "1.4.1: restart.",
+            ),
+            (
+                "Jul  1 09:01:05 h Microsoft Word[14463]: x",
+                "Microsoft",
+                None,
+                "Word[14463]: x",
+            ),
+            (
+                "Jul  1 09:01:05 h sshd(pam_unix)[19939]: session opened",
+                "sshd(pam_unix)",
+                Some("19939"),
+                "session opened",
+            ),
+            ("Jul  1 09:01:05 h kernel[0]: x", "kernel", Some("0"), "x"),
+            (
+                "Jul  1 09:01:05 h logrotate: ALERT",
+                "logrotate",
+                None,
+                "ALERT",
+            ),
+            (
+                "Jul  1 09:01:05 h last message repeated 2 times",
+                "last",
+                None,
+                "message repeated 2 times",
+            ),
+            ("Jul  1 09:01:05 h t[]: x", "t", None, "x"),
+            ("Jul  1 09:01:05 h t[12: x", "t", None, "x"),
+        ] {
+            assert_eq!(
+                parse(line),
+                (bsd("h", Some(program), pid, ts), msg),
+                "{line}"
+            );
+        }
     }
 
     #[test]
@@ -684,7 +753,8 @@ mod tests {
         assert_eq!(utc_offset("+01:00 h"), Ok((" h", 3600)));
         assert_eq!(hostname("h t"), Ok(("t", "h")));
         assert_eq!(tag_pid("t[1]: m"), Ok(("m", ("t", Some("1")))));
-        assert_eq!(pid("[abc]:"), Ok((":", "abc")));
+        assert_eq!(tag_pid("t[1] (x): m"), Ok(("(x): m", ("t", Some("1")))));
+        assert_eq!(tag_pid("t"), Ok(("", ("t", None))));
         assert_eq!(nil_or_word("- x"), Ok(("x", None)));
         assert_eq!(sd_value(r#"a\"b" x"#), Ok((r#"" x"#, r#"a\"b"#)));
         assert_eq!(sd_param(r#" k="v"]"#), Ok(("]", ("k", "v"))));

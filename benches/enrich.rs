@@ -3,6 +3,8 @@
 //! raw line (parse + decode + enrich + encode) beside parse only of the same lines, and that path
 //! with the cross-source matcher (journald and files both read).
 //! Target (issue #5): >= 500,000 alerts/s for the whole path on one core.
+//! Last, hostile lines (issue #21 item 10): a 60 KB IEM line with 10,000 device-like tokens beside
+//! a plain IEM line of the same length, enrich only and the whole path; target: at most 10x.
 //!
 //! `cargo bench --bench enrich` (release). The fake sysfs tree is the tests' (`FakeSysfs::standard`).
 //! `IEMD_BENCH_ROUNDS=300 valgrind --tool=callgrind target/release/deps/enrich-*` counts
@@ -309,5 +311,137 @@ fn main() {
     println!(
         "  + cross-source match:     {matched:>8.0} lines/s  = {:.3} of the path above (both sources read)",
         matched / full
+    );
+
+    hostile_lines(&enricher, &decoder, &clock, rounds);
+}
+
+/// Length of the hostile and the plain long line.
+const LONG_LINE: usize = 60 * 1024;
+/// Device-like tokens in the hostile line.
+const HOSTILE_TOKENS: usize = 10_000;
+
+/// A 60 KB IEM line holding 10,000 device-like tokens, the first 32 of them (the most the scan
+/// looks up with the default `max_refs = 16`) never seen before (`fresh` differs per line), so
+/// every hostile line costs its sysfs look-ups as a line of made-up names would; the rest are
+/// three-letter block names, 6 bytes each with their blank.
+fn hostile_line(fresh: usize) -> String {
+    let mut line =
+        String::from("Nov 21 22:50:01 srvnode-1 m0d[4242]: IEC:EH0020020002:IO errors on");
+    for i in 0..16 {
+        line += &format!(" nvme{fresh}n{} {}:{i}:0:{}", i + 1, fresh % 99_999, i % 8);
+    }
+    let letter = |n: usize| char::from(b'a' + (n % 26) as u8);
+    for i in 32..HOSTILE_TOKENS {
+        line.extend([' ', 's', 'd', letter(i / 676), letter(i / 26), letter(i)]);
+    }
+    assert!(line.len() <= LONG_LINE, "{}", line.len());
+    while line.len() < LONG_LINE {
+        line.push('.');
+    }
+    line
+}
+
+/// A plain IEM line of the same length: ordinary words, no device reference.
+fn plain_long_line() -> String {
+    let mut line = String::from("Nov 21 22:50:01 srvnode-1 m0d[4242]: IEC:EH0020020002:");
+    while line.len() < LONG_LINE {
+        line += " Observed data accessibility issue, retrying the request later on this node.";
+    }
+    line.truncate(LONG_LINE);
+    line
+}
+
+/// Seconds per line of enrich only and of the whole path (decode + enrich + encode), best of 5.
+fn per_line(
+    enricher: &Enricher,
+    decoder: &Decoder<'_>,
+    clock: &Clock,
+    lines: &[String],
+) -> (f64, f64) {
+    let source = LineSource {
+        kind: OriginKind::File,
+        path: Some("/var/log/messages"),
+        offset: Some(0),
+        fingerprint: 7,
+        truncated: false,
+    };
+    let rounds = 5;
+    let per_round = lines.len() / rounds;
+    let decode = |l: &String| {
+        decoder
+            .decode(l.as_bytes(), &source, clock)
+            .expect("an IEM")
+    };
+    let mut alerts: Vec<Alert> = lines.iter().map(decode).collect();
+    let (mut enrich, mut whole) = (f64::MAX, f64::MAX);
+    for r in 0..rounds {
+        let t = Instant::now();
+        for a in &mut alerts[r * per_round..(r + 1) * per_round] {
+            enricher.enrich(black_box(a));
+        }
+        enrich = enrich.min(t.elapsed().as_secs_f64() / per_round as f64);
+    }
+    // The whole path over the same lines again: the look-ups of the first pass are cached now,
+    // as they are for a producer that repeats its line.
+    alerts.clear();
+    for r in 0..rounds {
+        let t = Instant::now();
+        for l in &lines[r * per_round..(r + 1) * per_round] {
+            let mut a = decode(black_box(l));
+            enricher.enrich(&mut a);
+            black_box(iemd::alert::encode(&a).expect("encode"));
+        }
+        whole = whole.min(t.elapsed().as_secs_f64() / per_round as f64);
+    }
+    (enrich, whole)
+}
+
+fn hostile_lines(enricher: &Enricher, decoder: &Decoder<'_>, clock: &Clock, rounds: usize) {
+    // 5 rounds of 40 lines (of 8 under a short `IEMD_BENCH_ROUNDS` run).
+    let n = 5 * (rounds / 1500).clamp(8, 40);
+    // Fresh names per line, and per run (the negative cache keeps a miss 5 s).
+    let base = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs() as usize % 10_000)
+        * 1_000;
+    let hostile: Vec<String> = (0..n).map(|i| hostile_line(base + i)).collect();
+    let plain = vec![plain_long_line(); n];
+    let short = vec![
+        "Nov 21 22:50:01 srvnode-1 m0d[4242]: IEC:EH0020020002:IO error on sdc2 (2:0:0:0), Observed data accessibility issue.".to_owned();
+        n
+    ];
+    let (hostile_enrich, hostile_whole) = per_line(enricher, decoder, clock, &hostile);
+    let (plain_enrich, plain_whole) = per_line(enricher, decoder, clock, &plain);
+    let (short_enrich, short_whole) = per_line(enricher, decoder, clock, &short);
+    let us = |s: f64| s * 1e6;
+    println!(
+        "hostile lines: {} bytes, {HOSTILE_TOKENS} device-like tokens (32 never seen before), {} lines per round, best of 5",
+        hostile[0].len(),
+        n / 5
+    );
+    println!(
+        "  enrich only:  hostile {:>9.1} us/line, plain same length (ceiling) {:>9.1} us/line = {:.2}x  (target <= 10x: {}); short IEM line {:.2} us",
+        us(hostile_enrich),
+        us(plain_enrich),
+        hostile_enrich / plain_enrich,
+        if hostile_enrich <= 10.0 * plain_enrich {
+            "met"
+        } else {
+            "NOT met"
+        },
+        us(short_enrich)
+    );
+    println!(
+        "  whole path:   hostile {:>9.1} us/line, plain same length (ceiling) {:>9.1} us/line = {:.2}x  (target <= 10x: {}); short IEM line {:.2} us",
+        us(hostile_whole),
+        us(plain_whole),
+        hostile_whole / plain_whole,
+        if hostile_whole <= 10.0 * plain_whole {
+            "met"
+        } else {
+            "NOT met"
+        },
+        us(short_whole)
     );
 }

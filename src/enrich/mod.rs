@@ -8,6 +8,10 @@
 //! here ever fails an alert. An H:C:T:L-shaped token that does not resolve is dropped instead,
 //! since a time such as `12:30:45:1` has the same shape.
 //!
+//! The scan stops at `max_refs` distinct references (and as many H:C:T:L-shaped ones, see
+//! [`scan::Found`]): a line with thousands of made-up device names costs one pass over its text
+//! and at most `2 * max_refs` look-ups, and one alert can no longer fill the cache on its own.
+//!
 //! # Cache
 //!
 //! `&self` with an interior cache (a `Mutex`, held only for map look-ups, never across sysfs
@@ -35,7 +39,7 @@ use std::time::{Duration, Instant};
 
 use crate::alert::{Alert, Encoded, Hardware, Host};
 use crate::config::enrich::EnrichConfig;
-use crate::enrich::scan::{Ref, RefKind, Refs};
+use crate::enrich::scan::{Found, Ref, RefKind};
 use crate::enrich::sysfs::Sysfs;
 
 /// How long a reference that did not resolve stays cached (at most `cache_ttl`).
@@ -127,7 +131,7 @@ impl Enricher {
             return;
         };
         let now = Instant::now();
-        let mut refs = Refs::new();
+        let mut found = Found::new(self.max_refs);
         // Cached answers in order; `None` = not cached (or expired), to be resolved.
         let mut slots: smallvec::SmallVec<[Option<Option<Encoded<Hardware>>>; 8]> =
             smallvec::SmallVec::new();
@@ -154,19 +158,18 @@ impl Enricher {
                         .is_some_and(|b| b.is_ascii() && first_bytes & (1u128 << b) != 0)
                     && names.iter().any(|n| n.len() == name.len() && **n == *name)
             };
-            scan::scan(&alert.message, &known, &mut refs);
+            scan::scan(&alert.message, &known, &mut found);
             if let Some(extra) = &alert.extra {
-                scan_json(extra, &known, &mut refs, 0);
+                scan_json(extra, &known, &mut found, 0);
             }
             if let Some(program) = &alert.origin.program {
-                scan::scan(program, &known, &mut refs);
+                scan::scan(program, &known, &mut found);
             }
-            if refs.is_empty() {
+            if found.refs().is_empty() {
                 alert.hardware = Vec::new();
                 return;
             }
-            dedup_in_place(&mut refs);
-            for r in &refs {
+            for r in found.refs() {
                 slots.push(match cache.entries.get(r.text) {
                     Some(e) if e.expires > now => Some(e.hardware.clone()),
                     _ => None,
@@ -174,7 +177,7 @@ impl Enricher {
             }
         }
         if slots.iter().any(Option::is_none) {
-            self.resolve_misses(sysfs, &refs, &mut slots, now);
+            self.resolve_misses(sysfs, found.refs(), &mut slots, now);
         }
         alert.hardware = slots
             .into_iter()
@@ -228,27 +231,14 @@ fn lock(cache: &Mutex<Cache>) -> std::sync::MutexGuard<'_, Cache> {
         .unwrap_or_else(std::sync::PoisonError::into_inner)
 }
 
-/// Keeps the first occurrence of each reference text. Alerts carry a handful of references, so a
-/// quadratic scan beats hashing.
-fn dedup_in_place(refs: &mut Refs<'_>) {
-    let mut i = 0;
-    while i < refs.len() {
-        if refs[..i].iter().any(|r| r.text == refs[i].text) {
-            refs.remove(i);
-        } else {
-            i += 1;
-        }
-    }
-}
-
 /// Scans every string value (not keys) of a JSON value, to a bounded depth.
 fn scan_json<'a>(
     value: &'a serde_json::Value,
     known: &dyn Fn(&str) -> bool,
-    out: &mut Refs<'a>,
+    out: &mut Found<'a>,
     depth: u8,
 ) {
-    if depth > 8 {
+    if depth > 8 || out.is_full() {
         return;
     }
     match value {
@@ -326,36 +316,13 @@ mod tests {
     use super::*;
 
     #[test]
-    fn dedup_keeps_first_occurrences_in_order() {
-        let mut refs: Refs = smallvec::smallvec![
-            Ref {
-                text: "sdc",
-                kind: RefKind::Block,
-            },
-            Ref {
-                text: "eth0",
-                kind: RefKind::Nic,
-            },
-            Ref {
-                text: "sdc",
-                kind: RefKind::Block,
-            },
-        ];
-        dedup_in_place(&mut refs);
-        assert_eq!(
-            refs.iter().map(|r| r.text).collect::<Vec<_>>(),
-            ["sdc", "eth0"]
-        );
-    }
-
-    #[test]
     fn json_strings_are_scanned_but_keys_are_not() {
         let v: serde_json::Value =
             serde_json::json!({"sdq": 1, "dev": ["x", {"d": "on sdb and eth3"}], "n": 3});
-        let mut out = Refs::new();
+        let mut out = Found::new(16);
         scan_json(&v, &|_| false, &mut out, 0);
         assert_eq!(
-            out.iter().map(|r| r.text).collect::<Vec<_>>(),
+            out.refs().iter().map(|r| r.text).collect::<Vec<_>>(),
             ["sdb", "eth3"]
         );
     }

@@ -16,6 +16,12 @@
 //! - NICs: the kernel and systemd naming schemes (`ethN`, `ibN`, `bondN`, `wlanN`, `enoN`, `ensN`,
 //!   `enpNsN`, `enxMAC`, ... with an optional `.VLAN`), or any name the caller knows exists
 //!   (`/sys/class/net` snapshot) other than `lo`.
+//!
+//! The references of one alert are collected in a [`Found`]: distinct texts only (a set), and the
+//! scan stops once its budget is spent, so a hostile line (60 KB of made-up device names) costs one
+//! linear pass and a bounded number of look-ups, not one per token.
+
+use std::collections::HashSet;
 
 /// The syntactic kind of a reference (the alert's `hardware[].ref_kind`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -68,6 +74,52 @@ impl RefKind {
 /// The references of one alert: a handful, kept on the stack.
 pub type Refs<'a> = smallvec::SmallVec<[Ref<'a>; 8]>;
 
+/// The distinct references of one alert, in order of appearance, up to a budget: `max` that are
+/// not H:C:T:L-shaped, and `max` that are. The two budgets are apart because an H:C:T:L is only
+/// reported when it resolves (a time has the same shape), so times cannot crowd out a disk named
+/// later in the same line. A reference whose budget is spent is not even looked up in the set.
+#[derive(Debug)]
+pub struct Found<'a> {
+    refs: Refs<'a>,
+    seen: HashSet<&'a str>,
+    left: usize,
+    hctl_left: usize,
+}
+
+impl<'a> Found<'a> {
+    pub fn new(max: usize) -> Self {
+        Found {
+            refs: Refs::new(),
+            seen: HashSet::new(),
+            left: max,
+            hctl_left: max,
+        }
+    }
+
+    /// Keeps `r` unless its text was found before or its budget is spent.
+    pub fn push(&mut self, r: Ref<'a>) {
+        let left = if r.kind == RefKind::Hctl {
+            &mut self.hctl_left
+        } else {
+            &mut self.left
+        };
+        if *left > 0 && self.seen.insert(r.text) {
+            *left -= 1;
+            self.refs.push(r);
+        }
+    }
+
+    /// Both budgets are spent: scanning further cannot add anything.
+    pub fn is_full(&self) -> bool {
+        self.left == 0 && self.hctl_left == 0
+    }
+
+    /// The references kept, in order of appearance.
+    pub fn refs(&self) -> &[Ref<'a>] {
+        &self.refs
+    }
+}
+
 /// One candidate reference: the token as found and its kind.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Ref<'a> {
@@ -101,12 +153,12 @@ const DISK_LINK_DIRS: [(&str, RefKind); 6] = [
     ("by-partlabel/", RefKind::ByPartlabel),
 ];
 
-/// Appends every reference in `text` to `out`, in order of appearance (duplicates included).
+/// Adds the references in `text` to `out`, in order of appearance, until `out` is full.
 /// `known_nic` says whether a name is a network interface that exists on this node.
-pub fn scan<'a>(text: &'a str, known_nic: &dyn Fn(&str) -> bool, out: &mut Refs<'a>) {
+pub fn scan<'a>(text: &'a str, known_nic: &dyn Fn(&str) -> bool, out: &mut Found<'a>) {
     let bytes = text.as_bytes();
     let mut i = 0;
-    while i < bytes.len() {
+    while i < bytes.len() && !out.is_full() {
         if !is_token_byte(bytes[i]) {
             i += 1;
             continue;
@@ -288,9 +340,60 @@ mod tests {
     use super::*;
 
     fn refs(text: &str) -> Vec<(&str, &'static str)> {
-        let mut out = Refs::new();
+        refs_max(text, 64)
+    }
+
+    fn refs_max(text: &str, max: usize) -> Vec<(&str, &'static str)> {
+        let mut out = Found::new(max);
         scan(text, &|n| n == "mgmt0" || n == "lo", &mut out);
-        out.into_iter().map(|r| (r.text, r.kind.as_str())).collect()
+        out.refs()
+            .iter()
+            .map(|r| (r.text, r.kind.as_str()))
+            .collect()
+    }
+
+    #[test]
+    fn each_reference_once_in_order_of_first_appearance() {
+        assert_eq!(
+            refs("sdc eth0 sdc 1:0:0:0 eth0 1:0:0:0 sdd"),
+            [
+                ("sdc", "block"),
+                ("eth0", "nic"),
+                ("1:0:0:0", "hctl"),
+                ("sdd", "block")
+            ]
+        );
+    }
+
+    /// Regression (issue 21 item 10): a line with 10,000 device-like tokens had every one of them
+    /// collected (and then resolved) before `max_refs` applied.
+    #[test]
+    fn the_scan_stops_at_the_budget_and_times_do_not_crowd_out_devices() {
+        let hostile: String = (0..10_000).map(|i| format!("sd{} ", name(i))).collect();
+        assert_eq!(
+            refs_max(&hostile, 3),
+            [("sdaaa", "block"), ("sdaab", "block"), ("sdaac", "block")]
+        );
+        assert_eq!(
+            refs_max("at 12:30:45:1 12:30:46:1 12:30:47:1 on sdc, sdd", 2),
+            [
+                ("12:30:45:1", "hctl"),
+                ("12:30:46:1", "hctl"),
+                ("sdc", "block"),
+                ("sdd", "block")
+            ]
+        );
+        let mut full = Found::new(1);
+        scan("sdc 1:0:0:0", &|_| false, &mut full);
+        assert!(full.is_full());
+    }
+
+    /// Three lowercase letters for `i` (a distinct block name per `i` below 17,576).
+    fn name(i: usize) -> String {
+        let letter = |n: usize| char::from(b'a' + (n % 26) as u8);
+        [letter(i / 676), letter(i / 26), letter(i)]
+            .iter()
+            .collect()
     }
 
     #[test]

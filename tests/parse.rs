@@ -167,13 +167,22 @@ fn hostile_input_never_stops_the_parser() {
     input.extend_from_slice(b"Nov 21 22:50:02 n p[1]: IEC:ES0030010001:after");
     let (alerts, stderr, ok) = parse(&input, &["--max-line-bytes", "1024"]);
     assert!(ok, "{stderr}");
-    assert_eq!(stderr.trim(), "-: 5 lines, 3 IEMs, 1 malformed");
+    assert_eq!(stderr.trim(), "-: 5 lines, 4 IEMs, 1 malformed");
     assert_eq!(alerts[0]["message"], "before");
     assert_eq!(alerts[1]["message"], "\u{fffd}( bad utf8");
-    // The 200 kB line was cut before its marker: no alert. The 10,000 markers: one malformed alert.
-    assert_eq!(alerts[2]["kind"], "malformed");
-    assert_eq!(alerts[2]["truncated"], true);
-    assert_eq!(alerts[3]["message"], "after");
+    // The 200 kB line was cut before its marker: the IEM past the cut is still found (issue 21
+    // item 6). The 10,000 markers: one malformed alert.
+    assert_eq!(
+        (
+            &alerts[2]["kind"],
+            &alerts[2]["message"],
+            &alerts[2]["truncated"]
+        ),
+        (&"iem".into(), &"long".into(), &true.into())
+    );
+    assert_eq!(alerts[3]["kind"], "malformed");
+    assert_eq!(alerts[3]["truncated"], true);
+    assert_eq!(alerts[4]["message"], "after");
 }
 
 #[test]

@@ -1155,6 +1155,14 @@ async fn journald_without_journalctl_or_a_journal_is_not_up() {
 
 // ---- rotated files and first runs (issue 21, items 1 and 2) ----
 
+/// Appends `line(i)` for each `i` of `r` to `p`.
+fn write_lines(p: &Path, r: std::ops::Range<u64>) {
+    let mut f = append(p);
+    for i in r {
+        f.write_all(line(i).as_bytes()).unwrap();
+    }
+}
+
 /// Records every line's position in order and saves them, as the pipeline does once their alerts
 /// are durable.
 fn commit_all(store: &CheckpointStore, lines: &[SourceLine]) {
@@ -1198,26 +1206,20 @@ async fn a_line_appended_to_a_rotated_file_while_stopped_is_read_after_restart()
     let d = tempfile::tempdir().unwrap();
     let store = CheckpointStore::open(&d.path().join("state")).unwrap();
     let path = d.path().join("messages");
-    let write = |p: &Path, r: std::ops::Range<u64>| {
-        let mut f = append(p);
-        for i in r {
-            f.write_all(line(i).as_bytes()).unwrap();
-        }
-    };
-    write(&path, 0..10);
+    write_lines(&path, 0..10);
     let cfg = file_config(vec![path.clone()]);
     let mut src = start_with_store(&cfg, &store, 64);
     let mut got = src.take(10, Duration::from_secs(5)).await;
     std::fs::rename(&path, d_join(&path, ".1")).unwrap();
-    write(&path, 10..20);
+    write_lines(&path, 10..20);
     got.extend(src.take(10, Duration::from_secs(5)).await);
     got.extend(src.stop().await);
     assert_eq!(check_once_in_order(&got), (0..20).collect::<Vec<_>>());
     commit_all(&store, &got);
 
     // While stopped, the writer that still holds the rotated file appends to it.
-    write(&d_join(&path, ".1"), 20..25);
-    write(&path, 25..30);
+    write_lines(&d_join(&path, ".1"), 20..25);
+    write_lines(&path, 25..30);
     let store = CheckpointStore::open(&d.path().join("state")).unwrap();
     let mut src = start_with_store(&cfg, &store, 64);
     let rest = src.take(10, Duration::from_secs(5)).await;
@@ -1424,13 +1426,7 @@ async fn a_symlinked_path_is_followed_across_rotations_and_a_new_target() {
     let target = real.join("syslog");
     let link = logs.join("messages");
     std::os::unix::fs::symlink("../real/syslog", &link).unwrap();
-    let write = |p: &Path, r: std::ops::Range<u64>| {
-        let mut f = append(p);
-        for i in r {
-            f.write_all(line(i).as_bytes()).unwrap();
-        }
-    };
-    write(&target, 0..300);
+    write_lines(&target, 0..300);
     let cfg = file_config(vec![link.clone()]);
     let store = CheckpointStore::open(&state).unwrap();
     let mut src = start_with_store(&cfg, &store, 8);
@@ -1441,9 +1437,9 @@ async fn a_symlinked_path_is_followed_across_rotations_and_a_new_target() {
     commit_all(&store, &got);
 
     // While stopped: more lines, then the target is rotated by rename in its own directory.
-    write(&target, 300..350);
+    write_lines(&target, 300..350);
     std::fs::rename(&target, real.join("syslog.1")).unwrap();
-    write(&target, 350..400);
+    write_lines(&target, 350..400);
     let store = CheckpointStore::open(&state).unwrap();
     let mut src = start_with_store(&cfg, &store, 8);
     let rest = src
@@ -1454,7 +1450,7 @@ async fn a_symlinked_path_is_followed_across_rotations_and_a_new_target() {
     // The link now points at a file in another directory: that file is read.
     let other = d.path().join("other");
     std::fs::create_dir(&other).unwrap();
-    write(&other.join("syslog"), 400..410);
+    write_lines(&other.join("syslog"), 400..410);
     let tmp = logs.join("messages.new");
     std::os::unix::fs::symlink(other.join("syslog"), &tmp).unwrap();
     std::fs::rename(&tmp, &link).unwrap();
@@ -1505,13 +1501,7 @@ async fn a_rotated_file_compressed_while_stopped_is_finished_through_the_decompr
         let d = tempfile::tempdir().unwrap();
         let state = d.path().join("state");
         let path = d.path().join("messages");
-        let write = |r: std::ops::Range<u64>| {
-            let mut f = append(&path);
-            for i in r {
-                f.write_all(line(i).as_bytes()).unwrap();
-            }
-        };
-        write(0..300);
+        write_lines(&path, 0..300);
         let cfg = file_config(vec![path.clone()]);
         let store = CheckpointStore::open(&state).unwrap();
         let mut src = start_with_store(&cfg, &store, 8);
@@ -1522,9 +1512,9 @@ async fn a_rotated_file_compressed_while_stopped_is_finished_through_the_decompr
         commit_all(&store, &got);
         let identity = file_pos(&got[0]).clone();
 
-        write(300..350);
+        write_lines(&path, 300..350);
         logrotate_compress(&path, cmd, ext);
-        write(350..400);
+        write_lines(&path, 350..400);
         let store = CheckpointStore::open(&state).unwrap();
         let mut src = start_with_store(&cfg, &store, 8);
         let rest = src

@@ -439,19 +439,9 @@ impl FileSource {
             );
             SourceMetrics::add(&self.metrics.rotations_total, 1);
             t.compressed.push(stream);
-            let at_path = opened.as_ref().map(|(_, f)| (f.dev, f.ino));
-            let later =
-                identity::rotated_since(&identity::resolved(path), siblings, modified, |f| {
-                    Some((f.dev, f.ino)) == at_path || resumed.contains(&(f.dev, f.ino))
-                });
-            for (p, file, f) in later {
-                tracing::info!(
-                    source = %self.name, path = %path.display(), rotated = %p.display(),
-                    "reading a file rotated while stopped from its start"
-                );
-                SourceMetrics::add(&self.metrics.rotations_total, 1);
-                t.draining.push(self.reader(&p, file, &f, 0));
-            }
+            let mut skip = resumed;
+            skip.extend(opened.as_ref().map(|(_, f)| (f.dev, f.ino)));
+            self.read_rotated_while_stopped(&mut t, siblings, modified, &skip);
             if let Some((file, facts)) = opened {
                 t.current = Some(self.reader(path, file, &facts, 0));
             }
@@ -479,25 +469,10 @@ impl FileSource {
                     ),
                     None => {}
                 }
-                let at_path = opened.as_ref().map(|(_, f)| (f.dev, f.ino));
-                let later = identity::rotated_since(
-                    &identity::resolved(path),
-                    siblings,
-                    facts.modified,
-                    |f| {
-                        (f.dev, f.ino) == (facts.dev, facts.ino)
-                            || Some((f.dev, f.ino)) == at_path
-                            || resumed.contains(&(f.dev, f.ino))
-                    },
-                );
-                for (p, file, f) in later {
-                    tracing::info!(
-                        source = %self.name, path = %path.display(), rotated = %p.display(),
-                        "reading a file rotated while stopped from its start"
-                    );
-                    SourceMetrics::add(&self.metrics.rotations_total, 1);
-                    t.draining.push(self.reader(&p, file, &f, 0));
-                }
+                let mut skip = resumed;
+                skip.push((facts.dev, facts.ino));
+                skip.extend(opened.as_ref().map(|(_, f)| (f.dev, f.ino)));
+                self.read_rotated_while_stopped(&mut t, siblings, facts.modified, &skip);
             }
             None => tracing::warn!(
                 source = %self.name, path = %path.display(), offset = cp.next_offset,
@@ -508,6 +483,29 @@ impl FileSource {
             t.current = Some(self.reader(path, file, &facts, 0));
         }
         t
+    }
+
+    /// Queues, from their start and oldest first, the rotated files of `t` modified at or after
+    /// `since` (rotated after the checkpointed file while the source was stopped), except the
+    /// files in `skip` (device, inode).
+    fn read_rotated_while_stopped(
+        &self,
+        t: &mut Tracked,
+        siblings: Vec<(PathBuf, File, FileFacts)>,
+        since: SystemTime,
+        skip: &[(u64, u64)],
+    ) {
+        let later = identity::rotated_since(&identity::resolved(&t.path), siblings, since, |f| {
+            skip.contains(&(f.dev, f.ino))
+        });
+        for (p, file, f) in later {
+            tracing::info!(
+                source = %self.name, path = %t.path.display(), rotated = %p.display(),
+                "reading a file rotated while stopped from its start"
+            );
+            SourceMetrics::add(&self.metrics.rotations_total, 1);
+            t.draining.push(self.reader(&p, file, &f, 0));
+        }
     }
 
     /// The compressed sibling (`.gz`, `.zst`) whose decompressed first line is the checkpointed

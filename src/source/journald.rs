@@ -107,11 +107,7 @@ impl JournaldSource {
         .iter()
         .map(OsString::from)
         .collect();
-        if let Some(d) = &self.directory {
-            let mut s = OsString::from("--directory=");
-            s.push(d);
-            a.push(s);
-        }
+        a.extend(self.directory_arg());
         match (cursor, self.since_usec, self.start_at) {
             (Some(c), _, _) => a.push(format!("--after-cursor={c}").into()),
             (None, Some(t), _) => a.push(since_arg(t).into()),
@@ -131,6 +127,15 @@ impl JournaldSource {
         cmd
     }
 
+    /// `--directory=DIR` when the source reads only the journal files there.
+    fn directory_arg(&self) -> Option<OsString> {
+        self.directory.as_ref().map(|d| {
+            let mut s = OsString::from("--directory=");
+            s.push(d);
+            s
+        })
+    }
+
     /// Whether the journal still holds the entry `cursor` names: `journalctl --cursor` seeks to
     /// the nearest entry when it does not, and `--after-cursor` then skips one (or, after a reset,
     /// every entry already there). `None` when journalctl cannot tell (not startable, no output).
@@ -140,11 +145,7 @@ impl JournaldSource {
                 .iter()
                 .map(OsString::from)
                 .collect();
-        if let Some(d) = &self.directory {
-            let mut s = OsString::from("--directory=");
-            s.push(d);
-            args.push(s);
-        }
+        args.extend(self.directory_arg());
         args.push(format!("--cursor={cursor}").into());
         let mut child = self
             .command()

@@ -27,6 +27,10 @@ const BUILTIN: &[(&str, &str)] = &[
     ("ha.toml", include_str!("../../iem-catalog/ha.toml")),
 ];
 
+/// The longest component name, in characters. The name is a word of the alerts' routing key
+/// (`iem.<severity>.<component>`, one byte per character), which AMQP limits to 255 bytes.
+pub const MAX_COMPONENT_NAME: usize = 200;
+
 /// A catalog file that could not be used: which file, which line, why.
 #[derive(Debug, thiserror::Error)]
 pub enum CatalogError {
@@ -178,6 +182,18 @@ impl Catalog {
                     format!("event {m:03x}/{e:04x} is listed twice"),
                 ));
             }
+        }
+        if let Some(name) = &file.name
+            && name.chars().count() > MAX_COMPONENT_NAME
+        {
+            return Err(invalid(
+                Some(file.id.span()),
+                format!(
+                    "component name is {} characters long; at most {MAX_COMPONENT_NAME} (it \
+                     becomes part of the alerts' AMQP routing key, at most 255 bytes)",
+                    name.chars().count()
+                ),
+            ));
         }
         let component = self.components.entry(id).or_default();
         match file.name {
@@ -368,6 +384,17 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(err.starts_with("u.toml:3: unknown field `colour`"), "{err}");
+
+        // Issue 13: a 300-character name panicked in the publisher (routing key too long).
+        let text = format!("id = \"0ac\"\nname = \"{}\"\n", "n".repeat(300));
+        let err = catalog
+            .add_file(Path::new("long.toml"), &text)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.starts_with("long.toml:1: component name is 300 characters long; at most 200"),
+            "{err}"
+        );
 
         let text = "id = \"0ab\"\n";
         let err = catalog

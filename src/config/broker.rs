@@ -76,8 +76,9 @@ pub struct TlsConfig {
 #[serde(deny_unknown_fields, default)]
 pub struct BrokerConfig {
     /// Broker nodes (one URL per node of a cluster). They are tried in an order shuffled by
-    /// the host name (stable for a host; a cluster's agents spread over the nodes); the first
-    /// reachable one is used, and after losing it the others are tried first.
+    /// the host name (stable for a host; a cluster's agents spread over the nodes), not in the
+    /// order written; the first reachable one is used, and after losing it (or after it keeps
+    /// refusing alerts) the others are tried first.
     pub urls: Vec<String>,
     /// Try the URLs whose host is this machine (loopback, `localhost`, this host name) first.
     pub local_first: bool,
@@ -179,7 +180,10 @@ impl BrokerConfig {
             let key = format!("broker.urls[{i}]");
             match url.parse::<lapin::uri::AMQPUri>() {
                 Err(e) => problems.push(Problem::new(key, e)),
-                Ok(_) => {
+                Ok(uri) => {
+                    if let Some(reason) = too_long(&uri.vhost) {
+                        problems.push(Problem::new(key.clone(), format!("virtual host {reason}")));
+                    }
                     let after_scheme = url.split_once("://").map_or("", |(_, r)| r);
                     let authority = after_scheme.split('/').next().unwrap_or("");
                     if authority.contains('@') {
@@ -248,11 +252,7 @@ impl BrokerConfig {
                 }
             }
         }
-        if let Some(q) = &self.queue
-            && q.name.is_empty()
-        {
-            problems.push(Problem::new("broker.queue.name", "must not be empty"));
-        }
+        self.validate_names(problems);
         if self.window == 0 || self.window > 65_535 {
             problems.push(Problem::new("broker.window", "must be between 1 and 65535"));
         }
@@ -273,6 +273,60 @@ impl BrokerConfig {
                 "broker.stall_timeout_ms",
                 "must be at least 1000 (confirms take time under load)",
             ));
+        }
+    }
+}
+
+/// AMQP's limit on exchange and queue names and routing keys (short strings), in bytes.
+pub const MAX_AMQP_NAME: usize = 255;
+
+/// Why `name` does not fit an AMQP short string, if it does not.
+fn too_long(name: &str) -> Option<String> {
+    (name.len() > MAX_AMQP_NAME).then(|| {
+        format!(
+            "is {} bytes long; AMQP allows at most {MAX_AMQP_NAME}",
+            name.len()
+        )
+    })
+}
+
+impl BrokerConfig {
+    /// Exchange, queue and binding key must be names the broker takes: within AMQP's 255
+    /// bytes (a longer one made the publisher panic), and not in the `amq.` namespace the
+    /// broker reserves when iemd is to declare them.
+    fn validate_names(&self, problems: &mut Vec<Problem>) {
+        const RESERVED: &str = "starts with \"amq.\", which the broker reserves and refuses to \
+                                declare; choose another name, or set declare = false to use an \
+                                existing one";
+        if let Some(e) = &self.exchange {
+            let key = "broker.exchange";
+            if e.is_empty() {
+                problems.push(Problem::new(
+                    key,
+                    "must not be empty (the default exchange routes by queue name, not by iemd's routing keys)",
+                ));
+            }
+            if let Some(reason) = too_long(e) {
+                problems.push(Problem::new(key, reason));
+            }
+            if self.declare && e.starts_with("amq.") {
+                problems.push(Problem::new(key, RESERVED));
+            }
+        }
+        if let Some(q) = &self.queue {
+            let key = "broker.queue.name";
+            if q.name.is_empty() {
+                problems.push(Problem::new(key, "must not be empty"));
+            }
+            if let Some(reason) = too_long(&q.name) {
+                problems.push(Problem::new(key, reason));
+            }
+            if self.declare && q.name.starts_with("amq.") {
+                problems.push(Problem::new(key, RESERVED));
+            }
+            if let Some(reason) = too_long(&q.binding_key) {
+                problems.push(Problem::new("broker.queue.binding_key", reason));
+            }
         }
     }
 }
@@ -519,5 +573,49 @@ mod tests {
         let mut p = Vec::new();
         c.validate(&mut p);
         assert!(!p.iter().any(|p| p.key == "broker.password_file"), "{p:?}");
+    }
+
+    /// Issue 13: a name longer than AMQP's 255 bytes passed the check and panicked in the
+    /// publisher (`ShortString exceeds maximum length`).
+    #[test]
+    fn amqp_names_are_checked_at_load() {
+        let long = "x".repeat(256);
+        let c: BrokerConfig = toml::from_str(&format!(
+            "urls = ['amqp://localhost/{long}']\nexchange = '{long}'\n\
+             [queue]\nname = 'amq.alerts'\nbinding_key = '{long}'"
+        ))
+        .unwrap();
+        let mut p = Vec::new();
+        c.validate(&mut p);
+        let shown: Vec<String> = p.iter().map(ToString::to_string).collect();
+        let too_long = "is 256 bytes long; AMQP allows at most 255";
+        assert_eq!(
+            shown,
+            [
+                format!("broker.urls[0]: virtual host {too_long}"),
+                format!("broker.exchange: {too_long}"),
+                "broker.queue.name: starts with \"amq.\", which the broker reserves and refuses \
+                 to declare; choose another name, or set declare = false to use an existing one"
+                    .to_string(),
+                format!("broker.queue.binding_key: {too_long}"),
+            ]
+        );
+        // 255 bytes fit; an existing amq. exchange may be used without declaring it.
+        let fits = "y".repeat(255);
+        let c: BrokerConfig = toml::from_str(&format!(
+            "exchange = 'amq.topic'\ndeclare = false\n[queue]\nname = '{fits}'"
+        ))
+        .unwrap();
+        let mut p = Vec::new();
+        c.validate(&mut p);
+        assert!(p.is_empty(), "{p:?}");
+        let c = BrokerConfig {
+            exchange: Some(String::new()),
+            ..BrokerConfig::default()
+        };
+        let mut p = Vec::new();
+        c.validate(&mut p);
+        assert_eq!(p.len(), 1);
+        assert!(p[0].reason.starts_with("must not be empty"), "{p:?}");
     }
 }

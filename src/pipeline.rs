@@ -178,6 +178,7 @@ pub async fn run(config: Config, shutdown: Shutdown) -> Result<(), PipelineError
         Arc::new(move || {
             let spooled = spool.stats().unwrap_or_default();
             refresh_sync_stage(&sync_stage, &spooled);
+            let returning = stats.returning();
             http::HealthInputs {
                 stages: stages.health(),
                 broker_connected: publisher.is_running()
@@ -191,6 +192,9 @@ pub async fn run(config: Config, shutdown: Shutdown) -> Result<(), PipelineError
                 ),
                 stall_timeout_ms: stall,
                 unreadable: unreadable_paths(&source_metrics),
+                broker_refusing_ms: stats.refusing().map(|d| d.as_millis() as u64),
+                broker_returning_ms: returning.as_ref().map(|(d, _)| d.as_millis() as u64),
+                broker_return_reason: returning.map(|(_, why)| why),
             }
         })
     };
@@ -691,6 +695,21 @@ fn export_publish_metrics(stats: &Arc<PublishStats>, running: Arc<AtomicBool>) {
             help,
             &[],
             Box::new(move || field(&s).load(Ordering::Relaxed) as f64),
+        );
+    }
+    for (reason, read) in [
+        (
+            "nack",
+            PublishStats::refusing as fn(&PublishStats) -> Option<Duration>,
+        ),
+        ("return", |s| s.returning().map(|(d, _)| d)),
+    ] {
+        let s = stats.clone();
+        r.gauge_fn(
+            "iemd_publish_refused_seconds",
+            "Seconds the broker has been refusing (nack) or returning alerts; 0 when it takes them.",
+            &[("reason", reason)],
+            Box::new(move || read(&s).map_or(0.0, |d| d.as_secs_f64())),
         );
     }
     for (i, (url, _)) in stats.connected().into_iter().enumerate() {

@@ -4,16 +4,31 @@
 //! Delivery rule: a message is delivered when its confirm is `Ack(None)`. With `mandatory` set,
 //! an unroutable message comes back as `basic.return` *followed by* an ack; lapin folds the two
 //! into `Ack(Some(returned))`, which is therefore a failure, as is a `Nack` or a channel or
-//! connection error. On failure the publisher waits (capped exponential backoff) and re-sends
-//! from the first unconfirmed record, so order is kept and messages after the failed one may be
-//! delivered twice (at-least-once; the alert id is the message id for de-duplication).
+//! connection error. On failure the publisher re-sends from the first unconfirmed record, so
+//! order is kept and messages after the failed one may be delivered twice (at-least-once; the
+//! alert id is the message id for de-duplication).
+//!
+//! What it does before re-sending depends on the failure:
+//! - connection or channel lost, or no confirm for `stall_timeout_ms`: connect again after the
+//!   backoff, trying the nodes not given up on first ([`connect_order`]);
+//! - `Nack` (the node refuses, e.g. its quorum queue has no leader yet after a crash): a fresh
+//!   channel on the same connection after a short delay ([`NACK_RETRY_FIRST`], doubling while
+//!   the nacks continue); after [`NACKS_BEFORE_FAILOVER`] nacks in a row, or nacks for longer
+//!   than [`NACK_FAILOVER_AFTER`], the next node. A nack is an answer, so the stall timeout
+//!   would never end such a run by itself;
+//! - return (no queue bound, e.g. the queue was deleted): with `declare = true`, declare the
+//!   topology again on a fresh channel after the backoff; without, connect again.
+//!
+//! A run of nacks or returns is an episode: logged once when it starts and once when an alert is
+//! delivered again, and shown by [`PublishStats::refusing`] / [`PublishStats::returning`]
+//! (`/health`) meanwhile.
 //!
 //! Confirms are consumed in publish order, so "every confirm so far was `Ack(None)`" makes the
 //! spool's acked position a prefix of the log.
 
 use std::borrow::Cow;
-use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use futures_util::StreamExt;
@@ -23,7 +38,7 @@ use lapin::options::{
     QueueDeclareOptions,
 };
 use lapin::tcp::{OwnedIdentity, OwnedTLSConfig};
-use lapin::types::{AMQPValue, FieldTable};
+use lapin::types::{AMQPValue, FieldTable, MAX_SHORT_STRING_LENGTH, ShortString};
 use lapin::uri::{AMQPUri, AMQPUserInfo};
 use lapin::{
     BasicProperties, Channel, Confirmation, Connection, ConnectionProperties, ExchangeKind,
@@ -48,9 +63,15 @@ pub enum PublishError {
     Spool(#[from] SpoolError),
     #[error("no broker reachable: {0}")]
     Unreachable(String),
+    #[error("{key} {name:?} cannot be sent over AMQP: {reason}")]
+    AmqpName {
+        key: &'static str,
+        name: String,
+        reason: lapin::types::ShortStringError,
+    },
 }
 
-/// Counters the lead exports as metrics.
+/// Counters the lead exports as metrics, and the conditions `/health` reports.
 pub struct PublishStats {
     pub published_total: AtomicU64,
     pub retries_total: AtomicU64,
@@ -59,10 +80,19 @@ pub struct PublishStats {
     connected: Vec<AtomicBool>,
     urls: Vec<String>,
     latency: Option<LatencyObserver>,
+    refusal: Mutex<Option<Refusal>>,
 }
 
 /// Called with the time from spooling to broker confirm of each delivered alert.
 pub type LatencyObserver = Arc<dyn Fn(Duration) + Send + Sync>;
+
+/// The broker refusing alerts: from the first nack or return until an alert is delivered.
+#[derive(Debug, Clone)]
+struct Refusal {
+    since: Instant,
+    /// The last return's reason, when alerts are being returned rather than nacked.
+    returned: Option<String>,
+}
 
 impl PublishStats {
     pub fn new(config: &BrokerConfig, latency: Option<LatencyObserver>) -> Self {
@@ -74,6 +104,7 @@ impl PublishStats {
             connected: config.urls.iter().map(|_| AtomicBool::new(false)).collect(),
             urls: config.urls.iter().map(|u| redact_url(u)).collect(),
             latency,
+            refusal: Mutex::new(None),
         }
     }
 
@@ -90,6 +121,34 @@ impl PublishStats {
         if let Some(c) = self.connected.get(idx) {
             c.store(v, Ordering::Relaxed);
         }
+    }
+
+    /// How long the broker has been refusing (nacking) alerts, while it does.
+    pub fn refusing(&self) -> Option<Duration> {
+        let r = self.refusal();
+        r.filter(|r| r.returned.is_none())
+            .map(|r| r.since.elapsed())
+    }
+
+    /// How long alerts have been coming back unroutable, and the last return's reason, while
+    /// they do.
+    pub fn returning(&self) -> Option<(Duration, String)> {
+        self.refusal()
+            .and_then(|r| Some((r.since.elapsed(), r.returned?)))
+    }
+
+    fn refusal(&self) -> Option<Refusal> {
+        self.refusal
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .clone()
+    }
+
+    fn set_refusal(&self, refusal: Option<Refusal>) {
+        *self
+            .refusal
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner) = refusal;
     }
 }
 
@@ -212,17 +271,17 @@ pub fn host_name() -> String {
         .into_owned()
 }
 
-/// The order in which to try the URLs: `preferred` (see [`preferred_order`]), with the one just
-/// lost tried last so that a failover does not bounce straight back to a dying node.
-pub fn connect_order(preferred: &[usize], just_lost: Option<usize>) -> Vec<usize> {
+/// The order in which to try the URLs: `preferred` (see [`preferred_order`]), except that the
+/// nodes in `given_up` (lost or refusing since the last delivered alert, oldest first) come last,
+/// the most recent one last of all: a failover does not bounce straight back to a dying node,
+/// nor to a crashed one before the others were tried.
+pub fn connect_order(preferred: &[usize], given_up: &[usize]) -> Vec<usize> {
     let mut order: Vec<usize> = preferred
         .iter()
         .copied()
-        .filter(|&i| Some(i) != just_lost)
+        .filter(|i| !given_up.contains(i))
         .collect();
-    if let Some(l) = just_lost.filter(|l| preferred.contains(l)) {
-        order.push(l);
-    }
+    order.extend(given_up.iter().filter(|i| preferred.contains(i)));
     order
 }
 
@@ -312,10 +371,11 @@ fn push_key_word(key: &mut String, s: &str) {
     }));
 }
 
-/// `iem.<severity name>.<component name or id>`, or `iem.malformed`.
-fn routing_key(meta: &Meta<'_>) -> String {
+/// `iem.<severity name>.<component name or id>`, or `iem.malformed`; cut to AMQP's 255 bytes
+/// (the catalog refuses component names that long, but alerts spooled before may carry one).
+fn routing_key(meta: &Meta<'_>) -> ShortString {
     if meta.kind.as_deref() == Some("malformed") {
-        return "iem.malformed".into();
+        return ShortString::from("iem.malformed");
     }
     let mut key = String::with_capacity(32);
     key.push_str("iem.");
@@ -330,53 +390,71 @@ fn routing_key(meta: &Meta<'_>) -> String {
             .as_ref()
             .map_or("unknown", |c| c.name.as_deref().unwrap_or(&c.id)),
     );
-    key
+    short_ascii(key)
+}
+
+/// An ASCII string as a short string, cut to its 255 bytes.
+fn short_ascii(mut s: String) -> ShortString {
+    s.truncate(MAX_SHORT_STRING_LENGTH);
+    // Cannot fail once cut: `try_new` only checks the length.
+    ShortString::try_new(s).unwrap_or_default()
+}
+
+/// The exchange of `config` as an AMQP short string (the config check refuses longer names, so
+/// this fails only for a config that skipped validation).
+pub fn exchange(config: &BrokerConfig) -> Result<ShortString, PublishError> {
+    let name = config.exchange_name();
+    ShortString::try_new(name).map_err(|reason| PublishError::AmqpName {
+        key: "broker.exchange",
+        name: name.to_string(),
+        reason,
+    })
 }
 
 /// A message ready to publish; the body borrows the spooled payload when it is sent as is.
 pub struct Outgoing<'r> {
-    pub exchange: &'r str,
-    pub routing_key: String,
+    pub routing_key: ShortString,
     pub body: Cow<'r, [u8]>,
     pub properties: BasicProperties,
 }
 
-/// Builds the message for one spooled record.
-pub fn message<'r>(config: &'r BrokerConfig, rec: &'r Record) -> Outgoing<'r> {
-    let exchange = config.exchange_name();
+/// Builds the message for one spooled record. Nothing in a record can make this fail: a payload
+/// that cannot be read, or whose id does not fit a message id, goes out as `iem.malformed`.
+pub fn message<'r>(config: &BrokerConfig, rec: &'r Record) -> Outgoing<'r> {
     let mut props = BasicProperties::default()
         .with_delivery_mode(2)
         .with_content_type("application/json".into())
         .with_timestamp(u64::try_from(rec.time_ms / 1000).unwrap_or(0));
     let mut headers = FieldTable::default();
-    let meta = serde_json::from_slice::<Meta<'_>>(&rec.payload);
+    let meta = serde_json::from_slice::<Meta<'_>>(&rec.payload)
+        .ok()
+        .and_then(|m| Some((ShortString::try_new(m.id.as_ref()).ok()?, m)));
     let (routing_key, body, schema) = match (config.format, &meta) {
-        (BodyFormat::V1, Ok(m)) => (
+        (BodyFormat::V1, Some((_, m))) => (
             routing_key(m),
             Cow::Borrowed(rec.payload.as_slice()),
             m.schema.as_deref().unwrap_or(crate::alert::SCHEMA),
         ),
-        (BodyFormat::Sspl, Ok(_)) => {
+        (BodyFormat::Sspl, Some(_)) => {
             let body = serde_json::from_slice::<Alert>(&rec.payload)
                 .ok()
                 .and_then(|a| serde_json::to_vec(&crate::sspl::body(&a)).ok())
                 .map_or(Cow::Borrowed(rec.payload.as_slice()), Cow::Owned);
-            ("sensor-key".into(), body, "sspl/1.0.0")
+            (ShortString::from("sensor-key"), body, "sspl/1.0.0")
         }
         // Never dropped: an unreadable payload still goes out, where someone can see it.
-        (_, Err(_)) => (
-            "iem.malformed".into(),
+        (_, None) => (
+            ShortString::from("iem.malformed"),
             Cow::Borrowed(rec.payload.as_slice()),
             "unknown",
         ),
     };
-    if let Ok(m) = &meta {
-        props = props.with_message_id(m.id.as_ref().into());
-    }
     headers.insert("schema".into(), AMQPValue::LongString(schema.into()));
     props = props.with_headers(headers);
+    if let Some((id, _)) = meta {
+        props = props.with_message_id(id);
+    }
     Outgoing {
-        exchange,
         routing_key,
         body,
         properties: props,
@@ -396,6 +474,12 @@ enum ConnectError {
     Timeout,
     #[error("invalid URL: {0}")]
     Url(String),
+    #[error("{key} {name:?} cannot be sent over AMQP: {reason}")]
+    Name {
+        key: &'static str,
+        name: String,
+        reason: lapin::types::ShortStringError,
+    },
 }
 
 /// The frame size iemd proposes unless the URL sets `frame_max` (the broker may lower it).
@@ -431,6 +515,7 @@ async fn open(
     tls: &OwnedTLSConfig,
 ) -> Result<Connection, ConnectError> {
     let mut uri: AMQPUri = url.parse().map_err(ConnectError::Url)?;
+    short("broker.urls (virtual host)", &uri.vhost)?;
     uri.authority.userinfo = AMQPUserInfo {
         username: creds.user.clone(),
         password: creds.password.clone(),
@@ -457,11 +542,7 @@ async fn connect(
 ) -> Result<Session, ConnectError> {
     let fut = async {
         let conn = open(url, creds, tls).await?;
-        let channel = conn.create_channel().await?;
-        channel
-            .confirm_select(ConfirmSelectOptions::default())
-            .await?;
-        declare(config, &channel).await?;
+        let channel = confirming_channel(config, &conn, true).await?;
         Ok::<_, ConnectError>(Session { conn, channel })
     };
     tokio::time::timeout(Duration::from_millis(config.connect_timeout_ms), fut)
@@ -469,14 +550,66 @@ async fn connect(
         .map_err(|_| ConnectError::Timeout)?
 }
 
-async fn declare(config: &BrokerConfig, channel: &Channel) -> Result<(), lapin::Error> {
+/// A new channel on `conn` with publisher confirms, after declaring the topology on it when
+/// `declare` (and `config.declare`).
+async fn confirming_channel(
+    config: &BrokerConfig,
+    conn: &Connection,
+    declare: bool,
+) -> Result<Channel, ConnectError> {
+    let channel = conn.create_channel().await?;
+    channel
+        .confirm_select(ConfirmSelectOptions::default())
+        .await?;
+    if declare {
+        declare_topology(config, &channel).await?;
+    }
+    Ok(channel)
+}
+
+impl Session {
+    /// Replaces the channel by a fresh one on the same connection (a channel of a node can stay
+    /// refusing after its quorum queue's leader crashed, while a new one is served), declaring
+    /// the topology again when `declare`. The old channel is closed, bounded.
+    async fn renew_channel(
+        &mut self,
+        config: &BrokerConfig,
+        declare: bool,
+    ) -> Result<(), ConnectError> {
+        let fresh = tokio::time::timeout(
+            Duration::from_millis(config.connect_timeout_ms),
+            confirming_channel(config, &self.conn, declare),
+        )
+        .await
+        .map_err(|_| ConnectError::Timeout)??;
+        let old = std::mem::replace(&mut self.channel, fresh);
+        // Only its confirms were wanted, and they are given up: a failed close is no news.
+        let closed =
+            tokio::time::timeout(Duration::from_secs(1), old.close(200, "replaced".into())).await;
+        if !matches!(closed, Ok(Ok(()))) {
+            tracing::debug!(?closed, "closing a replaced channel failed");
+        }
+        Ok(())
+    }
+}
+
+/// `name` as an AMQP short string, for the broker call that needs it.
+fn short(key: &'static str, name: &str) -> Result<ShortString, ConnectError> {
+    ShortString::try_new(name).map_err(|reason| ConnectError::Name {
+        key,
+        name: name.to_string(),
+        reason,
+    })
+}
+
+async fn declare_topology(config: &BrokerConfig, channel: &Channel) -> Result<(), ConnectError> {
     if !config.declare {
         return Ok(());
     }
-    let exchange = config.exchange_name();
+    let exchange = short("broker.exchange", config.exchange_name())?;
     channel
         .exchange_declare(
-            exchange.into(),
+            exchange.clone(),
             ExchangeKind::Topic,
             ExchangeDeclareOptions {
                 durable: true,
@@ -486,6 +619,8 @@ async fn declare(config: &BrokerConfig, channel: &Channel) -> Result<(), lapin::
         )
         .await?;
     if let Some(q) = &config.queue {
+        let name = short("broker.queue.name", &q.name)?;
+        let binding = short("broker.queue.binding_key", &q.binding_key)?;
         let mut args = FieldTable::default();
         if q.kind == QueueKind::Quorum {
             args.insert(
@@ -495,7 +630,7 @@ async fn declare(config: &BrokerConfig, channel: &Channel) -> Result<(), lapin::
         }
         channel
             .queue_declare(
-                q.name.as_str().into(),
+                name.clone(),
                 QueueDeclareOptions {
                     durable: true,
                     ..QueueDeclareOptions::default()
@@ -505,9 +640,9 @@ async fn declare(config: &BrokerConfig, channel: &Channel) -> Result<(), lapin::
             .await?;
         channel
             .queue_bind(
-                q.name.as_str().into(),
-                exchange.into(),
-                q.binding_key.as_str().into(),
+                name,
+                exchange,
+                binding,
                 QueueBindOptions::default(),
                 FieldTable::default(),
             )
@@ -519,10 +654,159 @@ async fn declare(config: &BrokerConfig, channel: &Channel) -> Result<(), lapin::
 /// Why a pump over one session ended.
 enum Ended {
     Shutdown,
-    /// Something was not confirmed; `reconnect` when the connection or channel is unusable.
-    Failed {
-        reconnect: bool,
-    },
+    /// The connection or channel is unusable, or stalled: connect again.
+    Lost,
+    /// The broker nacked an alert.
+    Nacked,
+    /// The broker returned an alert as unroutable (the reason, for the log and `/health`).
+    Returned(String),
+}
+
+/// Retry delay after the first nack on a node; it doubles with each further nack in a row.
+pub const NACK_RETRY_FIRST: Duration = Duration::from_millis(25);
+/// Nacks in a row on one node after which the next node is tried.
+pub const NACKS_BEFORE_FAILOVER: u32 = 3;
+/// A node refusing for this long is left for the next one, however few nacks that took.
+pub const NACK_FAILOVER_AFTER: Duration = Duration::from_secs(2);
+
+/// The run of nacks and returns in progress: from the first until an alert is delivered. Logs
+/// its start (per kind) and its end once, and publishes itself in [`PublishStats`].
+struct Refusals<'s> {
+    stats: &'s PublishStats,
+    episode: Option<Episode>,
+    /// Nacks in a row on the current node, and when the first of them came.
+    on_node: u32,
+    node_since: Instant,
+}
+
+struct Episode {
+    since: Instant,
+    nacks: u64,
+    returns: u64,
+    nack_logged: bool,
+    return_logged: bool,
+    failover_logged: bool,
+}
+
+impl<'s> Refusals<'s> {
+    fn new(stats: &'s PublishStats) -> Self {
+        Refusals {
+            stats,
+            episode: None,
+            on_node: 0,
+            node_since: Instant::now(),
+        }
+    }
+
+    fn episode(&mut self) -> &mut Episode {
+        self.episode.get_or_insert_with(|| Episode {
+            since: Instant::now(),
+            nacks: 0,
+            returns: 0,
+            nack_logged: false,
+            return_logged: false,
+            failover_logged: false,
+        })
+    }
+
+    /// Connected to another node (or the same one again).
+    fn new_node(&mut self) {
+        self.on_node = 0;
+    }
+
+    /// An alert was delivered: the episode, if any, is over.
+    fn delivered(&mut self) {
+        if let Some(ep) = self.episode.take() {
+            tracing::info!(
+                after_ms = ep.since.elapsed().as_millis() as u64,
+                nacks = ep.nacks,
+                returns = ep.returns,
+                "the broker accepts alerts again"
+            );
+            self.stats.set_refusal(None);
+        }
+    }
+
+    /// The connection was lost: what follows is an unreachable broker (its own health rule),
+    /// not a refusal.
+    fn interrupted(&mut self) {
+        if self.episode.take().is_some() {
+            self.stats.set_refusal(None);
+        }
+    }
+
+    /// The node at `url` nacked an alert. Returns the delay before retrying on a fresh channel,
+    /// or `None` when it has refused long enough to move to the next node.
+    fn nacked(&mut self, url: &str) -> Option<Duration> {
+        if self.on_node == 0 {
+            self.node_since = Instant::now();
+        }
+        self.on_node += 1;
+        let (on_node, node_for) = (self.on_node, self.node_since.elapsed());
+        let ep = self.episode();
+        ep.nacks += 1;
+        let since = ep.since;
+        if !ep.nack_logged {
+            ep.nack_logged = true;
+            tracing::warn!(
+                url,
+                "the broker refuses alerts (nack); sending them again on a fresh \
+                channel, and through the next node if it keeps refusing"
+            );
+        }
+        let fail_over = on_node >= NACKS_BEFORE_FAILOVER || node_for >= NACK_FAILOVER_AFTER;
+        if fail_over {
+            let first = !std::mem::replace(&mut ep.failover_logged, true);
+            let (nacks, for_ms) = (on_node, node_for.as_millis() as u64);
+            if first {
+                tracing::warn!(
+                    url,
+                    nacks,
+                    for_ms,
+                    "broker node keeps refusing alerts; failing over to the next node"
+                );
+            } else {
+                tracing::debug!(
+                    url,
+                    nacks,
+                    for_ms,
+                    "broker node keeps refusing alerts; failing over to the next node"
+                );
+            }
+        }
+        self.stats.set_refusal(Some(Refusal {
+            since,
+            returned: None,
+        }));
+        (!fail_over).then(|| NACK_RETRY_FIRST * 2u32.pow(on_node.saturating_sub(1).min(6)))
+    }
+
+    /// The node at `url` returned an alert as unroutable for `reason`.
+    fn returned(&mut self, url: &str, reason: String, config: &BrokerConfig) {
+        let ep = self.episode();
+        ep.returns += 1;
+        let since = ep.since;
+        if !ep.return_logged {
+            ep.return_logged = true;
+            let exchange = config.exchange_name();
+            match (config.declare, &config.queue) {
+                (true, Some(q)) => tracing::warn!(url, %reason, queue = %q.name,
+                    "the broker returns alerts as unroutable (was the queue deleted?); declaring \
+                     the exchange and queue again and sending them again"),
+                (true, None) => tracing::warn!(url, %reason, exchange,
+                    "the broker returns alerts as unroutable: no queue is bound to the exchange \
+                     for them; bind one (or set [broker.queue]); retrying with backoff"),
+                (false, _) => tracing::warn!(url, %reason, exchange,
+                    "the broker returns alerts as unroutable: no queue is bound to the exchange \
+                     for them (declare = false: iemd does not create it); reconnecting and \
+                     retrying with backoff"),
+            }
+        }
+        self.stats.set_refusal(Some(Refusal {
+            since,
+            returned: Some(reason),
+        }));
+    }
 }
 
 /// Drains `reader` to the broker until shutdown is requested. A broker that is away is retried
@@ -535,6 +819,7 @@ pub async fn run(
 ) -> Result<(), PublishError> {
     let creds = credentials(config)?;
     let tls = tls_config(config)?;
+    let exchange = exchange(config)?;
     let mut backoff = Backoff::new(config);
     let mut unreachable_log = Throttle {
         last: None,
@@ -542,7 +827,9 @@ pub async fn run(
         suppressed: 0,
     };
     let preferred = preferred_order(&config.urls, config.local_first, &host_name());
-    let mut just_lost = None;
+    // Nodes lost or left since the last delivered alert, oldest first: tried last.
+    let mut given_up: Vec<usize> = Vec::new();
+    let mut refusals = Refusals::new(&stats);
     let token = shutdown.token.clone();
     loop {
         if token.is_cancelled() {
@@ -551,7 +838,7 @@ pub async fn run(
         }
         let mut session = None;
         let mut failures = Vec::new();
-        for idx in connect_order(&preferred, just_lost) {
+        for idx in connect_order(&preferred, &given_up) {
             let url = &config.urls[idx];
             let attempt = tokio::select! {
                 _ = token.cancelled() => break,
@@ -565,7 +852,7 @@ pub async fn run(
                 Err(e) => failures.push(format!("{}: {e}", redact_url(url))),
             }
         }
-        let Some((idx, session)) = session else {
+        let Some((idx, mut session)) = session else {
             if token.is_cancelled() {
                 continue;
             }
@@ -576,17 +863,48 @@ pub async fn run(
             sleep_or_cancel(backoff.step(), &token).await;
             continue;
         };
+        let url = redact_url(&config.urls[idx]);
         stats.set_connected(idx, true);
-        tracing::info!(url = %redact_url(&config.urls[idx]), "connected to broker");
+        tracing::info!(url = %url, "connected to broker");
+        refusals.new_node();
+        let delivered_before = stats.published_total.load(Ordering::Relaxed);
         let ended = loop {
             reader.rewind();
-            let ended = pump(config, &mut reader, &session, &token, &stats, &mut backoff).await?;
-            match ended {
-                Ended::Failed { reconnect: false } if !token.is_cancelled() => {
-                    stats.retries_total.fetch_add(1, Ordering::Relaxed);
+            let ended = pump(
+                config,
+                &exchange,
+                &mut reader,
+                &session,
+                &token,
+                &mut backoff,
+                &mut refusals,
+            )
+            .await?;
+            let declare = match ended {
+                Ended::Nacked => match refusals.nacked(&url) {
+                    Some(delay) => {
+                        sleep_or_cancel(delay, &token).await;
+                        false
+                    }
+                    None => break Ended::Nacked,
+                },
+                Ended::Returned(reason) => {
+                    refusals.returned(&url, reason.clone(), config);
+                    if !config.declare {
+                        break Ended::Returned(reason);
+                    }
                     sleep_or_cancel(backoff.step(), &token).await;
+                    true
                 }
                 other => break other,
+            };
+            if token.is_cancelled() {
+                break Ended::Shutdown;
+            }
+            stats.retries_total.fetch_add(1, Ordering::Relaxed);
+            if let Err(error) = session.renew_channel(config, declare).await {
+                tracing::warn!(url = %url, %error, "cannot open a fresh channel; reconnecting");
+                break Ended::Lost;
             }
         };
         stats.set_connected(idx, false);
@@ -598,15 +916,20 @@ pub async fn run(
         )
         .await;
         reader.persist()?;
-        match ended {
-            Ended::Shutdown => return Ok(()),
-            Ended::Failed { .. } => {
-                stats.retries_total.fetch_add(1, Ordering::Relaxed);
-                tracing::warn!(url = %redact_url(&config.urls[idx]), "lost the broker; failing over");
-                just_lost = Some(idx);
-                sleep_or_cancel(backoff.step(), &token).await;
-            }
+        if matches!(ended, Ended::Shutdown) {
+            return Ok(());
         }
+        stats.retries_total.fetch_add(1, Ordering::Relaxed);
+        if matches!(ended, Ended::Lost) {
+            tracing::warn!(url = %url, "lost the broker; failing over");
+            refusals.interrupted();
+        }
+        if stats.published_total.load(Ordering::Relaxed) > delivered_before {
+            given_up.clear();
+        }
+        given_up.retain(|&i| i != idx);
+        given_up.push(idx);
+        sleep_or_cancel(backoff.step(), &token).await;
     }
 }
 
@@ -622,12 +945,14 @@ const ACK_BATCH: u64 = 64;
 
 async fn pump(
     config: &BrokerConfig,
+    exchange: &ShortString,
     reader: &mut SpoolReader,
     session: &Session,
     token: &tokio_util::sync::CancellationToken,
-    stats: &PublishStats,
     backoff: &mut Backoff,
+    refusals: &mut Refusals<'_>,
 ) -> Result<Ended, PublishError> {
+    let stats = refusals.stats;
     let mut inflight = FuturesOrdered::new();
     let mut confirmed: Option<u64> = None;
     let mut unacked = 0u64;
@@ -642,6 +967,7 @@ async fn pump(
         mandatory: true,
         ..BasicPublishOptions::default()
     };
+    let usable = || session.conn.status().connected() && session.channel.status().connected();
     let ended = loop {
         tokio::select! {
             biased;
@@ -650,7 +976,7 @@ async fn pump(
                 let wait = Duration::from_millis(config.shutdown_timeout_ms);
                 let _ = tokio::time::timeout(wait, async {
                     while let Some((seq, time_ms, res)) = inflight.next().await {
-                        if !settle(seq, time_ms, res, stats, &mut confirmed) {
+                        if !matches!(settle(seq, time_ms, res, stats, &mut confirmed), Settled::Delivered) {
                             break;
                         }
                     }
@@ -658,9 +984,13 @@ async fn pump(
                 break Ended::Shutdown;
             }
             Some((seq, time_ms, res)) = inflight.next(), if !inflight.is_empty() => {
-                if !settle(seq, time_ms, res, stats, &mut confirmed) {
-                    break Ended::Failed { reconnect: !session.conn.status().connected() || !session.channel.status().connected() };
+                match settle(seq, time_ms, res, stats, &mut confirmed) {
+                    Settled::Delivered => {}
+                    Settled::Nacked if usable() => break Ended::Nacked,
+                    Settled::Returned(reason) if usable() => break Ended::Returned(reason),
+                    _ => break Ended::Lost,
                 }
+                refusals.delivered();
                 progress = tokio::time::Instant::now();
                 backoff.reset();
                 unacked += 1;
@@ -678,15 +1008,15 @@ async fn pump(
                     progress = tokio::time::Instant::now();
                 }
                 let published = tokio::time::timeout(stall, session.channel.basic_publish(
-                    out.exchange.into(),
-                    out.routing_key.as_str().into(),
+                    exchange.clone(),
+                    out.routing_key,
                     mandatory,
                     &out.body,
                     out.properties,
                 )).await;
                 let Ok(published) = published else {
                     tracing::warn!(seq = rec.seq, "publish blocked for {stall:?}; reconnecting");
-                    break Ended::Failed { reconnect: true };
+                    break Ended::Lost;
                 };
                 match published {
                     Ok(confirm) => {
@@ -695,18 +1025,18 @@ async fn pump(
                     }
                     Err(e) => {
                         tracing::warn!(error = %e, seq = rec.seq, "publish failed");
-                        break Ended::Failed { reconnect: true };
+                        break Ended::Lost;
                     }
                 }
             }
             _ = tick.tick() => {
-                if !session.conn.status().connected() || !session.channel.status().connected() {
-                    break Ended::Failed { reconnect: true };
+                if !usable() {
+                    break Ended::Lost;
                 }
                 if !inflight.is_empty() && progress.elapsed() > stall {
                     tracing::warn!(in_flight = inflight.len(),
                         "no confirm from the broker for {stall:?}; reconnecting and sending again");
-                    break Ended::Failed { reconnect: true };
+                    break Ended::Lost;
                 }
             }
         }
@@ -717,14 +1047,25 @@ async fn pump(
     Ok(ended)
 }
 
-/// Accounts for one confirm; true when the message was delivered.
+/// What the broker answered to one publish.
+#[derive(Debug, PartialEq, Eq)]
+enum Settled {
+    Delivered,
+    Nacked,
+    /// Returned as unroutable: `<code> <text> (exchange .., routing key ..)`.
+    Returned(String),
+    /// No answer: the channel or connection failed.
+    Lost,
+}
+
+/// Accounts for one confirm.
 fn settle(
     seq: u64,
     time_ms: i64,
     res: Result<Confirmation, lapin::Error>,
     stats: &PublishStats,
     confirmed: &mut Option<u64>,
-) -> bool {
+) -> Settled {
     match res {
         Ok(Confirmation::Ack(None)) => {
             stats.published_total.fetch_add(1, Ordering::Relaxed);
@@ -733,30 +1074,29 @@ fn settle(
                 observe(Duration::from_millis(u64::try_from(ms).unwrap_or(0)));
             }
             *confirmed = Some(seq);
-            true
+            Settled::Delivered
         }
         Ok(Confirmation::Ack(Some(returned))) => {
             stats.returns_total.fetch_add(1, Ordering::Relaxed);
-            tracing::warn!(seq, reply_code = returned.reply_code, reply_text = %returned.reply_text,
-                exchange = %returned.delivery.exchange, routing_key = %returned.delivery.routing_key,
-                "broker returned an alert (unroutable); it stays in the spool and is retried");
-            false
+            Settled::Returned(format!(
+                "{} {} (exchange {:?}, routing key {:?})",
+                returned.reply_code,
+                returned.reply_text,
+                returned.delivery.exchange.as_str(),
+                returned.delivery.routing_key.as_str()
+            ))
         }
         Ok(Confirmation::Nack(_)) => {
             stats.nacks_total.fetch_add(1, Ordering::Relaxed);
-            tracing::warn!(
-                seq,
-                "broker nacked an alert; it stays in the spool and is retried"
-            );
-            false
+            Settled::Nacked
         }
         Ok(Confirmation::NotRequested) => {
             tracing::error!(seq, "publisher confirms are not active on the channel");
-            false
+            Settled::Lost
         }
         Err(e) => {
             tracing::warn!(seq, error = %e, "no confirm for an alert; it stays in the spool and is retried");
-            false
+            Settled::Lost
         }
     }
 }
@@ -778,10 +1118,11 @@ pub async fn send_records(
 ) -> Result<SendReport, PublishError> {
     let creds = credentials(config)?;
     let tls = tls_config(config)?;
+    let exchange = exchange(config)?;
     let mut session = None;
     let mut failures = Vec::new();
     let preferred = preferred_order(&config.urls, config.local_first, &host_name());
-    for idx in connect_order(&preferred, None) {
+    for idx in connect_order(&preferred, &[]) {
         match connect(config, &config.urls[idx], &creds, &tls).await {
             Ok(s) => {
                 session = Some(s);
@@ -811,10 +1152,17 @@ pub async fn send_records(
     };
     let mut settle_one = |(seq, time_ms, res), report: &mut SendReport| {
         let mut confirmed = None;
-        if settle(seq, time_ms, res, &stats, &mut confirmed) {
-            report.delivered += 1;
-        } else {
-            report.failed.push(seq);
+        match settle(seq, time_ms, res, &stats, &mut confirmed) {
+            Settled::Delivered => report.delivered += 1,
+            Settled::Nacked => {
+                tracing::warn!(seq, "the broker nacked the alert");
+                report.failed.push(seq);
+            }
+            Settled::Returned(reason) => {
+                tracing::warn!(seq, %reason, "the broker returned the alert as unroutable");
+                report.failed.push(seq);
+            }
+            Settled::Lost => report.failed.push(seq),
         }
         progress(report.delivered + report.failed.len() as u64, total);
     };
@@ -829,8 +1177,8 @@ pub async fn send_records(
         match session
             .channel
             .basic_publish(
-                out.exchange.into(),
-                out.routing_key.as_str().into(),
+                exchange.clone(),
+                out.routing_key,
                 mandatory,
                 &out.body,
                 out.properties,
@@ -856,11 +1204,13 @@ mod tests {
     use super::*;
 
     #[test]
-    fn connect_order_puts_the_lost_url_last() {
-        assert_eq!(connect_order(&[2, 0, 1], None), [2, 0, 1]);
-        assert_eq!(connect_order(&[2, 0, 1], Some(2)), [0, 1, 2]);
-        assert_eq!(connect_order(&[2, 0, 1], Some(0)), [2, 1, 0]);
-        assert_eq!(connect_order(&[0], Some(0)), [0]);
+    fn connect_order_puts_the_nodes_given_up_on_last() {
+        assert_eq!(connect_order(&[2, 0, 1], &[]), [2, 0, 1]);
+        assert_eq!(connect_order(&[2, 0, 1], &[2]), [0, 1, 2]);
+        assert_eq!(connect_order(&[2, 0, 1], &[0]), [2, 1, 0]);
+        assert_eq!(connect_order(&[0], &[0]), [0]);
+        // Node 2 crashed, then node 0 refused: node 1 next, the crashed one before the refusing one.
+        assert_eq!(connect_order(&[2, 0, 1], &[2, 0]), [1, 2, 0]);
     }
 
     fn urls(hosts: &[&str]) -> Vec<String> {
@@ -914,13 +1264,59 @@ mod tests {
             r#"{"id":"a","kind":"iem","severity":{"code":"E","name":"error"},"component":{"id":"003","name":"s3"}}"#,
         )
         .unwrap();
-        assert_eq!(routing_key(&m), "iem.error.s3");
+        assert_eq!(routing_key(&m).as_str(), "iem.error.s3");
         let m: Meta<'_> =
             serde_json::from_str(r#"{"id":"a","kind":"iem","component":{"id":"0F3","name":null}}"#)
                 .unwrap();
-        assert_eq!(routing_key(&m), "iem.unknown.0f3");
+        assert_eq!(routing_key(&m).as_str(), "iem.unknown.0f3");
         let m: Meta<'_> = serde_json::from_str(r#"{"id":"a","kind":"malformed"}"#).unwrap();
-        assert_eq!(routing_key(&m), "iem.malformed");
+        assert_eq!(routing_key(&m).as_str(), "iem.malformed");
+    }
+
+    /// Issue 13: a 300-character component name panicked the publisher (`ShortString exceeds
+    /// maximum length`); a record's fields can no longer make building a message fail.
+    #[test]
+    fn long_names_and_ids_cannot_panic_the_publisher() {
+        let long = "n".repeat(300);
+        let payload = format!(
+            r#"{{"id":"a","kind":"iem","severity":{{"name":"informational"}},"component":{{"id":"0aa","name":"{long}"}}}}"#
+        );
+        let rec = Record {
+            seq: 1,
+            time_ms: 0,
+            payload: payload.into_bytes(),
+        };
+        let out = message(&BrokerConfig::default(), &rec);
+        assert_eq!(out.routing_key.as_str().len(), 255);
+        assert!(
+            out.routing_key
+                .as_str()
+                .starts_with("iem.informational.nnn")
+        );
+        assert_eq!(
+            out.properties.message_id().as_ref().map(|s| s.as_str()),
+            Some("a")
+        );
+        // An id that does not fit a message id: sent as malformed, never dropped.
+        let rec = Record {
+            seq: 2,
+            time_ms: 0,
+            payload: format!(r#"{{"id":"{long}","kind":"iem"}}"#).into_bytes(),
+        };
+        let out = message(&BrokerConfig::default(), &rec);
+        assert_eq!(out.routing_key.as_str(), "iem.malformed");
+        assert!(out.properties.message_id().is_none());
+        let bad = BrokerConfig {
+            exchange: Some(long),
+            ..BrokerConfig::default()
+        };
+        assert!(matches!(
+            exchange(&bad),
+            Err(PublishError::AmqpName {
+                key: "broker.exchange",
+                ..
+            })
+        ));
     }
 
     #[test]

@@ -165,6 +165,10 @@ async fn unroutable_alert_stays_pending() {
         );
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
+    // Issue 13 item 3: `/health` was "ok" meanwhile; the publisher now says why.
+    let (_, why) = run.stats.returning().expect("returns are reported");
+    assert!(why.starts_with("312 NO_ROUTE (exchange "), "{why}");
+    assert_eq!(run.stats.refusing(), None);
     let s = run.writer.stats();
     assert_eq!(s.acked_seq, 0);
     assert_eq!(s.pending_records, 1);
@@ -218,22 +222,32 @@ async fn broker_restart_loses_nothing_and_keeps_order() {
     let _b = util::broker_lock::exclusive();
     let broker = broker_config("restart");
     let run = start(&broker, spool_config);
-    let n = 3000u64;
+    // Alerts keep coming (20 every 20 ms, at least 3,000) until the broker is back: on a
+    // loaded machine `stop_app` alone can take longer than a fixed batch.
+    let back = Arc::new(std::sync::atomic::AtomicBool::new(false));
     let writer = run.writer.clone();
-    let feeder = tokio::spawn(async move {
-        for i in 1..=n {
-            writer.append(&alert_json(i)).await.unwrap();
-            if i % 20 == 0 {
-                tokio::time::sleep(Duration::from_millis(20)).await;
+    let feeder = tokio::spawn({
+        let back = back.clone();
+        async move {
+            let mut i = 0u64;
+            while i < 3000 || !back.load(std::sync::atomic::Ordering::Relaxed) {
+                i += 1;
+                writer.append(&alert_json(i)).await.unwrap();
+                if i.is_multiple_of(20) {
+                    tokio::time::sleep(Duration::from_millis(20)).await;
+                }
             }
+            i
         }
     });
     run.wait_acked(300, Duration::from_secs(30)).await;
     let ctl = |arg: &str| {
-        let st = std::process::Command::new("rabbitmqctl")
-            .arg(arg)
-            .status()
-            .unwrap();
+        let st = tokio::task::block_in_place(|| {
+            std::process::Command::new("rabbitmqctl")
+                .arg(arg)
+                .status()
+                .unwrap()
+        });
         assert!(st.success(), "rabbitmqctl {arg}");
     };
     let _back = util::broker_lock::StartAppOnDrop;
@@ -242,7 +256,8 @@ async fn broker_restart_loses_nothing_and_keeps_order() {
     let during = run.writer.stats();
     ctl("start_app");
     ctl("await_startup");
-    feeder.await.unwrap();
+    back.store(true, std::sync::atomic::Ordering::Relaxed);
+    let n = feeder.await.unwrap();
     run.wait_acked(n, Duration::from_secs(120)).await;
     assert!(
         during.acked_seq < during.last_seq,
@@ -409,4 +424,167 @@ async fn a_connection_that_goes_silent_is_replaced_and_nothing_is_lost() {
     ids.sort_by_key(|id| id.trim_start_matches("id-").parse::<u64>().unwrap());
     ids.dedup();
     assert_eq!(ids, expected(1..=400));
+}
+
+/// A channel to the test broker.
+async fn channel() -> (lapin::Connection, lapin::Channel) {
+    let conn = lapin::Connection::connect(&util::broker_url(), Default::default())
+        .await
+        .unwrap();
+    let ch = conn.create_channel().await.unwrap();
+    (conn, ch)
+}
+
+/// Waits until `cond` holds, polling every 20 ms; panics with `what` after `within`.
+async fn wait_until(what: &str, within: Duration, mut cond: impl FnMut() -> bool) {
+    let t = Instant::now();
+    while !cond() {
+        assert!(t.elapsed() < within, "{what}: not within {within:?}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// Issue 18: a nacked alert was retried on the same channel with a backoff doubling to 30 s,
+/// and a nack never counted as a stall. A queue that takes 3 messages and nacks the rest
+/// (`x-overflow: reject-publish`): the publisher keeps trying on fresh channels and connections
+/// without losing or reordering anything, reports the refusal while it lasts, and delivers the
+/// rest as soon as there is room.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn nacked_alerts_are_retried_on_fresh_channels_until_the_broker_takes_them() {
+    if !util::broker_available(
+        "nacked_alerts_are_retried_on_fresh_channels_until_the_broker_takes_them",
+    ) {
+        return;
+    }
+    let _b = util::broker_lock::shared();
+    let broker = BrokerConfig {
+        declare: false,
+        ..broker_config("nack")
+    };
+    let (exchange, queue) = (
+        broker.exchange_name().to_string(),
+        broker.queue.clone().unwrap().name,
+    );
+    let (conn, ch) = channel().await;
+    ch.exchange_declare(
+        exchange.as_str().into(),
+        lapin::ExchangeKind::Topic,
+        lapin::options::ExchangeDeclareOptions::default(),
+        Default::default(),
+    )
+    .await
+    .unwrap();
+    let mut args = lapin::types::FieldTable::default();
+    args.insert(
+        "x-max-length".into(),
+        lapin::types::AMQPValue::LongLongInt(3),
+    );
+    args.insert(
+        "x-overflow".into(),
+        lapin::types::AMQPValue::LongString("reject-publish".into()),
+    );
+    ch.queue_declare(queue.as_str().into(), Default::default(), args)
+        .await
+        .unwrap();
+    ch.queue_bind(
+        queue.as_str().into(),
+        exchange.as_str().into(),
+        "#".into(),
+        Default::default(),
+        Default::default(),
+    )
+    .await
+    .unwrap();
+    let run = start(&broker, spool_config);
+    for i in 1..=6 {
+        run.writer.append(&alert_json(i)).await.unwrap();
+    }
+    run.wait_acked(3, Duration::from_secs(30)).await;
+    let nacks = || {
+        run.stats
+            .nacks_total
+            .load(std::sync::atomic::Ordering::Relaxed)
+    };
+    // More than NACKS_BEFORE_FAILOVER: the node was left and connected to again.
+    wait_until("nacks", Duration::from_secs(30), || nacks() >= 6).await;
+    assert!(run.stats.refusing().is_some(), "the refusal is reported");
+    assert_eq!(run.stats.returning(), None);
+    assert_eq!(
+        run.writer.stats().acked_seq,
+        3,
+        "nothing acked past the refused alert"
+    );
+    // Room again: the three others arrive, once, in order, and the refusal is over.
+    let mut first = Vec::new();
+    while first.len() < 3 {
+        let got = ch
+            .basic_get(
+                queue.as_str().into(),
+                lapin::options::BasicGetOptions { no_ack: true },
+            )
+            .await
+            .unwrap()
+            .expect("three alerts are in the queue");
+        first.push(
+            got.delivery
+                .properties
+                .message_id()
+                .as_ref()
+                .unwrap()
+                .to_string(),
+        );
+    }
+    assert_eq!(first, expected(1..=3));
+    run.wait_acked(6, Duration::from_secs(30)).await;
+    assert_eq!(run.stats.refusing(), None);
+    run.stop().await;
+    let _ = ch
+        .exchange_delete(exchange.as_str().into(), Default::default())
+        .await;
+    let _ = conn.close(200, "done".into()).await;
+    assert_eq!(
+        drain_ids(&queue, Duration::from_secs(1)).await,
+        expected(4..=6)
+    );
+}
+
+/// Issue 13 item 3: after the queue was deleted under the agent, a returned alert (NO_ROUTE)
+/// was retried on the same channel forever without declaring again. With `declare = true` the
+/// publisher now declares the topology again, and the alert arrives in the new queue.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_deleted_queue_is_declared_again_after_a_return() {
+    if !util::broker_available("a_deleted_queue_is_declared_again_after_a_return") {
+        return;
+    }
+    let _b = util::broker_lock::shared();
+    let broker = broker_config("deleted");
+    let queue = broker.queue.clone().unwrap().name;
+    let run = start(&broker, spool_config);
+    run.writer.append(&alert_json(1)).await.unwrap();
+    run.wait_acked(1, Duration::from_secs(30)).await;
+    let (conn, ch) = channel().await;
+    ch.queue_delete(queue.as_str().into(), Default::default())
+        .await
+        .unwrap();
+    for i in 2..=3 {
+        run.writer.append(&alert_json(i)).await.unwrap();
+    }
+    run.wait_acked(3, Duration::from_secs(30)).await;
+    assert!(
+        run.stats
+            .returns_total
+            .load(std::sync::atomic::Ordering::Relaxed)
+            >= 1,
+        "the broker returned the alert sent while the queue was gone"
+    );
+    assert_eq!(run.stats.returning(), None, "over once delivered");
+    run.stop().await;
+    let _ = ch
+        .exchange_delete(broker.exchange_name().into(), Default::default())
+        .await;
+    let _ = conn.close(200, "done".into()).await;
+    assert_eq!(
+        drain_ids(&queue, Duration::from_secs(1)).await,
+        expected(2..=3)
+    );
 }

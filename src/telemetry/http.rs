@@ -70,6 +70,15 @@ pub struct HealthInputs {
     /// Source paths that exist but cannot be read (file, glob directory, journal):
     /// `(source, path, reason)`.
     pub unreadable: Vec<(String, String, String)>,
+    /// How long (ms) the broker has been refusing (nacking) alerts, while it does.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub broker_refusing_ms: Option<u64>,
+    /// How long (ms) alerts have been coming back unroutable, while they do.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub broker_returning_ms: Option<u64>,
+    /// The broker's reason for the last return (`312 NO_ROUTE (exchange .., routing key ..)`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub broker_return_reason: Option<String>,
 }
 
 /// One supervised task.
@@ -114,6 +123,14 @@ pub const RULES: &[Rule] = &[
     Rule {
         name: "broker_backlog",
         check: broker_backlog,
+    },
+    Rule {
+        name: "broker_refusing",
+        check: broker_refusing,
+    },
+    Rule {
+        name: "broker_returning",
+        check: broker_returning,
     },
 ];
 
@@ -162,6 +179,30 @@ fn broker_backlog(i: &HealthInputs, out: &mut Vec<String>) {
         out.push(format!(
             "broker not connected and {} alerts pending in the spool (warning level {})",
             i.spool_pending_records, i.spool_warning_records
+        ));
+    }
+}
+
+/// The broker answers alerts with nacks (e.g. its quorum queue has no leader): the publisher
+/// retries on fresh channels and other nodes meanwhile.
+fn broker_refusing(i: &HealthInputs, out: &mut Vec<String>) {
+    if let Some(ms) = i.broker_refusing_ms {
+        out.push(format!(
+            "broker refuses alerts for {} s (nack); iemd retries on fresh channels and other nodes",
+            ms / 1000
+        ));
+    }
+}
+
+/// The broker returns alerts as unroutable (no queue bound, e.g. it was deleted).
+fn broker_returning(i: &HealthInputs, out: &mut Vec<String>) {
+    if let Some(ms) = i.broker_returning_ms {
+        out.push(format!(
+            "alerts are being returned by the broker: {}, for {} s",
+            i.broker_return_reason
+                .as_deref()
+                .unwrap_or("no reason given"),
+            ms / 1000
         ));
     }
 }
@@ -399,6 +440,7 @@ mod tests {
             unconfirmed_for_ms: None,
             stall_timeout_ms: 30_000,
             unreadable: Vec::new(),
+            ..HealthInputs::default()
         }
     }
 
@@ -465,5 +507,35 @@ mod tests {
                 reason: "source messages cannot read /var/log/messages: permission denied".into()
             }]
         );
+    }
+
+    /// Issue 18 and issue 13 item 3: a broker that nacks every alert, or returns it unroutable,
+    /// was "ok" while nothing was delivered.
+    #[test]
+    fn refused_and_returned_alerts_are_unhealthy() {
+        let mut i = inputs();
+        i.broker_refusing_ms = Some(7_400);
+        let h = evaluate(i.clone());
+        assert_eq!(
+            h.reasons,
+            [Reason {
+                rule: "broker_refusing".into(),
+                reason: "broker refuses alerts for 7 s (nack); iemd retries on fresh channels and other nodes".into()
+            }]
+        );
+        i.broker_refusing_ms = None;
+        i.broker_returning_ms = Some(12_000);
+        i.broker_return_reason =
+            Some("312 NO_ROUTE (exchange \"iem\", routing key \"iem.error.s3\")".into());
+        let h = evaluate(i.clone());
+        assert_eq!(
+            h.reasons,
+            [Reason {
+                rule: "broker_returning".into(),
+                reason: "alerts are being returned by the broker: 312 NO_ROUTE (exchange \"iem\", routing key \"iem.error.s3\"), for 12 s".into()
+            }]
+        );
+        i.broker_returning_ms = None;
+        assert!(evaluate(i).is_ok());
     }
 }

@@ -56,6 +56,7 @@ pub struct Metrics {
     pub publish_retries: Counter,
     pub publish_nacks: Counter,
     pub publish_returns: Counter,
+    pub publish_refused_seconds: GaugeVec,
     pub spool_pending_records: Gauge,
     pub spool_pending_bytes: Gauge,
     pub spool_oldest_pending_age_seconds: Gauge,
@@ -102,6 +103,11 @@ impl Metrics {
             publish_returns: r.counter(
                 "iemd_publish_returns_total",
                 "Publishes the broker returned as unroutable.",
+            ),
+            publish_refused_seconds: r.gauge_vec(
+                "iemd_publish_refused_seconds",
+                "Seconds the broker has been refusing (nack) or returning alerts; 0 when it takes them.",
+                &["reason"],
             ),
             spool_pending_records: r.gauge(
                 "iemd_spool_pending_records",
@@ -216,6 +222,7 @@ mod tests {
         m.cross_source_matches.with(&["messages"]).inc();
         m.broker_connected.with(&["amqp://h/"]).set(1.0);
         m.stage_restarts.with(&["publisher"]).inc();
+        m.publish_refused_seconds.with(&["nack"]).set(0.0);
         let text = r.encode();
         for name in [
             "iemd_lines_read_total",
@@ -227,6 +234,7 @@ mod tests {
             "iemd_publish_retries_total",
             "iemd_publish_nacks_total",
             "iemd_publish_returns_total",
+            "iemd_publish_refused_seconds",
             "iemd_spool_pending_records",
             "iemd_spool_pending_bytes",
             "iemd_spool_oldest_pending_age_seconds",

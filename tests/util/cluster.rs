@@ -372,6 +372,54 @@ impl Cluster {
         start_app(&self.node(n));
     }
 
+    /// Crashes node `n` (2 or 3: the main node is shared and never killed): `kill -9` of its
+    /// Erlang VM, so its clients' sockets are reset and its quorum queue members vanish without
+    /// a leader hand-off. Returns once the VM is gone.
+    pub fn kill_node(&self, n: usize) {
+        assert_ne!(n, 1, "the main broker node is never killed");
+        let node = self.node(n);
+        let pids = beams_of(&node);
+        assert!(!pids.is_empty(), "{node} has no VM to kill");
+        for pid in &pids {
+            let st = Command::new("kill")
+                .args(["-9", &pid.to_string()])
+                .status()
+                .expect("kill");
+            assert!(st.success(), "kill -9 {pid} ({node})");
+        }
+        let t = Instant::now();
+        while !beams_of(&node).is_empty() {
+            assert!(
+                t.elapsed() < Duration::from_secs(10),
+                "{node} survived kill -9"
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// Starts a killed node `n` again on its data directory and waits until it has booted and
+    /// rejoined the cluster (it does so by itself).
+    pub fn restart_node(&self, n: usize) {
+        assert_ne!(n, 1, "the main broker node is not restarted here");
+        let dir = &self.dirs[n - 2];
+        self.launch(n, Self::port(n), dir);
+        await_startup(&self.node(n), Duration::from_secs(90));
+        let t = Instant::now();
+        while ctl(30, &["-q", "eval", "length(rabbit_nodes:all_running())."]).stdout != "3" {
+            assert!(
+                t.elapsed() < Duration::from_secs(60),
+                "{} did not rejoin the cluster",
+                self.node(n)
+            );
+            std::thread::sleep(Duration::from_millis(500));
+        }
+    }
+
+    /// True while node `n`'s Erlang VM runs.
+    pub fn vm_running(&self, n: usize) -> bool {
+        !beams_of(&self.node(n)).is_empty()
+    }
+
     /// The node numbers client connections go to, one entry per connection (cluster-wide).
     pub fn connection_nodes(&self) -> Vec<usize> {
         let out = ctl(30, &["-q", "list_connections", "port"]).stdout;
@@ -397,6 +445,16 @@ pub fn quorum_members(queue: &str) -> Vec<String> {
                 .collect()
         })
         .unwrap_or_default()
+}
+
+/// The node leading quorum queue `queue` (`list_queues name leader`), if it has one.
+pub fn quorum_leader(queue: &str) -> Option<String> {
+    let out = ctl(30, &["-q", "list_queues", "name", "leader"]).stdout;
+    out.lines()
+        .filter_map(|l| l.split_once('\t'))
+        .find(|(name, _)| *name == queue)
+        .map(|(_, leader)| leader.trim().to_string())
+        .filter(|l| l.contains('@'))
 }
 
 impl Drop for Cluster {

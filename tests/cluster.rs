@@ -31,6 +31,40 @@ fn quorum_args() -> FieldTable {
     args
 }
 
+/// Declares a durable topic exchange `name` and a quorum queue `name` bound to it with `#`.
+async fn declare_quorum(ch: &Channel, name: &str) {
+    ch.exchange_declare(
+        name.into(),
+        lapin::ExchangeKind::Topic,
+        ExchangeDeclareOptions {
+            durable: true,
+            ..ExchangeDeclareOptions::default()
+        },
+        FieldTable::default(),
+    )
+    .await
+    .unwrap();
+    ch.queue_declare(
+        name.into(),
+        QueueDeclareOptions {
+            durable: true,
+            ..QueueDeclareOptions::default()
+        },
+        quorum_args(),
+    )
+    .await
+    .unwrap();
+    ch.queue_bind(
+        name.into(),
+        name.into(),
+        "#".into(),
+        QueueBindOptions::default(),
+        FieldTable::default(),
+    )
+    .await
+    .unwrap();
+}
+
 /// A confirming channel on node `n`.
 async fn open(n: usize) -> Result<(Connection, Channel), lapin::Error> {
     // A node that is stopping may accept TCP and never answer the handshake: bounded.
@@ -102,36 +136,7 @@ async fn quorum_queue_keeps_every_message_when_the_connected_node_stops() {
     let cluster = Cluster::start();
     let name = unique("raw");
     let (mut conn, mut ch) = open(2).await.unwrap();
-    ch.exchange_declare(
-        name.as_str().into(),
-        lapin::ExchangeKind::Topic,
-        ExchangeDeclareOptions {
-            durable: true,
-            ..ExchangeDeclareOptions::default()
-        },
-        FieldTable::default(),
-    )
-    .await
-    .unwrap();
-    ch.queue_declare(
-        name.as_str().into(),
-        QueueDeclareOptions {
-            durable: true,
-            ..QueueDeclareOptions::default()
-        },
-        quorum_args(),
-    )
-    .await
-    .unwrap();
-    ch.queue_bind(
-        name.as_str().into(),
-        name.as_str().into(),
-        "#".into(),
-        QueueBindOptions::default(),
-        FieldTable::default(),
-    )
-    .await
-    .unwrap();
+    declare_quorum(&ch, &name).await;
     let members = cluster::quorum_members(&name);
     assert_eq!(members.len(), 3, "quorum queue members: {members:?}");
 
@@ -585,36 +590,7 @@ async fn crash_case(
     {
         // Declared through the victim, the quorum queue's leader is the victim.
         let (c, ch) = open(victim).await.unwrap();
-        ch.exchange_declare(
-            name.as_str().into(),
-            lapin::ExchangeKind::Topic,
-            ExchangeDeclareOptions {
-                durable: true,
-                ..ExchangeDeclareOptions::default()
-            },
-            FieldTable::default(),
-        )
-        .await
-        .unwrap();
-        ch.queue_declare(
-            name.as_str().into(),
-            QueueDeclareOptions {
-                durable: true,
-                ..QueueDeclareOptions::default()
-            },
-            quorum_args(),
-        )
-        .await
-        .unwrap();
-        ch.queue_bind(
-            name.as_str().into(),
-            name.as_str().into(),
-            "#".into(),
-            QueueBindOptions::default(),
-            FieldTable::default(),
-        )
-        .await
-        .unwrap();
+        declare_quorum(&ch, &name).await;
         let _ = bounded(c.close(200, "declared".into())).await;
     }
     assert_eq!(

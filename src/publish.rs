@@ -37,18 +37,18 @@ use lapin::options::{
     BasicPublishOptions, ConfirmSelectOptions, ExchangeDeclareOptions, QueueBindOptions,
     QueueDeclareOptions,
 };
-use lapin::tcp::{OwnedIdentity, OwnedTLSConfig};
 use lapin::types::{AMQPValue, FieldTable, MAX_SHORT_STRING_LENGTH, ShortString};
 use lapin::uri::{AMQPUri, AMQPUserInfo};
-use lapin::{
-    BasicProperties, Channel, Confirmation, Connection, ConnectionProperties, ExchangeKind,
-};
+use lapin::{BasicProperties, Channel, Confirmation, Connection, ExchangeKind};
 use serde::Deserialize;
 
 use crate::alert::Alert;
 use crate::config::broker::{self, BodyFormat, BrokerConfig, QueueKind, redact_url};
 use crate::shutdown::Shutdown;
 use crate::spool::{Record, SpoolError, SpoolReader};
+
+mod tls;
+use tls::Tls;
 
 /// Errors that stop the publisher (a broker being away is not one: that is retried forever).
 #[derive(Debug, thiserror::Error)]
@@ -196,33 +196,6 @@ pub fn credentials(config: &BrokerConfig) -> Result<Credentials, PublishError> {
         ))
     })?;
     Ok(Credentials { user, password })
-}
-
-fn tls_config(config: &BrokerConfig) -> Result<OwnedTLSConfig, PublishError> {
-    let Some(tls) = &config.tls else {
-        return Ok(OwnedTLSConfig::default());
-    };
-    let read = |p: &std::path::Path| {
-        std::fs::read(p).map_err(|e| PublishError::Tls(format!("{}: {e}", p.display())))
-    };
-    let cert_chain = match &tls.ca_file {
-        Some(p) => Some(
-            String::from_utf8(read(p)?)
-                .map_err(|_| PublishError::Tls(format!("{}: not PEM text", p.display())))?,
-        ),
-        None => None,
-    };
-    let identity = match (&tls.cert_file, &tls.key_file) {
-        (Some(c), Some(k)) => Some(OwnedIdentity::PKCS8 {
-            pem: read(c)?,
-            key: read(k)?,
-        }),
-        _ => None,
-    };
-    Ok(OwnedTLSConfig {
-        identity,
-        cert_chain,
-    })
 }
 
 /// The order in which to try the URLs when nothing was lost: with `local_first`, the URLs whose
@@ -489,7 +462,7 @@ const FRAME_MAX: u32 = 16 * 1024;
 /// tools that consume (`iemctl tail`). Returns the connection and the (redacted) URL used.
 pub async fn connect_any(config: &BrokerConfig) -> Result<(Connection, String), PublishError> {
     let creds = credentials(config)?;
-    let tls = tls_config(config)?;
+    let tls = Tls::from_config(config)?;
     let mut failures = Vec::new();
     for url in &config.urls {
         let shown = crate::config::broker::redact_url(url);
@@ -509,11 +482,7 @@ pub async fn connect_any(config: &BrokerConfig) -> Result<(Connection, String), 
 }
 
 /// An AMQP connection to `url` with the given credentials.
-async fn open(
-    url: &str,
-    creds: &Credentials,
-    tls: &OwnedTLSConfig,
-) -> Result<Connection, ConnectError> {
+async fn open(url: &str, creds: &Credentials, tls: &Tls) -> Result<Connection, ConnectError> {
     let mut uri: AMQPUri = url.parse().map_err(ConnectError::Url)?;
     short("broker.urls (virtual host)", &uri.vhost)?;
     uri.authority.userinfo = AMQPUserInfo {
@@ -524,21 +493,14 @@ async fn open(
     // RabbitMQ's default 128 KiB frame_max that is 8 MiB resident, a third of the daemon.
     // Alerts are ~1-2 KiB; a larger one is simply sent as several body frames.
     uri.query.frame_max.get_or_insert(FRAME_MAX);
-    let runtime = lapin::runtime::default_runtime()?;
-    Ok(Connection::connect_uri_with_config(
-        uri,
-        ConnectionProperties::default(),
-        tls.clone(),
-        runtime,
-    )
-    .await?)
+    Ok(tls.connect(uri).await?)
 }
 
 async fn connect(
     config: &BrokerConfig,
     url: &str,
     creds: &Credentials,
-    tls: &OwnedTLSConfig,
+    tls: &Tls,
 ) -> Result<Session, ConnectError> {
     let fut = async {
         let conn = open(url, creds, tls).await?;
@@ -818,7 +780,7 @@ pub async fn run(
     stats: Arc<PublishStats>,
 ) -> Result<(), PublishError> {
     let creds = credentials(config)?;
-    let tls = tls_config(config)?;
+    let tls = Tls::from_config(config)?;
     let exchange = exchange(config)?;
     let mut backoff = Backoff::new(config);
     let mut unreachable_log = Throttle {
@@ -1117,7 +1079,7 @@ pub async fn send_records(
     mut progress: impl FnMut(u64, u64),
 ) -> Result<SendReport, PublishError> {
     let creds = credentials(config)?;
-    let tls = tls_config(config)?;
+    let tls = Tls::from_config(config)?;
     let exchange = exchange(config)?;
     let mut session = None;
     let mut failures = Vec::new();

@@ -16,3 +16,4 @@ mod parse;
 mod publish;
 mod source;
 mod spool;
+mod tls;

@@ -89,6 +89,9 @@ pub struct BrokerConfig {
     /// nobody but that owner and the daemon's group, writable by its owner only.
     pub password_file: Option<PathBuf>,
     pub tls: Option<TlsConfig>,
+    /// Allow `amqp://` (no TLS) to a host that is not loopback: the password and the alerts
+    /// then cross the network in clear text.
+    pub allow_plaintext: bool,
     pub format: BodyFormat,
     /// Exchange; default `iem` (v1) or `sspl-out` (sspl).
     pub exchange: Option<String>,
@@ -115,6 +118,7 @@ impl Default for BrokerConfig {
             user: None,
             password_file: None,
             tls: None,
+            allow_plaintext: false,
             format: BodyFormat::V1,
             exchange: None,
             declare: true,
@@ -140,6 +144,7 @@ impl fmt::Debug for BrokerConfig {
             .field("user", &self.user)
             .field("password_file", &self.password_file)
             .field("tls", &self.tls)
+            .field("allow_plaintext", &self.allow_plaintext)
             .field("format", &self.format)
             .field("exchange", &self.exchange_name())
             .field("declare", &self.declare)
@@ -183,6 +188,15 @@ impl BrokerConfig {
                 Ok(uri) => {
                     if let Some(reason) = too_long(&uri.vhost) {
                         problems.push(Problem::new(key.clone(), format!("virtual host {reason}")));
+                    }
+                    if uri.scheme == lapin::uri::AMQPScheme::AMQP
+                        && !self.allow_plaintext
+                        && !is_loopback(&uri.authority.host)
+                    {
+                        problems.push(Problem::new(
+                            key.clone(),
+                            "amqp:// to a host that is not loopback sends the broker password in clear text; use amqps:// (with [broker.tls]) or set broker.allow_plaintext = true",
+                        ));
                     }
                     let after_scheme = url.split_once("://").map_or("", |(_, r)| r);
                     let authority = after_scheme.split('/').next().unwrap_or("");
@@ -329,6 +343,16 @@ impl BrokerConfig {
             }
         }
     }
+}
+
+/// `localhost` or a loopback address: the only hosts `amqp://` may reach without
+/// `allow_plaintext` (every connection carries a password: the configured one, or guest's).
+fn is_loopback(host: &str) -> bool {
+    let ip = host.trim_start_matches('[').trim_end_matches(']');
+    host.eq_ignore_ascii_case("localhost")
+        || ip
+            .parse::<std::net::IpAddr>()
+            .is_ok_and(|ip| ip.is_loopback())
 }
 
 /// The environment variable of the broker password (with [`USER_ENV`] or `broker.user`).
@@ -525,7 +549,8 @@ mod tests {
     #[test]
     fn url_with_password_is_rejected_and_never_shown() {
         let c: BrokerConfig = toml::from_str(
-            "urls = ['amqp://localhost/%2f', 'amqp://bob:hunter2@node2:5672/%2f']\nformat = 'sspl'",
+            "urls = ['amqp://localhost/%2f', 'amqp://bob:hunter2@node2:5672/%2f']\nformat = 'sspl'\n\
+             allow_plaintext = true",
         )
         .unwrap();
         let mut p = Vec::new();
@@ -537,6 +562,23 @@ mod tests {
         assert!(!shown.contains("hunter2"), "{shown}");
         assert!(shown.contains("amqp://***@node2:5672/%2f"), "{shown}");
         assert_eq!(c.exchange_name(), "sspl-out");
+    }
+
+    /// Issue 14: `amqp://` to a remote broker sent the password in clear text without a word.
+    #[test]
+    fn plaintext_to_a_remote_host_needs_allow_plaintext() {
+        let urls = "urls = ['amqp://localhost/%2f', 'amqp://127.0.0.2:5673/%2f', 'amqp://[::1]/%2f', \
+                    'amqp://node2:5672/%2f', 'amqp://10.0.0.1/%2f', 'amqps://node3/%2f']";
+        let c: BrokerConfig = toml::from_str(urls).unwrap();
+        let mut p = Vec::new();
+        c.validate(&mut p);
+        let keys: Vec<&str> = p.iter().map(|p| p.key.as_str()).collect();
+        assert_eq!(keys, ["broker.urls[3]", "broker.urls[4]"], "{p:?}");
+        assert!(p[0].reason.contains("allow_plaintext = true"), "{p:?}");
+        let c: BrokerConfig = toml::from_str(&format!("{urls}\nallow_plaintext = true")).unwrap();
+        let mut p = Vec::new();
+        c.validate(&mut p);
+        assert!(p.is_empty(), "{p:?}");
     }
 
     /// Regression: a group/world-readable password file passed `--check-config` and let the

@@ -285,7 +285,7 @@ mod tests {
         let path = dir.path().join("iemd.toml");
         std::fs::write(
             &path,
-            "[broker]\nurls = [\"amqp://h1/%2f\", \"amqp://h2\"]\n",
+            "[broker]\nurls = [\"amqp://h1/%2f\", \"amqp://h2\"]\nallow_plaintext = true\n",
         )
         .unwrap();
         assert_eq!(broker_config(Some(&path)).unwrap().urls[0], "amqp://h1/%2f");

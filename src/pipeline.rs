@@ -11,6 +11,10 @@
 //! - The publisher takes only durable records and acks the spool only for confirmed ones; the
 //!   spool deletes only acked segments. A crash therefore repeats at most the lines after the
 //!   last persisted checkpoint, with the same alert ids.
+//! - Positions are persisted once a second, but each time they move after a spool sync they
+//!   are also written to the checkpoints' hot copy (no fsync, see `source::checkpoint`): after
+//!   a SIGKILL the sources resume after the last line whose alert was durable, so no alert is
+//!   spooled twice; a consumer still sees twice the publishes whose confirm the kill cut off.
 //!
 //! # Stopping
 //!
@@ -241,6 +245,7 @@ pub async fn run(config: Config, shutdown: Shutdown) -> Result<(), PipelineError
         last_seq: 0,
         recorded: false,
         persist_failing: false,
+        hot_failing: false,
     };
     let mut durable = stage.writer.durable();
     let mut persist = tokio::time::interval(PERSIST_EVERY);
@@ -399,6 +404,8 @@ struct Stage<'c> {
     recorded: bool,
     /// The last persist failed (logged once until it works again).
     persist_failing: bool,
+    /// The last write of the checkpoints' hot copy failed (logged once until it works again).
+    hot_failing: bool,
 }
 
 impl Stage<'_> {
@@ -485,8 +492,10 @@ impl Stage<'_> {
         self.waiting.push_back(next);
     }
 
-    /// Records every queued position whose alerts are durable (persisted on the next tick).
+    /// Records every queued position whose alerts are durable (persisted on the next tick), and
+    /// writes them at once to the checkpoints' hot copy, which a SIGKILL does not lose.
     fn commit_ready(&mut self, durable: u64) -> Result<(), PipelineError> {
+        let mut moved = false;
         while let Some(front) = self.waiting.front() {
             if front.needed > durable {
                 break;
@@ -496,9 +505,38 @@ impl Stage<'_> {
             }
             self.checkpoints.record(&front.source, &front.position)?;
             self.recorded = true;
+            moved = true;
             self.waiting.pop_front();
         }
+        if moved {
+            // The matcher's counts go with the positions, in the hot copy as in the file.
+            self.record_matcher();
+            match self.checkpoints.write_hot() {
+                Ok(()) if std::mem::take(&mut self.hot_failing) => {
+                    tracing::info!("hot copy of the checkpoints written again");
+                }
+                Ok(()) => {}
+                Err(err) if !self.hot_failing => {
+                    self.hot_failing = true;
+                    tracing::warn!(%err, "cannot write the hot copy of the checkpoints; after a \
+                        crash up to a second of lines may be spooled twice (never lost); check \
+                        the state directory");
+                }
+                Err(_) => {}
+            }
+        }
         Ok(())
+    }
+
+    /// Records the cross-source matcher's counts beside the positions.
+    fn record_matcher(&self) {
+        if let Some(m) = &self.matcher {
+            match serde_json::to_value(m.state()) {
+                Ok(state) => self.checkpoints.record_stage(MATCHER_STATE, state),
+                // Plain numbers and strings: cannot fail; the last stored counts stay.
+                Err(err) => tracing::warn!(%err, "cannot encode the cross-source matcher's counts"),
+            }
+        }
     }
 
     /// Writes the recorded checkpoints to disk, when there are new ones. A failed write (a full
@@ -508,13 +546,7 @@ impl Stage<'_> {
         if !self.recorded {
             return Ok(());
         }
-        if let Some(m) = &self.matcher {
-            match serde_json::to_value(m.state()) {
-                Ok(state) => self.checkpoints.record_stage(MATCHER_STATE, state),
-                // Plain numbers and strings: cannot fail; the last stored counts stay.
-                Err(err) => tracing::warn!(%err, "cannot encode the cross-source matcher's counts"),
-            }
-        }
+        self.record_matcher();
         match self.checkpoints.persist() {
             Ok(()) => {
                 self.recorded = false;

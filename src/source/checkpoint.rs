@@ -29,6 +29,26 @@
 //! new one, never a mix; relative to the directory, never through a planted link, and only in a
 //! directory nobody else can write ([`crate::statefile`]). A file that does not parse is an
 //! error naming it, never silently reset.
+//!
+//! # The hot copy (`checkpoints.hot`)
+//!
+//! The file above is persisted once a second (two fsyncs). Alone, a SIGKILL would make the sources
+//! read again up to a second of lines whose alerts are already durable in the spool, and spool
+//! them twice. So whenever the pipeline records positions after a spool sync, the whole state is
+//! also written to `checkpoints.hot` (0600) with one `pwrite` and **no fsync**: a few hundred
+//! bytes into the page cache, which a crash of the process does not lose (a crash of the kernel
+//! may). Its layout:
+//!
+//! `magic "IEMDHOT1" (8) | len u32 LE | crc32c(base | json) u32 LE | base u32 LE | json (len bytes)`
+//!
+//! where `json` is the same versioned state as the checkpoint file and `base` the crc32c of the
+//! checkpoint file's bytes the state grew from (what was read at open or last persisted). At open
+//! the hot copy replaces the state read from the checkpoint file only when its checksum holds and
+//! its `base` is the checkpoint file as found: it was then written after the last persist, so it
+//! is at least as far along. A stale copy (the usual case after a clean stop or a persist), a
+//! torn one or none (after a power loss) is ignored, and the checkpoint file counts as before.
+//! Either way nothing is lost: every position in either file was recorded only once the alerts
+//! of the lines up to it were durable in the spool.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
@@ -42,6 +62,11 @@ use crate::statefile::StateDir;
 /// The file name inside the state directory.
 pub const CHECKPOINT_FILE: &str = "checkpoints.json";
 const VERSION: u32 = 2;
+/// The hot copy's file name inside the state directory (see the module doc).
+pub const HOT_FILE: &str = "checkpoints.hot";
+const HOT_MAGIC: &[u8; 8] = b"IEMDHOT1";
+/// Magic, length, checksum and base.
+const HOT_HEADER_LEN: usize = 8 + 4 + 4 + 4;
 /// Versions this iemd reads (version 1 lacks `rotated` and `started`).
 const READS: [u64; 2] = [1, 2];
 /// Positions in rotated files kept per path; the oldest go first.
@@ -89,6 +114,12 @@ struct Versioned {
 struct Inner {
     state: StateV1,
     dirty: bool,
+    /// The state changed since the hot copy was last written.
+    hot_dirty: bool,
+    /// crc32c of the checkpoint file's bytes as last read or written (the hot copy's `base`).
+    base: u32,
+    /// The hot copy, opened at its first write.
+    hot: Option<std::fs::File>,
 }
 
 /// The checkpoints of every source; shared (`Arc`) between the sources, which read it once at
@@ -113,17 +144,30 @@ impl CheckpointStore {
             path: file.clone(),
             source,
         };
-        let state = match dir.read(CHECKPOINT_FILE) {
-            Ok(bytes) => parse(&file, &bytes)?,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => StateV1::default(),
+        let (state, base) = match dir.read(CHECKPOINT_FILE) {
+            Ok(bytes) => (parse(&file, &bytes)?, crc32c::crc32c(&bytes)),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                (StateV1::default(), crc32c::crc32c(b""))
+            }
             Err(e) => return Err(io(e)),
         };
+        let hot = read_hot(&dir, base);
+        if hot.is_some() {
+            tracing::info!(
+                path = %dir.path().join(HOT_FILE).display(),
+                "resuming from the checkpoints recorded after the last persist (iemd did not stop cleanly)"
+            );
+        }
         Ok(CheckpointStore {
             dir,
             file,
             inner: Mutex::new(Inner {
-                state,
-                dirty: false,
+                // Persisted at the next opportunity, so that the hot copy may go stale.
+                dirty: hot.is_some(),
+                state: hot.unwrap_or(state),
+                hot_dirty: false,
+                base,
+                hot: None,
             }),
         })
     }
@@ -172,6 +216,7 @@ impl CheckpointStore {
         let mut inner = self.lock();
         if inner.state.started.insert(source.to_string()) {
             inner.dirty = true;
+            inner.hot_dirty = true;
         }
     }
 
@@ -199,6 +244,7 @@ impl CheckpointStore {
             }
         }
         inner.dirty = true;
+        inner.hot_dirty = true;
         Ok(())
     }
 
@@ -212,6 +258,49 @@ impl CheckpointStore {
         let mut inner = self.lock();
         inner.state.stages.insert(name.to_string(), value);
         inner.dirty = true;
+        inner.hot_dirty = true;
+    }
+
+    /// Writes the hot copy (see the module doc) if the state changed since its last write: one
+    /// `pwrite`, no fsync. A failure costs only duplicates after a crash, never a position.
+    pub fn write_hot(&self) -> Result<(), CheckpointError> {
+        let mut inner = self.lock();
+        if !inner.hot_dirty {
+            return Ok(());
+        }
+        let path = self.dir.path().join(HOT_FILE);
+        let json = serde_json::to_vec(&inner.state).map_err(|e| CheckpointError::Corrupt {
+            path: path.clone(),
+            reason: e.to_string(),
+        })?;
+        let len = u32::try_from(json.len()).map_err(|_| CheckpointError::Corrupt {
+            path: path.clone(),
+            reason: format!(
+                "{} bytes of checkpoints do not fit the hot copy",
+                json.len()
+            ),
+        })?;
+        let base = inner.base.to_le_bytes();
+        let crc = crc32c::crc32c_append(crc32c::crc32c(&base), &json);
+        let mut buf = Vec::with_capacity(HOT_HEADER_LEN + json.len());
+        buf.extend_from_slice(HOT_MAGIC);
+        buf.extend_from_slice(&len.to_le_bytes());
+        buf.extend_from_slice(&crc.to_le_bytes());
+        buf.extend_from_slice(&base);
+        buf.extend_from_slice(&json);
+        let io = |source| CheckpointError::Io {
+            path: path.clone(),
+            source,
+        };
+        if inner.hot.is_none() {
+            inner.hot = Some(self.dir.open_or_create(HOT_FILE).map_err(io)?);
+        }
+        if let Some(f) = &inner.hot {
+            // In place: a shorter copy leaves old bytes after `len`, which are never read.
+            std::os::unix::fs::FileExt::write_all_at(f, &buf, 0).map_err(io)?;
+        }
+        inner.hot_dirty = false;
+        Ok(())
     }
 
     /// Writes the recorded positions durably if any changed since the last write.
@@ -220,7 +309,7 @@ impl CheckpointStore {
         if !inner.dirty {
             return Ok(());
         }
-        self.write(&inner.state)?;
+        inner.base = self.write(&inner.state)?;
         inner.dirty = false;
         Ok(())
     }
@@ -231,7 +320,8 @@ impl CheckpointStore {
         self.persist()
     }
 
-    fn write(&self, state: &StateV1) -> Result<(), CheckpointError> {
+    /// Writes the checkpoint file durably; returns the crc32c of its bytes.
+    fn write(&self, state: &StateV1) -> Result<u32, CheckpointError> {
         let bytes = serde_json::to_vec(state).map_err(|e| CheckpointError::Corrupt {
             path: self.file.clone(),
             reason: e.to_string(),
@@ -241,8 +331,37 @@ impl CheckpointStore {
             .map_err(|source| CheckpointError::Io {
                 path: self.file.clone(),
                 source,
-            })
+            })?;
+        Ok(crc32c::crc32c(&bytes))
     }
+}
+
+/// The state in the hot copy, when it is whole and grew from the checkpoint file whose crc32c is
+/// `base`; otherwise `None` (stale, torn or missing: see the module doc).
+fn read_hot(dir: &StateDir, base: u32) -> Option<StateV1> {
+    let path = dir.path().join(HOT_FILE);
+    let bytes = match dir.read(HOT_FILE) {
+        Ok(bytes) => bytes,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return None,
+        Err(e) => {
+            tracing::warn!(path = %path.display(), error = %e,
+                "cannot read the hot copy of the checkpoints; resuming from the checkpoint file (lines may be read twice)");
+            return None;
+        }
+    };
+    let header = bytes.get(..HOT_HEADER_LEN)?;
+    let word = |at: usize| {
+        u32::from_le_bytes([header[at], header[at + 1], header[at + 2], header[at + 3]])
+    };
+    let (len, crc, written_base) = (word(8) as usize, word(12), word(16));
+    let json = bytes.get(HOT_HEADER_LEN..HOT_HEADER_LEN + len)?;
+    let whole = &header[..8] == HOT_MAGIC
+        && crc32c::crc32c_append(crc32c::crc32c(&header[16..20]), json) == crc;
+    if !whole || written_base != base {
+        tracing::debug!(path = %path.display(), whole, "hot copy of the checkpoints not used");
+        return None;
+    }
+    parse(&path, json).ok()
 }
 
 impl Default for StateV1 {
@@ -436,6 +555,69 @@ mod tests {
         assert_eq!(CheckpointStore::open(d.path()).unwrap().files(), vec![]);
         s.persist().unwrap();
         assert_eq!(CheckpointStore::open(d.path()).unwrap().files().len(), 1);
+    }
+
+    fn next_offset(store: &CheckpointStore) -> Option<u64> {
+        store.file(Path::new("/a")).map(|f| f.next_offset)
+    }
+
+    /// Regression (issue 21 item 8): after a SIGKILL the sources went back to the position
+    /// persisted up to a second earlier, and spooled the alerts of that second again.
+    #[test]
+    fn a_crash_resumes_from_the_hot_copy_written_after_the_last_persist() {
+        let d = tempfile::tempdir().unwrap();
+        let s = CheckpointStore::open(d.path()).unwrap();
+        s.commit("x", &file_pos("/a", 50)).unwrap();
+        s.record("x", &file_pos("/a", 80)).unwrap();
+        s.write_hot().unwrap();
+        // No persist: as if killed here. The hot copy is ahead of the checkpoint file.
+        drop(s);
+        let again = CheckpointStore::open(d.path()).unwrap();
+        assert_eq!(next_offset(&again), Some(80));
+        let mode = std::fs::metadata(d.path().join(HOT_FILE))
+            .unwrap()
+            .permissions()
+            .mode();
+        assert_eq!(mode & 0o777, 0o600);
+        // And it is persisted at the next opportunity.
+        again.persist().unwrap();
+        let text = std::fs::read_to_string(again.path()).unwrap();
+        assert!(text.contains("\"next_offset\":80"), "{text}");
+    }
+
+    #[test]
+    fn a_stale_or_torn_hot_copy_is_ignored() {
+        let d = tempfile::tempdir().unwrap();
+        let s = CheckpointStore::open(d.path()).unwrap();
+        s.record("x", &file_pos("/a", 50)).unwrap();
+        s.write_hot().unwrap();
+        // Persisted after the hot copy was written: the checkpoint file is the newer one, even
+        // though the hot copy is whole (after a power loss the order on disk may be anything).
+        s.record("x", &file_pos("/a", 90)).unwrap();
+        s.persist().unwrap();
+        drop(s);
+        assert_eq!(
+            next_offset(&CheckpointStore::open(d.path()).unwrap()),
+            Some(90)
+        );
+
+        let s = CheckpointStore::open(d.path()).unwrap();
+        s.record("x", &file_pos("/a", 120)).unwrap();
+        s.write_hot().unwrap();
+        drop(s);
+        let hot = d.path().join(HOT_FILE);
+        let mut bytes = std::fs::read(&hot).unwrap();
+        bytes[HOT_HEADER_LEN + 5] ^= 1;
+        std::fs::write(&hot, &bytes).unwrap();
+        assert_eq!(
+            next_offset(&CheckpointStore::open(d.path()).unwrap()),
+            Some(90)
+        );
+        std::fs::write(&hot, &bytes[..10]).unwrap();
+        assert_eq!(
+            next_offset(&CheckpointStore::open(d.path()).unwrap()),
+            Some(90)
+        );
     }
 
     #[test]

@@ -27,7 +27,6 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
 use std::time::Duration;
 
-use tokio::sync::mpsc;
 use tokio::task::JoinSet;
 use tokio_util::task::AbortOnDropHandle;
 
@@ -39,6 +38,7 @@ use crate::dedup::{Matcher, MatcherState, Side, Verdict};
 use crate::enrich::{EnrichError, Enricher};
 use crate::publish::{self, PublishError, PublishStats};
 use crate::shutdown::Shutdown;
+use crate::source::channel;
 use crate::source::checkpoint::{CheckpointError, CheckpointStore};
 use crate::source::file::FileSource;
 use crate::source::journald::JournaldSource;
@@ -50,6 +50,8 @@ use crate::telemetry::{self, events, http};
 
 /// Lines taken from the sources' channel at once: one spool append and one lock for all.
 const BATCH: usize = 512;
+/// Alerts decoded from one batch are appended once they reach this many bytes of JSON.
+const APPEND_CHUNK: usize = 1 << 20;
 /// How often recorded checkpoints are written to disk.
 const PERSIST_EVERY: Duration = Duration::from_secs(1);
 
@@ -129,7 +131,8 @@ pub async fn run(config: Config, shutdown: Shutdown) -> Result<(), PipelineError
     };
 
     let source_token = shutdown.token.child_token();
-    let (tx, mut rx) = mpsc::channel::<SourceLine>(BATCH * 8);
+    // Bounded in bytes (`sources.buffer_bytes`), not lines: see `source::channel`.
+    let (tx, mut rx) = channel::channel(config.sources.buffer_bytes);
     let mut sources = JoinSet::new();
     // Each source's current counters and path states (a restarted source has new ones).
     let source_metrics: SourceMetricsSlots = Arc::default();
@@ -262,6 +265,7 @@ pub async fn run(config: Config, shutdown: Shutdown) -> Result<(), PipelineError
                     r = stage.process(&mut batch) => r?,
                     _ = shutdown.token.cancelled() => break,
                 }
+                rx.release();
             }
             Ok(()) = durable.changed() => {
                 let seq = *durable.borrow_and_update();
@@ -348,6 +352,16 @@ async fn open_spool(
     }
 }
 
+/// Alerts decoded and not appended yet, and the lines they came from.
+#[derive(Default)]
+struct Appending {
+    payloads: Vec<Vec<u8>>,
+    bytes: usize,
+    /// Each line's source and position, how many of `payloads` came from it and before it, and
+    /// the cross-source matcher's sightings after it.
+    marks: Vec<(Arc<str>, Position, usize, u64)>,
+}
+
 /// A position waiting for the spool to make `needed` durable.
 struct Waiting {
     needed: u64,
@@ -413,8 +427,7 @@ impl Stage<'_> {
     /// lines' positions behind the seqs they depend on.
     async fn process(&mut self, batch: &mut Vec<SourceLine>) -> Result<(), PipelineError> {
         let clock = Clock::now(self.tz);
-        let mut payloads = Vec::new();
-        let mut marks = Vec::with_capacity(batch.len());
+        let mut pending = Appending::default();
         for line in batch.drain(..) {
             let source = match &line.position {
                 Position::File(p) => LineSource {
@@ -448,21 +461,42 @@ impl Stage<'_> {
                 match verdict {
                     // Its position waits for the seqs before it, its first sighting's among them.
                     Verdict::Twin => events::cross_source_match(&line.source),
-                    Verdict::Alert => payloads.push(encode_fitting(&mut alert, &line.source)?),
+                    Verdict::Alert => {
+                        let payload = encode_fitting(&mut alert, &line.source)?;
+                        pending.bytes += payload.len();
+                        pending.payloads.push(payload);
+                    }
                 }
             }
             let sightings = self.matcher.as_ref().map_or(0, Matcher::sightings);
-            marks.push((line.source, line.position, payloads.len(), sightings));
+            pending.marks.push((
+                line.source,
+                line.position,
+                pending.payloads.len(),
+                sightings,
+            ));
+            // Large alerts are appended as they come, so that a batch of them never holds
+            // more than `APPEND_CHUNK` bytes of JSON (see `sources.buffer_bytes`).
+            if pending.bytes >= APPEND_CHUNK {
+                self.append(&mut pending).await?;
+            }
         }
+        self.append(&mut pending).await
+    }
+
+    /// Appends the alerts of `pending` in one go and queues its lines' positions behind the
+    /// seqs they depend on.
+    async fn append(&mut self, pending: &mut Appending) -> Result<(), PipelineError> {
+        let payloads = &pending.payloads;
         let before = self.last_seq;
         if !payloads.is_empty() {
-            self.last_seq = self.writer.append_batch(&payloads).await?;
+            self.last_seq = self.writer.append_batch(payloads).await?;
             telemetry::metrics()
                 .alerts_spooled
                 .add(payloads.len() as u64);
         }
         let first = self.last_seq + 1 - payloads.len() as u64;
-        for (source, position, alerts_so_far, sightings) in marks {
+        for (source, position, alerts_so_far, sightings) in std::mem::take(&mut pending.marks) {
             let needed = match alerts_so_far {
                 0 => before,
                 k => first + k as u64 - 1,
@@ -474,6 +508,8 @@ impl Stage<'_> {
                 sightings,
             });
         }
+        pending.payloads.clear();
+        pending.bytes = 0;
         Ok(())
     }
 

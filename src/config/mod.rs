@@ -308,6 +308,7 @@ mod tests {
             defaults.spool.sync_interval_ms
         );
         assert_eq!(packaged.broker.urls, defaults.broker.urls);
+        assert_eq!(packaged.sources.buffer_bytes, defaults.sources.buffer_bytes);
         assert_eq!(packaged.broker.window, defaults.broker.window);
         assert_eq!(packaged.enrich.cache_ttl, defaults.enrich.cache_ttl);
         assert_eq!(

@@ -73,6 +73,9 @@ const CROSS_SOURCE_WINDOW_CEILING_SECS: u64 = 3600;
 pub struct SourcesConfig {
     /// When both journald and files are read: seconds a (line, second) is remembered for its twin.
     pub cross_source_window_secs: u64,
+    /// Bytes of lines in flight between the sources and the spool (lines without the `IEC:`
+    /// marker count their position only); when it is full, reading waits.
+    pub buffer_bytes: usize,
     pub files: Vec<FileSourceConfig>,
     pub journald: JournaldConfig,
     /// Why these sources were chosen, when they are the machine's defaults (for `--check-config`).
@@ -84,12 +87,16 @@ impl Default for SourcesConfig {
     fn default() -> Self {
         SourcesConfig {
             cross_source_window_secs: DEFAULT_CROSS_SOURCE_WINDOW_SECS,
+            buffer_bytes: crate::source::channel::DEFAULT_BUFFER_BYTES,
             files: Vec::new(),
             journald: JournaldConfig::default(),
             chosen: None,
         }
     }
 }
+
+/// Bounds of `sources.buffer_bytes`: room for a few lines, and no more than memory allows.
+const BUFFER_BYTES_RANGE: std::ops::RangeInclusive<usize> = (64 << 10)..=(1 << 30);
 
 /// Where to start reading a file present at the source's first run ever (no checkpoint state for
 /// the source yet). Files that appear later, and files first seen on a later run (created while
@@ -321,6 +328,16 @@ impl SourcesConfig {
                 format!("must be between 1 and {CROSS_SOURCE_WINDOW_CEILING_SECS}"),
             ));
         }
+        if !BUFFER_BYTES_RANGE.contains(&self.buffer_bytes) {
+            problems.push(Problem::new(
+                "sources.buffer_bytes",
+                format!(
+                    "must be between {} and {}",
+                    BUFFER_BYTES_RANGE.start(),
+                    BUFFER_BYTES_RANGE.end()
+                ),
+            ));
+        }
         let mut names: Vec<String> = Vec::new();
         for (i, f) in self.files.iter().enumerate() {
             let key = format!("sources.files[{i}]");
@@ -508,6 +525,7 @@ mod tests {
     #[test]
     fn validation_names_each_bad_key() {
         let c = SourcesConfig {
+            buffer_bytes: 100,
             files: vec![FileSourceConfig {
                 name: "a".into(),
                 paths: vec![
@@ -533,6 +551,7 @@ mod tests {
             keys,
             vec![
                 "sources.cross_source_window_secs",
+                "sources.buffer_bytes",
                 "sources.files[0].paths[0]",
                 "sources.files[0].paths[1]",
                 "sources.files[0].paths[2]",

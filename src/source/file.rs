@@ -76,11 +76,12 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, SystemTime};
 
 use notify::{EventKind, RecursiveMode, Watcher};
-use tokio::sync::{Notify, mpsc};
+use tokio::sync::Notify;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
 use crate::config::sources::{FileSourceConfig, FileStartAt, has_glob_chars};
+use crate::source::channel::LineSender;
 use crate::source::checkpoint::CheckpointStore;
 use crate::source::identity::{self, FileFacts};
 use crate::source::lines::{LineSplitter, RawLine};
@@ -204,9 +205,10 @@ impl FileSource {
     /// cannot be set up at all; missing files and directories are waited for.
     pub async fn run(
         mut self,
-        tx: mpsc::Sender<SourceLine>,
+        tx: impl Into<LineSender>,
         token: CancellationToken,
     ) -> Result<(), SourceError> {
+        let tx: LineSender = tx.into();
         let wake = Arc::new(Notify::new());
         let rescan = Arc::new(AtomicBool::new(true));
         let mut watcher = {
@@ -1134,7 +1136,7 @@ impl Stream {
 
 /// Where lines go: the bounded channel, abandoned on cancellation.
 struct Sink<'a> {
-    tx: &'a mpsc::Sender<SourceLine>,
+    tx: &'a LineSender,
     token: &'a CancellationToken,
     metrics: Arc<SourceMetrics>,
 }

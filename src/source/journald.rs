@@ -29,11 +29,11 @@ use std::time::Duration;
 use serde::Deserialize;
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, BufReader};
 use tokio::process::{Child, Command};
-use tokio::sync::mpsc;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
 use crate::config::sources::{JournalStartAt, JournaldConfig};
+use crate::source::channel::LineSender;
 use crate::source::lines::LineSplitter;
 use crate::source::{JournalPosition, PathState, Position, SourceError, SourceLine, SourceMetrics};
 
@@ -200,9 +200,10 @@ impl JournaldSource {
     /// Runs until `token` is cancelled or the receiver is dropped.
     pub async fn run(
         mut self,
-        tx: mpsc::Sender<SourceLine>,
+        tx: impl Into<LineSender>,
         token: CancellationToken,
     ) -> Result<(), SourceError> {
+        let tx: LineSender = tx.into();
         let mut backoff = BACKOFF_MIN;
         let mut started_once = false;
         loop {
@@ -253,7 +254,7 @@ impl JournaldSource {
     async fn read_child(
         &mut self,
         mut child: Child,
-        tx: &mpsc::Sender<SourceLine>,
+        tx: &LineSender,
         token: &CancellationToken,
     ) -> Flow {
         let last_stderr = Arc::new(Mutex::new(None));

@@ -2,6 +2,7 @@
 //!
 //! - `file`: a rotation-safe tailer of files and globs (inotify + a 1 s stat safety net).
 //! - `journald`: a `journalctl --follow --output=json` child, restarted with backoff.
+//! - `channel`: the byte-bounded channel from the sources to the pipeline's stage.
 //! - `checkpoint`: the durable positions sources resume from.
 //! - `lines`: splitting bytes into lines (shared by both sources).
 //! - `identity`: what makes a file the same file (device, inode, fingerprint) and how a
@@ -9,7 +10,8 @@
 //!
 //! # Contract
 //!
-//! A source sends [`SourceLine`]s, in order, on a bounded `tokio::sync::mpsc` channel: a full
+//! A source sends [`SourceLine`]s, in order, on a [`channel::LineSender`] (the pipeline's is
+//! bounded in bytes, and carries a line without the `IEC:` marker as its position only): a full
 //! channel stops the reading (backpressure from the spool). Each line carries its
 //! [`Position`]; the position is where reading resumes if this line is the last one done.
 //! The pipeline commits a position to the [`checkpoint::CheckpointStore`] only when every IEM
@@ -17,6 +19,7 @@
 //! freely). After a clean stop, restarting from the committed positions re-reads nothing and
 //! loses nothing; after a crash, lines after the last commit are read again (at least once).
 
+pub mod channel;
 pub mod checkpoint;
 pub mod file;
 pub mod identity;

@@ -431,6 +431,21 @@ async fn sighup_reloads_a_valid_config_and_keeps_the_old_one_otherwise() {
     hup(&daemon);
     daemon.wait_log("reload refused", Duration::from_secs(10));
     append(&first, &[iem_line("n=1")]);
+    // A reload stops the sources at once: wait until both lines are read and durable (their
+    // checkpoint is saved), since the new configuration no longer reads this file.
+    let end = fs::metadata(&first).unwrap().len();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while !fs::read_to_string(dir.path().join("state/checkpoints.json"))
+        .unwrap_or_default()
+        .contains(&format!(":{end}"))
+    {
+        assert!(
+            Instant::now() < deadline,
+            "first.log not checkpointed:\n{}",
+            daemon.log_text()
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
 
     // A valid one that tails another file: the pipeline restarts on it.
     fs::write(&daemon.config, config(dir.path(), &name, &[&second], "")).unwrap();

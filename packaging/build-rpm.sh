@@ -1,17 +1,41 @@
 #!/bin/sh
-# Builds the iemd RPM: release binaries, man pages and completions, then cargo generate-rpm.
-# Usage: packaging/build-rpm.sh            -> target/generate-rpm/iemd-<version>-1.<arch>.rpm
+# Builds the iemd RPM: release binaries linked against glibc 2.17 (so they run on CentOS/RHEL 7
+# and everything newer), man pages and completions, then cargo generate-rpm.
+# Usage: packaging/build-rpm.sh            -> target/generate-rpm/iemd-<version>-<release>.<arch>.rpm
+#        RPM_RELEASE=2 packaging/build-rpm.sh   (another release of the same build, for upgrade tests)
+#
+# The binaries are cross-built with cargo-zigbuild: Zig links against the glibc 2.17 symbol
+# versions whatever the build machine's glibc is. Tools, installed when missing:
+#   cargo-zigbuild and Zig  pip install cargo-zigbuild ziglang   (PyPI wheels, nothing to compile)
+#   cargo-generate-rpm      cargo install --locked cargo-generate-rpm
+# Concurrent runs (tests) take turns on a lock; a second run finds everything built.
 set -eu
 cd "$(dirname "$0")/.."
 
-cargo build --release --locked --bin iemd --bin iemctl
+target=x86_64-unknown-linux-gnu
+glibc=2.17
+release="${RPM_RELEASE:-1}"
+
+mkdir -p target
+exec 9>target/.build-rpm.lock
+flock 9
+
+if ! command -v cargo-zigbuild >/dev/null 2>&1 || ! python3 -m ziglang version >/dev/null 2>&1; then
+    python3 -m pip install --quiet cargo-zigbuild ziglang >&2
+fi
+if ! command -v cargo-generate-rpm >/dev/null 2>&1; then
+    cargo install --locked cargo-generate-rpm >&2
+fi
+
+cargo zigbuild --release --locked --target "$target.$glibc" --bin iemd --bin iemctl >&2
+built="target/$target/release"
 
 assets=target/assets
 rm -rf "$assets"
 mkdir -p "$assets/bin" "$assets/man" "$assets/completions"
-# Stripped copies for the package; target/release keeps its debug info for profiling.
+# Stripped copies for the package; $built keeps its debug info for profiling.
 for b in iemd iemctl; do
-    cp "target/release/$b" "$assets/bin/$b"
+    cp "$built/$b" "$assets/bin/$b"
     if command -v strip >/dev/null 2>&1; then strip -s "$assets/bin/$b"; fi
 done
 "$assets/bin/iemctl" man "$assets/man" >/dev/null
@@ -20,9 +44,8 @@ done
 "$assets/bin/iemctl" completions zsh > "$assets/completions/_iemctl"
 "$assets/bin/iemctl" completions fish > "$assets/completions/iemctl.fish"
 
-if ! command -v cargo-generate-rpm >/dev/null 2>&1; then
-    cargo install --locked cargo-generate-rpm
-fi
-mkdir -p target/generate-rpm
-cargo generate-rpm --payload-compress gzip -o target/generate-rpm/
-ls -1 target/generate-rpm/*.rpm
+out=target/generate-rpm
+mkdir -p "$out"
+rm -f "$out"/iemd-*-"$release".*.rpm
+cargo generate-rpm --payload-compress gzip -s "release = \"$release\"" -o "$out/" >&2
+ls -1 "$out"/iemd-*-"$release".*.rpm

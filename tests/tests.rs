@@ -12,6 +12,7 @@ mod enrich;
 mod harden;
 mod hostile;
 mod ops;
+mod package;
 mod parse;
 mod publish;
 mod source;

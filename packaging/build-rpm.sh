@@ -44,8 +44,13 @@ done
 "$assets/bin/iemctl" completions zsh > "$assets/completions/_iemctl"
 "$assets/bin/iemctl" completions fish > "$assets/completions/iemctl.fish"
 
+# Written aside and renamed into place: a test still reading the previous build's file keeps it.
 out=target/generate-rpm
 mkdir -p "$out"
-rm -f "$out"/iemd-*-"$release".*.rpm
-cargo generate-rpm --payload-compress gzip -s "release = \"$release\"" -o "$out/" >&2
-ls -1 "$out"/iemd-*-"$release".*.rpm
+tmp=$(mktemp -d target/generate-rpm.XXXXXX)
+cargo generate-rpm --payload-compress gzip -s "release = \"$release\"" -o "$tmp/" >&2
+for rpm in "$tmp"/*.rpm; do
+    mv -f "$rpm" "$out/"
+    echo "$out/${rpm##*/}"
+done
+rmdir "$tmp"

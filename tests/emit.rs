@@ -598,7 +598,7 @@ fn validation_errors_exit_2_and_name_the_field() {
                 "--source",
                 "S",
                 "--component",
-                "100",
+                "101",
                 "--module",
                 "1",
                 "--event",

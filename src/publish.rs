@@ -423,6 +423,13 @@ pub fn message<'r>(config: &BrokerConfig, rec: &'r Record) -> Outgoing<'r> {
         ),
     };
     headers.insert("schema".into(), AMQPValue::LongString(schema.into()));
+    // The record's spool seq, unique over the spool's life: a consumer that gets an id twice
+    // with the same seq got a publish repeated after a lost confirm; with two seqs, the line was
+    // spooled twice (which the chaos test counts apart).
+    headers.insert(
+        "spool_seq".into(),
+        AMQPValue::LongLongInt(i64::try_from(rec.seq).unwrap_or(i64::MAX)),
+    );
     props = props.with_headers(headers);
     if let Some((id, _)) = meta {
         props = props.with_message_id(id);
@@ -1258,6 +1265,11 @@ mod tests {
         assert_eq!(
             out.properties.message_id().as_ref().map(|s| s.as_str()),
             Some("a")
+        );
+        let headers = out.properties.headers().as_ref().unwrap();
+        assert_eq!(
+            headers.inner().get("spool_seq"),
+            Some(&AMQPValue::LongLongInt(1))
         );
         // An id that does not fit a message id: sent as malformed, never dropped.
         let rec = Record {

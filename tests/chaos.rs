@@ -2,7 +2,8 @@
 //! written to a file the real `iemd` (debug build) tails, while the agent is SIGKILLed and
 //! restarted, the broker is stopped and started, the file is rotated (rename and copytruncate) and
 //! the spool fills to its cap. Everything published is consumed; the test fails on any lost IEM
-//! and prints one line of figures (written, received, duplicates, largest delay, seed).
+//! and prints one line of figures (written, received, duplicates split into republished and spooled
+//! twice, largest delay, seed).
 //!
 //! Reproduce a run with `IEMD_CHAOS_SEED=<seed> cargo test --test tests chaos:: -- --nocapture`.
 //!
@@ -31,7 +32,7 @@ use lapin::options::{
 use lapin::types::FieldTable;
 
 use crate::util::amqp::unique;
-use crate::util::daemon::{Daemon, config, log_file};
+use crate::util::daemon::{Daemon, config, log_file, spool_seq};
 use crate::util::{self, broker_lock};
 
 /// IEM lines written; each is followed or preceded by [`NOISE_PER_IEM`] ordinary lines.
@@ -435,8 +436,15 @@ struct Seen {
     redelivered: u64,
     /// Deliveries of an id already seen, first delivered by the broker: the agent's duplicates.
     duplicates: u64,
+    /// Of those, deliveries of a spool record already delivered (`spool_seq` header): publishes
+    /// repeated because their confirm was lost with the connection (a kill, a broker stop).
+    republished: u64,
+    /// Of those, deliveries of a second spool record of the same id: a line spooled twice.
+    respooled: u64,
     /// id -> the tag of its message.
     ids: HashMap<String, u32>,
+    /// id -> the spool records it was delivered from.
+    seqs: HashMap<String, Vec<Option<i64>>>,
     /// Ids whose tag differed between deliveries, and deliveries without a tag.
     inconsistent: Vec<String>,
     /// Distinct tags seen.
@@ -518,6 +526,7 @@ async fn consume(queue: String, seen: Arc<Mutex<Seen>>, received: Times, stop: A
                 .as_ref()
                 .map(|s| s.to_string())
                 .unwrap_or_default();
+            let seq = spool_seq(&d.properties);
             let tag = serde_json::from_slice::<Body>(&d.data)
                 .ok()
                 .and_then(|b| tag_of(&b.message));
@@ -534,9 +543,18 @@ async fn consume(queue: String, seen: Arc<Mutex<Seen>>, received: Times, stop: A
                             s.inconsistent.push(format!("id {id}: tags {prev} and {t}"));
                         } else if !d.redelivered {
                             s.duplicates += 1;
+                            let seqs = s.seqs.entry(id).or_default();
+                            let again = seqs.contains(&seq);
+                            seqs.push(seq);
+                            if again {
+                                s.republished += 1;
+                            } else {
+                                s.respooled += 1;
+                            }
                         }
                     }
                     (Some(t), None) => {
+                        s.seqs.insert(id.clone(), vec![seq]);
                         s.ids.insert(id, t);
                         if (t as usize) < IEMS {
                             if received[t as usize].load(Ordering::Relaxed) == 0 {
@@ -725,13 +743,18 @@ async fn chaos_kills_broker_outages_rotations_and_a_full_spool_lose_nothing() {
     let distinct_ids = s.ids.len();
     eprintln!(
         "chaos: written={IEMS} received_distinct={} distinct_ids={distinct_ids} deliveries={} \
-         duplicates={} ({:.3}%) consumer_redeliveries={} lost={} max_delay={max_delay}ms \
+         duplicates={} ({:.3}%): republished={} ({:.3}%) spooled_twice={} ({:.3}%) \
+         consumer_redeliveries={} lost={} max_delay={max_delay}ms \
          spool_full_warnings={spool_full} kills={KILLS} broker_outages={BROKER_OUTAGES} \
          rotations={RENAME_ROTATIONS}+1ct writer={:.1}s all_arrived={:.1}s seed={seed}",
         s.tags,
         s.deliveries,
         s.duplicates,
         s.duplicates as f64 * 100.0 / IEMS as f64,
+        s.republished,
+        s.republished as f64 * 100.0 / IEMS as f64,
+        s.respooled,
+        s.respooled as f64 * 100.0 / IEMS as f64,
         s.redelivered,
         lost.len(),
         written_at.as_secs_f64(),
@@ -753,6 +776,15 @@ async fn chaos_kills_broker_outages_rotations_and_a_full_spool_lose_nothing() {
     assert_eq!(
         distinct_ids, IEMS,
         "one id per IEM line: {distinct_ids} distinct ids for {IEMS} lines"
+    );
+    // Issue 21 item 8: after a SIGKILL the sources resume after the last line whose alert is
+    // durable, so lines spooled twice stay under 1%; the rest of the duplicates are publishes
+    // whose confirm was lost with the connection (at most the publish window each time).
+    assert!(
+        s.respooled * 100 <= IEMS as u64,
+        "{} lines spooled twice ({:.3}%), over the 1% target",
+        s.respooled,
+        s.respooled as f64 * 100.0 / IEMS as f64
     );
     assert!(
         stopped.success(),

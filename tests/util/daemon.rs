@@ -159,6 +159,8 @@ pub fn iem_line(tag: &str) -> String {
 #[derive(Debug, Default)]
 pub struct Received {
     pub ids: Vec<String>,
+    /// Each delivery's `spool_seq` header (the record it was published from).
+    pub seqs: Vec<Option<i64>>,
     pub messages: Vec<String>,
     pub bodies: Vec<serde_json::Value>,
 }
@@ -169,6 +171,33 @@ impl Received {
             .iter()
             .collect::<std::collections::HashSet<_>>()
             .len()
+    }
+
+    /// The deliveries of an id already delivered, split by cause: `(republished, respooled)`.
+    /// A repeat of the same spool record is a publish sent again after its confirm was lost
+    /// (bounded by the publish window); a second record of the same id is a line the agent
+    /// spooled twice.
+    pub fn duplicates(&self) -> (usize, usize) {
+        let mut seen: std::collections::HashMap<&str, std::collections::HashSet<Option<i64>>> =
+            std::collections::HashMap::new();
+        let (mut republished, mut respooled) = (0, 0);
+        for (id, seq) in self.ids.iter().zip(&self.seqs) {
+            let seqs = seen.entry(id.as_str()).or_default();
+            match (seqs.is_empty(), seqs.insert(*seq)) {
+                (true, _) => {}
+                (false, false) => republished += 1,
+                (false, true) => respooled += 1,
+            }
+        }
+        (republished, respooled)
+    }
+}
+
+/// The `spool_seq` header of a delivery.
+pub fn spool_seq(properties: &lapin::BasicProperties) -> Option<i64> {
+    match properties.headers().as_ref()?.inner().get("spool_seq")? {
+        lapin::types::AMQPValue::LongLongInt(seq) => Some(*seq),
+        _ => None,
     }
 }
 
@@ -222,6 +251,7 @@ pub async fn collect(queue: &str, n: usize, within: Duration) -> Received {
                 .map(|s| s.to_string())
                 .unwrap_or_default(),
         );
+        got.seqs.push(spool_seq(&d.properties));
         let body: serde_json::Value = serde_json::from_slice(&d.data).unwrap();
         got.messages
             .push(body["message"].as_str().unwrap_or_default().to_owned());

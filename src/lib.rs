@@ -13,7 +13,8 @@
 //! - `emit`: formats and writes one IEM to journald, syslog or stdout (used by `iemctl emit`).
 //! - `enrich`: host identity and hardware context from sysfs.
 //! - `spool`: the durable, ordered, segmented on-disk queue between sources and the publisher.
-//! - `publish`: RabbitMQ publishing with confirms, draining the spool.
+//! - `output`: the seam a destination plugs into: `Output`, fed by the spool's records (next, ack, rewind).
+//! - `publish`: RabbitMQ publishing with confirms, draining the spool (the AMQP `Output`).
 //! - `source`: file tailing (rotation-safe) and journald, with checkpoints.
 //! - `manpages`: man pages and shell completions from a clap command, for packaging.
 //! - `pipeline`: wires the stages together; the only module that knows them all.
@@ -31,6 +32,7 @@ pub mod dedup;
 pub mod emit;
 pub mod enrich;
 pub mod manpages;
+pub mod output;
 pub mod pipeline;
 pub mod publish;
 pub mod shutdown;

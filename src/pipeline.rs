@@ -36,6 +36,7 @@ use crate::catalog::{Catalog, CatalogError};
 use crate::config::Config;
 use crate::dedup::{Matcher, MatcherState, Side, Verdict};
 use crate::enrich::{EnrichError, Enricher};
+use crate::output::Output;
 use crate::publish::{self, PublishError, PublishStats};
 use crate::shutdown::Shutdown;
 use crate::source::channel;
@@ -109,13 +110,13 @@ pub async fn run(config: Config, shutdown: Shutdown) -> Result<(), PipelineError
         })
     };
     let publish_stats = Arc::new(PublishStats::new(&config.broker, Some(observe)));
-    let publisher_stage = stages.add("publisher");
+    let output: Arc<dyn Output> = Arc::new(publish::Amqp::new(
+        config.broker.clone(),
+        publish_stats.clone(),
+    ));
+    let publisher_stage = stages.add(output.name());
     let publisher = {
-        let (broker, stop, stats) = (
-            config.broker.clone(),
-            publisher_shutdown.clone(),
-            publish_stats.clone(),
-        );
+        let stop = publisher_shutdown.clone();
         // The first run takes the reader `open` made; a restarted one gets a new reader from
         // the acked position (the old one went with the task that failed).
         let (mut first, spool) = (Some(reader), writer.clone());
@@ -124,8 +125,7 @@ pub async fn run(config: Config, shutdown: Shutdown) -> Result<(), PipelineError
             publisher_shutdown.token.clone(),
             move || {
                 let reader = first.take().unwrap_or_else(|| spool.reader());
-                let (broker, stop, stats) = (broker.clone(), stop.clone(), stats.clone());
-                async move { publish::run(&broker, reader, stop, stats).await }
+                output.run(reader, stop.clone())
             },
         )))
     };

@@ -1,0 +1,223 @@
+//! One spooled record as one AMQP message: its routing key (`iem.<severity>.<component>`, or
+//! `iem.malformed`), body (the spooled JSON as is, or the SSPL body), headers (`schema`) and
+//! properties (persistent, JSON, timestamp, the alert id as the message id).
+//!
+//! Nothing in a record can make building its message fail: what cannot be read, or does not fit
+//! AMQP's 255-byte short strings, goes out as `iem.malformed` (never dropped, where someone can
+//! see it) or is cut to fit.
+
+use std::borrow::Cow;
+
+use lapin::BasicProperties;
+use lapin::types::{AMQPValue, FieldTable, MAX_SHORT_STRING_LENGTH, ShortString};
+use serde::Deserialize;
+
+use super::PublishError;
+use crate::alert::Alert;
+use crate::config::broker::{BodyFormat, BrokerConfig};
+use crate::spool::Record;
+
+/// The fields of a spooled alert the publisher needs, borrowed from the payload.
+#[derive(Deserialize)]
+struct Meta<'a> {
+    #[serde(borrow)]
+    id: Cow<'a, str>,
+    #[serde(borrow, default)]
+    schema: Option<Cow<'a, str>>,
+    #[serde(borrow, default)]
+    kind: Option<Cow<'a, str>>,
+    #[serde(borrow, default)]
+    severity: Option<NameRef<'a>>,
+    #[serde(borrow, default)]
+    component: Option<ComponentRef<'a>>,
+}
+
+#[derive(Deserialize)]
+struct NameRef<'a> {
+    #[serde(borrow)]
+    name: Cow<'a, str>,
+}
+
+#[derive(Deserialize)]
+struct ComponentRef<'a> {
+    #[serde(borrow)]
+    id: Cow<'a, str>,
+    #[serde(borrow, default)]
+    name: Option<Cow<'a, str>>,
+}
+
+/// Appends one word of a routing key: lower case, `[a-z0-9_-]`, anything else `_`.
+fn push_key_word(key: &mut String, s: &str) {
+    key.extend(s.chars().map(|c| match c.to_ascii_lowercase() {
+        c @ ('a'..='z' | '0'..='9' | '_' | '-') => c,
+        _ => '_',
+    }));
+}
+
+/// `iem.<severity name>.<component name or id>`, or `iem.malformed`; cut to AMQP's 255 bytes
+/// (the catalog refuses component names that long, but alerts spooled before may carry one).
+fn routing_key(meta: &Meta<'_>) -> ShortString {
+    if meta.kind.as_deref() == Some("malformed") {
+        return ShortString::from("iem.malformed");
+    }
+    let mut key = String::with_capacity(32);
+    key.push_str("iem.");
+    push_key_word(
+        &mut key,
+        meta.severity.as_ref().map_or("unknown", |s| &s.name),
+    );
+    key.push('.');
+    push_key_word(
+        &mut key,
+        meta.component
+            .as_ref()
+            .map_or("unknown", |c| c.name.as_deref().unwrap_or(&c.id)),
+    );
+    short_ascii(key)
+}
+
+/// An ASCII string as a short string, cut to its 255 bytes.
+fn short_ascii(mut s: String) -> ShortString {
+    s.truncate(MAX_SHORT_STRING_LENGTH);
+    // Cannot fail once cut: `try_new` only checks the length.
+    ShortString::try_new(s).unwrap_or_default()
+}
+
+/// The exchange of `config` as an AMQP short string (the config check refuses longer names, so
+/// this fails only for a config that skipped validation).
+pub fn exchange(config: &BrokerConfig) -> Result<ShortString, PublishError> {
+    let name = config.exchange_name();
+    ShortString::try_new(name).map_err(|reason| PublishError::AmqpName {
+        key: "broker.exchange",
+        name: name.to_string(),
+        reason,
+    })
+}
+
+/// A message ready to publish; the body borrows the spooled payload when it is sent as is.
+pub struct Outgoing<'r> {
+    pub routing_key: ShortString,
+    pub body: Cow<'r, [u8]>,
+    pub properties: BasicProperties,
+}
+
+/// Builds the message for one spooled record. Nothing in a record can make this fail: a payload
+/// that cannot be read, or whose id does not fit a message id, goes out as `iem.malformed`.
+pub fn message<'r>(config: &BrokerConfig, rec: &'r Record) -> Outgoing<'r> {
+    let mut props = BasicProperties::default()
+        .with_delivery_mode(2)
+        .with_content_type("application/json".into())
+        .with_timestamp(u64::try_from(rec.time_ms / 1000).unwrap_or(0));
+    let mut headers = FieldTable::default();
+    let meta = serde_json::from_slice::<Meta<'_>>(&rec.payload)
+        .ok()
+        .and_then(|m| Some((ShortString::try_new(m.id.as_ref()).ok()?, m)));
+    let (routing_key, body, schema) = match (config.format, &meta) {
+        (BodyFormat::V1, Some((_, m))) => (
+            routing_key(m),
+            Cow::Borrowed(rec.payload.as_slice()),
+            m.schema.as_deref().unwrap_or(crate::alert::SCHEMA),
+        ),
+        (BodyFormat::Sspl, Some(_)) => {
+            let body = serde_json::from_slice::<Alert>(&rec.payload)
+                .ok()
+                .and_then(|a| serde_json::to_vec(&crate::sspl::body(&a)).ok())
+                .map_or(Cow::Borrowed(rec.payload.as_slice()), Cow::Owned);
+            (ShortString::from("sensor-key"), body, "sspl/1.0.0")
+        }
+        // Never dropped: an unreadable payload still goes out, where someone can see it.
+        (_, None) => (
+            ShortString::from("iem.malformed"),
+            Cow::Borrowed(rec.payload.as_slice()),
+            "unknown",
+        ),
+    };
+    headers.insert("schema".into(), AMQPValue::LongString(schema.into()));
+    // The record's spool seq, unique over the spool's life: a consumer that gets an id twice
+    // with the same seq got a publish repeated after a lost confirm; with two seqs, the line was
+    // spooled twice (which the chaos test counts apart).
+    headers.insert(
+        "spool_seq".into(),
+        AMQPValue::LongLongInt(i64::try_from(rec.seq).unwrap_or(i64::MAX)),
+    );
+    props = props.with_headers(headers);
+    if let Some((id, _)) = meta {
+        props = props.with_message_id(id);
+    }
+    Outgoing {
+        routing_key,
+        body,
+        properties: props,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn routing_keys() {
+        let m: Meta<'_> = serde_json::from_str(
+            r#"{"id":"a","kind":"iem","severity":{"code":"E","name":"error"},"component":{"id":"003","name":"s3"}}"#,
+        )
+        .unwrap();
+        assert_eq!(routing_key(&m).as_str(), "iem.error.s3");
+        let m: Meta<'_> =
+            serde_json::from_str(r#"{"id":"a","kind":"iem","component":{"id":"0F3","name":null}}"#)
+                .unwrap();
+        assert_eq!(routing_key(&m).as_str(), "iem.unknown.0f3");
+        let m: Meta<'_> = serde_json::from_str(r#"{"id":"a","kind":"malformed"}"#).unwrap();
+        assert_eq!(routing_key(&m).as_str(), "iem.malformed");
+    }
+
+    /// Issue 13: a 300-character component name panicked the publisher (`ShortString exceeds
+    /// maximum length`); a record's fields can no longer make building a message fail.
+    #[test]
+    fn long_names_and_ids_cannot_panic_the_publisher() {
+        let long = "n".repeat(300);
+        let payload = format!(
+            r#"{{"id":"a","kind":"iem","severity":{{"name":"informational"}},"component":{{"id":"0aa","name":"{long}"}}}}"#
+        );
+        let rec = Record {
+            seq: 1,
+            time_ms: 0,
+            payload: payload.into_bytes(),
+        };
+        let out = message(&BrokerConfig::default(), &rec);
+        assert_eq!(out.routing_key.as_str().len(), 255);
+        assert!(
+            out.routing_key
+                .as_str()
+                .starts_with("iem.informational.nnn")
+        );
+        assert_eq!(
+            out.properties.message_id().as_ref().map(|s| s.as_str()),
+            Some("a")
+        );
+        let headers = out.properties.headers().as_ref().unwrap();
+        assert_eq!(
+            headers.inner().get("spool_seq"),
+            Some(&AMQPValue::LongLongInt(1))
+        );
+        // An id that does not fit a message id: sent as malformed, never dropped.
+        let rec = Record {
+            seq: 2,
+            time_ms: 0,
+            payload: format!(r#"{{"id":"{long}","kind":"iem"}}"#).into_bytes(),
+        };
+        let out = message(&BrokerConfig::default(), &rec);
+        assert_eq!(out.routing_key.as_str(), "iem.malformed");
+        assert!(out.properties.message_id().is_none());
+        let bad = BrokerConfig {
+            exchange: Some(long),
+            ..BrokerConfig::default()
+        };
+        assert!(matches!(
+            exchange(&bad),
+            Err(PublishError::AmqpName {
+                key: "broker.exchange",
+                ..
+            })
+        ));
+    }
+}

@@ -588,3 +588,98 @@ async fn a_deleted_queue_is_declared_again_after_a_return() {
         expected(2..=3)
     );
 }
+
+/// `iemctl replay --publish` runs the daemon's publish-and-settle loop once over a list:
+/// everything arrives in order with its own id, and nothing is retried.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn send_records_delivers_a_list_once_in_order() {
+    if !util::broker_available("send_records_delivers_a_list_once_in_order") {
+        return;
+    }
+    let _b = util::broker_lock::shared();
+    let broker = BrokerConfig {
+        // A window smaller than the list: the loop waits for confirms before sending more.
+        window: 8,
+        ..broker_config("replay")
+    };
+    let records: Vec<spool::Record> = (1..=300u64)
+        .map(|i| spool::Record {
+            seq: i + 1000,
+            time_ms: 0,
+            payload: alert_json(i),
+        })
+        .collect();
+    let mut calls = Vec::new();
+    let report = publish::send_records(&broker, &records, |done, total| calls.push((done, total)))
+        .await
+        .unwrap();
+    assert_eq!(
+        report,
+        publish::SendReport {
+            delivered: 300,
+            failed: vec![]
+        }
+    );
+    assert_eq!(calls.len(), 300);
+    assert_eq!(calls.last(), Some(&(300, 300)));
+    let queue = broker.queue.clone().unwrap().name;
+    assert_eq!(
+        drain_ids(&queue, Duration::from_secs(1)).await,
+        expected(1..=300)
+    );
+}
+
+/// A refused record is reported by seq and skipped; the others still go out (the daemon, with
+/// the same loop, would instead re-send from the first refused one).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn send_records_reports_unroutable_records_by_seq() {
+    if !util::broker_available("send_records_reports_unroutable_records_by_seq") {
+        return;
+    }
+    let _b = util::broker_lock::shared();
+    // No queue bound: every message is returned as NO_ROUTE.
+    let broker = BrokerConfig {
+        queue: None,
+        ..broker_config("replay-noroute")
+    };
+    let records: Vec<spool::Record> = [4u64, 7, 9]
+        .iter()
+        .map(|&seq| spool::Record {
+            seq,
+            time_ms: 0,
+            payload: alert_json(seq),
+        })
+        .collect();
+    let report = publish::send_records(&broker, &records, |_, _| {})
+        .await
+        .unwrap();
+    assert_eq!(
+        report,
+        publish::SendReport {
+            delivered: 0,
+            failed: vec![4, 7, 9]
+        }
+    );
+}
+
+/// No broker reachable: an error that names every URL (without its password), not a hang.
+#[tokio::test]
+async fn send_records_without_a_broker_names_the_urls() {
+    let port = crate::util::amqp::free_port();
+    let broker = BrokerConfig {
+        urls: vec![format!("amqp://127.0.0.1:{port}/%2f")],
+        connect_timeout_ms: 2000,
+        ..BrokerConfig::default()
+    };
+    let rec = spool::Record {
+        seq: 1,
+        time_ms: 0,
+        payload: alert_json(1),
+    };
+    let err = publish::send_records(&broker, &[rec], |_, _| {})
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains(&format!("127.0.0.1:{port}")), "{err}");
+    assert!(err.contains("no broker reachable"), "{err}");
+}

@@ -159,12 +159,28 @@ impl fmt::Debug for BrokerConfig {
     }
 }
 
-/// A URL with any `user:password@` replaced by `***@`.
+/// The URL with the password of its user info removed (`amqp://u:p@h/` -> `amqp://u@h/`), for
+/// logs, metric labels, `/health` and `--check-config`. An `@` after the authority (in the path
+/// or query) is not user info and is kept.
 pub fn redact_url(url: &str) -> String {
-    match (url.find("://"), url.rfind('@')) {
-        (Some(s), Some(at)) if at > s => format!("{}***{}", &url[..s + 3], &url[at..]),
-        _ => url.to_string(),
-    }
+    let Some(scheme_end) = url.find("://").map(|i| i + 3) else {
+        return url.to_string();
+    };
+    let authority_end = url[scheme_end..]
+        .find(['/', '?', '#'])
+        .map_or(url.len(), |i| scheme_end + i);
+    let authority = &url[scheme_end..authority_end];
+    let Some(at) = authority.rfind('@') else {
+        return url.to_string();
+    };
+    let user = authority[..at].split(':').next().unwrap_or("");
+    format!(
+        "{}{}{}{}",
+        &url[..scheme_end],
+        user,
+        &authority[at..],
+        &url[authority_end..]
+    )
 }
 
 impl BrokerConfig {
@@ -560,8 +576,27 @@ mod tests {
         assert!(!p[0].reason.contains("hunter2"));
         let shown = format!("{c:?}");
         assert!(!shown.contains("hunter2"), "{shown}");
-        assert!(shown.contains("amqp://***@node2:5672/%2f"), "{shown}");
+        assert!(shown.contains("amqp://bob@node2:5672/%2f"), "{shown}");
         assert_eq!(c.exchange_name(), "sspl-out");
+    }
+
+    /// There were two `redact_url`: this one hid everything before the last `@` anywhere in the
+    /// URL (an `@` in the query hid the host), telemetry's kept the user and cut only the
+    /// password. One now: telemetry's, here.
+    #[test]
+    fn redact_url_removes_only_the_password() {
+        assert_eq!(
+            redact_url("amqp://guest:s3cr@t@h:5672/%2f"),
+            "amqp://guest@h:5672/%2f"
+        );
+        assert_eq!(
+            redact_url("amqps://u:p@h/vh?x=a:b@c"),
+            "amqps://u@h/vh?x=a:b@c"
+        );
+        assert_eq!(redact_url("amqps://h/vh?x=a:b@c"), "amqps://h/vh?x=a:b@c");
+        assert_eq!(redact_url("amqp://h:5672/%2f"), "amqp://h:5672/%2f");
+        assert_eq!(redact_url("amqp://user@h/"), "amqp://user@h/");
+        assert_eq!(redact_url("not a url"), "not a url");
     }
 
     /// Issue 14: `amqp://` to a remote broker sent the password in clear text without a word.

@@ -172,47 +172,12 @@ pub fn metrics() -> &'static Metrics {
     &METRICS
 }
 
-/// The URL with the password of its user info removed (`amqp://u:p@h/` -> `amqp://u@h/`),
-/// for labels and logs.
-pub fn redact_url(url: &str) -> String {
-    let Some(scheme_end) = url.find("://").map(|i| i + 3) else {
-        return url.to_string();
-    };
-    let authority_end = url[scheme_end..]
-        .find(['/', '?', '#'])
-        .map_or(url.len(), |i| scheme_end + i);
-    let authority = &url[scheme_end..authority_end];
-    let Some(at) = authority.rfind('@') else {
-        return url.to_string();
-    };
-    let user = authority[..at].split(':').next().unwrap_or("");
-    format!(
-        "{}{}{}{}",
-        &url[..scheme_end],
-        user,
-        &authority[at..],
-        &url[authority_end..]
-    )
-}
+/// Defined with the broker's configuration (one redaction for logs, labels and `/health`).
+pub use crate::config::broker::redact_url;
 
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn redact_url_removes_only_the_password() {
-        assert_eq!(
-            redact_url("amqp://guest:s3cr@t@h:5672/%2f"),
-            "amqp://guest@h:5672/%2f"
-        );
-        assert_eq!(
-            redact_url("amqps://u:p@h/vh?x=a:b@c"),
-            "amqps://u@h/vh?x=a:b@c"
-        );
-        assert_eq!(redact_url("amqp://h:5672/%2f"), "amqp://h:5672/%2f");
-        assert_eq!(redact_url("amqp://user@h/"), "amqp://user@h/");
-        assert_eq!(redact_url("not a url"), "not a url");
-    }
 
     #[test]
     fn every_iemd_metric_is_exported() {

@@ -14,8 +14,8 @@
 //! - `Nack` (the node refuses, e.g. its quorum queue has no leader yet after a crash): a fresh
 //!   channel on the same connection after a short delay (`confirm::NACK_RETRY_FIRST`, doubling
 //!   while the nacks continue); after `confirm::NACKS_BEFORE_FAILOVER` nacks in a row, or nacks
-//!   for longer than `confirm::NACK_FAILOVER_AFTER`, the next node. A nack is an answer, so the stall timeout
-//!   would never end such a run by itself;
+//!   for longer than `confirm::NACK_FAILOVER_AFTER`, the next node. A nack is an answer, so the
+//!   stall timeout would never end such a run by itself;
 //! - return (no queue bound, e.g. the queue was deleted): with `declare = true`, declare the
 //!   topology again on a fresh channel after the backoff; without, connect again.
 //!
@@ -24,7 +24,7 @@
 //! (`/health`) meanwhile.
 //!
 //! Confirms are consumed in publish order, so "every confirm so far was `Ack(None)`" makes the
-//! spool's acked position a prefix of the log.
+//! spool's acked position a prefix of the log (the [`Output`] contract).
 //!
 //! # Layout
 //!
@@ -35,17 +35,16 @@
 //! - `message`: one spooled record as one AMQP message (routing key, body, headers).
 //! - `confirm`: the one publish-and-settle loop (confirm order, window, acks) and the
 //!   nack/return episodes.
+//! - `stats`: the counters and the refusal episode the metrics and `/health` read.
 //! - `run`: the daemon's pump ([`run`]) and `iemctl replay --publish` ([`send_records`]).
 //!
 //! [`Amqp`] is this module's [`Output`]: the pipeline starts it through that seam.
 
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::sync::Arc;
 
 use futures_util::future::BoxFuture;
 
-use crate::config::broker::{BrokerConfig, redact_url};
+use crate::config::broker::BrokerConfig;
 use crate::output::{Output, OutputError};
 use crate::shutdown::Shutdown;
 use crate::spool::{SpoolError, SpoolReader};
@@ -55,11 +54,14 @@ mod connect;
 mod credentials;
 mod message;
 mod run;
+mod stats;
 mod tls;
 
 pub use connect::{connect_any, host_name, preferred_order};
 pub use credentials::{Credentials, credentials};
 pub use run::{SendReport, run, send_records};
+use stats::Refusal;
+pub use stats::{LatencyObserver, PublishStats};
 
 /// Errors that stop the publisher (a broker being away is not one: that is retried forever).
 #[derive(Debug, thiserror::Error)]
@@ -80,87 +82,6 @@ pub enum PublishError {
         name: String,
         reason: lapin::types::ShortStringError,
     },
-}
-
-/// Counters the lead exports as metrics, and the conditions `/health` reports.
-pub struct PublishStats {
-    pub published_total: AtomicU64,
-    pub retries_total: AtomicU64,
-    pub nacks_total: AtomicU64,
-    pub returns_total: AtomicU64,
-    connected: Vec<AtomicBool>,
-    urls: Vec<String>,
-    latency: Option<LatencyObserver>,
-    refusal: Mutex<Option<Refusal>>,
-}
-
-/// Called with the time from spooling to broker confirm of each delivered alert.
-pub type LatencyObserver = Arc<dyn Fn(Duration) + Send + Sync>;
-
-/// The broker refusing alerts: from the first nack or return until an alert is delivered.
-#[derive(Debug, Clone)]
-struct Refusal {
-    since: Instant,
-    /// The last return's reason, when alerts are being returned rather than nacked.
-    returned: Option<String>,
-}
-
-impl PublishStats {
-    pub fn new(config: &BrokerConfig, latency: Option<LatencyObserver>) -> Self {
-        PublishStats {
-            published_total: AtomicU64::new(0),
-            retries_total: AtomicU64::new(0),
-            nacks_total: AtomicU64::new(0),
-            returns_total: AtomicU64::new(0),
-            connected: config.urls.iter().map(|_| AtomicBool::new(false)).collect(),
-            urls: config.urls.iter().map(|u| redact_url(u)).collect(),
-            latency,
-            refusal: Mutex::new(None),
-        }
-    }
-
-    /// (redacted URL, connected) per configured URL.
-    pub fn connected(&self) -> Vec<(String, bool)> {
-        self.urls
-            .iter()
-            .zip(&self.connected)
-            .map(|(u, c)| (u.clone(), c.load(Ordering::Relaxed)))
-            .collect()
-    }
-
-    fn set_connected(&self, idx: usize, v: bool) {
-        if let Some(c) = self.connected.get(idx) {
-            c.store(v, Ordering::Relaxed);
-        }
-    }
-
-    /// How long the broker has been refusing (nacking) alerts, while it does.
-    pub fn refusing(&self) -> Option<Duration> {
-        let r = self.refusal();
-        r.filter(|r| r.returned.is_none())
-            .map(|r| r.since.elapsed())
-    }
-
-    /// How long alerts have been coming back unroutable, and the last return's reason, while
-    /// they do.
-    pub fn returning(&self) -> Option<(Duration, String)> {
-        self.refusal()
-            .and_then(|r| Some((r.since.elapsed(), r.returned?)))
-    }
-
-    fn refusal(&self) -> Option<Refusal> {
-        self.refusal
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-            .clone()
-    }
-
-    fn set_refusal(&self, refusal: Option<Refusal>) {
-        *self
-            .refusal
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner) = refusal;
-    }
 }
 
 /// The AMQP publisher as an [`Output`]: [`run`] over the spool reader, counting in `stats`.

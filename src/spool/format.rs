@@ -172,18 +172,21 @@ pub fn read_record<R: Read>(
     ))
 }
 
-/// Reads the record at the start of `buf`, which holds the rest of the file.
-pub fn read_record_in(buf: &[u8]) -> io::Result<ReadOutcome> {
-    let available = buf.len().saturating_sub(RECORD_HEADER_LEN) as u64;
-    read_record(&mut &buf[..], |_| Ok(available))
-}
-
-/// Parses a record from the start of `buf` (used to resynchronize after corruption).
-pub fn parse_record(buf: &[u8]) -> Option<(RawRecord, u64)> {
-    match read_record_in(buf) {
-        Ok(ReadOutcome::Record(rec, total)) => Some((rec, total)),
-        _ => None,
+/// The framed length of the record that starts `buf` (which holds the rest of the file), if it
+/// is whole, passes its checksum and carries a seq of at least `min_seq`. Allocates nothing:
+/// resynchronizing after damage asks this at every offset.
+pub fn whole_record_at(buf: &[u8], min_seq: u64) -> Option<u64> {
+    let h = buf.get(..RECORD_HEADER_LEN)?;
+    let len = u32::from_le_bytes([h[0], h[1], h[2], h[3]]);
+    let crc = u32::from_le_bytes([h[4], h[5], h[6], h[7]]);
+    let seq = u64::from_le_bytes(h[8..16].try_into().ok()?);
+    let time_ms = i64::from_le_bytes(h[16..24].try_into().ok()?);
+    if seq < min_seq {
+        return None;
     }
+    let end = RECORD_HEADER_LEN.checked_add(usize::try_from(len).ok()?)?;
+    let payload = buf.get(RECORD_HEADER_LEN..end)?;
+    (record_crc(seq, time_ms, payload) == crc).then_some(end as u64)
 }
 
 /// The ack file's bytes.
@@ -212,6 +215,14 @@ pub fn parse_ack(b: &[u8]) -> Option<u64> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn parse_record(buf: &[u8]) -> Option<(RawRecord, u64)> {
+        let available = buf.len().saturating_sub(RECORD_HEADER_LEN) as u64;
+        match read_record(&mut &buf[..], |_| Ok(available)) {
+            Ok(ReadOutcome::Record(rec, total)) => Some((rec, total)),
+            _ => None,
+        }
+    }
 
     #[test]
     fn record_round_trips_and_detects_damage() {
@@ -248,6 +259,28 @@ mod tests {
             read_record(&mut short, |_| Ok(976)).unwrap(),
             ReadOutcome::Bad(RecordError::BadLength(_))
         ));
+    }
+
+    #[test]
+    fn whole_record_at_agrees_with_read_record() {
+        let mut buf = Vec::new();
+        encode_record(&mut buf, 5, 1, b"five");
+        encode_record(&mut buf, 6, 2, b"six");
+        let first = buf.len() - (RECORD_HEADER_LEN + 3);
+        assert_eq!(whole_record_at(&buf, 5), Some(first as u64));
+        assert_eq!(whole_record_at(&buf[first..], 6), Some(27));
+        // Below the seq asked for, cut short, damaged, or not at a record boundary: none.
+        assert_eq!(whole_record_at(&buf, 6), None);
+        assert_eq!(whole_record_at(&buf[..first - 1], 5), None);
+        assert_eq!(whole_record_at(&buf[1..], 0), None);
+        let mut bad = buf.clone();
+        bad[RECORD_HEADER_LEN] ^= 1;
+        assert_eq!(whole_record_at(&bad, 5), None);
+        // Whatever its length, a record that passes its checksum is whole.
+        let long = vec![b'x'; MAX_RECORD_LEN as usize + 10];
+        let mut buf = Vec::new();
+        encode_record(&mut buf, 3, 9, &long);
+        assert_eq!(whole_record_at(&buf, 1), Some(buf.len() as u64));
     }
 
     #[test]

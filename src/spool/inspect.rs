@@ -3,10 +3,12 @@
 //! nothing, so it works while the agent runs (the end of the last segment may then be a record
 //! still being written, reported as incomplete) or is stopped.
 
-use std::fs;
+use std::collections::VecDeque;
 use std::path::{Path, PathBuf};
 
-use super::{SpoolError, format, io_err, list_segments, read_ack};
+use super::SpoolError;
+use super::cursor::{SegmentCursor, Step};
+use super::files::{list_segments, read_ack};
 
 /// Whether the broker has confirmed a record.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
@@ -39,8 +41,8 @@ pub enum Entry {
 /// Iterates the entries of a spool directory in seq order.
 pub struct Inspector {
     acked: u64,
-    segments: Vec<PathBuf>,
-    current: Option<(PathBuf, Vec<u8>, usize)>,
+    segments: VecDeque<PathBuf>,
+    current: Option<SegmentCursor>,
 }
 
 /// Opens `dir` for inspection.
@@ -59,6 +61,36 @@ impl Inspector {
     pub fn acked(&self) -> u64 {
         self.acked
     }
+
+    /// The next entry, or `None` at the end of the current segment.
+    fn next_in_segment(&mut self) -> Result<Option<Entry>, SpoolError> {
+        let Some(cursor) = self.current.as_mut() else {
+            return Ok(None);
+        };
+        let segment = cursor.path().to_path_buf();
+        Ok(match cursor.next()? {
+            Step::Record { offset, record, .. } => Some(Entry::Record {
+                segment,
+                offset,
+                seq: record.seq,
+                time_ms: record.time_ms,
+                state: if record.seq <= self.acked {
+                    RecordState::Acked
+                } else {
+                    RecordState::Pending
+                },
+                payload: record.payload,
+            }),
+            Step::Damaged { offset, damage } => Some(Entry::Corrupt {
+                segment,
+                offset,
+                // Carry on where the next whole record in order starts.
+                len: cursor.resync()?,
+                reason: damage.to_string(),
+            }),
+            Step::End => None,
+        })
+    }
 }
 
 impl Iterator for Inspector {
@@ -67,64 +99,33 @@ impl Iterator for Inspector {
     fn next(&mut self) -> Option<Self::Item> {
         loop {
             if self.current.is_none() {
-                if self.segments.is_empty() {
-                    return None;
-                }
-                let path = self.segments.remove(0);
-                let bytes = match fs::read(&path) {
-                    Ok(b) => b,
+                let path = self.segments.pop_front()?;
+                match SegmentCursor::open(&path) {
+                    Ok(Ok(cursor)) => self.current = Some(cursor),
+                    Ok(Err(bad)) => {
+                        return Some(Ok(Entry::Corrupt {
+                            segment: path,
+                            offset: 0,
+                            len: bad.len,
+                            reason: bad.reason.to_string(),
+                        }));
+                    }
                     // Deleted by the agent after being acked since we listed it.
-                    Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
-                    Err(e) => return Some(Err(io_err(&path)(e))),
-                };
-                if let Err(e) = format::parse_segment_header(&bytes) {
-                    let len = bytes.len() as u64;
-                    return Some(Ok(Entry::Corrupt {
-                        segment: path,
-                        offset: 0,
-                        len,
-                        reason: e.to_string(),
-                    }));
+                    Err(SpoolError::Io { source, .. })
+                        if source.kind() == std::io::ErrorKind::NotFound => {}
+                    Err(e) => return Some(Err(e)),
                 }
-                self.current = Some((path, bytes, format::SEGMENT_HEADER_LEN as usize));
-            }
-            let (path, bytes, pos) = self.current.as_mut()?;
-            if *pos >= bytes.len() {
-                self.current = None;
                 continue;
             }
-            let start = *pos;
-            if let Some((rec, total)) = format::parse_record(&bytes[start..]) {
-                *pos += total as usize;
-                let state = if rec.seq <= self.acked {
-                    RecordState::Acked
-                } else {
-                    RecordState::Pending
-                };
-                return Some(Ok(Entry::Record {
-                    segment: path.clone(),
-                    offset: start as u64,
-                    seq: rec.seq,
-                    time_ms: rec.time_ms,
-                    state,
-                    payload: rec.payload,
-                }));
+            match self.next_in_segment() {
+                Ok(Some(entry)) => return Some(Ok(entry)),
+                Ok(None) => self.current = None,
+                Err(e) => {
+                    // Not read again: the walk goes on with the next segment.
+                    self.current = None;
+                    return Some(Err(e));
+                }
             }
-            let reason = match format::read_record_in(&bytes[start..]) {
-                Ok(format::ReadOutcome::Bad(e)) => e.to_string(),
-                _ => "unreadable record".to_string(),
-            };
-            // Carry on at the next offset where a whole record with a valid checksum starts.
-            let resume = (start + 1..bytes.len())
-                .find(|&p| format::parse_record(&bytes[p..]).is_some())
-                .unwrap_or(bytes.len());
-            *pos = resume;
-            return Some(Ok(Entry::Corrupt {
-                segment: path.clone(),
-                offset: start as u64,
-                len: (resume - start) as u64,
-                reason,
-            }));
         }
     }
 }
@@ -133,6 +134,7 @@ impl Iterator for Inspector {
 mod tests {
     use super::*;
     use crate::config::spool::SpoolConfig;
+    use std::fs;
 
     #[tokio::test]
     async fn reports_states_and_carries_on_after_corruption() {

@@ -1,0 +1,121 @@
+//! The spool's files by name: the lock, the ack file and the segments (their names, listing and
+//! creation). Every file is opened relative to the directory without following links
+//! ([`crate::statefile`]).
+
+use std::collections::BTreeMap;
+use std::fs::{self, File};
+use std::io::{self, Write};
+use std::path::{Path, PathBuf};
+
+use super::{SpoolError, format, io_err};
+use crate::statefile::StateDir;
+
+/// Takes the exclusive `flock` on `lock`, held for as long as the returned file is open.
+pub(super) fn lock(state_dir: &StateDir, dir: &Path) -> Result<File, SpoolError> {
+    let lock_path = dir.join("lock");
+    let lock = state_dir
+        .open_or_create("lock")
+        .map_err(io_err(&lock_path))?;
+    match lock.try_lock() {
+        Ok(()) => Ok(lock),
+        Err(fs::TryLockError::WouldBlock) => Err(SpoolError::Locked(dir.to_path_buf())),
+        Err(fs::TryLockError::Error(e)) => Err(io_err(&lock_path)(e)),
+    }
+}
+
+fn segment_path(dir: &Path, first_seq: u64) -> PathBuf {
+    dir.join(format!("seg-{first_seq:020}.log"))
+}
+
+/// Parses `seg-<digits>.log` into its first seq.
+fn segment_first_seq(name: &str) -> Option<u64> {
+    name.strip_prefix("seg-")?
+        .strip_suffix(".log")?
+        .parse()
+        .ok()
+}
+
+/// Every segment in `dir`, ordered by first seq.
+pub(super) fn list_segments(dir: &Path) -> Result<BTreeMap<u64, PathBuf>, SpoolError> {
+    let mut out = BTreeMap::new();
+    for entry in fs::read_dir(dir).map_err(io_err(dir))? {
+        let entry = entry.map_err(io_err(dir))?;
+        if let Some(first) = entry.file_name().to_str().and_then(segment_first_seq) {
+            out.insert(first, entry.path());
+        }
+    }
+    Ok(out)
+}
+
+/// Where a damaged segment's original is kept for `iemctl replay`.
+pub(super) fn aside_path(segment: &Path) -> PathBuf {
+    segment.with_extension("log.corrupt")
+}
+
+pub(super) fn ack_path(dir: &Path) -> PathBuf {
+    dir.join("ack")
+}
+
+/// Reads the ack file; a missing file is 0, an unreadable one is 0 with a warning (the
+/// records are re-sent: duplicates, never loss).
+pub(super) fn read_ack(dir: &Path) -> Result<u64, SpoolError> {
+    let path = ack_path(dir);
+    match StateDir::at(dir).and_then(|d| d.read("ack")) {
+        Ok(b) => Ok(format::parse_ack(&b).unwrap_or_else(|| {
+            tracing::warn!(path = %path.display(), "spool ack file is invalid; re-sending from the start");
+            0
+        })),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(0),
+        Err(e) => Err(io_err(&path)(e)),
+    }
+}
+
+pub(super) fn write_ack(dir: &Path, acked: u64) -> Result<(), SpoolError> {
+    StateDir::at(dir)
+        .and_then(|d| d.replace("ack", &format::encode_ack(acked)))
+        .map_err(io_err(&ack_path(dir)))
+}
+
+/// The name of a file in the spool directory (segment paths are made from UTF-8 names).
+pub(super) fn file_name(path: &Path) -> &str {
+    path.file_name().and_then(|n| n.to_str()).unwrap_or("")
+}
+
+/// Creates a segment whose first record will be `first_seq`, durably (file and directory).
+pub(super) fn create_segment(dir: &Path, first_seq: u64) -> Result<(File, PathBuf), SpoolError> {
+    let path = segment_path(dir, first_seq);
+    let state_dir = StateDir::at(dir).map_err(io_err(dir))?;
+    let mut f = state_dir
+        .create_new(file_name(&path))
+        .map_err(io_err(&path))?;
+    if let Err(e) = f
+        .write_all(&format::segment_header(first_seq))
+        .and_then(|_| f.sync_all())
+    {
+        // A header cut short by a full disk would be moved aside as corrupt by recovery; the
+        // next attempt creates the file again.
+        let _ = fs::remove_file(&path);
+        return Err(io_err(&path)(e));
+    }
+    state_dir.sync().map_err(io_err(dir))?;
+    Ok((f, path))
+}
+
+/// True for the errors of a full filesystem or quota, which go away when space is freed.
+pub(super) fn is_disk_full(e: &io::Error) -> bool {
+    matches!(e.raw_os_error(), Some(libc::ENOSPC | libc::EDQUOT))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn segment_names_carry_their_first_seq() {
+        let path = segment_path(Path::new("/s"), 42);
+        assert_eq!(path, Path::new("/s/seg-00000000000000000042.log"));
+        assert_eq!(segment_first_seq(file_name(&path)), Some(42));
+        assert_eq!(segment_first_seq(file_name(&aside_path(&path))), None);
+        assert_eq!(segment_first_seq("seg-x.log"), None);
+    }
+}

@@ -1,0 +1,155 @@
+//! What the writer, the reader and the sync thread share: the spool's state under one lock, and
+//! the signals between them (space freed, records durable, a sync wanted).
+
+use std::collections::BTreeMap;
+use std::fs::File;
+use std::io::BufWriter;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard};
+
+use tokio::sync::{Notify, watch};
+
+use super::SpoolStats;
+use crate::config::spool::SpoolConfig;
+
+/// The write buffer in front of the current segment.
+pub(super) const WRITE_BUFFER: usize = 256 << 10;
+
+pub(super) struct State {
+    /// Seq the next append gets.
+    pub next_seq: u64,
+    pub file: BufWriter<File>,
+    pub file_path: PathBuf,
+    pub file_len: u64,
+    /// first seq -> path, every segment on disk.
+    pub segments: BTreeMap<u64, PathBuf>,
+    /// Framed bytes of every record appended or recovered as pending; with `acked_bytes` gives
+    /// the unacked volume the bound applies to.
+    pub written_bytes: u64,
+    pub acked_bytes: u64,
+    pub acked_seq: u64,
+    pub persisted_ack: u64,
+    pub oldest_pending_ms: Option<i64>,
+    pub scratch: Vec<u8>,
+    pub full_warned: bool,
+    /// An append waits for the filesystem to have room.
+    pub disk_full: bool,
+}
+
+/// Where appends go on from after recovery.
+pub(super) struct Appending {
+    pub file: File,
+    pub path: PathBuf,
+    /// Where the segment's whole records end.
+    pub len: u64,
+}
+
+/// The recovered position `open` starts the state from.
+pub(super) struct Start {
+    pub segments: BTreeMap<u64, PathBuf>,
+    pub next_seq: u64,
+    pub acked_seq: u64,
+    pub pending_bytes: u64,
+    pub oldest_pending_ms: Option<i64>,
+}
+
+pub(super) struct Shared {
+    pub dir: PathBuf,
+    pub state: Mutex<State>,
+    /// Woken when acked records free space.
+    pub space: Notify,
+    /// Held for a whole `append_batch`, so that a batch interrupted by a full disk still gets
+    /// consecutive seqs when it resumes.
+    pub appending: tokio::sync::Mutex<()>,
+    pub durable_tx: watch::Sender<u64>,
+    pub wake: Arc<(Mutex<bool>, Condvar)>,
+    pub full_waits: AtomicU64,
+    /// Serializes writers of the ack file (the sync thread and explicit `persist` calls).
+    pub ack_file: Mutex<()>,
+    /// Why the sync thread's last sync failed or panicked, while it does.
+    pub sync_failure: Mutex<Option<String>>,
+    pub max_bytes: u64,
+    pub segment_bytes: u64,
+    pub sync_now: bool,
+    _lock: File,
+}
+
+impl Shared {
+    /// The shared state of a spool whose `lock` is held, recovered to `start`, appending to
+    /// `to`. Every record recovered is durable; the receiver watches the durable seq.
+    pub fn new(
+        config: &SpoolConfig,
+        lock: File,
+        start: Start,
+        to: Appending,
+    ) -> (Shared, watch::Receiver<u64>) {
+        let (durable_tx, durable_rx) = watch::channel(start.next_seq - 1);
+        let shared = Shared {
+            dir: config.dir.clone(),
+            state: Mutex::new(State {
+                next_seq: start.next_seq,
+                file: BufWriter::with_capacity(WRITE_BUFFER, to.file),
+                file_path: to.path,
+                file_len: to.len,
+                segments: start.segments,
+                written_bytes: start.pending_bytes,
+                acked_bytes: 0,
+                acked_seq: start.acked_seq,
+                persisted_ack: start.acked_seq,
+                oldest_pending_ms: start.oldest_pending_ms,
+                scratch: Vec::new(),
+                full_warned: false,
+                disk_full: false,
+            }),
+            space: Notify::new(),
+            appending: tokio::sync::Mutex::new(()),
+            durable_tx,
+            wake: Arc::new((Mutex::new(false), Condvar::new())),
+            full_waits: AtomicU64::new(0),
+            ack_file: Mutex::new(()),
+            sync_failure: Mutex::new(None),
+            max_bytes: config.max_bytes,
+            segment_bytes: config.segment_bytes,
+            sync_now: config.sync_interval_ms == 0,
+            _lock: lock,
+        };
+        (shared, durable_rx)
+    }
+
+    pub fn lock(&self) -> MutexGuard<'_, State> {
+        // A panic while holding the lock leaves the state consistent at record granularity (the
+        // only multi-step update is a write, which recovery handles), so poisoning is ignored.
+        self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    pub fn wake_syncer(&self) {
+        let (m, cv) = &*self.wake;
+        *m.lock().unwrap_or_else(|p| p.into_inner()) = true;
+        cv.notify_one();
+    }
+
+    pub fn stats(&self) -> SpoolStats {
+        let st = self.lock();
+        SpoolStats {
+            pending_records: (st.next_seq - 1).saturating_sub(st.acked_seq),
+            pending_bytes: st.written_bytes - st.acked_bytes,
+            oldest_pending_ms: if st.next_seq - 1 > st.acked_seq {
+                st.oldest_pending_ms
+            } else {
+                None
+            },
+            full_waits: self.full_waits.load(Ordering::Relaxed),
+            full: st.full_warned || st.disk_full,
+            sync_failure: self
+                .sync_failure
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .clone(),
+            last_seq: st.next_seq - 1,
+            durable_seq: *self.durable_tx.borrow(),
+            acked_seq: st.acked_seq,
+            segments: st.segments.len(),
+        }
+    }
+}

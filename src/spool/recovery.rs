@@ -360,4 +360,30 @@ mod tests {
             .collect();
         assert_eq!(payloads, [6, long.len(), 5]);
     }
+
+    /// Regression: after damage, recovery took a whole record whose seq jumped further than the
+    /// bytes left in the segment could hold records (the gap an earlier recovery leaves) for
+    /// garbage, and cut it although its checksum was right.
+    #[tokio::test]
+    async fn recovery_keeps_a_record_after_damage_whatever_its_seq_jump() {
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = tmp.path().join("spool");
+        drop(open(&test_config(&dir)).unwrap());
+        std::thread::sleep(Duration::from_millis(50));
+        let seg = list_segments(&dir).unwrap().into_values().next().unwrap();
+        let mut bytes = format::segment_header(1).to_vec();
+        format::encode_record(&mut bytes, 1, 7, b"one");
+        let damage = bytes.len() as u64;
+        bytes.extend_from_slice(b"not a record at all");
+        format::encode_record(&mut bytes, 5000, 8, b"far");
+        fs::write(&seg, &bytes).unwrap();
+        let (_w, mut r, report) = open(&test_config(&dir)).unwrap();
+        assert_eq!(report.cuts.len(), 1, "{report:?}");
+        assert_eq!((report.cuts[0].offset, report.cuts[0].bytes), (damage, 19));
+        assert_eq!((report.pending, report.next_seq), (2, 5001));
+        let seqs: Vec<u64> = std::iter::from_fn(|| r.try_next().unwrap())
+            .map(|rec| rec.seq)
+            .collect();
+        assert_eq!(seqs, [1, 5000]);
+    }
 }

@@ -229,9 +229,8 @@ fn now_ms() -> i64 {
 
 /// Where appends go after recovery: on at the end of the last segment's whole records
 /// (`tail`), or in a new segment starting at `next_seq` (added to `segments`) when there is
-/// none or it is full.
-/// Appending to the last segment, rather than starting a new one at every start, lets a spool on
-/// a full disk open at all (and so drain).
+/// none or it is full. Appending to the last segment, rather than starting a new one at every
+/// start, lets a spool on a full disk open at all (and so drain).
 pub(super) fn continue_appending(
     state_dir: &StateDir,
     tail: Option<(PathBuf, u64)>,

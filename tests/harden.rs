@@ -374,3 +374,60 @@ fn password_file_rule_follows_the_package_layout() {
         String::from_utf8_lossy(&out.stderr)
     );
 }
+
+/// Issue 13: a catalog component name too long for the alerts' AMQP routing key was found only
+/// when the pipeline started. `iemd --check-config` and `iemctl check-config` now load the
+/// catalog the config points at and name its file and line; the daemon refuses it at start.
+#[test]
+fn check_config_refuses_a_catalog_name_past_amqp_limits() {
+    let dir = tempfile::tempdir().unwrap();
+    let catalog = dir.path().join("catalog");
+    fs::create_dir(&catalog).unwrap();
+    let component = |name: &str| {
+        let file = format!("# a site's own component\nid = \"0f0\"\nname = \"{name}\"\n");
+        fs::write(catalog.join("site.toml"), file).unwrap();
+    };
+    let path = dir.path().join("iemd.toml");
+    let log = dir.path().join("messages");
+    fs::write(&log, "").unwrap();
+    fs::write(
+        &path,
+        format!(
+            "state_dir = \"{}\"\ncatalog_dirs = [\"{}\"]\n[[sources.files]]\npaths = [\"{}\"]\n",
+            dir.path().join("state").display(),
+            catalog.display(),
+            log.display()
+        ),
+    )
+    .unwrap();
+    let iemd = |args: &[&str]| {
+        Command::new(env!("CARGO_BIN_EXE_iemd"))
+            .args(args)
+            .arg("--config")
+            .arg(&path)
+            .output()
+            .unwrap()
+    };
+    let iemctl = || {
+        Command::new(env!("CARGO_BIN_EXE_iemctl"))
+            .arg("check-config")
+            .arg(&path)
+            .output()
+            .unwrap()
+    };
+    component(&"n".repeat(300));
+    let site = catalog.join("site.toml");
+    for out in [iemd(&["--check-config"]), iemctl(), iemd(&[])] {
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{err}");
+        assert!(err.contains(&format!("{}:2: ", site.display())), "{err}");
+        assert!(err.contains("300 characters long; at most 200"), "{err}");
+        assert!(err.contains("routing key"), "{err}");
+    }
+    // The longest name that fits passes.
+    component(&"n".repeat(200));
+    for out in [iemd(&["--check-config"]), iemctl()] {
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(0), "{err}");
+    }
+}

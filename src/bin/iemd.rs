@@ -6,6 +6,7 @@ use std::process::ExitCode;
 
 use anyhow::Context;
 use clap::Parser;
+use iemd::catalog::{Catalog, CatalogError};
 use iemd::config::{self, Config, broker};
 use iemd::shutdown::Shutdown;
 use iemd::systemd::{self, Notifier};
@@ -39,16 +40,29 @@ struct Args {
     man_pages: Option<PathBuf>,
 }
 
+/// Why a configuration cannot be used: the file itself, or a catalog file it points at.
+#[derive(Debug, thiserror::Error)]
+enum Unusable {
+    #[error("invalid configuration: {0}")]
+    Config(#[from] config::ConfigError),
+    #[error("invalid catalog (catalog_dirs): {0}")]
+    Catalog(#[from] CatalogError),
+}
+
 /// The configuration to use: the named file, else the package's file when present, else the
-/// defaults for this machine.
-fn load(path: Option<&Path>) -> Result<Config, config::ConfigError> {
-    match path {
-        Some(path) => Config::load(path),
+/// defaults for this machine. The catalog it names is loaded too, so that a name the broker
+/// could not take (a component name past AMQP's limits) is refused by `--check-config` and by a
+/// reload, not found when the pipeline starts.
+fn load(path: Option<&Path>) -> Result<Config, Unusable> {
+    let config = match path {
+        Some(path) => Config::load(path)?,
         None if Path::new(config::DEFAULT_PATH).exists() => {
-            Config::load(Path::new(config::DEFAULT_PATH))
+            Config::load(Path::new(config::DEFAULT_PATH))?
         }
-        None => Ok(Config::for_this_machine()),
-    }
+        None => Config::for_this_machine(),
+    };
+    Catalog::load(&config.catalog_dirs)?;
+    Ok(config)
 }
 
 fn main() -> ExitCode {
@@ -75,7 +89,7 @@ fn main() -> ExitCode {
     let config = match load(args.config.as_deref()) {
         Ok(config) => config,
         Err(err) => {
-            eprintln!("iemd: invalid configuration: {err}");
+            eprintln!("iemd: {err}");
             return ExitCode::from(2);
         }
     };

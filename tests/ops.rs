@@ -849,3 +849,40 @@ async fn health_is_503_while_the_publisher_is_down_and_it_is_restarted() {
     drop(d);
     proxy.abort();
 }
+
+/// Issue 13: a closed stderr (the journal stream, after journald restarted on a systemd that does
+/// not keep services' streams) made every log call panic in the task that logged, through
+/// tracing-subscriber's `eprintln!` of the failed write. iemd now goes on and stops cleanly.
+#[test]
+fn a_closed_stderr_does_not_end_the_daemon() {
+    let dir = tempfile::tempdir().unwrap();
+    let messages = util::daemon::log_file(dir.path(), "messages");
+    let port = util::amqp::free_port();
+    // No broker there: the publisher logs a warning at every retry.
+    let text = util::daemon::config(dir.path(), "ops-closed-stderr", &[&messages], "").replace(
+        &util::amqp::plain_url(),
+        &format!("amqp://127.0.0.1:{port}/%2f"),
+    );
+    let config = dir.path().join("iemd.toml");
+    std::fs::write(&config, text).unwrap();
+    let mut child = Command::new(env!("CARGO_BIN_EXE_iemd"))
+        .arg("--config")
+        .arg(&config)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    drop(child.stderr.take());
+    util::daemon::append(&messages, &[util::daemon::iem_line("n=0")]);
+    std::thread::sleep(Duration::from_secs(3));
+    assert!(
+        child.try_wait().unwrap().is_none(),
+        "iemd ended: {:?}",
+        child.try_wait()
+    );
+    // SAFETY: kill(2) with a pid we own and a valid signal number.
+    unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
+    let status = child.wait().unwrap();
+    assert!(status.success(), "{status:?}");
+}

@@ -10,8 +10,20 @@
 //! path anyway, and adds a dependency; the stderr stream gives the priority (what alerting on
 //! the journal needs), keeps fields as `key=value` text, and behaves the same in a container
 //! or a terminal.
+//!
+//! # No task, and no panic
+//!
+//! Logging runs no task of its own to supervise: each event is formatted and written on the
+//! thread that logs it. What can go wrong there is the write: a journal stream closed under us
+//! (journald restarted on a systemd that does not keep services' streams, as systemd 219 on
+//! RHEL 7 does not) fails every write with EPIPE. tracing-subscriber reports a failed write with
+//! `eprintln!`, which panics when stderr itself is what failed, in whichever task logged (the
+//! publisher, a source, the pipeline). So the writer here never fails: a line it cannot write is
+//! counted in `iemd_log_write_errors_total` and dropped, and the daemon goes on working.
 
 use std::fmt;
+use std::io;
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use tracing::{Event, Level, Subscriber};
 use tracing_subscriber::EnvFilter;
@@ -37,9 +49,19 @@ pub fn init_logging(level: Option<&str>) -> Result<(), TelemetryError> {
         filter: filter_text.clone(),
         reason: e.to_string(),
     })?;
+    super::registry().counter_fn(
+        "iemd_log_write_errors_total",
+        "Log lines that could not be written to stderr (the journal stream closed) and were dropped.",
+        &[],
+        Box::new(|| LOG_WRITE_ERRORS.load(Ordering::Relaxed) as f64),
+    );
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_writer(std::io::stderr);
+        .with_writer(|| NeverFails {
+            inner: io::stderr(),
+            errors: &LOG_WRITE_ERRORS,
+        })
+        .log_internal_errors(false);
     let result = if stderr_is_journal_stream() {
         builder
             .event_format(SyslogPrefix(
@@ -57,6 +79,33 @@ pub fn init_logging(level: Option<&str>) -> Result<(), TelemetryError> {
             .try_init()
     };
     result.map_err(|_| TelemetryError::LoggingAlreadySet)
+}
+
+/// Log lines that could not be written.
+static LOG_WRITE_ERRORS: AtomicU64 = AtomicU64::new(0);
+
+/// A writer that counts the lines it cannot write in `errors` instead of failing (see the
+/// module's comment for why it must not fail).
+struct NeverFails<W> {
+    inner: W,
+    errors: &'static AtomicU64,
+}
+
+impl<W: io::Write> io::Write for NeverFails<W> {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        self.write_all(buf).map(|()| buf.len())
+    }
+
+    fn write_all(&mut self, buf: &[u8]) -> io::Result<()> {
+        if self.inner.write_all(buf).is_err() {
+            self.errors.fetch_add(1, Ordering::Relaxed);
+        }
+        Ok(())
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        Ok(())
+    }
 }
 
 /// True when `JOURNAL_STREAM` (`device:inode`) names the file stderr is (systemd's rule: the
@@ -163,6 +212,34 @@ mod tests {
         assert!(lines[3].starts_with("<7>"), "{text}");
         // No year in the line: timestamps are journald's.
         assert!(!text.contains("20"), "{text}");
+    }
+
+    /// A closed journal stream (EPIPE on every write) made tracing-subscriber's error report,
+    /// an `eprintln!`, panic the task that logged. Now each line is counted and dropped.
+    #[test]
+    fn a_failing_stderr_is_counted_not_a_panic() {
+        struct Closed;
+        impl Write for Closed {
+            fn write(&mut self, _: &[u8]) -> std::io::Result<usize> {
+                Err(std::io::ErrorKind::BrokenPipe.into())
+            }
+            fn flush(&mut self) -> std::io::Result<()> {
+                Ok(())
+            }
+        }
+        static ERRORS: AtomicU64 = AtomicU64::new(0);
+        let subscriber = tracing_subscriber::fmt()
+            .with_writer(|| NeverFails {
+                inner: Closed,
+                errors: &ERRORS,
+            })
+            .log_internal_errors(false)
+            .finish();
+        tracing::subscriber::with_default(subscriber, || {
+            tracing::warn!("lost");
+            tracing::error!("lost too");
+        });
+        assert_eq!(ERRORS.load(Ordering::Relaxed), 2);
     }
 
     #[test]

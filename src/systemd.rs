@@ -78,6 +78,8 @@ impl Notifier {
             return Ok(());
         };
         let sock = UnixDatagram::unbound()?;
+        // systemd busy with a full queue: an error to log, not a runtime thread blocked.
+        sock.set_nonblocking(true)?;
         let addr = match socket.strip_prefix('@') {
             Some(name) => {
                 use std::os::linux::net::SocketAddrExt;
@@ -95,6 +97,9 @@ impl Notifier {
         Ok(())
     }
 }
+
+/// The shortest interval between watchdog pings.
+const MIN_PING: Duration = Duration::from_millis(1);
 
 /// The watchdog ping interval: half of `WATCHDOG_USEC`, when systemd set it for this process
 /// (`WATCHDOG_PID` absent or equal to our pid).
@@ -119,15 +124,17 @@ pub fn watchdog_interval_from(
         return None;
     }
     let usec: u64 = usec?.trim().parse().ok().filter(|u| *u > 0)?;
-    Some(Duration::from_micros(usec / 2))
+    // Never below MIN_PING: `WATCHDOG_USEC=1` would make a zero period, on which
+    // `tokio::time::interval` panics.
+    Some(Duration::from_micros(usec / 2).max(MIN_PING))
 }
 
-/// Pings `WATCHDOG=1` every `interval` until `shutdown.token` is cancelled. Spawn it with
-/// `shutdown.tracker.spawn(systemd::run_watchdog(notifier, interval, shutdown.clone()))`.
+/// Pings `WATCHDOG=1` every `interval` until `shutdown.token` is cancelled; `iemd` runs it under
+/// `supervise`, which restarts it should it ever end on its own.
 ///
 /// The pings come from the runtime: a wedged runtime stops them and systemd restarts iemd.
 pub async fn run_watchdog(notifier: Notifier, interval: Duration, shutdown: Shutdown) {
-    let mut ticks = tokio::time::interval(interval);
+    let mut ticks = tokio::time::interval(interval.max(MIN_PING));
     ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         tokio::select! {
@@ -215,6 +222,32 @@ mod tests {
         assert_eq!(watchdog_interval_from(None, None, 7), None);
         assert_eq!(watchdog_interval_from(Some("0"), None, 7), None);
         assert_eq!(watchdog_interval_from(Some("x"), None, 7), None);
+        // Regression: WATCHDOG_USEC=1 gave a zero period, which panicked the watchdog task.
+        assert_eq!(watchdog_interval_from(Some("1"), None, 7), Some(MIN_PING));
+    }
+
+    /// A zero interval, however it came about, does not panic the task.
+    #[tokio::test]
+    async fn watchdog_task_survives_a_zero_interval() {
+        let shutdown = Shutdown::new();
+        let n = Notifier::with_socket(None);
+        let task = tokio::spawn(run_watchdog(n, Duration::ZERO, shutdown.clone()));
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        shutdown.token.cancel();
+        task.await.expect("the watchdog task did not panic");
+    }
+
+    /// A notify socket whose queue is full (systemd busy) is an error to log, never a send
+    /// that blocks the runtime's thread.
+    #[test]
+    fn a_full_notify_socket_does_not_block() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("full.sock");
+        let _sock = UnixDatagram::bind(&path).unwrap();
+        let n = Notifier::with_socket(Some(path.to_string_lossy().into_owned()));
+        // Nobody reads: the queue fills (net.unix.max_dgram_qlen, 10 by default) and sends fail.
+        let failed = (0..10_000).find(|_| n.watchdog().is_err());
+        assert!(failed.is_some());
     }
 
     #[tokio::test]

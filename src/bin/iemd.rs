@@ -9,6 +9,7 @@ use clap::Parser;
 use iemd::catalog::{Catalog, CatalogError};
 use iemd::config::{self, Config, broker};
 use iemd::shutdown::Shutdown;
+use iemd::supervise::{Stages, supervise};
 use iemd::systemd::{self, Notifier};
 use tokio::signal::unix::{Signal, SignalKind, signal};
 
@@ -118,11 +119,20 @@ async fn run(mut config: Config, path: Option<PathBuf>) -> anyhow::Result<()> {
     let notifier = Notifier::from_env();
     let watchdog = Shutdown::new();
     if let Some(every) = systemd::watchdog_interval() {
-        tokio::spawn(systemd::run_watchdog(
-            Notifier::from_env(),
-            every,
-            watchdog.clone(),
-        ));
+        // Supervised like the pipeline's tasks (logged, counted, `iemd_stage_up`, restarted),
+        // but outside any one pipeline run, so not in `/health`: it lives across reloads. Should
+        // it stay down anyway, systemd's watchdog restarts iemd, which is the loud end we want.
+        let stage = Stages::new().add("systemd watchdog");
+        let stop = watchdog.clone();
+        watchdog
+            .tracker
+            .spawn(supervise(stage, watchdog.token.clone(), move || {
+                let (notifier, stop) = (Notifier::from_env(), stop.clone());
+                async move {
+                    systemd::run_watchdog(notifier, every, stop).await;
+                    Ok::<(), std::convert::Infallible>(())
+                }
+            }));
     }
     let result = serve(
         &mut config,
@@ -131,7 +141,7 @@ async fn run(mut config: Config, path: Option<PathBuf>) -> anyhow::Result<()> {
         (&mut term, &mut int, &mut hup),
     )
     .await;
-    watchdog.token.cancel();
+    watchdog.stop_and_wait().await;
     result
 }
 

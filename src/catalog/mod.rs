@@ -5,6 +5,7 @@
 //! error: its alert says `in_catalog: false`.
 
 pub mod decode;
+pub mod rules;
 
 use std::collections::BTreeMap;
 use std::ops::Range;
@@ -14,6 +15,8 @@ use std::sync::Arc;
 use iem_parsers::iem::Field;
 use serde::Deserialize;
 use toml::Spanned;
+
+pub use rules::{Family, Resource, Rules};
 
 /// The catalog files shipped with iemd, compiled in.
 const BUILTIN: &[(&str, &str)] = &[
@@ -53,6 +56,8 @@ pub struct Event {
     pub description: Arc<str>,
     pub impact: Option<Arc<str>>,
     pub recommendation: Option<Arc<str>>,
+    /// How its alerts take part in the fault lifecycle (`lifecycle`); empty for most events.
+    pub rules: Rules,
 }
 
 /// One component: its name, its modules' names and its events by (module, event).
@@ -96,6 +101,13 @@ struct EventV1 {
     description: String,
     impact: Option<String>,
     recommendation: Option<String>,
+    #[serde(default)]
+    resolves: Vec<Spanned<String>>,
+    resource: Option<Spanned<String>>,
+    escalate_after: Option<Spanned<String>>,
+    escalate_every: Option<Spanned<String>>,
+    hold_down: Option<Spanned<String>>,
+    coalesce: Option<Spanned<String>>,
 }
 
 impl Catalog {
@@ -171,10 +183,21 @@ impl Catalog {
                     "event has an empty description".into(),
                 ));
             }
+            let rules = rules::RulesV1 {
+                resolves: ev.resolves,
+                resource: ev.resource,
+                escalate_after: ev.escalate_after,
+                escalate_every: ev.escalate_every,
+                hold_down: ev.hold_down,
+                coalesce: ev.coalesce,
+            }
+            .validate(Family(id, m, e))
+            .map_err(|(span, r)| invalid(span.or(Some(ev.event.span())), r))?;
             let event = Event {
                 description: ev.description.into(),
                 impact: ev.impact.map(Into::into),
                 recommendation: ev.recommendation.map(Into::into),
+                rules,
             };
             if events.insert((m, e), event).is_some() {
                 return Err(invalid(
@@ -221,6 +244,13 @@ impl Catalog {
         }
     }
 
+    /// The catalog's entry for a code family (component, module, event), if it has one.
+    pub fn event(&self, family: Family) -> Option<&Event> {
+        self.components
+            .get(&family.0)
+            .and_then(|c| c.events.get(&(family.1, family.2)))
+    }
+
     /// Every event, as (component id, module id, event id, component, event).
     pub fn events(&self) -> impl Iterator<Item = (u16, u16, u16, &Component, &Event)> {
         self.components.iter().flat_map(|(&c, comp)| {
@@ -232,7 +262,7 @@ impl Catalog {
 }
 
 /// Parses exactly the field's width of hex digits, in the field's range.
-fn parse_hex(text: &str, field: Field, what: &str) -> Result<u16, String> {
+pub(crate) fn parse_hex(text: &str, field: Field, what: &str) -> Result<u16, String> {
     let (width, range) = (field.width(), field.range());
     if text.len() != width || !text.bytes().all(|b| b.is_ascii_hexdigit()) {
         return Err(format!("{what} {text:?} must be {width} hex digits"));
@@ -256,6 +286,7 @@ fn line_of(text: &str, offset: usize) -> usize {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::time::Duration;
 
     fn text(name: Option<&Arc<str>>) -> Option<&str> {
         name.map(|n| &**n)
@@ -402,6 +433,68 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert_eq!(err, "n.toml:1: new component 0ab needs a name");
+    }
+
+    #[test]
+    fn lifecycle_rules_load_and_bad_ones_name_file_and_line() {
+        let catalog = Catalog::builtin();
+        let back = catalog.event(Family(8, 1, 2)).unwrap();
+        assert_eq!(back.rules.resolves, [Family(8, 1, 1)]);
+        assert_eq!(back.rules.resource, Resource::Field("host".into()));
+        let lost = catalog.event(Family(8, 1, 1)).unwrap();
+        assert_eq!(lost.rules.resource, Resource::Field("host".into()));
+        assert!(lost.rules.escalate_after.is_some());
+
+        let head = "id = \"0aa\"\nname = \"x\"\n[[events]]\nmodule = \"001\"\nevent = \"0001\"\ndescription = \"d\"\n";
+        for (rule, want) in [
+            (
+                "resolves = [\"0aa0010001\"]",
+                "r.toml:7: event 0aa0010001 cannot resolve itself",
+            ),
+            (
+                "resolves = [\"0aa001\"]",
+                "r.toml:7: code family \"0aa001\" must be 10 hex digits (component, module, event)",
+            ),
+            (
+                "resource = \"field:\"",
+                "r.toml:7: resource \"field:\" must be \"node\", \"device\" or \"field:<key>\" (a key of letters, digits, '_', '-', '.')",
+            ),
+            (
+                "escalate_after = \"10\"",
+                "r.toml:7: escalate_after: \"10\" must end in a unit: ms, s, m, h or d",
+            ),
+            (
+                "coalesce = \"0s\"",
+                "r.toml:7: coalesce: \"0s\" must be more than zero",
+            ),
+            (
+                "escalate_every = \"1m\"",
+                "r.toml:7: escalate_every needs escalate_after",
+            ),
+        ] {
+            let err = Catalog::builtin()
+                .add_file(Path::new("r.toml"), &format!("{head}{rule}\n"))
+                .unwrap_err()
+                .to_string();
+            assert_eq!(err, want);
+        }
+        let mut catalog = Catalog::builtin();
+        let rules = "resolves = [\"0080010001\"]\nresource = \"device\"\nescalate_after = \"5m\"\nescalate_every = \"1h\"\nhold_down = \"10s\"\ncoalesce = \"1m\"\n";
+        catalog
+            .add_file(Path::new("r.toml"), &format!("{head}{rules}"))
+            .unwrap();
+        let got = &catalog.event(Family(0xaa, 1, 1)).unwrap().rules;
+        assert_eq!(
+            got,
+            &Rules {
+                resolves: vec![Family(8, 1, 1)],
+                resource: Resource::Device,
+                escalate_after: Some(Duration::from_secs(300)),
+                escalate_every: Some(Duration::from_secs(3600)),
+                hold_down: Some(Duration::from_secs(10)),
+                coalesce: Some(Duration::from_secs(60)),
+            }
+        );
     }
 
     #[test]

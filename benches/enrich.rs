@@ -71,6 +71,9 @@ fn alert(i: usize, code: &str, comp: (&str, &str), module: (&str, &str), message
         truncated: false,
         host: None,
         hardware: Vec::new(),
+        resource: None,
+        resolves: None,
+        fault: None,
     }
 }
 

@@ -52,7 +52,7 @@ use std::collections::{BTreeMap, HashMap, VecDeque};
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
-use crate::alert::{Alert, Kind, OriginKind};
+use crate::alert::{Alert, OriginKind};
 
 /// Twins may be this many seconds apart.
 pub const TOLERANCE_SECS: i64 = 1;
@@ -307,10 +307,8 @@ impl Matcher {
             b.extend_from_slice(field.as_bytes());
         }
         b.push(0);
-        b.push(match alert.kind {
-            Kind::Iem => b'i',
-            Kind::Malformed => b'm',
-        });
+        // The first letter of the kind: `i` (iem), `m` (malformed); lines make no other kinds.
+        b.push(alert.kind.as_str().as_bytes()[0]);
         for field in [
             alert.code.as_deref().unwrap_or(""),
             &alert.message,
@@ -370,7 +368,7 @@ mod tests {
             message.into(),
             false,
         );
-        a.kind = Kind::Iem;
+        a.kind = crate::alert::Kind::Iem;
         a.code = Some("ES0030010001".into());
         a.message = message.into();
         a

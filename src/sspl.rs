@@ -10,6 +10,9 @@
 //!   I -> fault_resolved, others -> get);
 //! - `severity`: the severity name (`error`, `warning`, ...);
 //! - `info.site_id` .. `cluster_id`: from `alert.host` (`""` when not configured, as SSPL did);
+//! - `info.resource_type`, `info.resource_id`: `iem:<type>` and the id of `alert.resource` (a
+//!   tracked fault, its resolution and the lifecycle's alerts: a consumer keyed on the resource
+//!   pairs a fault with its resolution), else `iem` and `iem` as SSPL sent them;
 //! - `info.description`: `alert.message`, else the event name; `impact`, `recommendation` from
 //!   the catalog, else `""`;
 //! - `specific_info`: `source` (`Hardware`, `Software`, `Firmware`, `OS`), `component`, `module`,
@@ -99,6 +102,10 @@ pub fn body(alert: &Alert) -> Value {
             alert.code.clone().unwrap_or_default(),
         )
     };
+    let (resource_type, resource_id) = match &alert.resource {
+        Some(r) => (format!("iem:{}", r.kind), r.id.clone()),
+        None => ("iem".to_owned(), "iem".to_owned()),
+    };
     json!({
         "username": "sspl-ll",
         "description": "Seagate Storage Platform Library - Sensor Response",
@@ -119,8 +126,8 @@ pub fn body(alert: &Alert) -> Value {
                 "host_id": host_id,
                 "info": {
                     "event_time": epoch.to_string(),
-                    "resource_id": "iem",
-                    "resource_type": "iem",
+                    "resource_id": resource_id,
+                    "resource_type": resource_type,
                     "site_id": host_field(|h| &h.site_id),
                     "rack_id": host_field(|h| &h.rack_id),
                     "node_id": host_field(|h| &h.node_id),
@@ -201,6 +208,9 @@ mod tests {
                 ..Host::default()
             })),
             hardware: Vec::new(),
+            resource: None,
+            resolves: None,
+            fault: None,
         }
     }
 
@@ -287,5 +297,31 @@ mod tests {
         assert_eq!(s["info"]["description"], "Auth server connection failed");
         assert_eq!(s["specific_info"]["source"], "Hardware");
         assert_eq!(s["specific_info"]["module"], "00a");
+    }
+
+    /// Issue 17: a tracked fault and its resolution carry their resource, so a consumer keyed on
+    /// the resource pairs them; other alerts keep SSPL's `iem`.
+    #[test]
+    fn the_resource_goes_to_resource_type_and_id() {
+        let mut a = alert();
+        let info = |a: &Alert| body(a)["message"]["sensor_response_type"]["info"].clone();
+        assert_eq!(
+            (
+                info(&a)["resource_type"].clone(),
+                info(&a)["resource_id"].clone()
+            ),
+            (json!("iem"), json!("iem"))
+        );
+        a.resource = Some(crate::alert::ResourceRef {
+            kind: "host".into(),
+            id: "ssc-vm-1".into(),
+        });
+        assert_eq!(
+            (
+                info(&a)["resource_type"].clone(),
+                info(&a)["resource_id"].clone()
+            ),
+            (json!("iem:host"), json!("ssc-vm-1"))
+        );
     }
 }

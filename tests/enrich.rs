@@ -90,6 +90,9 @@ pub fn alert(message: &str) -> Alert {
         truncated: false,
         host: None,
         hardware: Vec::new(),
+        resource: None,
+        resolves: None,
+        fault: None,
     }
 }
 

@@ -11,7 +11,7 @@
 
 use sonic_rs::format::{CompactFormatter, Formatter};
 
-use super::{Alert, Coded, Kind, Named, OriginKind};
+use super::{Alert, Coded, Named, OriginKind};
 
 /// The JSON of an alert, as spooled, published and printed (`iem.alert/v1`).
 pub fn encode(alert: &Alert) -> Result<Vec<u8>, sonic_rs::Error> {
@@ -29,10 +29,9 @@ pub fn encode(alert: &Alert) -> Result<Vec<u8>, sonic_rs::Error> {
     w.str(&alert.schema);
     w.raw(",\"id\":");
     w.str(&alert.id);
-    w.raw(match alert.kind {
-        Kind::Iem => ",\"kind\":\"iem\"",
-        Kind::Malformed => ",\"kind\":\"malformed\"",
-    });
+    w.raw(",\"kind\":\"");
+    w.raw(alert.kind.as_str());
+    w.raw("\"");
     w.raw(",\"code\":");
     w.opt_str(alert.code.as_deref());
     w.raw(",\"severity\":");
@@ -103,6 +102,19 @@ pub fn encode(alert: &Alert) -> Result<Vec<u8>, sonic_rs::Error> {
             w.raw(h.json());
         }
         w.raw("]");
+    }
+    // The lifecycle's fields are on few alerts: the serializer is fast enough for them.
+    if let Some(resource) = &alert.resource {
+        w.raw(",\"resource\":");
+        sonic_rs::to_writer(&mut w.0, resource)?;
+    }
+    if let Some(resolves) = &alert.resolves {
+        w.raw(",\"resolves\":");
+        w.opt_str(resolves.as_deref());
+    }
+    if let Some(fault) = &alert.fault {
+        w.raw(",\"fault\":");
+        sonic_rs::to_writer(&mut w.0, fault)?;
     }
     w.raw("}");
     Ok(w.0)
@@ -177,7 +189,7 @@ mod tests {
 
     use proptest::prelude::*;
 
-    use super::super::{Encoded, Hardware, Host, Origin, SCHEMA};
+    use super::super::{Encoded, FaultInfo, Hardware, Host, Kind, Origin, ResourceRef, SCHEMA};
     use super::*;
 
     fn full() -> Alert {
@@ -249,6 +261,22 @@ mod tests {
                     device: None,
                 }),
             ],
+            resource: Some(ResourceRef {
+                kind: "host".into(),
+                id: "ssc-vm-1".into(),
+            }),
+            resolves: Some(Some("f".repeat(32))),
+            fault: Some(FaultInfo {
+                fault_id: "f".repeat(32),
+                family: "0080010001".into(),
+                opened: "2026-11-21T22:50:01+00:00".into(),
+                count: 3,
+                age_secs: Some(900),
+                escalation: Some(1),
+                first_seen: None,
+                last_seen: Some("2026-11-21T23:05:01+00:00".into()),
+                resolution_id: None,
+            }),
         }
     }
 
@@ -292,6 +320,21 @@ mod tests {
     #[test]
     fn an_empty_alert_encodes_as_the_derived_serialize_says() {
         check(&empty());
+    }
+
+    /// A resolution with no open fault says `"resolves": null`; other alerts leave it out.
+    #[test]
+    fn resolves_is_null_on_an_unpaired_resolution_and_absent_elsewhere() {
+        let mut a = empty();
+        a.kind = Kind::Summary;
+        a.resolves = Some(None);
+        check(&a);
+        let json: serde_json::Value = serde_json::from_slice(&encode(&a).unwrap()).unwrap();
+        assert_eq!(json["resolves"], serde_json::Value::Null);
+        assert_eq!(json["kind"], "summary");
+        assert!(json.as_object().unwrap().contains_key("resolves"));
+        let json: serde_json::Value = serde_json::from_slice(&encode(&empty()).unwrap()).unwrap();
+        assert!(!json.as_object().unwrap().contains_key("resolves"));
     }
 
     proptest! {

@@ -68,6 +68,76 @@ pub enum Kind {
     Iem,
     /// An `IEC:` marker followed by something that is not a valid code.
     Malformed,
+    /// A fault open past its catalog's `escalate_after` (`lifecycle` says which and how long).
+    Escalation,
+    /// The repeats of an open fault within one `coalesce` window, as one alert.
+    Summary,
+    /// A fault resolved within its `hold_down`: one alert instead of the fault and resolution.
+    Flap,
+}
+
+impl Kind {
+    /// The name in the JSON (`kind`).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Kind::Iem => "iem",
+            Kind::Malformed => "malformed",
+            Kind::Escalation => "escalation",
+            Kind::Summary => "summary",
+            Kind::Flap => "flap",
+        }
+    }
+}
+
+/// The resource an alert is about, named by its event's `resource` rule (`catalog::Resource`):
+/// the SSPL body's `resource_type` and `resource_id`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ResourceRef {
+    #[serde(rename = "type")]
+    pub kind: String,
+    pub id: String,
+}
+
+/// What a lifecycle alert (escalation, summary, flap) is about: the open fault and its figures.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FaultInfo {
+    /// The fault's alert id.
+    pub fault_id: String,
+    /// The fault's code family (`0080010001`).
+    pub family: String,
+    /// When the fault was raised (RFC 3339).
+    pub opened: String,
+    /// Escalation: times the fault was seen while open; summary: repeats in the window (with the
+    /// producer's own counts); flap: flaps of this fault and resource so far.
+    pub count: u64,
+    /// Escalation: seconds the fault has been open; which escalation this is (1, 2, ...).
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub age_secs: Option<u64>,
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub escalation: Option<u64>,
+    /// Summary: the first and last repeat of the window (RFC 3339).
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub first_seen: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub last_seen: Option<String>,
+    /// Flap: the resolution's alert id.
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub resolution_id: Option<String>,
+}
+
+/// `resolves`: absent on alerts that resolve nothing, `null` on a resolution with no open fault.
+mod resolves {
+    use serde::{Deserialize, Deserializer, Serialize, Serializer};
+
+    pub fn serialize<S: Serializer>(v: &Option<Option<String>>, s: S) -> Result<S::Ok, S::Error> {
+        v.as_ref().and_then(|v| v.as_deref()).serialize(s)
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(
+        d: D,
+    ) -> Result<Option<Option<String>>, D::Error> {
+        Option::<String>::deserialize(d).map(Some)
+    }
 }
 
 /// A letter code with its name (`{"code": "E", "name": "error"}`).
@@ -188,6 +258,17 @@ pub struct Alert {
     /// Shared with the enricher's cache (see `Encoded`).
     #[serde(skip_serializing_if = "Vec::is_empty", default)]
     pub hardware: Vec<Encoded<Hardware>>,
+    /// The resource a lifecycle alert is about (faults and resolutions of tracked events,
+    /// escalations, summaries, flaps).
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub resource: Option<ResourceRef>,
+    /// On a resolution: the id of the fault's alert it resolves, or `null` when no fault of its
+    /// resource was open. Absent on other alerts.
+    #[serde(skip_serializing_if = "Option::is_none", default, with = "resolves")]
+    pub resolves: Option<Option<String>>,
+    /// On an escalation, summary or flap: the fault it is about.
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub fault: Option<FaultInfo>,
 }
 
 impl Alert {
@@ -218,6 +299,9 @@ impl Alert {
             truncated,
             host: None,
             hardware: Vec::new(),
+            resource: None,
+            resolves: None,
+            fault: None,
         }
     }
 }

@@ -12,6 +12,8 @@
 //! - `dedup`: when journald and files are both read, one alert per IEM seen through both.
 //! - `emit`: formats and writes one IEM to journald, syslog or stdout (used by `iemctl emit`).
 //! - `enrich`: host identity and hardware context from sysfs.
+//! - `lifecycle`: pairs faults with their resolutions, escalates, coalesces and holds down,
+//!   with the ledger of open faults (a stage between enrich and the spool).
 //! - `spool`: the durable, ordered, segmented on-disk queue between sources and the publisher.
 //! - `output`: the seam a destination plugs into: `Output`, fed by the spool's records (next, ack, rewind).
 //! - `publish`: RabbitMQ publishing with confirms, draining the spool (the AMQP `Output`).
@@ -31,6 +33,7 @@ pub mod config;
 pub mod dedup;
 pub mod emit;
 pub mod enrich;
+pub mod lifecycle;
 pub mod manpages;
 pub mod output;
 pub mod pipeline;

@@ -91,7 +91,7 @@ impl Kind {
 
 /// The resource an alert is about, named by its event's `resource` rule (`catalog::Resource`):
 /// the SSPL body's `resource_type` and `resource_id`.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 pub struct ResourceRef {
     #[serde(rename = "type")]
     pub kind: String,

@@ -55,6 +55,63 @@ pub fn cross_source_match(source: &str) {
     tracing::debug!(source, "cross-source twin dropped");
 }
 
+/// A lifecycle event: a fault opened or resolved, an escalation, a coalesced repeat, a flap;
+/// `open` is the number of faults open after it.
+pub fn lifecycle(what: Lifecycle<'_>, open: usize) {
+    let m = metrics();
+    m.faults_open.set(open as f64);
+    match what {
+        Lifecycle::Opened { family, resource } => {
+            tracing::debug!(family, resource, open, "fault opened")
+        }
+        Lifecycle::Resolved { family, resource } => {
+            tracing::debug!(family, resource, open, "fault resolved")
+        }
+        Lifecycle::Escalated {
+            family,
+            resource,
+            age_secs,
+        } => {
+            m.escalations.inc();
+            tracing::info!(family, resource, age_secs, "fault still open: escalated");
+        }
+        Lifecycle::Coalesced => m.repeats_coalesced.inc(),
+        Lifecycle::Flapped { family, resource } => {
+            m.flaps.inc();
+            tracing::info!(
+                family,
+                resource,
+                "fault resolved within its hold-down: flap"
+            );
+        }
+        Lifecycle::Restored => {}
+    }
+}
+
+/// What happened in the fault lifecycle (`lifecycle`).
+#[derive(Debug, Clone, Copy)]
+pub enum Lifecycle<'a> {
+    Opened {
+        family: &'a str,
+        resource: &'a str,
+    },
+    Resolved {
+        family: &'a str,
+        resource: &'a str,
+    },
+    Escalated {
+        family: &'a str,
+        resource: &'a str,
+        age_secs: u64,
+    },
+    Coalesced,
+    Flapped {
+        family: &'a str,
+        resource: &'a str,
+    },
+    Restored,
+}
+
 /// An alert was written to the spool.
 pub fn alert_spooled() {
     metrics().alerts_spooled.inc();

@@ -67,6 +67,10 @@ pub struct Metrics {
     pub line_to_confirm_seconds: Histogram,
     pub stage_restarts: CounterVec,
     pub alerts_cut: Counter,
+    pub faults_open: Gauge,
+    pub escalations: Counter,
+    pub repeats_coalesced: Counter,
+    pub flaps: Counter,
 }
 
 impl Metrics {
@@ -152,6 +156,22 @@ impl Metrics {
             alerts_cut: r.counter(
                 "iemd_alerts_cut_total",
                 "Alerts whose message and raw line were shortened to fit a spool record.",
+            ),
+            faults_open: r.gauge(
+                "iemd_faults_open",
+                "Faults open in the lifecycle ledger (iemctl faults lists them).",
+            ),
+            escalations: r.counter(
+                "iemd_escalations_total",
+                "Escalation alerts for faults open past their escalate_after.",
+            ),
+            repeats_coalesced: r.counter(
+                "iemd_repeats_coalesced_total",
+                "Repeats of open faults counted into a summary instead of an alert each.",
+            ),
+            flaps: r.counter(
+                "iemd_flaps_total",
+                "Faults resolved within their hold_down, published as one flap alert.",
             ),
         }
     }

@@ -142,8 +142,9 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
                 enricher.enrich(&mut alert);
             }
             match alert.kind {
-                Kind::Iem => iems += 1,
                 Kind::Malformed => malformed += 1,
+                // Only the lifecycle stage makes the other kinds; parse does not run it.
+                Kind::Iem | Kind::Escalation | Kind::Summary | Kind::Flap => iems += 1,
             }
             let written = match args.format {
                 Format::Json => iemd::alert::encode(&alert)
@@ -187,7 +188,7 @@ fn write_text(out: &mut impl Write, alert: &Alert) -> io::Result<()> {
             .unwrap_or_default()
     };
     match alert.kind {
-        Kind::Iem => write!(
+        Kind::Iem | Kind::Escalation | Kind::Summary | Kind::Flap => write!(
             out,
             "{} {} {:<13} {}/{}: {}",
             alert.time,

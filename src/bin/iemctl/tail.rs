@@ -166,11 +166,17 @@ fn text_line(body: &[u8], colour: bool) -> String {
     };
     let (time, host) = (escape_message(&alert.time), escape_message(&host));
     let (line, severity) = match alert.kind {
-        Kind::Iem => (
+        Kind::Iem | Kind::Escalation | Kind::Summary | Kind::Flap => (
             format!(
-                "{} {} {} {:<13} {}/{}: {}",
+                "{} {} {}{} {:<13} {}/{}: {}",
                 time,
                 host,
+                match alert.kind {
+                    Kind::Escalation => "ESCALATION ",
+                    Kind::Summary => "SUMMARY ",
+                    Kind::Flap => "FLAP ",
+                    _ => "",
+                },
                 escape_message(alert.code.as_deref().unwrap_or("-")),
                 escape_message(alert.severity.as_ref().map_or("-", |s| &*s.name)),
                 escape_message(&name(&alert.component)),

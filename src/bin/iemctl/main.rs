@@ -5,6 +5,7 @@ mod catalog;
 mod check_config;
 mod completions;
 mod emit;
+mod faults;
 mod parse;
 mod replay;
 mod stats;
@@ -33,6 +34,7 @@ enum Command {
     Emit(emit::Args),
     Tail(tail::Args),
     Stats(stats::Args),
+    Faults(faults::Args),
     CheckConfig(check_config::Args),
     Completions(completions::CompletionsArgs),
     Man(completions::ManArgs),
@@ -47,6 +49,7 @@ fn main() -> ExitCode {
         Command::Emit(args) => emit::run(args),
         Command::Tail(args) => tail::run(args),
         Command::Stats(args) => stats::run(args),
+        Command::Faults(args) => faults::run(args),
         Command::CheckConfig(args) => check_config::run(args),
         Command::Completions(args) => completions::completions(args),
         Command::Man(args) => completions::man(args),

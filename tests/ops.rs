@@ -886,3 +886,162 @@ fn a_closed_stderr_does_not_end_the_daemon() {
     let status = child.wait().unwrap();
     assert!(status.success(), "{status:?}");
 }
+
+/// Declares what an iemd with `declare = false` expects: the durable topic exchange `name`, and
+/// the durable queue `name` with `args`, bound to it with `#`.
+async fn declare_topology(ch: &lapin::Channel, name: &str, args: lapin::types::FieldTable) {
+    use lapin::options::{ExchangeDeclareOptions, QueueBindOptions, QueueDeclareOptions};
+    ch.exchange_declare(
+        name.into(),
+        lapin::ExchangeKind::Topic,
+        ExchangeDeclareOptions {
+            durable: true,
+            ..Default::default()
+        },
+        Default::default(),
+    )
+    .await
+    .unwrap();
+    ch.queue_declare(
+        name.into(),
+        QueueDeclareOptions {
+            durable: true,
+            ..Default::default()
+        },
+        args,
+    )
+    .await
+    .unwrap();
+    ch.queue_bind(
+        name.into(),
+        name.into(),
+        "#".into(),
+        QueueBindOptions::default(),
+        Default::default(),
+    )
+    .await
+    .unwrap();
+}
+
+/// Rule `broker_returning` with the whole daemon: the queue deleted under a running iemd that
+/// does not declare its topology (`declare = false`) makes the broker return its alerts; /health
+/// is 503 naming the rule, the exchange and the routing key, and 200 again once the queue is
+/// back, with every alert delivered.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn health_is_503_while_the_broker_returns_alerts() {
+    if !util::broker_available("ops::health_is_503_while_the_broker_returns_alerts") {
+        return;
+    }
+    let _broker = util::broker_lock::shared();
+    let d = HealthDaemon::start(
+        "ops-return",
+        &[("connect_timeout_ms = 2000\n", "declare = false\n")],
+    );
+    let conn = lapin::Connection::connect(&util::broker_url(), Default::default())
+        .await
+        .unwrap();
+    let ch = conn.create_channel().await.unwrap();
+    declare_topology(&ch, &d.name, Default::default()).await;
+    let proxy = util::amqp::proxy_to_broker(d.port).await;
+    d.wait(200, None, Duration::from_secs(10)).await;
+    ch.queue_delete(d.name.as_str().into(), Default::default())
+        .await
+        .unwrap();
+    d.append_iems(0, 3);
+    let json = d
+        .wait(503, Some("broker_returning"), Duration::from_secs(20))
+        .await;
+    let reason = reason_of(&json, "broker_returning");
+    assert!(
+        reason.starts_with("alerts are being returned by the broker: "),
+        "{reason}"
+    );
+    assert!(reason.contains(&d.name), "the exchange is named: {reason}");
+    assert!(
+        reason.contains("iem."),
+        "the routing key is named: {reason}"
+    );
+    declare_topology(&ch, &d.name, Default::default()).await;
+    d.wait(200, None, Duration::from_secs(30)).await;
+    let got = util::daemon::collect(&d.name, 3, Duration::from_secs(20)).await;
+    assert_eq!(got.distinct_ids(), 3);
+    let _ = conn.close(200, "done".into()).await;
+    drop(d);
+    proxy.abort();
+}
+
+/// Rule `broker_refusing` with the whole daemon: a queue that is full and rejects publishes
+/// (`x-max-length` 2, `x-overflow` `reject-publish`) makes the broker nack the third alert;
+/// /health is 503 naming the rule, and 200 again once a consumer makes room, with every alert
+/// delivered.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn health_is_503_while_the_broker_refuses_alerts() {
+    use futures_util::StreamExt;
+    use lapin::types::{AMQPValue, FieldTable};
+    if !util::broker_available("ops::health_is_503_while_the_broker_refuses_alerts") {
+        return;
+    }
+    let _broker = util::broker_lock::shared();
+    let d = HealthDaemon::start(
+        "ops-refuse",
+        &[("connect_timeout_ms = 2000\n", "declare = false\n")],
+    );
+    let conn = lapin::Connection::connect(&util::broker_url(), Default::default())
+        .await
+        .unwrap();
+    let ch = conn.create_channel().await.unwrap();
+    let mut args = FieldTable::default();
+    args.insert("x-max-length".into(), AMQPValue::LongLongInt(2));
+    args.insert(
+        "x-overflow".into(),
+        AMQPValue::LongString("reject-publish".into()),
+    );
+    declare_topology(&ch, &d.name, args).await;
+    let proxy = util::amqp::proxy_to_broker(d.port).await;
+    d.wait(200, None, Duration::from_secs(10)).await;
+    d.append_iems(0, 5);
+    let json = d
+        .wait(503, Some("broker_refusing"), Duration::from_secs(20))
+        .await;
+    let reason = reason_of(&json, "broker_refusing");
+    assert!(reason.starts_with("broker refuses alerts for "), "{reason}");
+    // Make room: a consumer takes everything as it comes.
+    let mut consumer = ch
+        .basic_consume(
+            d.name.as_str().into(),
+            "ops-refuse".into(),
+            lapin::options::BasicConsumeOptions {
+                no_ack: true,
+                ..Default::default()
+            },
+            FieldTable::default(),
+        )
+        .await
+        .unwrap();
+    let mut ids = std::collections::HashSet::new();
+    while ids.len() < 5 {
+        let delivery = tokio::time::timeout(Duration::from_secs(30), consumer.next())
+            .await
+            .expect("every alert arrives once there is room")
+            .unwrap()
+            .unwrap();
+        ids.insert(
+            delivery
+                .properties
+                .message_id()
+                .clone()
+                .unwrap()
+                .to_string(),
+        );
+    }
+    d.wait(200, None, Duration::from_secs(30)).await;
+    let _ = ch
+        .queue_delete(d.name.as_str().into(), Default::default())
+        .await;
+    let _ = ch
+        .exchange_delete(d.name.as_str().into(), Default::default())
+        .await;
+    let _ = conn.close(200, "done".into()).await;
+    drop(d);
+    proxy.abort();
+}

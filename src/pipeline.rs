@@ -13,8 +13,13 @@
 //!   last persisted checkpoint, with the same alert ids.
 //! - Positions are persisted once a second, but each time they move after a spool sync they
 //!   are also written to the checkpoints' hot copy (no fsync, see `source::checkpoint`): after
-//!   a SIGKILL the sources resume after the last line whose alert was durable, so no alert is
-//!   spooled twice; a consumer still sees twice the publishes whose confirm the kill cut off.
+//!   a SIGKILL the sources resume after the last line whose alert was durable; a consumer still
+//!   sees twice the publishes whose confirm the kill cut off.
+//! - The lines read again after a SIGKILL are those whose alerts were appended but not yet
+//!   reported durable (an fsync under heavy I/O can take a second). Their records are in the
+//!   spool all the same (recovery syncs them), so the seq up to which positions are recorded is
+//!   kept with them ([`SPOOLED_STATE`]); at start the ids of the records after it are collected,
+//!   and a line read again whose alert has one of those ids is not spooled again.
 //!
 //! # Stopping
 //!
@@ -22,7 +27,7 @@
 //! the spool is synced, the checkpoints persisted, and the publisher gets the broker's
 //! `shutdown_timeout_ms` to finish what it has in flight before it is stopped too.
 
-use std::collections::{BTreeMap, VecDeque};
+use std::collections::{BTreeMap, HashSet, VecDeque};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
 use std::time::Duration;
@@ -96,6 +101,18 @@ pub async fn run(config: Config, shutdown: Shutdown) -> Result<(), PipelineError
         );
     }
     let checkpoints = Arc::new(CheckpointStore::open(&config.state_dir)?);
+    let covered = checkpoints
+        .stage(SPOOLED_STATE)
+        .and_then(|v| v.as_u64())
+        .unwrap_or(0);
+    let in_spool = spooled_after(&config.spool.dir, covered);
+    if !in_spool.is_empty() {
+        tracing::info!(
+            alerts = in_spool.len(),
+            "alerts spooled before the last stop, whose lines were not yet checkpointed: those \
+             lines are read again but not spooled twice"
+        );
+    }
     let stages = Stages::new();
 
     // The publisher stops last, on its own token, so that what the sources read before the
@@ -246,6 +263,8 @@ pub async fn run(config: Config, shutdown: Shutdown) -> Result<(), PipelineError
         checkpoints: checkpoints.clone(),
         waiting: VecDeque::new(),
         last_seq: 0,
+        covered,
+        in_spool,
         recorded: false,
         persist_failing: false,
         hot_failing: false,
@@ -374,6 +393,41 @@ struct Waiting {
 /// Where the matcher's counts are kept in the checkpoint store.
 const MATCHER_STATE: &str = "cross_source";
 
+/// Where the checkpoint store keeps the seq up to which every spooled alert has its line's
+/// position recorded.
+const SPOOLED_STATE: &str = "spooled_seq";
+
+/// The ids of the alerts in the spool at `dir` after seq `covered`. Reading the spool fails only
+/// in ways `open` already reported; then nothing is collected, which costs duplicates, not
+/// alerts.
+fn spooled_after(dir: &std::path::Path, covered: u64) -> HashSet<String> {
+    #[derive(serde::Deserialize)]
+    struct Id {
+        id: String,
+    }
+    let mut ids = HashSet::new();
+    if covered == 0 {
+        return ids;
+    }
+    let records = match spool::inspect::inspect(dir) {
+        Ok(records) => records,
+        Err(err) => {
+            tracing::warn!(%err, "cannot read the spool's last records; lines read again after \
+                the crash may be spooled twice (never lost)");
+            return ids;
+        }
+    };
+    for entry in records {
+        if let Ok(spool::inspect::Entry::Record { seq, payload, .. }) = entry
+            && seq > covered
+            && let Ok(record) = serde_json::from_slice::<Id>(&payload)
+        {
+            ids.insert(record.id);
+        }
+    }
+    ids
+}
+
 /// The cross-source matcher when both journald and files are read, continuing from the counts
 /// stored with the checkpoints.
 fn cross_source_matcher(config: &Config, checkpoints: &CheckpointStore) -> Option<Matcher> {
@@ -414,6 +468,11 @@ struct Stage<'c> {
     waiting: VecDeque<Waiting>,
     /// The seq of the last alert appended by this run (0: none yet).
     last_seq: u64,
+    /// Every alert up to this seq has its line's position recorded ([`SPOOLED_STATE`]).
+    covered: u64,
+    /// Ids of the alerts in the spool after the `covered` seq stored by the previous run: their
+    /// lines are read again, and must not be spooled twice.
+    in_spool: HashSet<String>,
     /// Positions were recorded since the last persist.
     recorded: bool,
     /// The last persist failed (logged once until it works again).
@@ -461,6 +520,10 @@ impl Stage<'_> {
                 match verdict {
                     // Its position waits for the seqs before it, its first sighting's among them.
                     Verdict::Twin => events::cross_source_match(&line.source),
+                    // Spooled before a crash, after the last recorded position: likewise.
+                    Verdict::Alert if self.in_spool.remove(&alert.id) => {
+                        tracing::debug!(id = %alert.id, "alert already in the spool");
+                    }
                     Verdict::Alert => {
                         let payload = encode_fitting(&mut alert, &line.source)?;
                         pending.bytes += payload.len();
@@ -490,7 +553,23 @@ impl Stage<'_> {
         let payloads = &pending.payloads;
         let before = self.last_seq;
         if !payloads.is_empty() {
-            self.last_seq = self.writer.append_batch(payloads).await?;
+            // A full spool makes the append wait, for as long as the broker is away. Meanwhile
+            // the alerts appended before become durable, and their lines' positions are
+            // recorded as they do: else a SIGKILL during the wait would make those lines be
+            // spooled again (seen in the chaos test).
+            let writer = self.writer.clone();
+            let mut durable = writer.durable();
+            let append = writer.append_batch(payloads);
+            tokio::pin!(append);
+            self.last_seq = loop {
+                tokio::select! {
+                    appended = &mut append => break appended?,
+                    Ok(()) = durable.changed() => {
+                        let seq = *durable.borrow_and_update();
+                        self.commit_ready(seq)?;
+                    }
+                }
+            };
             telemetry::metrics()
                 .alerts_spooled
                 .add(payloads.len() as u64);
@@ -540,13 +619,17 @@ impl Stage<'_> {
                 m.commit(front.sightings);
             }
             self.checkpoints.record(&front.source, &front.position)?;
+            self.covered = self.covered.max(front.needed);
             self.recorded = true;
             moved = true;
             self.waiting.pop_front();
         }
         if moved {
-            // The matcher's counts go with the positions, in the hot copy as in the file.
+            // The matcher's counts and the covered seq go with the positions, in the hot copy
+            // as in the file.
             self.record_matcher();
+            self.checkpoints
+                .record_stage(SPOOLED_STATE, serde_json::Value::from(self.covered));
             match self.checkpoints.write_hot() {
                 Ok(()) if std::mem::take(&mut self.hot_failing) => {
                     tracing::info!("hot copy of the checkpoints written again");

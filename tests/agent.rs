@@ -188,6 +188,52 @@ fn kill_9_spools_no_line_twice() {
     assert_eq!(ids.len(), n, "{} lines spooled twice", ids.len() - distinct);
 }
 
+/// Issue 21 item 8, seen in the chaos test: while the spool was full, the positions of the lines
+/// whose alerts were already durable were not recorded until the spool had room again (the stage
+/// waited for room without looking at the spool's syncs), so a SIGKILL then made those lines be
+/// spooled twice. The kill comes while the broker is away and the spool full; afterwards every
+/// IEM arrives from one spool record.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kill_9_while_the_spool_is_full_spools_no_line_twice() {
+    if !util::broker_available("kill_9_while_the_spool_is_full_spools_no_line_twice") {
+        return;
+    }
+    let _broker = broker_lock::shared();
+    let dir = tempfile::tempdir().unwrap();
+    let name = unique("agent-kill9-full");
+    let messages = log_file(dir.path(), "messages");
+    let port = util::amqp::free_port();
+    let text = config(dir.path(), &name, &[&messages], "")
+        .replace(
+            &util::amqp::plain_url(),
+            &format!("amqp://127.0.0.1:{port}/%2f"),
+        )
+        .replace(
+            "sync_interval_ms = 5\n",
+            "sync_interval_ms = 300\nmax_bytes = 65536\nsegment_bytes = 8192\n",
+        );
+    let mut daemon = Daemon::start(dir.path(), &text);
+    daemon.wait_log("iemd running", Duration::from_secs(20));
+    // Batches of about 10 lines (13 kB of alerts each): the spool is full after five, and the
+    // batch that fills it is synced (300 ms) after the next one has begun to wait for room.
+    let n = 200;
+    write_stream(&messages, n, Duration::from_millis(20), |_| {});
+    daemon.wait_log("spool is full", Duration::from_secs(20));
+    // The last batch that fitted is synced by now; the stage waits for room.
+    std::thread::sleep(Duration::from_millis(1000));
+    daemon.kill9();
+    daemon.restart();
+    let proxy = util::amqp::proxy_to_broker(port).await;
+    let got = collect(&name, n, Duration::from_secs(60)).await;
+    drop(daemon);
+    proxy.abort();
+    assert_all_arrived(&got.messages, n);
+    assert_eq!(got.distinct_ids(), n);
+    let (republished, respooled) = got.duplicates();
+    eprintln!("kill -9 with the spool full: {republished} republished, {respooled} spooled twice");
+    assert_eq!(respooled, 0, "lines spooled twice");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn broker_down_at_start_alerts_arrive_when_it_comes() {
     if !util::broker_available("broker_down_at_start_alerts_arrive_when_it_comes") {

@@ -143,8 +143,9 @@ fn spooled_ids(spool: &Path) -> Vec<String> {
         .collect()
 }
 
-/// Issue 21 item 8: a line whose alert is durable in the spool is never spooled again after a
-/// SIGKILL (the sources resume from the hot copy of the checkpoints). With no broker to publish
+/// Issue 21 item 8: a line whose alert is in the spool is never spooled again after a SIGKILL
+/// (the sources resume from the hot copy of the checkpoints, and an alert found in the spool
+/// after the last recorded position is not appended again). With no broker to publish
 /// to, every record stays in the spool, so the spool itself shows any line spooled twice.
 #[test]
 fn kill_9_spools_no_line_twice() {

@@ -41,6 +41,7 @@ use crate::catalog::{Catalog, CatalogError};
 use crate::config::Config;
 use crate::dedup::{Matcher, MatcherState, Side, Verdict};
 use crate::enrich::{EnrichError, Enricher};
+use crate::lifecycle::{self, Ledger, Lifecycle};
 use crate::output::Output;
 use crate::publish::{self, PublishError, PublishStats};
 use crate::shutdown::Shutdown;
@@ -82,6 +83,11 @@ pub enum PipelineError {
     Enrich(#[from] EnrichError),
     #[error("an alert of {0} bytes could not be cut to fit a spool record")]
     AlertTooLarge(usize),
+    #[error("{file}: the lifecycle ledger: {source}")]
+    Ledger {
+        file: std::path::PathBuf,
+        source: lifecycle::LedgerError,
+    },
 }
 
 /// Runs the agent until `shutdown` is cancelled.
@@ -113,6 +119,7 @@ pub async fn run(config: Config, shutdown: Shutdown) -> Result<(), PipelineError
              lines are read again but not spooled twice"
         );
     }
+    let lifecycle = open_lifecycle(&catalog, &checkpoints)?;
     let stages = Stages::new();
 
     // The publisher stops last, on its own token, so that what the sources read before the
@@ -260,6 +267,10 @@ pub async fn run(config: Config, shutdown: Shutdown) -> Result<(), PipelineError
         tz: config.parse.tz(),
         writer,
         matcher: cross_source_matcher(&config, &checkpoints),
+        lifecycle,
+        made: Vec::new(),
+        made_waiting: VecDeque::new(),
+        ledger_recorded: 0,
         checkpoints: checkpoints.clone(),
         waiting: VecDeque::new(),
         last_seq: 0,
@@ -292,6 +303,7 @@ pub async fn run(config: Config, shutdown: Shutdown) -> Result<(), PipelineError
             }
             _ = persist.tick() => {
                 // Lines without an IEM wait for no new seq: the current durable seq frees them.
+                stage.lifecycle_due().await?;
                 let seq = *durable.borrow();
                 stage.commit_ready(seq)?;
                 stage.persist()?;
@@ -371,14 +383,33 @@ async fn open_spool(
     }
 }
 
+/// The lifecycle stage, continuing from the ledger recorded with the checkpoints. A ledger that
+/// cannot be read stops the start (naming the file): starting without it would resolve nothing
+/// that was open and open again what was.
+fn open_lifecycle(
+    catalog: &Catalog,
+    checkpoints: &CheckpointStore,
+) -> Result<Lifecycle, PipelineError> {
+    let error = |source| PipelineError::Ledger {
+        file: checkpoints.path().to_path_buf(),
+        source,
+    };
+    let restored = checkpoints
+        .stage(lifecycle::STAGE)
+        .map(Ledger::parse)
+        .transpose()
+        .map_err(error)?;
+    Lifecycle::new(catalog, restored).map_err(error)
+}
+
 /// Alerts decoded and not appended yet, and the lines they came from.
 #[derive(Default)]
 struct Appending {
     payloads: Vec<Vec<u8>>,
     bytes: usize,
     /// Each line's source and position, how many of `payloads` came from it and before it, and
-    /// the cross-source matcher's sightings after it.
-    marks: Vec<(Arc<str>, Position, usize, u64)>,
+    /// the cross-source matcher's sightings and the lifecycle ledger's version after it.
+    marks: Vec<(Arc<str>, Position, usize, u64, u64)>,
 }
 
 /// A position waiting for the spool to make `needed` durable.
@@ -388,6 +419,8 @@ struct Waiting {
     position: Position,
     /// The cross-source matcher's sightings as read after this line (`Matcher::commit`).
     sightings: u64,
+    /// The lifecycle ledger's version after this line (`Lifecycle::commit`).
+    ledger: u64,
 }
 
 /// Where the matcher's counts are kept in the checkpoint store.
@@ -463,6 +496,15 @@ struct Stage<'c> {
     writer: SpoolWriter,
     /// Present when both journald and files are read.
     matcher: Option<Matcher>,
+    /// Pairs faults and resolutions, escalates, coalesces (between enrich and the spool).
+    lifecycle: Lifecycle,
+    /// The lifecycle's output for one alert (reused).
+    made: Vec<Alert>,
+    /// Ledger versions of the alerts the lifecycle made on its own (escalations, summaries,
+    /// held faults), waiting for their seq like the lines' positions: `(needed, version)`.
+    made_waiting: VecDeque<(u64, u64)>,
+    /// The committed ledger version last recorded in the checkpoints.
+    ledger_recorded: u64,
     checkpoints: Arc<CheckpointStore>,
     /// Positions in the order their lines were read; `needed` never decreases along it.
     waiting: VecDeque<Waiting>,
@@ -520,14 +562,22 @@ impl Stage<'_> {
                 match verdict {
                     // Its position waits for the seqs before it, its first sighting's among them.
                     Verdict::Twin => events::cross_source_match(&line.source),
-                    // Spooled before a crash, after the last recorded position: likewise.
-                    Verdict::Alert if self.in_spool.remove(&alert.id) => {
-                        tracing::debug!(id = %alert.id, "alert already in the spool");
-                    }
                     Verdict::Alert => {
-                        let payload = encode_fitting(&mut alert, &line.source)?;
-                        pending.bytes += payload.len();
-                        pending.payloads.push(payload);
+                        // The lifecycle sees every alert, even one already spooled: the ledger
+                        // recorded with the positions does not know it yet.
+                        let now_ms = clock.now.timestamp_millis();
+                        self.lifecycle.observe(alert, now_ms, &mut self.made);
+                        for mut alert in self.made.drain(..) {
+                            // Spooled before a crash, after the last recorded position: its
+                            // position waits for the seqs before it, like a twin's.
+                            if self.in_spool.remove(&alert.id) {
+                                tracing::debug!(id = %alert.id, "alert already in the spool");
+                                continue;
+                            }
+                            let payload = encode_fitting(&mut alert, &line.source)?;
+                            pending.bytes += payload.len();
+                            pending.payloads.push(payload);
+                        }
                     }
                 }
             }
@@ -537,6 +587,7 @@ impl Stage<'_> {
                 line.position,
                 pending.payloads.len(),
                 sightings,
+                self.lifecycle.version(),
             ));
             // Large alerts are appended as they come, so that a batch of them never holds
             // more than `APPEND_CHUNK` bytes of JSON (see `sources.buffer_bytes`).
@@ -575,7 +626,9 @@ impl Stage<'_> {
                 .add(payloads.len() as u64);
         }
         let first = self.last_seq + 1 - payloads.len() as u64;
-        for (source, position, alerts_so_far, sightings) in std::mem::take(&mut pending.marks) {
+        for (source, position, alerts_so_far, sightings, ledger) in
+            std::mem::take(&mut pending.marks)
+        {
             let needed = match alerts_so_far {
                 0 => before,
                 k => first + k as u64 - 1,
@@ -585,6 +638,7 @@ impl Stage<'_> {
                 source,
                 position,
                 sightings,
+                ledger,
             });
         }
         pending.payloads.clear();
@@ -602,15 +656,55 @@ impl Stage<'_> {
         {
             last.position = next.position;
             last.sightings = next.sightings;
+            last.ledger = next.ledger;
             return;
         }
         self.waiting.push_back(next);
+    }
+
+    /// Spools what the lifecycle made due (escalations, window summaries, held faults); their
+    /// ledger changes wait for their seq like a line's position.
+    async fn lifecycle_due(&mut self) -> Result<(), PipelineError> {
+        self.lifecycle
+            .due(chrono::Utc::now().timestamp_millis(), &mut self.made);
+        if self.made.is_empty() {
+            return Ok(());
+        }
+        let mut payloads = Vec::with_capacity(self.made.len());
+        for mut alert in std::mem::take(&mut self.made) {
+            // Made and spooled before a crash that came before its ledger change was recorded.
+            if !self.in_spool.remove(&alert.id) {
+                payloads.push(encode_fitting(&mut alert, "lifecycle")?);
+            }
+        }
+        if payloads.is_empty() {
+            self.made_waiting
+                .push_back((self.last_seq, self.lifecycle.version()));
+            return Ok(());
+        }
+        self.last_seq = self.writer.append_batch(&payloads).await?;
+        telemetry::metrics()
+            .alerts_spooled
+            .add(payloads.len() as u64);
+        self.made_waiting
+            .push_back((self.last_seq, self.lifecycle.version()));
+        Ok(())
     }
 
     /// Records every queued position whose alerts are durable (persisted on the next tick), and
     /// writes them at once to the checkpoints' hot copy, which a SIGKILL does not lose.
     fn commit_ready(&mut self, durable: u64) -> Result<(), PipelineError> {
         let mut moved = false;
+        // The lifecycle's own alerts: their ledger changes come before those of any line read
+        // after them, whose seqs are no lower.
+        while let Some(&(needed, version)) = self.made_waiting.front()
+            && needed <= durable
+        {
+            self.lifecycle.commit(version);
+            self.made_waiting.pop_front();
+            self.recorded = true;
+            moved = true;
+        }
         while let Some(front) = self.waiting.front() {
             if front.needed > durable {
                 break;
@@ -618,6 +712,7 @@ impl Stage<'_> {
             if let Some(m) = &mut self.matcher {
                 m.commit(front.sightings);
             }
+            self.lifecycle.commit(front.ledger);
             self.checkpoints.record(&front.source, &front.position)?;
             self.covered = self.covered.max(front.needed);
             self.recorded = true;
@@ -625,11 +720,12 @@ impl Stage<'_> {
             self.waiting.pop_front();
         }
         if moved {
-            // The matcher's counts and the covered seq go with the positions, in the hot copy
-            // as in the file.
+            // The matcher's counts, the covered seq and the ledger go with the positions, in the
+            // hot copy as in the file.
             self.record_matcher();
             self.checkpoints
                 .record_stage(SPOOLED_STATE, serde_json::Value::from(self.covered));
+            self.record_ledger();
             match self.checkpoints.write_hot() {
                 Ok(()) if std::mem::take(&mut self.hot_failing) => {
                     tracing::info!("hot copy of the checkpoints written again");
@@ -655,6 +751,19 @@ impl Stage<'_> {
                 // Plain numbers and strings: cannot fail; the last stored counts stay.
                 Err(err) => tracing::warn!(%err, "cannot encode the cross-source matcher's counts"),
             }
+        }
+    }
+
+    /// Records the committed lifecycle ledger beside the positions, when it changed.
+    fn record_ledger(&mut self) {
+        let version = self.lifecycle.committed_version();
+        if version == std::mem::replace(&mut self.ledger_recorded, version) {
+            return;
+        }
+        match serde_json::to_value(self.lifecycle.committed()) {
+            Ok(state) => self.checkpoints.record_stage(lifecycle::STAGE, state),
+            // Plain data: cannot fail; the last recorded ledger stays.
+            Err(err) => tracing::warn!(%err, "cannot encode the lifecycle ledger"),
         }
     }
 

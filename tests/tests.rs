@@ -11,6 +11,7 @@ mod emit;
 mod enrich;
 mod harden;
 mod hostile;
+mod lifecycle;
 mod ops;
 mod package;
 mod parse;

@@ -440,9 +440,9 @@ mod tests {
         let catalog = Catalog::builtin();
         let back = catalog.event(Family(8, 1, 2)).unwrap();
         assert_eq!(back.rules.resolves, [Family(8, 1, 1)]);
-        assert_eq!(back.rules.resource, Resource::Field("host".into()));
+        assert_eq!(back.rules.resource, Some(Resource::Field("host".into())));
         let lost = catalog.event(Family(8, 1, 1)).unwrap();
-        assert_eq!(lost.rules.resource, Resource::Field("host".into()));
+        assert_eq!(lost.rules.resource, Some(Resource::Field("host".into())));
         assert!(lost.rules.escalate_after.is_some());
 
         let head = "id = \"0aa\"\nname = \"x\"\n[[events]]\nmodule = \"001\"\nevent = \"0001\"\ndescription = \"d\"\n";
@@ -488,7 +488,7 @@ mod tests {
             got,
             &Rules {
                 resolves: vec![Family(8, 1, 1)],
-                resource: Resource::Device,
+                resource: Some(Resource::Device),
                 escalate_after: Some(Duration::from_secs(300)),
                 escalate_every: Some(Duration::from_secs(3600)),
                 hold_down: Some(Duration::from_secs(10)),

@@ -88,7 +88,9 @@ impl Resource {
 pub struct Rules {
     /// The faults this event resolves.
     pub resolves: Vec<Family>,
-    pub resource: Resource,
+    /// As written; a resolution without one names its resource as the fault it resolves does,
+    /// everything else defaults to the node.
+    pub resource: Option<Resource>,
     /// An open fault older than this publishes an escalation.
     pub escalate_after: Option<Duration>,
     /// Escalations repeat at this interval while the fault stays open (default: `escalate_after`).
@@ -131,8 +133,8 @@ impl RulesV1 {
             resolves.push(family);
         }
         let resource = match &self.resource {
-            None => Resource::Node,
-            Some(r) => match r.get_ref().as_str() {
+            None => None,
+            Some(r) => Some(match r.get_ref().as_str() {
                 "node" => Resource::Node,
                 "device" => Resource::Device,
                 text => match text.strip_prefix("field:") {
@@ -147,7 +149,7 @@ impl RulesV1 {
                         ));
                     }
                 },
-            },
+            }),
         };
         let duration = |d: &Option<Spanned<String>>, key: &str| -> Result<_, RuleError> {
             d.as_ref()

@@ -129,6 +129,8 @@ pub struct Ledger {
     /// Changes applied to `live` and not yet to `committed`, in version order.
     journal: VecDeque<(u64, Change)>,
     version: u64,
+    /// The version of the last change committed.
+    committed_version: u64,
 }
 
 impl Ledger {
@@ -151,6 +153,7 @@ impl Ledger {
             committed: entries,
             journal: VecDeque::new(),
             version: 0,
+            committed_version: 0,
         })
     }
 
@@ -204,10 +207,16 @@ impl Ledger {
         while let Some((v, _)) = self.journal.front()
             && *v <= version
         {
-            if let Some((_, change)) = self.journal.pop_front() {
+            if let Some((v, change)) = self.journal.pop_front() {
                 self.committed.apply(change);
+                self.committed_version = v;
             }
         }
+    }
+
+    /// The version of the last committed change (0: none since the start).
+    pub fn committed_version(&self) -> u64 {
+        self.committed_version
     }
 
     /// The committed state, to record with the checkpoints.

@@ -110,15 +110,23 @@ impl Lifecycle {
 
     fn resolve(&mut self, mut alert: Alert, rules: &Rules, now_ms: i64, out: &mut Vec<Alert>) {
         alert.alert_type = Some("fault_resolved".into());
-        let resource = resource_of(&rules.resource, &alert);
+        // Without a rule of its own, the resource is named as each resolved fault names it.
+        let rule_for = |f: &Family| {
+            rules
+                .resource
+                .clone()
+                .or_else(|| self.rules.get(f).and_then(|r| r.resource.clone()))
+                .unwrap_or_default()
+        };
         let open = rules
             .resolves
             .iter()
-            .map(|f| (*f, resource.clone()))
+            .map(|f| (*f, resource_of(&rule_for(f), &alert)))
             .find(|key| self.ledger.get(key).is_some());
         let Some(key) = open else {
+            let first = rules.resolves.first().map(rule_for).unwrap_or_default();
             alert.resolves = Some(None);
-            alert.resource = Some(resource);
+            alert.resource = Some(resource_of(&first, &alert));
             out.push(alert);
             return;
         };
@@ -167,7 +175,7 @@ impl Lifecycle {
         now_ms: i64,
         out: &mut Vec<Alert>,
     ) {
-        let resource = resource_of(&rules.resource, &alert);
+        let resource = resource_of(&rules.resource.clone().unwrap_or_default(), &alert);
         alert.resource = Some(resource.clone());
         let key = (family, resource);
         let Some(mut fault) = self.ledger.get(&key).cloned() else {
@@ -293,6 +301,11 @@ impl Lifecycle {
     /// The alerts up to `version` are durable: their ledger changes may be recorded.
     pub fn commit(&mut self, version: u64) {
         self.ledger.commit(version);
+    }
+
+    /// The version of the last committed change: the committed ledger changed when it moves.
+    pub fn committed_version(&self) -> u64 {
+        self.ledger.committed_version()
     }
 
     /// The committed ledger, to record with the checkpoints.

@@ -1,0 +1,222 @@
+//! The fault lifecycle (issue 17) through the real daemon and broker: a pair across a restart,
+//! escalation, a storm coalesced into summaries with the exact count, a flap held down.
+
+// Each test has its own runtime; holding the std broker lock across awaits only blocks it.
+#![allow(clippy::await_holding_lock)]
+
+use std::path::Path;
+use std::process::Command;
+use std::time::Duration;
+
+use serde_json::Value;
+
+use crate::util::amqp::unique;
+use crate::util::daemon::{Daemon, append, collect, config, log_file};
+use crate::util::{self, broker_lock};
+
+/// A catalog file for component `0aa`: event 0001 is a fault with `rules`, 0002 resolves it.
+fn catalog(dir: &Path, rules: &str) -> std::path::PathBuf {
+    let catalog = dir.join("catalog");
+    std::fs::create_dir_all(&catalog).unwrap();
+    std::fs::write(
+        catalog.join("test.toml"),
+        format!(
+            "id = \"0aa\"\nname = \"t\"\n[modules]\n\"001\" = \"M\"\n[[events]]\nmodule = \"001\"\nevent = \"0001\"\ndescription = \"down\"\n{rules}\n[[events]]\nmodule = \"001\"\nevent = \"0002\"\ndescription = \"up\"\nresolves = [\"0aa0010001\"]\n"
+        ),
+    )
+    .unwrap();
+    catalog
+}
+
+/// A daemon tailing `dir/messages` with the catalog in `dir/catalog`.
+fn start(dir: &Path, name: &str, rules: &str) -> (std::path::PathBuf, Daemon) {
+    let catalog = catalog(dir, rules);
+    let messages = log_file(dir, "messages");
+    let text = format!(
+        "catalog_dirs = [\"{}\"]\n{}",
+        catalog.display(),
+        config(dir, name, &[&messages], "")
+    );
+    let daemon = Daemon::start(dir, &text);
+    daemon.wait_log("iemd running", Duration::from_secs(20));
+    (messages, daemon)
+}
+
+fn line(code: &str, text: &str) -> String {
+    format!("Nov 21 22:50:01 node1 m0d[9]: IEC: {code}: {text}")
+}
+
+fn kinds(bodies: &[Value]) -> Vec<&str> {
+    bodies.iter().map(|b| b["kind"].as_str().unwrap()).collect()
+}
+
+/// `iemctl faults --json` on the daemon's state directory (none before its first checkpoint).
+fn faults(dir: &Path) -> Vec<Value> {
+    if !dir.join("state/checkpoints.json").exists() {
+        return Vec::new();
+    }
+    let out = Command::new(env!("CARGO_BIN_EXE_iemctl"))
+        .arg("faults")
+        .arg(dir.join("state"))
+        .arg("--json")
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_slice(&out.stdout).unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_fault_and_its_resolution_pair_across_a_restart() {
+    if !util::broker_available("a_fault_and_its_resolution_pair_across_a_restart") {
+        return;
+    }
+    let _broker = broker_lock::shared();
+    let dir = tempfile::tempdir().unwrap();
+    let name = unique("life-pair");
+    let (messages, mut daemon) = start(dir.path(), &name, "resource = \"field:host\"");
+    append(
+        &messages,
+        &[
+            line("WS0aa0010001", "lost host=vm-1; status=lost"),
+            line("WS0aa0010001", "lost host=vm-2; status=lost"),
+        ],
+    );
+    // Recorded with the checkpoints once the faults' alerts are durable.
+    let start = std::time::Instant::now();
+    while faults(dir.path()).len() < 2 {
+        assert!(
+            start.elapsed() < Duration::from_secs(20),
+            "{}",
+            daemon.log_text()
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    // A clean stop between the fault and its resolution: the ledger comes back at start.
+    assert!(daemon.stop().success(), "{}", daemon.log_text());
+    let open = faults(dir.path());
+    assert_eq!(open.len(), 2, "{open:?}");
+    assert_eq!(open[0]["resource"]["id"], "vm-1");
+    daemon.restart();
+    daemon.wait_log("iemd running", Duration::from_secs(20));
+    append(
+        &messages,
+        &[
+            line("IS0aa0010002", "back host=vm-1; status=ok"),
+            line("IS0aa0010002", "back host=vm-1; status=ok"),
+        ],
+    );
+    let got = collect(&name, 4, Duration::from_secs(30)).await;
+    daemon.stop();
+    let b = &got.bodies;
+    assert_eq!(b.len(), 4, "{b:#?}");
+    assert_eq!(
+        (b[0]["alert_type"].as_str(), b[0]["resource"]["id"].as_str()),
+        (Some("fault"), Some("vm-1"))
+    );
+    assert_eq!(b[2]["alert_type"], "fault_resolved");
+    assert_eq!(b[2]["resolves"], b[0]["id"]);
+    assert_eq!(b[2]["resource"], b[0]["resource"]);
+    // Resolved once: the second finds nothing open.
+    assert_eq!(b[3]["resolves"], Value::Null);
+    assert!(b[3].as_object().unwrap().contains_key("resolves"));
+    let open = faults(dir.path());
+    assert_eq!(open.len(), 1);
+    assert_eq!(open[0]["resource"]["id"], "vm-2");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_fault_left_open_escalates_then_repeats() {
+    if !util::broker_available("a_fault_left_open_escalates_then_repeats") {
+        return;
+    }
+    let _broker = broker_lock::shared();
+    let dir = tempfile::tempdir().unwrap();
+    let name = unique("life-escalate");
+    let (messages, mut daemon) = start(
+        dir.path(),
+        &name,
+        "escalate_after = \"1s\"\nescalate_every = \"2s\"",
+    );
+    append(&messages, &[line("ES0aa0010001", "broken")]);
+    let got = collect(&name, 3, Duration::from_secs(30)).await;
+    daemon.stop();
+    let b = &got.bodies;
+    assert!(b.len() >= 3, "{b:#?}");
+    assert_eq!(kinds(&b[..3]), ["iem", "escalation", "escalation"]);
+    for (i, e) in b[1..3].iter().enumerate() {
+        assert_eq!(e["fault"]["fault_id"], b[0]["id"]);
+        assert_eq!(e["fault"]["escalation"], i as u64 + 1);
+        assert_eq!(e["code"], "ES0aa0010001");
+        assert!(e["fault"]["age_secs"].as_u64().unwrap() >= 1 + 2 * i as u64);
+    }
+    assert!(daemon.log_text().contains("escalated"));
+}
+
+/// Issue 17: 10,000 repeats of an open fault give one summary per window, and the summaries
+/// count every repeat exactly.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_storm_of_repeats_is_one_summary_per_window_with_the_exact_count() {
+    if !util::broker_available("a_storm_of_repeats_is_one_summary_per_window_with_the_exact_count")
+    {
+        return;
+    }
+    let _broker = broker_lock::shared();
+    let dir = tempfile::tempdir().unwrap();
+    let name = unique("life-storm");
+    let (messages, mut daemon) = start(dir.path(), &name, "coalesce = \"1s\"");
+    let n = 10_000;
+    let lines: Vec<String> = (0..n)
+        .map(|i| line("ES0aa0010001", &format!("broken n={i}")))
+        .collect();
+    for chunk in lines.chunks(1000) {
+        append(&messages, chunk);
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    // The resolution publishes the last window's summary before itself.
+    append(&messages, &[line("IS0aa0010002", "fixed")]);
+    let got = collect(&name, 3, Duration::from_secs(60)).await;
+    daemon.stop();
+    let b = &got.bodies;
+    let k = kinds(b);
+    assert_eq!(k.first(), Some(&"iem"));
+    assert_eq!(k.last(), Some(&"iem"));
+    assert!(k[1..k.len() - 1].iter().all(|k| *k == "summary"), "{k:?}");
+    let summaries = &b[1..b.len() - 1];
+    // 2 s of writing, 1 s windows: a few summaries, never one per repeat.
+    assert!((1..=5).contains(&summaries.len()), "{}", summaries.len());
+    let counted: u64 = summaries
+        .iter()
+        .map(|s| s["fault"]["count"].as_u64().unwrap())
+        .sum();
+    assert_eq!(counted, n - 1, "every repeat after the fault, exactly once");
+    assert_eq!(summaries.last().unwrap()["message"], "broken n=9999");
+    assert_eq!(b.last().unwrap()["resolves"], b[0]["id"]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_fault_resolved_within_its_hold_down_is_one_flap() {
+    if !util::broker_available("a_fault_resolved_within_its_hold_down_is_one_flap") {
+        return;
+    }
+    let _broker = broker_lock::shared();
+    let dir = tempfile::tempdir().unwrap();
+    let name = unique("life-flap");
+    let (messages, mut daemon) = start(dir.path(), &name, "hold_down = \"30s\"");
+    append(
+        &messages,
+        &[line("ES0aa0010001", "down"), line("IS0aa0010002", "up")],
+    );
+    let got = collect(&name, 1, Duration::from_secs(30)).await;
+    daemon.stop();
+    let b = &got.bodies;
+    assert_eq!(kinds(b), ["flap"], "{b:#?}");
+    let f = &b[0]["fault"];
+    assert_eq!(f["count"], 1);
+    assert!(f["fault_id"].is_string() && f["resolution_id"].is_string());
+    assert_ne!(f["fault_id"], f["resolution_id"]);
+    assert!(faults(dir.path()).is_empty());
+}

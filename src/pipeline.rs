@@ -21,6 +21,12 @@
 //!   kept with them ([`SPOOLED_STATE`]); at start the ids of the records after it are collected,
 //!   and a line read again whose alert has one of those ids is not spooled again.
 //!
+//! - The lifecycle stage (`lifecycle`) sits between enrich and the spool. Each line's position
+//!   carries the ledger's version after it; the ledger is committed up to that version, and
+//!   recorded beside the positions, only when the position is: an alert is durable in the
+//!   spool before the ledger change it causes. Escalations, window summaries and held faults
+//!   made on the tick wait for their own seq the same way.
+//!
 //! # Stopping
 //!
 //! Cancelling the shutdown token stops the sources; the lines already read are still spooled,

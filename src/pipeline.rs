@@ -448,7 +448,7 @@ fn spooled_after(dir: &std::path::Path, covered: u64) -> HashSet<String> {
     if covered == 0 {
         return ids;
     }
-    let records = match spool::inspect::inspect(dir) {
+    let records = match spool::inspect::inspect_after(dir, covered) {
         Ok(records) => records,
         Err(err) => {
             tracing::warn!(%err, "cannot read the spool's last records; lines read again after \

@@ -56,6 +56,27 @@ pub fn inspect(dir: &Path) -> Result<Inspector, SpoolError> {
     })
 }
 
+/// Opens `dir` for inspection of what may follow seq `after`: the segments that hold only
+/// records up to it (the next segment starts at or before `after + 1`) are left unread. Used at
+/// start to find the alerts spooled after the last recorded position, without reading a large
+/// backlog twice.
+pub fn inspect_after(dir: &Path, after: u64) -> Result<Inspector, SpoolError> {
+    let acked = read_ack(dir)?;
+    let all = list_segments(dir)?;
+    let firsts: Vec<u64> = all.keys().copied().collect();
+    let segments = all
+        .into_values()
+        .enumerate()
+        .filter(|(i, _)| firsts.get(i + 1).is_none_or(|next| *next > after + 1))
+        .map(|(_, path)| path)
+        .collect();
+    Ok(Inspector {
+        acked,
+        segments,
+        current: None,
+    })
+}
+
 impl Inspector {
     /// The acked seq from the ack file.
     pub fn acked(&self) -> u64 {
@@ -135,6 +156,42 @@ mod tests {
     use super::*;
     use crate::config::spool::SpoolConfig;
     use std::fs;
+
+    /// `inspect_after` leaves out the segments holding only records up to the seq, and no
+    /// record after it.
+    #[tokio::test]
+    async fn inspect_after_skips_segments_before_the_seq() {
+        let tmp = tempfile::tempdir().unwrap();
+        let cfg = SpoolConfig {
+            dir: tmp.path().to_path_buf(),
+            sync_interval_ms: 1,
+            segment_bytes: 4096,
+            ..SpoolConfig::default()
+        };
+        let (w, _r, _) = crate::spool::open(&cfg).unwrap();
+        for i in 0..100 {
+            w.append(format!("{i:0>200}").as_bytes()).await.unwrap();
+        }
+        w.wait_durable(100).await;
+        let seqs = |after| -> Vec<u64> {
+            inspect_after(tmp.path(), after)
+                .unwrap()
+                .filter_map(|e| match e.unwrap() {
+                    Entry::Record { seq, .. } => Some(seq),
+                    Entry::Corrupt { .. } => None,
+                })
+                .collect()
+        };
+        assert!(list_segments(tmp.path()).unwrap().len() > 3);
+        assert_eq!(seqs(0), (1..=100).collect::<Vec<_>>());
+        let tail = seqs(60);
+        assert!(tail.first().is_some_and(|s| *s <= 61), "{tail:?}");
+        assert!(tail.len() < 60, "earlier segments were read: {tail:?}");
+        assert_eq!(tail.last(), Some(&100));
+        // Past the end: only the last segment is read.
+        let last = seqs(100);
+        assert!(last.len() < 20 && last.last() == Some(&100), "{last:?}");
+    }
 
     #[tokio::test]
     async fn reports_states_and_carries_on_after_corruption() {

@@ -309,7 +309,13 @@ pub async fn run(config: Config, shutdown: Shutdown) -> Result<(), PipelineError
             }
             _ = persist.tick() => {
                 // Lines without an IEM wait for no new seq: the current durable seq frees them.
-                stage.lifecycle_due().await?;
+                // Like a batch, a full spool makes this wait, and a shutdown abandons the wait:
+                // what it made is made again at the next start (its ledger change was not
+                // recorded).
+                tokio::select! {
+                    r = stage.lifecycle_due() => r?,
+                    _ = shutdown.token.cancelled() => break,
+                }
                 let seq = *durable.borrow();
                 stage.commit_ready(seq)?;
                 stage.persist()?;

@@ -273,3 +273,56 @@ async fn a_fault_resolved_within_its_hold_down_is_one_flap() {
     assert_ne!(f["fault_id"], f["resolution_id"]);
     assert!(faults(dir.path()).is_empty());
 }
+
+/// Coalesced repeats are counted exactly across SIGKILLs: a summary made again after a kill has
+/// the same id and the same count, and the summaries' counts add up to every repeat.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_storm_across_sigkills_counts_every_repeat_once() {
+    if !util::broker_available("a_storm_across_sigkills_counts_every_repeat_once") {
+        return;
+    }
+    let _broker = broker_lock::shared();
+    let dir = tempfile::tempdir().unwrap();
+    let name = unique("life-storm-kill9");
+    let (messages, mut daemon) = start(dir.path(), &name, "coalesce = \"1s\"");
+    let n = 6_000u64;
+    // Event times one ms apart, so windows are closed by the repeats themselves, too.
+    let start = chrono::DateTime::parse_from_rfc3339("2026-11-21T22:50:00+00:00").unwrap();
+    let lines: Vec<String> = (0..n)
+        .map(|i| {
+            let t = start + chrono::Duration::milliseconds(i as i64);
+            format!(
+                "{} node1 m0d[9]: IEC: ES0aa0010001: broken n={i}",
+                t.to_rfc3339_opts(chrono::SecondsFormat::Millis, false)
+            )
+        })
+        .collect();
+    for (c, chunk) in lines.chunks(500).enumerate() {
+        append(&messages, chunk);
+        std::thread::sleep(Duration::from_millis(30 + 20 * (c as u64 % 3)));
+        if c % 4 == 3 {
+            daemon.kill9();
+            daemon.restart();
+            daemon.wait_log("iemd running", Duration::from_secs(20));
+        }
+    }
+    append(&messages, &[line("IS0aa0010002", "fixed")]);
+    let got = collect(&name, 3, Duration::from_secs(60)).await;
+    daemon.kill9();
+    let mut by_id: std::collections::BTreeMap<String, &Value> = Default::default();
+    for b in &got.bodies {
+        let id = b["id"].as_str().unwrap().to_owned();
+        if let Some(first) = by_id.get(&id) {
+            assert_eq!(*first, b, "the same id with another body");
+        }
+        by_id.insert(id, b);
+    }
+    let counted: u64 = by_id
+        .values()
+        .filter(|b| b["kind"] == "summary")
+        .map(|b| b["fault"]["count"].as_u64().unwrap())
+        .sum();
+    assert_eq!(counted, n - 1, "{:#?}", kinds(&got.bodies));
+    let faults: Vec<_> = by_id.values().filter(|b| b["kind"] == "iem").collect();
+    assert_eq!(faults.len(), 2, "the fault and its resolution");
+}

@@ -22,8 +22,12 @@ pub type Key = (Family, ResourceRef);
 /// The repeats of an open fault gathered for one summary (`coalesce`).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Window {
-    /// Wall-clock ms at the first repeat: the window closes `coalesce` after it.
+    /// Wall-clock ms at the first repeat: the tick closes the window `coalesce` after it.
     pub start_ms: i64,
+    /// Event time (ms) of the first repeat: a repeat whose event time is `coalesce` after it
+    /// closes the window. Read again after a crash, the same lines make the same windows.
+    #[serde(default)]
+    pub start_event_ms: i64,
     /// Repeats in it (with a producer's own counts).
     pub count: u64,
     /// Event time of the first and last repeat (RFC 3339), and the last one's message.

@@ -30,7 +30,11 @@
 //! - A repeat folded into a window is counted in exactly one published summary: the window is
 //!   published when it closes, when its fault is resolved, or (for a held fault) in its flap.
 //! - Alerts this stage makes have ids derived from the fault's id and their place (the n-th
-//!   escalation, the n-th summary, the flap), so one made again after a crash has the same id.
+//!   escalation, the n-th summary, the flap), so one made again after a crash has the same id
+//!   (and the pipeline does not spool it twice).
+//! - A repeat closes its window by its event time, the tick by the wall clock at the window's
+//!   first repeat (kept in the ledger): read again after a crash, the same lines close the same
+//!   windows with the same counts.
 
 pub mod ledger;
 
@@ -215,15 +219,18 @@ impl Lifecycle {
             out.push(alert);
             return;
         };
+        let event_ms = chrono::DateTime::parse_from_rfc3339(&alert.time)
+            .map_or(now_ms, |t| t.timestamp_millis());
         if fault.held_until_ms.is_none()
             && let Some(w) = &fault.window
-            && now_ms >= w.start_ms + ms(len)
+            && event_ms >= w.start_event_ms + ms(len)
             && let Some(w) = fault.window.take()
         {
             out.push(summary(&mut fault, w));
         }
         let w = fault.window.get_or_insert_with(|| Window {
             start_ms: now_ms,
+            start_event_ms: event_ms,
             count: 0,
             first_seen: alert.time.clone(),
             last_seen: String::new(),

@@ -209,6 +209,35 @@ fn repeats_are_coalesced_into_one_summary_per_window_counting_every_one() {
     );
 }
 
+/// A repeat closes its window by its event time, so the same lines read again make the same
+/// windows whatever the wall clock says.
+#[test]
+fn a_repeat_closes_its_window_by_event_time() {
+    let catalog = catalog("coalesce = \"1s\"");
+    let at = |n: u64, time: &str| {
+        let line = format!("{time} node1 m0d[9]: IEC: ES0aa0010001: n={n}");
+        decode(&catalog, n, &line)
+    };
+    let mut stage = Lifecycle::new(&catalog, None).unwrap();
+    let mut out = Vec::new();
+    for (n, time) in [
+        "2026-11-21T22:50:00.000+00:00",
+        "2026-11-21T22:50:00.100+00:00",
+        "2026-11-21T22:50:01.000+00:00",
+        "2026-11-21T22:50:01.200+00:00",
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        // The wall clock stands still: only event times move.
+        out.extend(run(&mut stage, at(n as u64, time), 0));
+    }
+    assert_eq!(kinds(&out), [Kind::Iem, Kind::Summary]);
+    let info = out[1].fault.as_ref().unwrap();
+    assert_eq!(info.count, 2, "n=1 and n=2 (1.1 s after n=1 comes n=3)");
+    assert_eq!(out[1].message, "n=2");
+}
+
 /// A producer's running count (Motr's "Event count: %x") counts what it throttled.
 #[test]
 fn a_printed_running_count_adds_what_the_producer_did_not_print() {

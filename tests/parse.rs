@@ -224,6 +224,14 @@ fn catalog_explains_a_code() {
         text.contains("event:          0001 Auth server connection failed"),
         "{text}"
     );
+    // Issue 17: the lifecycle rules of the HA pair.
+    let out = iemctl().args(["catalog", "0080010002"]).output().unwrap();
+    let text = String::from_utf8(out.stdout).unwrap();
+    assert!(text.contains("resolves:       0080010001\n"), "{text}");
+    assert!(text.contains("resource:       field:host\n"), "{text}");
+    let out = iemctl().args(["catalog", "WS0080010001"]).output().unwrap();
+    let text = String::from_utf8(out.stdout).unwrap();
+    assert!(text.contains("escalate_after: 900 s\n"), "{text}");
     let out = iemctl().args(["catalog", "XS00300100"]).output().unwrap();
     assert_eq!(out.status.code(), Some(2));
     let out = iemctl().arg("catalog").output().unwrap();

@@ -4,7 +4,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use iem_parsers::iem::Code;
-use iemd::catalog::Catalog;
+use iemd::catalog::{Catalog, Resource, Rules};
 
 /// List the IEM catalog, or explain one code.
 ///
@@ -80,6 +80,7 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
             if let Some(rec) = &event.recommendation {
                 println!("recommendation: {rec}");
             }
+            print!("{}", lifecycle(&event.rules));
             Ok(ExitCode::SUCCESS)
         }
         None => {
@@ -87,4 +88,32 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
             Ok(ExitCode::from(1))
         }
     }
+}
+
+/// The event's lifecycle rules, one line each (nothing when it has none).
+fn lifecycle(rules: &Rules) -> String {
+    let mut out = String::new();
+    if !rules.resolves.is_empty() {
+        let families: Vec<String> = rules.resolves.iter().map(ToString::to_string).collect();
+        out.push_str(&format!("resolves:       {}\n", families.join(", ")));
+    }
+    if let Some(resource) = &rules.resource {
+        let named = match resource {
+            Resource::Node => "node".to_string(),
+            Resource::Device => "device".to_string(),
+            Resource::Field(key) => format!("field:{key}"),
+        };
+        out.push_str(&format!("resource:       {named}\n"));
+    }
+    for (key, value) in [
+        ("escalate_after", rules.escalate_after),
+        ("escalate_every", rules.escalate_every),
+        ("hold_down", rules.hold_down),
+        ("coalesce", rules.coalesce),
+    ] {
+        if let Some(d) = value {
+            out.push_str(&format!("{:<16}{} s\n", format!("{key}:"), d.as_secs_f64()));
+        }
+    }
+    out
 }

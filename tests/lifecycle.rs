@@ -46,6 +46,33 @@ fn line(code: &str, text: &str) -> String {
     format!("Nov 21 22:50:01 node1 m0d[9]: IEC: {code}: {text}")
 }
 
+/// Every body is a valid `iem.alert/v1`, and its SSPL body a valid sensor response.
+fn assert_valid(bodies: &[Value]) {
+    let schema = |name: &str| {
+        let path = format!("{}/schema/{name}", env!("CARGO_MANIFEST_DIR"));
+        let schema: Value = serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap();
+        jsonschema::validator_for(&schema).unwrap()
+    };
+    let (v1, sspl) = (
+        schema("iem.alert.v1.json"),
+        schema("sspl-sensor-response.json"),
+    );
+    for b in bodies {
+        let errors: Vec<String> = v1
+            .iter_errors(b)
+            .map(|e| format!("{e} at {}", e.instance_path))
+            .collect();
+        assert!(errors.is_empty(), "{b}: {errors:?}");
+        let alert: iemd::alert::Alert = serde_json::from_value(b.clone()).unwrap();
+        let body = iemd::sspl::body(&alert);
+        let errors: Vec<String> = sspl
+            .iter_errors(&body)
+            .map(|e| format!("{e} at {}", e.instance_path))
+            .collect();
+        assert!(errors.is_empty(), "{body}: {errors:?}");
+    }
+}
+
 fn kinds(bodies: &[Value]) -> Vec<&str> {
     bodies.iter().map(|b| b["kind"].as_str().unwrap()).collect()
 }
@@ -112,7 +139,14 @@ async fn a_fault_and_its_resolution_pair_across_a_restart() {
     let got = collect(&name, 4, Duration::from_secs(30)).await;
     daemon.stop();
     let b = &got.bodies;
+    assert_valid(b);
     assert_eq!(b.len(), 4, "{b:#?}");
+    let info = iemd::sspl::body(&serde_json::from_value(b[2].clone()).unwrap());
+    let info = &info["message"]["sensor_response_type"]["info"];
+    assert_eq!(
+        (info["resource_type"].as_str(), info["resource_id"].as_str()),
+        (Some("iem:host"), Some("vm-1"))
+    );
     assert_eq!(
         (b[0]["alert_type"].as_str(), b[0]["resource"]["id"].as_str()),
         (Some("fault"), Some("vm-1"))
@@ -198,6 +232,7 @@ async fn a_fault_left_open_escalates_then_repeats() {
     let got = collect(&name, 3, Duration::from_secs(30)).await;
     daemon.stop();
     let b = &got.bodies;
+    assert_valid(b);
     assert!(b.len() >= 3, "{b:#?}");
     assert_eq!(kinds(&b[..3]), ["iem", "escalation", "escalation"]);
     for (i, e) in b[1..3].iter().enumerate() {
@@ -234,6 +269,7 @@ async fn a_storm_of_repeats_is_one_summary_per_window_with_the_exact_count() {
     let got = collect(&name, 3, Duration::from_secs(60)).await;
     daemon.stop();
     let b = &got.bodies;
+    assert_valid(b);
     let k = kinds(b);
     assert_eq!(k.first(), Some(&"iem"));
     assert_eq!(k.last(), Some(&"iem"));
@@ -266,6 +302,7 @@ async fn a_fault_resolved_within_its_hold_down_is_one_flap() {
     let got = collect(&name, 1, Duration::from_secs(30)).await;
     daemon.stop();
     let b = &got.bodies;
+    assert_valid(b);
     assert_eq!(kinds(b), ["flap"], "{b:#?}");
     let f = &b[0]["fault"];
     assert_eq!(f["count"], 1);

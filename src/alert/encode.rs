@@ -276,6 +276,7 @@ mod tests {
                 first_seen: None,
                 last_seen: Some("2026-11-21T23:05:01+00:00".into()),
                 resolution_id: None,
+                repeats: Some(7),
             }),
         }
     }

@@ -120,9 +120,11 @@ pub struct FaultInfo {
     pub first_seen: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none", default)]
     pub last_seen: Option<String>,
-    /// Flap: the resolution's alert id.
+    /// Flap: the resolution's alert id, and the fault's repeats while it was held down.
     #[serde(skip_serializing_if = "Option::is_none", default)]
     pub resolution_id: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub repeats: Option<u64>,
 }
 
 /// `resolves`: absent on alerts that resolve nothing, `null` on a resolution with no open fault.

@@ -458,6 +458,7 @@ fn info(fault: &Fault, count: u64) -> FaultInfo {
         first_seen: None,
         last_seen: None,
         resolution_id: None,
+        repeats: None,
     }
 }
 
@@ -507,6 +508,7 @@ fn flap(fault: &Fault, resolution: &Alert, flaps: u64) -> Alert {
         FaultInfo {
             resolution_id: Some(resolution.id.clone()),
             // The repeats gathered while it was held are counted here.
+            repeats: Some(fault.count - 1),
             last_seen: fault.window.as_ref().map(|w| w.last_seen.clone()),
             ..info(fault, flaps)
         },

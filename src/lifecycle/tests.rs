@@ -275,9 +275,10 @@ fn a_fault_resolved_within_its_hold_down_is_one_flap() {
         (
             info.fault_id.as_str(),
             info.resolution_id.as_deref(),
-            info.count
+            info.count,
+            info.repeats
         ),
-        (fault.id.as_str(), Some(back.id.as_str()), 1)
+        (fault.id.as_str(), Some(back.id.as_str()), 1, Some(1))
     );
     assert!(stage.live().faults.is_empty());
     assert!(due(&mut stage, 60_000).is_empty());

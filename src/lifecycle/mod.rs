@@ -86,11 +86,6 @@ impl Lifecycle {
         })
     }
 
-    /// True when no event has lifecycle rules (the stage passes everything through).
-    pub fn is_idle(&self) -> bool {
-        self.rules.is_empty() && self.ledger.open_count() == 0
-    }
-
     /// Takes one alert; pushes what to spool in its place onto `out` (nothing for a coalesced
     /// repeat or a held fault, two for a resolution that closes a window).
     pub fn observe(&mut self, mut alert: Alert, now_ms: i64, out: &mut Vec<Alert>) {

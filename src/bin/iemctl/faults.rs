@@ -100,3 +100,39 @@ fn table(state: &LedgerState, now_ms: i64) -> String {
     }
     out
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use iemd::catalog::Catalog;
+    use iemd::catalog::decode::{Clock, Decoder, LineSource};
+
+    #[test]
+    fn a_table_row_per_open_fault() {
+        let catalog = Catalog::builtin();
+        let mut stage = lifecycle::Lifecycle::new(&catalog, None).unwrap();
+        let line = "Nov 21 22:50:01 node1 cortx-ha[7]: IEC:WS0080010001:lost. Extra Info: host=vm-1; status=lost;";
+        let source = LineSource {
+            kind: iemd::alert::OriginKind::File,
+            path: Some("/var/log/messages"),
+            offset: Some(0),
+            fingerprint: 1,
+            truncated: false,
+        };
+        let alert = Decoder::new(&catalog)
+            .decode(line.as_bytes(), &source, &Clock::now(chrono_tz::UTC))
+            .unwrap();
+        let id = alert.id.clone();
+        stage.observe(alert, 1_000, &mut Vec::new());
+        let state = stage.live();
+        let text = table(&state, 61_000);
+        let rows: Vec<&str> = text.lines().collect();
+        assert_eq!(rows.len(), 2, "{text}");
+        assert!(rows[0].starts_with("CODE"), "{text}");
+        assert!(rows[1].starts_with("WS0080010001 host=vm-1"), "{text}");
+        assert!(rows[1].contains("     60s"), "{text}");
+        assert!(rows[1].ends_with(&id), "{text}");
+        assert_eq!(row(&state.faults[0], 61_000)["age_secs"], 60);
+        assert_eq!(table(&LedgerState::default(), 0), "no open faults\n");
+    }
+}

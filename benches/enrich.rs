@@ -16,9 +16,9 @@ mod fake_sysfs;
 use std::hint::black_box;
 use std::time::{Duration, Instant};
 
-use iemd::alert::{Alert, Coded, Kind, Named, Origin, OriginKind};
+use iemd::alert::{Alert, Coded, Kind, LineSource, Named, Origin, OriginKind};
 use iemd::catalog::Catalog;
-use iemd::catalog::decode::{Clock, Decoder, LineSource};
+use iemd::catalog::decode::{Clock, Decoder};
 use iemd::config::enrich::EnrichConfig;
 use iemd::enrich::Enricher;
 

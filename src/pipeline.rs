@@ -41,8 +41,8 @@ use std::time::Duration;
 use tokio::task::JoinSet;
 use tokio_util::task::AbortOnDropHandle;
 
-use crate::alert::{Alert, Kind, OriginKind};
-use crate::catalog::decode::{Clock, Decoder, LineSource};
+use crate::alert::{Alert, Kind};
+use crate::catalog::decode::{Clock, Decoder};
 use crate::catalog::{Catalog, CatalogError};
 use crate::config::Config;
 use crate::dedup::{Matcher, MatcherState, Side, Verdict};
@@ -53,8 +53,6 @@ use crate::publish::{self, PublishError, PublishStats};
 use crate::shutdown::Shutdown;
 use crate::source::channel;
 use crate::source::checkpoint::{CheckpointError, CheckpointStore};
-use crate::source::file::FileSource;
-use crate::source::journald::JournaldSource;
 use crate::source::{Position, SourceError, SourceLine, SourceMetrics};
 use crate::spool::{self, SpoolError, SpoolWriter};
 use crate::supervise::{Stage as SupervisedStage, Stages, supervise};
@@ -169,25 +167,8 @@ pub async fn run(config: Config, shutdown: Shutdown) -> Result<(), PipelineError
     if let Some(nothing) = crate::source::nothing_to_read(&config.sources) {
         tracing::error!("{nothing}");
     }
-    for file in &config.sources.files {
-        let stage = stages.add(format!("source {}", file.source_name()));
-        let (tx, token, file, checkpoints, slots) = (
-            tx.clone(),
-            source_token.clone(),
-            file.clone(),
-            checkpoints.clone(),
-            source_metrics.clone(),
-        );
-        sources.spawn(supervise(stage, token.clone(), move || {
-            // A restarted source resumes from the positions recorded so far.
-            let source = FileSource::new(&file, &checkpoints);
-            track_source_metrics(&slots, source.name(), source.metrics());
-            source.run(tx.clone(), token.clone())
-        }));
-    }
-    if config.sources.journald.enabled {
-        let journald = config.sources.journald.clone();
-        let stage = stages.add(format!("source {}", journald.name));
+    for (_, source) in config.sources.enabled() {
+        let stage = stages.add(format!("source {}", source.name()));
         let (tx, token, checkpoints, slots) = (
             tx.clone(),
             source_token.clone(),
@@ -195,9 +176,14 @@ pub async fn run(config: Config, shutdown: Shutdown) -> Result<(), PipelineError
             source_metrics.clone(),
         );
         sources.spawn(supervise(stage, token.clone(), move || {
-            let source = JournaldSource::new(&journald, checkpoints.journal(&journald.name));
-            track_source_metrics(&slots, source.name(), source.metrics());
-            source.run(tx.clone(), token.clone())
+            // A restarted source is built again, so it resumes from the positions recorded so far.
+            let built = source.build(&checkpoints);
+            let (tx, token, slots) = (tx.clone(), token.clone(), slots.clone());
+            async move {
+                let source = built?;
+                track_source_metrics(&slots, source.name(), source.metrics());
+                source.run(tx, token).await
+            }
         }));
     }
     drop(tx);
@@ -542,22 +528,7 @@ impl Stage<'_> {
         let clock = Clock::now(self.tz);
         let mut pending = Appending::default();
         for line in batch.drain(..) {
-            let source = match &line.position {
-                Position::File(p) => LineSource {
-                    kind: OriginKind::File,
-                    path: p.path.to_str(),
-                    offset: Some(p.offset_of_line),
-                    fingerprint: p.fingerprint,
-                    truncated: line.truncated,
-                },
-                Position::Journal(_) => LineSource {
-                    kind: OriginKind::Journald,
-                    path: None,
-                    offset: None,
-                    fingerprint: 0,
-                    truncated: line.truncated,
-                },
-            };
+            let source = line.position.line_source(line.truncated);
             if let Some(mut alert) = self.decoder.decode(&line.bytes, &source, &clock) {
                 self.enricher.enrich(&mut alert);
                 match (alert.kind, &alert.code, &alert.reason) {
@@ -664,7 +635,7 @@ impl Stage<'_> {
         if let Some(last) = self.waiting.back_mut()
             && last.needed == next.needed
             && last.source == next.source
-            && same_channel(&last.position, &next.position)
+            && last.position.same_stream(&next.position)
         {
             last.position = next.position;
             last.sightings = next.sightings;
@@ -802,18 +773,6 @@ impl Stage<'_> {
             Err(_) => {}
         }
         Ok(())
-    }
-}
-
-/// Both positions are in the same file (watched path and identity: a rotated file is read
-/// beside its successor and checkpointed apart), or both in the journal.
-fn same_channel(a: &Position, b: &Position) -> bool {
-    match (a, b) {
-        (Position::File(a), Position::File(b)) => {
-            (&a.path, a.dev, a.ino, a.fingerprint) == (&b.path, b.dev, b.ino, b.fingerprint)
-        }
-        (Position::Journal(_), Position::Journal(_)) => true,
-        _ => false,
     }
 }
 
@@ -1067,7 +1026,7 @@ fn export_spool_metrics(writer: &SpoolWriter) -> SpoolGauges {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::alert::Origin;
+    use crate::alert::{LineSource, Origin, OriginKind};
 
     /// Regression: a 9 MiB IEM line made an 18.9 MB record, which the spool could not read
     /// back. Now an alert over the record limit is cut to fit and marked truncated.

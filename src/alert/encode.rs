@@ -11,7 +11,7 @@
 
 use sonic_rs::format::{CompactFormatter, Formatter};
 
-use super::{Alert, Coded, Named, OriginKind};
+use super::{Alert, Coded, Named};
 
 /// The JSON of an alert, as spooled, published and printed (`iem.alert/v1`).
 pub fn encode(alert: &Alert) -> Result<Vec<u8>, sonic_rs::Error> {
@@ -65,11 +65,9 @@ pub fn encode(alert: &Alert) -> Result<Vec<u8>, sonic_rs::Error> {
     w.str(&alert.time);
 
     let o = &alert.origin;
-    w.raw(match o.kind {
-        OriginKind::File => ",\"origin\":{\"kind\":\"file\"",
-        OriginKind::Journald => ",\"origin\":{\"kind\":\"journald\"",
-        OriginKind::Stdin => ",\"origin\":{\"kind\":\"stdin\"",
-    });
+    w.raw(",\"origin\":{\"kind\":\"");
+    w.raw(o.kind.as_str());
+    w.raw("\"");
     w.str_if(",\"path\":", o.path.as_deref());
     w.str_if(",\"cursor\":", o.cursor.as_deref());
     w.int_if(",\"offset\":", o.offset);
@@ -189,7 +187,9 @@ mod tests {
 
     use proptest::prelude::*;
 
-    use super::super::{Encoded, FaultInfo, Hardware, Host, Kind, Origin, ResourceRef, SCHEMA};
+    use super::super::{
+        Encoded, FaultInfo, Hardware, Host, Kind, Origin, OriginKind, ResourceRef, SCHEMA,
+    };
     use super::*;
 
     fn full() -> Alert {

@@ -166,6 +166,32 @@ pub enum OriginKind {
     Stdin,
 }
 
+impl OriginKind {
+    /// The name in an alert's `origin.kind` (as `Serialize` writes it; `encode` is pinned to it).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            OriginKind::File => "file",
+            OriginKind::Journald => "journald",
+            OriginKind::Stdin => "stdin",
+        }
+    }
+}
+
+/// Where a line was read: enough to name its origin and to give it a stable id.
+#[derive(Debug, Clone, Copy)]
+pub struct LineSource<'a> {
+    pub kind: OriginKind,
+    /// The file path (files) or `-` (stdin).
+    pub path: Option<&'a str>,
+    /// Byte offset of the line in its file (files and stdin).
+    pub offset: Option<u64>,
+    /// The file's identity independent of its name (a hash of its first line), so that the same
+    /// line keeps its id when the file is rotated; 0 when unknown.
+    pub fingerprint: u64,
+    /// True when the line was cut at the maximum line length.
+    pub truncated: bool,
+}
+
 /// The position and producer of the line an alert was made from.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Origin {

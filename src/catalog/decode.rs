@@ -7,22 +7,7 @@ use iem_parsers::iem::{Classified, Code};
 use iem_parsers::{journal, syslog};
 
 use super::Catalog;
-use crate::alert::{Alert, Coded, Kind, Named, Origin, OriginKind};
-
-/// Where a line was read: enough to name its origin and to give it a stable id.
-#[derive(Debug, Clone, Copy)]
-pub struct LineSource<'a> {
-    pub kind: OriginKind,
-    /// The file path (files) or `-` (stdin).
-    pub path: Option<&'a str>,
-    /// Byte offset of the line in its file (files and stdin).
-    pub offset: Option<u64>,
-    /// The file's identity independent of its name (a hash of its first line), so that the same
-    /// line keeps its id when the file is rotated; 0 when unknown.
-    pub fingerprint: u64,
-    /// True when the line was cut at the maximum line length.
-    pub truncated: bool,
-}
+use crate::alert::{Alert, Coded, Kind, LineSource, Named, Origin, OriginKind};
 
 /// How to read times that carry no year or zone (RFC 3164), and the time of lines with no time.
 #[derive(Debug, Clone, Copy)]

@@ -5,8 +5,8 @@ use std::path::Path;
 use std::collections::HashSet;
 
 use super::*;
-use crate::alert::OriginKind;
-use crate::catalog::decode::{Clock, Decoder, LineSource};
+use crate::alert::{LineSource, OriginKind};
+use crate::catalog::decode::{Clock, Decoder};
 
 /// Line `n` of a log: its offset makes its id.
 fn decode(catalog: &Catalog, n: u64, line: &str) -> Alert {

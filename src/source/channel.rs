@@ -20,7 +20,7 @@ use std::sync::Arc;
 use memchr::memmem;
 use tokio::sync::{Semaphore, mpsc};
 
-use super::{Position, SourceLine};
+use super::SourceLine;
 
 /// Default of `sources.buffer_bytes`.
 pub const DEFAULT_BUFFER_BYTES: usize = 8 << 20;
@@ -133,11 +133,7 @@ impl LineReceiver {
 
 /// What a line holds of the budget: its bytes, its position, and the struct itself.
 fn cost(line: &SourceLine, total: usize) -> usize {
-    let position = match &line.position {
-        Position::File(p) => p.path.capacity(),
-        Position::Journal(j) => j.cursor.capacity(),
-    };
-    (line.bytes.capacity() + position + LINE_OVERHEAD).min(total)
+    (line.bytes.capacity() + line.position.heap_bytes() + LINE_OVERHEAD).min(total)
 }
 
 /// False only for a line that cannot give an alert: no `IEC:` marker, and (journald) no
@@ -152,7 +148,7 @@ fn may_hold_iem(bytes: &[u8]) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::source::{FilePosition, JournalPosition};
+    use crate::source::{FilePosition, JournalPosition, Position};
 
     fn line(text: &[u8]) -> SourceLine {
         SourceLine {

@@ -1153,6 +1153,24 @@ impl Sink<'_> {
     }
 }
 
+impl super::Source for FileSource {
+    fn name(&self) -> Arc<str> {
+        self.name.clone()
+    }
+
+    fn metrics(&self) -> Arc<SourceMetrics> {
+        self.metrics.clone()
+    }
+
+    fn run(
+        self: Box<Self>,
+        tx: LineSender,
+        token: CancellationToken,
+    ) -> futures_util::future::BoxFuture<'static, Result<(), SourceError>> {
+        Box::pin(FileSource::run(*self, tx, token))
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -510,6 +510,24 @@ async fn log_stderr(
     }
 }
 
+impl super::Source for JournaldSource {
+    fn name(&self) -> Arc<str> {
+        self.name.clone()
+    }
+
+    fn metrics(&self) -> Arc<SourceMetrics> {
+        self.metrics.clone()
+    }
+
+    fn run(
+        self: Box<Self>,
+        tx: LineSender,
+        token: CancellationToken,
+    ) -> futures_util::future::BoxFuture<'static, Result<(), SourceError>> {
+        Box::pin(JournaldSource::run(*self, tx, token))
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -18,6 +18,17 @@
 //! line up to and including that line is durable in the spool (lines without an IEM may move it
 //! freely). After a clean stop, restarting from the committed positions re-reads nothing and
 //! loses nothing; after a crash, lines after the last commit are read again (at least once).
+//!
+//! # Adding a source kind
+//!
+//! A kind is a [`Source`] (its own file here) and one arm of
+//! [`SourceConfig`](crate::config::sources::SourceConfig), whose [`SourceConfig::build`] below
+//! makes it; the pipeline starts whatever [`SourcesConfig::enabled`] lists and knows no kind.
+//! A kind whose lines have a place to resume from also needs a [`Position`] arm (its methods below
+//! are the only places that look inside one besides the [`checkpoint`] store) and an
+//! [`OriginKind`] for its alerts.
+//!
+//! [`SourcesConfig::enabled`]: crate::config::sources::SourcesConfig::enabled
 
 pub mod channel;
 pub mod checkpoint;
@@ -31,7 +42,56 @@ use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
+use futures_util::future::BoxFuture;
 use serde::{Deserialize, Serialize};
+
+use crate::alert::{LineSource, OriginKind};
+use crate::config::Problem;
+use crate::config::sources::SourceConfig;
+use crate::shutdown::CancellationToken;
+use channel::LineSender;
+use checkpoint::CheckpointStore;
+
+/// A place lines come from, ready to run once.
+///
+/// A supervised source that fails is built again from its [`SourceConfig`] (so that it resumes
+/// from the positions committed so far) and run again; `run` therefore takes the source by value.
+pub trait Source: Send {
+    /// The configured name: the `source` label of its counters and logs, and (for kinds keyed
+    /// by name) its checkpoint key.
+    fn name(&self) -> Arc<str>;
+
+    /// Its counters, which the pipeline exports (`iemd_lines_read_total{source}`, ...) and reads
+    /// for `/health`. A rebuilt source has new ones.
+    fn metrics(&self) -> Arc<SourceMetrics>;
+
+    /// Sends lines, each with its position, to `tx` until `token` is cancelled or the receiver
+    /// is gone (both `Ok`). An error is a set-up failure: the supervisor logs it and restarts.
+    fn run(
+        self: Box<Self>,
+        tx: LineSender,
+        token: CancellationToken,
+    ) -> BoxFuture<'static, Result<(), SourceError>>;
+}
+
+impl SourceConfig {
+    /// Validates this source's configuration and makes the source, taking its positions from
+    /// `checkpoints` (a file source's first run also records where `start_at` starts there).
+    pub fn build(&self, checkpoints: &CheckpointStore) -> Result<Box<dyn Source>, SourceError> {
+        let mut problems = Vec::new();
+        self.validate(&format!("source {:?}", self.name()), &mut problems);
+        if !problems.is_empty() {
+            return Err(SourceError::Invalid(problems));
+        }
+        Ok(match self {
+            SourceConfig::File(c) => Box::new(file::FileSource::new(c, checkpoints)),
+            SourceConfig::Journald(c) => Box::new(journald::JournaldSource::new(
+                c,
+                checkpoints.journal(&c.name),
+            )),
+        })
+    }
+}
 
 /// One line from a source.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -52,6 +112,49 @@ pub struct SourceLine {
 pub enum Position {
     File(FilePosition),
     Journal(JournalPosition),
+}
+
+impl Position {
+    /// What the decoder needs to know of where the line was read (origin, stable id).
+    pub fn line_source(&self, truncated: bool) -> LineSource<'_> {
+        match self {
+            Position::File(p) => LineSource {
+                kind: OriginKind::File,
+                path: p.path.to_str(),
+                offset: Some(p.offset_of_line),
+                fingerprint: p.fingerprint,
+                truncated,
+            },
+            Position::Journal(_) => LineSource {
+                kind: OriginKind::Journald,
+                path: None,
+                offset: None,
+                fingerprint: 0,
+                truncated,
+            },
+        }
+    }
+
+    /// Both positions are in the same stream of lines: the same file (watched path and
+    /// identity: a rotated file is read beside its successor and checkpointed apart), or both in
+    /// the journal. A later position of a stream replaces an earlier one in the checkpoints.
+    pub fn same_stream(&self, other: &Position) -> bool {
+        match (self, other) {
+            (Position::File(a), Position::File(b)) => {
+                (&a.path, a.dev, a.ino, a.fingerprint) == (&b.path, b.dev, b.ino, b.fingerprint)
+            }
+            (Position::Journal(_), Position::Journal(_)) => true,
+            _ => false,
+        }
+    }
+
+    /// Bytes it holds on the heap (its share of the channel's budget).
+    pub(crate) fn heap_bytes(&self) -> usize {
+        match self {
+            Position::File(p) => p.path.capacity(),
+            Position::Journal(j) => j.cursor.capacity(),
+        }
+    }
 }
 
 /// A line's place in a file. `(fingerprint, offset_of_line)` is the same for the same line before
@@ -225,6 +328,8 @@ pub enum SourceError {
     Watch(#[from] notify::Error),
     #[error("bad file pattern {pattern:?}: {reason}")]
     Pattern { pattern: PathBuf, reason: String },
+    #[error("invalid source configuration: {}", .0.iter().map(ToString::to_string).collect::<Vec<_>>().join("; "))]
+    Invalid(Vec<Problem>),
 }
 
 /// When none of the configured sources exists (no file any path or glob names, and no journald

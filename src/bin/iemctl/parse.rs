@@ -7,9 +7,9 @@ use std::process::ExitCode;
 
 use anyhow::Context;
 use chrono_tz::Tz;
-use iemd::alert::{Alert, Kind, OriginKind};
+use iemd::alert::{Alert, Kind, LineSource, OriginKind};
 use iemd::catalog::Catalog;
-use iemd::catalog::decode::{Clock, Decoder, LineSource};
+use iemd::catalog::decode::{Clock, Decoder};
 use iemd::config::enrich::EnrichConfig;
 use iemd::enrich::Enricher;
 use iemd::source::identity;

@@ -857,42 +857,15 @@ fn unreadable_paths(slots: &SourceMetricsSlots) -> Vec<(String, String, String)>
 /// The sources count their own lines; the registry reads those counters at scrape time.
 fn export_source_metrics(name: &str, metrics: &Arc<SourceMetrics>) {
     let r = telemetry::registry();
-    let labels = [("source", name)];
-    let m = metrics.clone();
-    r.counter_fn(
-        "iemd_lines_read_total",
-        "Lines read, per source.",
-        &labels,
-        Box::new(move || m.lines_read_total.load(Ordering::Relaxed) as f64),
-    );
-    let m = metrics.clone();
-    r.counter_fn(
-        "iemd_bytes_read_total",
-        "Bytes read, per source.",
-        &labels,
-        Box::new(move || m.bytes_read_total.load(Ordering::Relaxed) as f64),
-    );
-    let m = metrics.clone();
-    r.counter_fn(
-        "iemd_lines_truncated_total",
-        "Lines cut at max_line_bytes (journald: entries dropped as too long), per source.",
-        &labels,
-        Box::new(move || m.lines_truncated_total.load(Ordering::Relaxed) as f64),
-    );
-    let m = metrics.clone();
-    r.counter_fn(
-        "iemd_rotations_total",
-        "File rotations (rename, copytruncate, found while stopped) followed, per source.",
-        &labels,
-        Box::new(move || m.rotations_total.load(Ordering::Relaxed) as f64),
-    );
-    let m = metrics.clone();
-    r.counter_fn(
-        "iemd_journalctl_restarts_total",
-        "journalctl children started after the first, per source.",
-        &labels,
-        Box::new(move || m.journalctl_restarts_total.load(Ordering::Relaxed) as f64),
-    );
+    for (counter, help, field) in SourceMetrics::COUNTERS {
+        let m = metrics.clone();
+        r.counter_fn(
+            counter,
+            help,
+            &[("source", name)],
+            Box::new(move || field(&m).load(Ordering::Relaxed) as f64),
+        );
+    }
 }
 
 /// One of the publisher's own counters.

@@ -180,22 +180,26 @@ pub struct JournalPosition {
     pub cursor: String,
 }
 
-/// Counters of one source, for the pipeline to export (names as exported, label `source`).
+/// Counters of one source; the pipeline exports them as [`SourceMetrics::COUNTERS`] names them
+/// (label `source`).
 #[derive(Debug, Default)]
 pub struct SourceMetrics {
-    /// `source_lines_read_total`: lines read and handed to the channel.
+    /// Lines read and handed to the channel.
     pub lines_read_total: AtomicU64,
-    /// `source_bytes_read_total`: bytes consumed from files / journalctl stdout, terminators included.
+    /// Bytes consumed from files / journalctl stdout, terminators included.
     pub bytes_read_total: AtomicU64,
-    /// `source_lines_truncated_total`: lines cut at `max_line_bytes` (journald: entries dropped as too long).
+    /// Lines cut at `max_line_bytes` (journald: entries dropped as too long).
     pub lines_truncated_total: AtomicU64,
-    /// `source_rotations_total`: rename/create and copytruncate rotations seen.
+    /// Rename/create and copytruncate rotations seen.
     pub rotations_total: AtomicU64,
-    /// `source_journalctl_restarts_total`: journalctl children started after the first.
+    /// journalctl children started after the first.
     pub journalctl_restarts_total: AtomicU64,
     /// Whether each path of the source can be read now (`iemd_source_up{source,path}`).
     paths: Mutex<BTreeMap<String, PathState>>,
 }
+
+/// One counter of [`SourceMetrics`].
+pub type SourceCounter = fn(&SourceMetrics) -> &AtomicU64;
 
 /// Whether one path of a source (a file, a glob's directory, a journal) can be read.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -236,6 +240,32 @@ pub struct PathDown {
 }
 
 impl SourceMetrics {
+    /// Each counter as exported: name, help, field. Every kind has them all (a kind that never
+    /// rotates shows 0), so that dashboards need not know the kinds.
+    pub const COUNTERS: [(&'static str, &'static str, SourceCounter); 5] = [
+        ("iemd_lines_read_total", "Lines read, per source.", |m| {
+            &m.lines_read_total
+        }),
+        ("iemd_bytes_read_total", "Bytes read, per source.", |m| {
+            &m.bytes_read_total
+        }),
+        (
+            "iemd_lines_truncated_total",
+            "Lines cut at max_line_bytes (journald: entries dropped as too long), per source.",
+            |m| &m.lines_truncated_total,
+        ),
+        (
+            "iemd_rotations_total",
+            "File rotations (rename, copytruncate, found while stopped) followed, per source.",
+            |m| &m.rotations_total,
+        ),
+        (
+            "iemd_journalctl_restarts_total",
+            "journalctl children started after the first, per source.",
+            |m| &m.journalctl_restarts_total,
+        ),
+    ];
+
     pub(crate) fn add(counter: &AtomicU64, n: u64) {
         counter.fetch_add(n, Ordering::Relaxed);
     }

@@ -41,7 +41,7 @@ use std::time::Duration;
 use tokio::task::JoinSet;
 use tokio_util::task::AbortOnDropHandle;
 
-use crate::alert::{Alert, Kind};
+use crate::alert::{Alert, Kind, LineSource};
 use crate::catalog::decode::{Clock, Decoder};
 use crate::catalog::{Catalog, CatalogError};
 use crate::config::Config;
@@ -50,13 +50,13 @@ use crate::enrich::{EnrichError, Enricher};
 use crate::lifecycle::{self, Ledger, Lifecycle};
 use crate::output::Output;
 use crate::publish::{self, PublishError, PublishStats};
-use crate::shutdown::Shutdown;
-use crate::source::channel;
+use crate::shutdown::{CancellationToken, Shutdown};
+use crate::source::channel::{self, LineReceiver};
 use crate::source::checkpoint::{CheckpointError, CheckpointStore};
 use crate::source::{Position, SourceError, SourceLine, SourceMetrics};
 use crate::spool::{self, SpoolError, SpoolWriter};
 use crate::supervise::{Stage as SupervisedStage, Stages, supervise};
-use crate::systemd::Notifier;
+use crate::systemd;
 use crate::telemetry::{self, events, http};
 
 /// Lines taken from the sources' channel at once: one spool append and one lock for all.
@@ -94,7 +94,20 @@ pub enum PipelineError {
     },
 }
 
-/// Runs the agent until `shutdown` is cancelled.
+/// Runs the agent until `shutdown` is cancelled, in these steps:
+///
+/// 1. [`open_state`]: the catalog, the enricher, the spool (recovered after a crash) and the
+///    checkpoints; any failure here ends the run before anything was read.
+/// 2. [`Publisher::start`]: drains the spool to the broker, on a scope of its own (see
+///    [`Publisher::stop`]).
+/// 3. [`Sources::start`]: one supervised task per configured source, sending into a channel
+///    bounded in bytes.
+/// 4. [`serve_telemetry`]: the counters and gauges, and `/metrics` and `/health`.
+/// 5. Tell systemd we are ready, then [`Stage::run`]: decode, enrich and spool what the sources
+///    send, and move the checkpoints as the spool makes it durable, until every source has
+///    stopped or `shutdown` is cancelled.
+/// 6. [`Sources::stop`], [`Stage::finish`] (sync the spool, save the checkpoints), then
+///    [`Publisher::stop`], which gives the broker `shutdown_timeout_ms` for what is in flight.
 ///
 /// The publisher, each source and the metrics server run under `supervise` (restarted with
 /// backoff, shown in `/health`); an error of the stage itself (spool append, checkpoints) ends
@@ -102,6 +115,80 @@ pub enum PipelineError {
 /// `supervise` for why).
 pub async fn run(config: Config, shutdown: Shutdown) -> Result<(), PipelineError> {
     let catalog = Catalog::load(&config.catalog_dirs)?;
+    let State {
+        enricher,
+        writer,
+        reader,
+        checkpoints,
+        resume,
+    } = open_state(&config).await?;
+    let lifecycle = open_lifecycle(&catalog, &checkpoints)?;
+    let stages = Stages::new();
+    let publisher = Publisher::start(&config, reader, &writer, &stages, &shutdown);
+    let (sources, mut rx) = Sources::start(&config, &checkpoints, &stages, &shutdown);
+    let telemetry =
+        serve_telemetry(&config, &stages, &publisher, &sources, &writer, &shutdown).await?;
+    let notifier = systemd::notifier();
+    systemd::notify(notifier.ready());
+    tracing::info!(
+        files = config.sources.files.len(),
+        journald = config.sources.journald.enabled,
+        spool = %config.spool.dir.display(),
+        sources = %config.sources.summary().trim_end(),
+        "iemd running"
+    );
+
+    let mut stage = Stage::new(
+        &config,
+        &catalog,
+        enricher,
+        lifecycle,
+        writer,
+        checkpoints,
+        resume,
+    );
+    stage
+        .run(&mut rx, &shutdown.token, |spooled| {
+            refresh_sync_stage(&telemetry.sync_stage, spooled);
+            let broker = match publisher.connected() {
+                true => "connected",
+                false => "not connected",
+            };
+            let status = format!("spool {} pending, broker {broker}", spooled.pending_records);
+            systemd::notify(notifier.status(&status));
+        })
+        .await?;
+    sources.stop().await;
+    stage.finish()?;
+    publisher
+        .stop(Duration::from_millis(config.broker.shutdown_timeout_ms))
+        .await;
+    telemetry.spool.release();
+    Ok(())
+}
+
+/// What the run reads and writes on disk, opened before anything runs.
+struct State {
+    enricher: Enricher,
+    writer: SpoolWriter,
+    reader: spool::SpoolReader,
+    checkpoints: Arc<CheckpointStore>,
+    resume: Resume,
+}
+
+/// Where the previous run left the spool and the positions.
+#[derive(Default)]
+struct Resume {
+    /// Every alert up to this seq had its line's position recorded ([`SPOOLED_STATE`]).
+    covered: u64,
+    /// The ids of the alerts spooled after `covered` (see [`spooled_after`]): their lines are
+    /// read again, and must not be spooled twice.
+    in_spool: HashSet<String>,
+}
+
+/// Step 1: the enricher, the spool (recovered after a crash), the checkpoints, and the alerts
+/// spooled after the last recorded position.
+async fn open_state(config: &Config) -> Result<State, PipelineError> {
     let enricher = Enricher::new(&config.enrich)?;
     let (writer, reader, recovery) = open_spool(&config.spool).await?;
     if !recovery.cuts.is_empty() {
@@ -123,88 +210,199 @@ pub async fn run(config: Config, shutdown: Shutdown) -> Result<(), PipelineError
              lines are read again but not spooled twice"
         );
     }
-    let lifecycle = open_lifecycle(&catalog, &checkpoints)?;
-    let stages = Stages::new();
+    Ok(State {
+        enricher,
+        writer,
+        reader,
+        checkpoints,
+        resume: Resume { covered, in_spool },
+    })
+}
 
-    // The publisher stops last, on its own token, so that what the sources read before the
-    // shutdown still gets its chance to be published.
-    let publisher_shutdown = Shutdown::new();
-    let last_confirm_ms = Arc::new(AtomicI64::new(chrono::Utc::now().timestamp_millis()));
-    let observe: publish::LatencyObserver = {
-        let last = last_confirm_ms.clone();
-        Arc::new(move |since_spooled| {
-            events::alert_published(since_spooled);
-            last.store(chrono::Utc::now().timestamp_millis(), Ordering::Relaxed);
-        })
-    };
-    let publish_stats = Arc::new(PublishStats::new(&config.broker, Some(observe)));
-    let output: Arc<dyn Output> = Arc::new(publish::Amqp::new(
-        config.broker.clone(),
-        publish_stats.clone(),
-    ));
-    let publisher_stage = stages.add(output.name());
-    let publisher = {
-        let stop = publisher_shutdown.clone();
-        // The first run takes the reader `open` made; a restarted one gets a new reader from
-        // the acked position (the old one went with the task that failed).
-        let (mut first, spool) = (Some(reader), writer.clone());
-        AbortOnDropHandle::new(tokio::spawn(supervise(
-            publisher_stage.clone(),
-            publisher_shutdown.token.clone(),
-            move || {
-                let reader = first.take().unwrap_or_else(|| spool.reader());
-                output.run(reader, stop.clone())
-            },
-        )))
-    };
+/// The supervised publisher and what the rest of the run reads of it.
+struct Publisher {
+    stage: SupervisedStage,
+    stats: Arc<PublishStats>,
+    /// When the last confirm arrived (ms since the epoch; the start until the first one).
+    last_confirm_ms: Arc<AtomicI64>,
+    /// Its own scope, not a child of the run's: it is cancelled only after the sources have
+    /// stopped and their lines are spooled, so that what they read still gets its chance to
+    /// be published.
+    stop: Shutdown,
+    task: AbortOnDropHandle<()>,
+}
 
-    let source_token = shutdown.token.child_token();
-    // Bounded in bytes (`sources.buffer_bytes`), not lines: see `source::channel`.
-    let (tx, mut rx) = channel::channel(config.sources.buffer_bytes);
-    let mut sources = JoinSet::new();
-    // Each source's current counters and path states (a restarted source has new ones).
-    let source_metrics: SourceMetricsSlots = Arc::default();
-    if let Some(nothing) = crate::source::nothing_to_read(&config.sources) {
-        tracing::error!("{nothing}");
+impl Publisher {
+    /// Step 2: starts publishing from `reader`; a restarted publisher gets a new reader from the
+    /// acked position (the old one went with the task that failed).
+    fn start(
+        config: &Config,
+        reader: spool::SpoolReader,
+        spool: &SpoolWriter,
+        stages: &Stages,
+        shutdown: &Shutdown,
+    ) -> Publisher {
+        let stop = Shutdown::new();
+        let last_confirm_ms = Arc::new(AtomicI64::new(chrono::Utc::now().timestamp_millis()));
+        let observe: publish::LatencyObserver = {
+            let last = last_confirm_ms.clone();
+            Arc::new(move |since_spooled| {
+                events::alert_published(since_spooled);
+                last.store(chrono::Utc::now().timestamp_millis(), Ordering::Relaxed);
+            })
+        };
+        let stats = Arc::new(PublishStats::new(&config.broker, Some(observe)));
+        let output: Arc<dyn Output> =
+            Arc::new(publish::Amqp::new(config.broker.clone(), stats.clone()));
+        let stage = stages.add(output.name());
+        let (publisher_stop, mut first, spool) = (stop.clone(), Some(reader), spool.clone());
+        let supervised = supervise(stage.clone(), stop.token.clone(), move || {
+            let reader = first.take().unwrap_or_else(|| spool.reader());
+            output.run(reader, publisher_stop.clone())
+        });
+        // Tracked with the run's other tasks, so that a caller waiting on the tracker also waits
+        // for it; aborted if the run ends on an error.
+        let task = AbortOnDropHandle::new(shutdown.tracker.spawn(supervised));
+        Publisher {
+            stage,
+            stats,
+            last_confirm_ms,
+            stop,
+            task,
+        }
     }
-    for (_, source) in config.sources.enabled() {
-        let stage = stages.add(format!("source {}", source.name()));
-        let (tx, token, checkpoints, slots) = (
-            tx.clone(),
-            source_token.clone(),
-            checkpoints.clone(),
-            source_metrics.clone(),
-        );
-        sources.spawn(supervise(stage, token.clone(), move || {
-            // A restarted source is built again, so it resumes from the positions recorded so far.
-            let built = source.build(&checkpoints);
-            let (tx, token, slots) = (tx.clone(), token.clone(), slots.clone());
-            async move {
-                let source = built?;
-                track_source_metrics(&slots, source.name(), source.metrics());
-                source.run(tx, token).await
+
+    /// Running, and connected to one of the broker URLs.
+    fn connected(&self) -> bool {
+        self.stage.is_running() && self.stats.connected().iter().any(|(_, up)| *up)
+    }
+
+    /// Step 6: asks the publisher to stop and waits `drain` (the publisher's own wait for
+    /// outstanding confirms) and a second more; then aborts it, since it must not outlive the
+    /// run: it holds the spool (and its lock) open.
+    async fn stop(self, drain: Duration) {
+        self.stop.token.cancel();
+        let mut task = self.task;
+        match tokio::time::timeout(drain + Duration::from_secs(1), &mut task).await {
+            Ok(Ok(())) => {}
+            Ok(Err(err)) => tracing::error!(%err, "publisher supervisor failed"),
+            Err(_) => {
+                // Aborting the supervisor aborts the publisher task it awaits.
+                task.abort();
+                let _ = task.await;
+                tracing::warn!("publisher did not stop in time; unconfirmed alerts stay spooled");
             }
-        }));
+        }
     }
-    drop(tx);
-    export_publish_metrics(&publish_stats, publisher_stage.running_flag());
-    let spool_gauges = export_spool_metrics(&writer);
+}
+
+/// The supervised sources.
+struct Sources {
+    /// A child of the run's token: cancelled with it, or by [`Sources::stop`] when the stage
+    /// ends first.
+    token: CancellationToken,
+    tasks: JoinSet<()>,
+    /// Each source's current counters and path states (a restarted source has new ones).
+    metrics: SourceMetricsSlots,
+}
+
+impl Sources {
+    /// Step 3: one supervised task per configured source, whatever its kind; the receiver is the
+    /// stage's end of their channel, bounded in bytes (`sources.buffer_bytes`, see
+    /// `source::channel`).
+    fn start(
+        config: &Config,
+        checkpoints: &Arc<CheckpointStore>,
+        stages: &Stages,
+        shutdown: &Shutdown,
+    ) -> (Sources, LineReceiver) {
+        let token = shutdown.token.child_token();
+        let (tx, rx) = channel::channel(config.sources.buffer_bytes);
+        let mut tasks = JoinSet::new();
+        let metrics: SourceMetricsSlots = Arc::default();
+        if let Some(nothing) = crate::source::nothing_to_read(&config.sources) {
+            tracing::error!("{nothing}");
+        }
+        for (_, source) in config.sources.enabled() {
+            let stage = stages.add(format!("source {}", source.name()));
+            let (tx, token, checkpoints, slots) = (
+                tx.clone(),
+                token.clone(),
+                checkpoints.clone(),
+                metrics.clone(),
+            );
+            tasks.spawn(supervise(stage, token.clone(), move || {
+                // A restarted source is built again, so it resumes from the positions recorded
+                // so far.
+                let built = source.build(&checkpoints);
+                let (tx, token, slots) = (tx.clone(), token.clone(), slots.clone());
+                async move {
+                    let source = built?;
+                    track_source_metrics(&slots, source.name(), source.metrics());
+                    source.run(tx, token).await
+                }
+            }));
+        }
+        let sources = Sources {
+            token,
+            tasks,
+            metrics,
+        };
+        (sources, rx)
+    }
+
+    /// Step 6: stops every source and waits for them.
+    async fn stop(mut self) {
+        self.token.cancel();
+        while let Some(joined) = self.tasks.join_next().await {
+            if let Err(err) = joined {
+                tracing::error!(%err, "source supervisor failed");
+            }
+        }
+    }
+}
+
+/// What the run keeps of its telemetry.
+struct Telemetry {
+    /// The spool as the gauges see it, let go of when the run ends.
+    spool: SpoolGauges,
+    /// The spool's sync thread, as `/health` shows it.
+    sync_stage: SupervisedStage,
+}
+
+/// Step 4: exports the publisher's and the spool's metrics (the sources export theirs as they
+/// start), and serves `/metrics` and `/health` unless the config turns them off.
+async fn serve_telemetry(
+    config: &Config,
+    stages: &Stages,
+    publisher: &Publisher,
+    sources: &Sources,
+    writer: &SpoolWriter,
+    shutdown: &Shutdown,
+) -> Result<Telemetry, PipelineError> {
+    export_publish_metrics(&publisher.stats, publisher.stage.running_flag());
+    let spool_gauges = export_spool_metrics(writer);
     let sync_stage = stages.add("spool sync");
     let health: http::HealthFn = {
-        let (stats, spool, stages) = (publish_stats.clone(), spool_gauges.clone(), stages.clone());
-        let (publisher, sync_stage) = (publisher_stage.clone(), sync_stage.clone());
+        let (stats, spool, stages) = (
+            publisher.stats.clone(),
+            spool_gauges.clone(),
+            stages.clone(),
+        );
+        let (publisher_stage, sync_stage) = (publisher.stage.clone(), sync_stage.clone());
         let (warning, stall) = (
             config.telemetry.spool_warning_records,
             config.broker.stall_timeout_ms,
         );
-        let (last_confirm_ms, source_metrics) = (last_confirm_ms.clone(), source_metrics.clone());
+        let (last_confirm_ms, source_metrics) =
+            (publisher.last_confirm_ms.clone(), sources.metrics.clone());
         Arc::new(move || {
             let spooled = spool.stats().unwrap_or_default();
             refresh_sync_stage(&sync_stage, &spooled);
             let returning = stats.returning();
             http::HealthInputs {
                 stages: stages.health(),
-                broker_connected: publisher.is_running()
+                broker_connected: publisher_stage.is_running()
                     && stats.connected().iter().any(|(_, up)| *up),
                 spool_pending_records: spooled.pending_records,
                 spool_warning_records: warning,
@@ -243,107 +441,10 @@ pub async fn run(config: Config, shutdown: Shutdown) -> Result<(), PipelineError
                 }
             }));
     }
-    let notifier = Notifier::from_env();
-    notify(notifier.ready());
-    tracing::info!(
-        files = config.sources.files.len(),
-        journald = config.sources.journald.enabled,
-        spool = %config.spool.dir.display(),
-        sources = %config.sources.summary().trim_end(),
-        "iemd running"
-    );
-
-    let mut stage = Stage {
-        decoder: Decoder::new(&catalog),
-        enricher,
-        tz: config.parse.tz(),
-        writer,
-        matcher: cross_source_matcher(&config, &checkpoints),
-        lifecycle,
-        made: Vec::new(),
-        made_waiting: VecDeque::new(),
-        ledger_recorded: 0,
-        checkpoints: checkpoints.clone(),
-        waiting: VecDeque::new(),
-        last_seq: 0,
-        covered,
-        in_spool,
-        recorded: false,
-        persist_failing: false,
-        hot_failing: false,
-    };
-    let mut durable = stage.writer.durable();
-    let mut persist = tokio::time::interval(PERSIST_EVERY);
-    let mut batch = Vec::with_capacity(BATCH);
-    loop {
-        tokio::select! {
-            n = rx.recv_many(&mut batch, BATCH) => {
-                if n == 0 {
-                    break; // every source has stopped
-                }
-                // A full spool makes this wait (backpressure); at shutdown the wait is abandoned:
-                // those lines' checkpoints were not recorded, so they are read again next time.
-                tokio::select! {
-                    r = stage.process(&mut batch) => r?,
-                    _ = shutdown.token.cancelled() => break,
-                }
-                rx.release();
-            }
-            Ok(()) = durable.changed() => {
-                let seq = *durable.borrow_and_update();
-                stage.commit_ready(seq)?;
-            }
-            _ = persist.tick() => {
-                // Lines without an IEM wait for no new seq: the current durable seq frees them.
-                // Like a batch, a full spool makes this wait, and a shutdown abandons the wait:
-                // what it made is made again at the next start (its ledger change was not
-                // recorded).
-                tokio::select! {
-                    r = stage.lifecycle_due() => r?,
-                    _ = shutdown.token.cancelled() => break,
-                }
-                let seq = *durable.borrow();
-                stage.commit_ready(seq)?;
-                stage.persist()?;
-                let spooled = stage.writer.stats();
-                refresh_sync_stage(&sync_stage, &spooled);
-                let broker = if publisher_stage.is_running() && publish_stats.connected().iter().any(|(_, up)| *up) { "connected" } else { "not connected" };
-                notify(notifier.status(&format!("spool {} pending, broker {broker}", spooled.pending_records)));
-            }
-        }
-    }
-    source_token.cancel();
-    while let Some(joined) = sources.join_next().await {
-        if let Err(err) = joined {
-            tracing::error!(%err, "source supervisor failed");
-        }
-    }
-    let seq = stage.writer.sync()?;
-    stage.commit_ready(seq)?;
-    stage.persist()?;
-    tracing::info!(
-        durable_seq = seq,
-        "sources stopped, spool synced, checkpoints saved"
-    );
-
-    publisher_shutdown.token.cancel();
-    // The publisher waits `shutdown_timeout_ms` for outstanding confirms; a second more for it
-    // to wind down.
-    let drain = Duration::from_millis(config.broker.shutdown_timeout_ms) + Duration::from_secs(1);
-    let mut publisher = publisher;
-    match tokio::time::timeout(drain, &mut publisher).await {
-        Ok(Ok(())) => {}
-        Ok(Err(err)) => tracing::error!(%err, "publisher supervisor failed"),
-        Err(_) => {
-            // It must not outlive the run: it holds the spool (and its lock) open. Aborting the
-            // supervisor aborts the publisher task it awaits.
-            publisher.abort();
-            let _ = publisher.await;
-            tracing::warn!("publisher did not stop in time; unconfirmed alerts stay spooled");
-        }
-    }
-    spool_gauges.release();
-    Ok(())
+    Ok(Telemetry {
+        spool: spool_gauges,
+        sync_stage,
+    })
 }
 
 /// How long alerts have been pending without a confirm: since the later of the last confirm
@@ -486,10 +587,36 @@ fn cross_source_matcher(config: &Config, checkpoints: &CheckpointStore) -> Optio
     }
 }
 
+/// Lines to alerts: decode against the catalog, then enrich. The daemon's stage and
+/// `iemctl parse` both run this, after the same `source::lines::LineSplitter`, so that what
+/// the tool shows cannot drift from what the daemon spools.
+pub struct DecodeStage<'c> {
+    decoder: Decoder<'c>,
+    /// `None`: alerts are not enriched (`iemctl parse` without `--enrich`).
+    enricher: Option<Enricher>,
+}
+
+impl<'c> DecodeStage<'c> {
+    pub fn new(catalog: &'c Catalog, enricher: Option<Enricher>) -> Self {
+        DecodeStage {
+            decoder: Decoder::new(catalog),
+            enricher,
+        }
+    }
+
+    /// The alert of one line read at `source`, enriched; `None` when the line holds no IEM.
+    pub fn alert(&self, line: &[u8], source: &LineSource<'_>, clock: &Clock) -> Option<Alert> {
+        let mut alert = self.decoder.decode(line, source, clock)?;
+        if let Some(enricher) = &self.enricher {
+            enricher.enrich(&mut alert);
+        }
+        Some(alert)
+    }
+}
+
 /// The decode -> enrich -> spool stage and its checkpoint bookkeeping.
 struct Stage<'c> {
-    decoder: Decoder<'c>,
-    enricher: Enricher,
+    decode: DecodeStage<'c>,
     tz: chrono_tz::Tz,
     writer: SpoolWriter,
     /// Present when both journald and files are read.
@@ -521,7 +648,98 @@ struct Stage<'c> {
     hot_failing: bool,
 }
 
-impl Stage<'_> {
+impl<'c> Stage<'c> {
+    fn new(
+        config: &Config,
+        catalog: &'c Catalog,
+        enricher: Enricher,
+        lifecycle: Lifecycle,
+        writer: SpoolWriter,
+        checkpoints: Arc<CheckpointStore>,
+        resume: Resume,
+    ) -> Self {
+        Stage {
+            decode: DecodeStage::new(catalog, Some(enricher)),
+            tz: config.parse.tz(),
+            writer,
+            matcher: cross_source_matcher(config, &checkpoints),
+            lifecycle,
+            made: Vec::new(),
+            made_waiting: VecDeque::new(),
+            ledger_recorded: 0,
+            checkpoints,
+            waiting: VecDeque::new(),
+            last_seq: 0,
+            covered: resume.covered,
+            in_spool: resume.in_spool,
+            recorded: false,
+            persist_failing: false,
+            hot_failing: false,
+        }
+    }
+
+    /// Step 5: spools what the sources send until they have all stopped or `stop` is
+    /// cancelled; commits positions as the spool makes their alerts durable, and once a second
+    /// persists them and calls `tick` with the spool's figures.
+    async fn run(
+        &mut self,
+        rx: &mut LineReceiver,
+        stop: &CancellationToken,
+        mut tick: impl FnMut(&spool::SpoolStats),
+    ) -> Result<(), PipelineError> {
+        let mut durable = self.writer.durable();
+        let mut persist = tokio::time::interval(PERSIST_EVERY);
+        let mut batch = Vec::with_capacity(BATCH);
+        loop {
+            tokio::select! {
+                n = rx.recv_many(&mut batch, BATCH) => {
+                    if n == 0 {
+                        return Ok(()); // every source has stopped
+                    }
+                    // A full spool makes this wait (backpressure); at shutdown the wait is
+                    // abandoned: those lines' checkpoints were not recorded, so they are read
+                    // again next time.
+                    tokio::select! {
+                        r = self.process(&mut batch) => r?,
+                        _ = stop.cancelled() => return Ok(()),
+                    }
+                    rx.release();
+                }
+                Ok(()) = durable.changed() => {
+                    let seq = *durable.borrow_and_update();
+                    self.commit_ready(seq)?;
+                }
+                _ = persist.tick() => {
+                    // Lines without an IEM wait for no new seq: the current durable seq frees
+                    // them. Like a batch, a full spool makes this wait, and a shutdown abandons
+                    // the wait: what it made is made again at the next start (its ledger change
+                    // was not recorded).
+                    tokio::select! {
+                        r = self.lifecycle_due() => r?,
+                        _ = stop.cancelled() => return Ok(()),
+                    }
+                    let seq = *durable.borrow();
+                    self.commit_ready(seq)?;
+                    self.persist()?;
+                    tick(&self.writer.stats());
+                }
+            }
+        }
+    }
+
+    /// Step 6, once the sources have stopped: syncs the spool, commits every position whose
+    /// alerts are now durable and saves the checkpoints.
+    fn finish(&mut self) -> Result<(), PipelineError> {
+        let seq = self.writer.sync()?;
+        self.commit_ready(seq)?;
+        self.persist()?;
+        tracing::info!(
+            durable_seq = seq,
+            "sources stopped, spool synced, checkpoints saved"
+        );
+        Ok(())
+    }
+
     /// Decodes a batch of lines, appends their alerts to the spool in one go, and queues the
     /// lines' positions behind the seqs they depend on.
     async fn process(&mut self, batch: &mut Vec<SourceLine>) -> Result<(), PipelineError> {
@@ -529,8 +747,7 @@ impl Stage<'_> {
         let mut pending = Appending::default();
         for line in batch.drain(..) {
             let source = line.position.line_source(line.truncated);
-            if let Some(mut alert) = self.decoder.decode(&line.bytes, &source, &clock) {
-                self.enricher.enrich(&mut alert);
+            if let Some(mut alert) = self.decode.alert(&line.bytes, &source, &clock) {
                 match (alert.kind, &alert.code, &alert.reason) {
                     (Kind::Iem, Some(code), _) => events::iem(&line.source, code),
                     (_, _, reason) => {
@@ -821,13 +1038,6 @@ fn cut_at_char(s: &mut String, max: usize) {
     s.truncate(at);
 }
 
-/// A failed sd_notify is worth a log line, never a stop.
-fn notify(result: std::io::Result<()>) {
-    if let Err(err) = result {
-        tracing::warn!(%err, "cannot notify systemd");
-    }
-}
-
 /// Each source's current counters, by source name.
 type SourceMetricsSlots = Arc<std::sync::Mutex<BTreeMap<Arc<str>, Arc<SourceMetrics>>>>;
 
@@ -999,7 +1209,131 @@ fn export_spool_metrics(writer: &SpoolWriter) -> SpoolGauges {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::alert::{LineSource, Origin, OriginKind};
+    use crate::alert::{Origin, OriginKind};
+    use crate::source::{FilePosition, JournalPosition};
+
+    /// A stage on a spool and checkpoints in a temporary directory, reading no source.
+    fn stage<'c>(catalog: &'c Catalog, dir: &std::path::Path) -> Stage<'c> {
+        let mut config = Config::default();
+        config.sources = crate::config::sources::SourcesConfig::default();
+        config.spool.dir = dir.join("spool");
+        let (writer, _reader, _) = spool::open(&config.spool).unwrap();
+        let checkpoints = Arc::new(CheckpointStore::open(&dir.join("state")).unwrap());
+        let enricher = Enricher::new(&config.enrich).unwrap();
+        let lifecycle = Lifecycle::new(catalog, None).unwrap();
+        Stage::new(
+            &config,
+            catalog,
+            enricher,
+            lifecycle,
+            writer,
+            checkpoints,
+            Resume::default(),
+        )
+    }
+
+    fn file(ino: u64, next_offset: u64) -> Position {
+        Position::File(FilePosition {
+            path: "/var/log/messages".into(),
+            dev: 1,
+            ino,
+            fingerprint: ino * 7,
+            offset_of_line: next_offset - 1,
+            next_offset,
+        })
+    }
+
+    fn waiting(needed: u64, source: &str, position: Position) -> Waiting {
+        Waiting {
+            needed,
+            source: source.into(),
+            position,
+            sightings: 0,
+            ledger: 0,
+        }
+    }
+
+    /// `(needed, source, inode or 0 for the journal, next offset or 0)` of each waiting position.
+    fn queued(stage: &Stage<'_>) -> Vec<(u64, String, u64, u64)> {
+        let place = |p: &Position| match p {
+            Position::File(f) => (f.ino, f.next_offset),
+            Position::Journal(_) => (0, 0),
+        };
+        stage
+            .waiting
+            .iter()
+            .map(|w| {
+                let (ino, next) = place(&w.position);
+                (w.needed, w.source.to_string(), ino, next)
+            })
+            .collect()
+    }
+
+    #[test]
+    fn wait_for_merges_only_positions_of_one_stream_waiting_for_the_same_seq() {
+        let (catalog, dir) = (Catalog::builtin(), tempfile::tempdir().unwrap());
+        let mut stage = stage(&catalog, dir.path());
+        let journal = || {
+            Position::Journal(JournalPosition {
+                cursor: "s=1".into(),
+            })
+        };
+        stage.wait_for(waiting(0, "syslog", file(1, 10)));
+        stage.wait_for(waiting(0, "syslog", file(1, 20))); // replaces the one before
+        stage.wait_for(waiting(0, "syslog", file(2, 5))); // the path's next file: apart
+        stage.wait_for(waiting(0, "journald", journal())); // another source: apart
+        stage.wait_for(waiting(0, "journald", journal())); // replaces the one before
+        stage.wait_for(waiting(1, "journald", journal())); // a later seq: apart
+        stage.wait_for(waiting(1, "syslog", file(2, 9)));
+        let s = |n: &str| n.to_string();
+        assert_eq!(
+            queued(&stage),
+            vec![
+                (0, s("syslog"), 1, 20),
+                (0, s("syslog"), 2, 5),
+                (0, s("journald"), 0, 0),
+                (1, s("journald"), 0, 0),
+                (1, s("syslog"), 2, 9),
+            ]
+        );
+    }
+
+    #[test]
+    fn commit_ready_records_in_order_the_positions_whose_seq_is_durable() {
+        let (catalog, dir) = (Catalog::builtin(), tempfile::tempdir().unwrap());
+        let mut stage = stage(&catalog, dir.path());
+        let path = std::path::Path::new("/var/log/messages");
+        let hot = || CheckpointStore::open(&dir.path().join("state")).unwrap();
+        stage.wait_for(waiting(0, "syslog", file(1, 10)));
+        stage.wait_for(waiting(2, "syslog", file(1, 20)));
+        stage.wait_for(waiting(3, "syslog", file(1, 30)));
+
+        // Nothing appended yet: the line that waits for no alert is free at once, alone.
+        stage.commit_ready(0).unwrap();
+        assert_eq!(queued(&stage).len(), 2);
+        assert!(stage.recorded);
+        assert_eq!(stage.checkpoints.file(path).unwrap().next_offset, 10);
+        // Not persisted, but in the hot copy a crash does not lose.
+        assert_eq!(hot().file(path).unwrap().next_offset, 10);
+
+        // Seq 1 durable: the position waiting for seq 2 stays, and so does every one after it.
+        stage.commit_ready(1).unwrap();
+        assert_eq!(queued(&stage).len(), 2);
+        assert_eq!(stage.checkpoints.file(path).unwrap().next_offset, 10);
+
+        stage.commit_ready(3).unwrap();
+        assert_eq!(queued(&stage), vec![]);
+        assert_eq!(stage.checkpoints.file(path).unwrap().next_offset, 30);
+        assert_eq!(hot().file(path).unwrap().next_offset, 30);
+
+        // Persisted once, then nothing to write until a position moves again.
+        stage.persist().unwrap();
+        assert!(!stage.recorded);
+        let text = std::fs::read_to_string(stage.checkpoints.path()).unwrap();
+        assert!(text.contains("\"next_offset\":30"), "{text}");
+        stage.commit_ready(3).unwrap();
+        assert!(!stage.recorded);
+    }
 
     /// Regression: a 9 MiB IEM line made an 18.9 MB record, which the spool could not read
     /// back. Now an alert over the record limit is cut to fit and marked truncated.

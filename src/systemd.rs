@@ -22,9 +22,23 @@ pub struct Notifier {
     socket: Option<String>,
 }
 
+/// The process's notifier, from `NOTIFY_SOCKET` as systemd set it for this `Type=notify`
+/// service: the one place that reads it (the daemon's binary and its pipeline both use this).
+pub fn notifier() -> &'static Notifier {
+    static NOTIFIER: std::sync::OnceLock<Notifier> = std::sync::OnceLock::new();
+    NOTIFIER.get_or_init(Notifier::from_env)
+}
+
+/// Logs a failed notification: worth a log line, never a stop.
+pub fn notify(result: io::Result<()>) {
+    if let Err(err) = result {
+        tracing::warn!(%err, "cannot notify systemd");
+    }
+}
+
 impl Notifier {
     /// From `NOTIFY_SOCKET`, as systemd sets it for `Type=notify` services.
-    pub fn from_env() -> Self {
+    fn from_env() -> Self {
         Notifier::with_socket(
             std::env::var("NOTIFY_SOCKET")
                 .ok()

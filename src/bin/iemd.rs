@@ -116,7 +116,7 @@ async fn run(mut config: Config, path: Option<PathBuf>) -> anyhow::Result<()> {
     let mut term = signal(SignalKind::terminate()).context("cannot watch SIGTERM")?;
     let mut int = signal(SignalKind::interrupt()).context("cannot watch SIGINT")?;
     let mut hup = signal(SignalKind::hangup()).context("cannot watch SIGHUP")?;
-    let notifier = Notifier::from_env();
+    let notifier = systemd::notifier();
     let watchdog = Shutdown::new();
     if let Some(every) = systemd::watchdog_interval() {
         // Supervised like the pipeline's tasks (logged, counted, `iemd_stage_up`, restarted),
@@ -127,20 +127,14 @@ async fn run(mut config: Config, path: Option<PathBuf>) -> anyhow::Result<()> {
         watchdog
             .tracker
             .spawn(supervise(stage, watchdog.token.clone(), move || {
-                let (notifier, stop) = (Notifier::from_env(), stop.clone());
+                let (notifier, stop) = (notifier.clone(), stop.clone());
                 async move {
                     systemd::run_watchdog(notifier, every, stop).await;
                     Ok::<(), std::convert::Infallible>(())
                 }
             }));
     }
-    let result = serve(
-        &mut config,
-        path,
-        &notifier,
-        (&mut term, &mut int, &mut hup),
-    )
-    .await;
+    let result = serve(&mut config, path, notifier, (&mut term, &mut int, &mut hup)).await;
     watchdog.stop_and_wait().await;
     result
 }
@@ -165,7 +159,7 @@ async fn serve(
                 _ = int.recv() => break None,
                 _ = hup.recv() => match load(path.as_deref()) {
                     Ok(new) => {
-                        notify(notifier.reloading());
+                        systemd::notify(notifier.reloading());
                         break Some(new);
                     }
                     Err(err) => tracing::error!(%err, "reload refused: keeping the running configuration"),
@@ -174,7 +168,7 @@ async fn serve(
         };
         tracing::info!(reload = reload.is_some(), "stopping the pipeline");
         if reload.is_none() {
-            notify(notifier.stopping());
+            systemd::notify(notifier.stopping());
         }
         shutdown.token.cancel();
         let stopped = pipeline.await;
@@ -190,12 +184,5 @@ async fn serve(
             }
             None => return Ok(()),
         }
-    }
-}
-
-/// A failed sd_notify is worth a log line, never a stop.
-fn notify(result: std::io::Result<()>) {
-    if let Err(err) = result {
-        tracing::warn!(%err, "cannot notify systemd");
     }
 }

@@ -9,9 +9,10 @@ use anyhow::Context;
 use chrono_tz::Tz;
 use iemd::alert::{Alert, Kind, LineSource, OriginKind};
 use iemd::catalog::Catalog;
-use iemd::catalog::decode::{Clock, Decoder};
+use iemd::catalog::decode::Clock;
 use iemd::config::enrich::EnrichConfig;
 use iemd::enrich::Enricher;
+use iemd::pipeline::DecodeStage;
 use iemd::source::identity;
 use iemd::source::lines::LineSplitter;
 
@@ -71,7 +72,6 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         "--max-line-bytes must be at least 1"
     );
     let catalog = Catalog::load(&args.catalog_dirs)?;
-    let decoder = Decoder::new(&catalog);
     let enricher = match args.enrich {
         false => None,
         true => {
@@ -85,6 +85,8 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
             Some(Enricher::new(&config)?)
         }
     };
+    // The daemon's own decode -> enrich stage, after the same line splitter its file source uses.
+    let stage = DecodeStage::new(&catalog, enricher);
     let (name, mut input): (String, Box<dyn Read>) = match &args.file {
         None => ("-".into(), Box::new(io::stdin().lock())),
         Some(p) if p.as_os_str() == "-" => ("-".into(), Box::new(io::stdin().lock())),
@@ -135,12 +137,9 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
                 fingerprint,
                 truncated: line.truncated,
             };
-            let Some(mut alert) = decoder.decode(&line.bytes, &source, &clock) else {
+            let Some(alert) = stage.alert(&line.bytes, &source, &clock) else {
                 continue;
             };
-            if let Some(enricher) = &enricher {
-                enricher.enrich(&mut alert);
-            }
             match alert.kind {
                 Kind::Malformed => malformed += 1,
                 // Only the lifecycle stage makes the other kinds; parse does not run it.

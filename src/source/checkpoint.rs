@@ -524,6 +524,38 @@ mod tests {
         assert!(!s.has_started("syslog"));
     }
 
+    /// A version 2 file exactly as iemd wrote it before the sources became a trait (issue 16)
+    /// loads, and is written back byte for byte: the format did not move with the code.
+    #[test]
+    fn a_version_2_file_from_an_earlier_iemd_loads_and_is_written_back_unchanged() {
+        let earlier = concat!(
+            r#"{"version":2,"#,
+            r#""files":{"/var/log/messages":{"path":"/var/log/messages","dev":2049,"ino":131,"#,
+            r#""fingerprint":123,"offset_of_line":4000,"next_offset":4100}},"#,
+            r#""rotated":{"/var/log/messages":[{"path":"/var/log/messages","dev":2049,"ino":97,"#,
+            r#""fingerprint":77,"offset_of_line":10,"next_offset":20}]},"#,
+            r#""journal":{"journald":{"cursor":"s=ab;i=2a"}},"#,
+            r#""started":["syslog"],"#,
+            r#""stages":{"cross_source":{"counts":[],"version":1}}}"#
+        );
+        let d = tempfile::tempdir().unwrap();
+        std::fs::write(d.path().join(CHECKPOINT_FILE), earlier).unwrap();
+        let s = CheckpointStore::open(d.path()).unwrap();
+        let messages = Path::new("/var/log/messages");
+        assert_eq!(s.file(messages).unwrap().next_offset, 4100);
+        assert_eq!(s.rotated(messages)[0].ino, 97);
+        assert_eq!(s.journal("journald").unwrap().cursor, "s=ab;i=2a");
+        assert!(s.has_started("syslog"));
+        assert_eq!(
+            s.stage("cross_source"),
+            Some(serde_json::json!({"version": 1, "counts": []}))
+        );
+        // The same journal position again: the state is rewritten as it was read.
+        let cursor = s.journal("journald").unwrap();
+        s.commit("journald", &Position::Journal(cursor)).unwrap();
+        assert_eq!(std::fs::read_to_string(s.path()).unwrap(), earlier);
+    }
+
     #[test]
     fn stage_state_is_written_with_the_positions() {
         let d = tempfile::tempdir().unwrap();

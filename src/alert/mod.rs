@@ -168,7 +168,7 @@ pub enum OriginKind {
 
 impl OriginKind {
     /// The name in an alert's `origin.kind` (as `Serialize` writes it; `encode` is pinned to it).
-    pub fn as_str(self) -> &'static str {
+    pub(crate) fn as_str(self) -> &'static str {
         match self {
             OriginKind::File => "file",
             OriginKind::Journald => "journald",

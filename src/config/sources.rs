@@ -361,7 +361,7 @@ pub enum SourceConfig {
 impl SourcesConfig {
     /// The sources to read, in the order of the file, each with the key its problems are
     /// reported under (`sources.files[1]`).
-    pub fn enabled(&self) -> Vec<(String, SourceConfig)> {
+    pub(crate) fn enabled(&self) -> Vec<(String, SourceConfig)> {
         let files = self
             .files
             .iter()
@@ -387,7 +387,7 @@ impl SourceConfig {
     }
 
     /// Appends every problem of this source, keys starting with `key`.
-    pub fn validate(&self, key: &str, problems: &mut Vec<Problem>) {
+    pub(crate) fn validate(&self, key: &str, problems: &mut Vec<Problem>) {
         match self {
             SourceConfig::File(f) => f.validate(key, problems),
             SourceConfig::Journald(j) => j.validate(key, problems),

@@ -116,7 +116,7 @@ pub enum Position {
 
 impl Position {
     /// What the decoder needs to know of where the line was read (origin, stable id).
-    pub fn line_source(&self, truncated: bool) -> LineSource<'_> {
+    pub(crate) fn line_source(&self, truncated: bool) -> LineSource<'_> {
         match self {
             Position::File(p) => LineSource {
                 kind: OriginKind::File,
@@ -138,7 +138,7 @@ impl Position {
     /// Both positions are in the same stream of lines: the same file (watched path and
     /// identity: a rotated file is read beside its successor and checkpointed apart), or both in
     /// the journal. A later position of a stream replaces an earlier one in the checkpoints.
-    pub fn same_stream(&self, other: &Position) -> bool {
+    pub(crate) fn same_stream(&self, other: &Position) -> bool {
         match (self, other) {
             (Position::File(a), Position::File(b)) => {
                 (&a.path, a.dev, a.ino, a.fingerprint) == (&b.path, b.dev, b.ino, b.fingerprint)
@@ -199,7 +199,7 @@ pub struct SourceMetrics {
 }
 
 /// One counter of [`SourceMetrics`].
-pub type SourceCounter = fn(&SourceMetrics) -> &AtomicU64;
+pub(crate) type SourceCounter = fn(&SourceMetrics) -> &AtomicU64;
 
 /// Whether one path of a source (a file, a glob's directory, a journal) can be read.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -242,7 +242,7 @@ pub struct PathDown {
 impl SourceMetrics {
     /// Each counter as exported: name, help, field. Every kind has them all (a kind that never
     /// rotates shows 0), so that dashboards need not know the kinds.
-    pub const COUNTERS: [(&'static str, &'static str, SourceCounter); 5] = [
+    pub(crate) const COUNTERS: [(&'static str, &'static str, SourceCounter); 5] = [
         ("iemd_lines_read_total", "Lines read, per source.", |m| {
             &m.lines_read_total
         }),

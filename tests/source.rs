@@ -13,7 +13,7 @@ use iemd::config::sources::{FileSourceConfig, FileStartAt, JournalStartAt, Journ
 use iemd::source::checkpoint::CheckpointStore;
 use iemd::source::file::FileSource;
 use iemd::source::journald::JournaldSource;
-use iemd::source::{FilePosition, Position, SourceLine, SourceMetrics};
+use iemd::source::{FilePosition, Position, Source, SourceLine, SourceMetrics};
 use tokio::sync::mpsc;
 
 use crate::util::journal::write_journal;

@@ -193,14 +193,6 @@ impl FileSource {
         }
     }
 
-    pub fn name(&self) -> Arc<str> {
-        self.name.clone()
-    }
-
-    pub fn metrics(&self) -> Arc<SourceMetrics> {
-        self.metrics.clone()
-    }
-
     /// Reads until `token` is cancelled or the receiver is dropped. Fails only when inotify
     /// cannot be set up at all; missing files and directories are waited for.
     pub async fn run(

@@ -85,14 +85,6 @@ impl JournaldSource {
         }
     }
 
-    pub fn name(&self) -> Arc<str> {
-        self.name.clone()
-    }
-
-    pub fn metrics(&self) -> Arc<SourceMetrics> {
-        self.metrics.clone()
-    }
-
     /// journalctl's arguments to continue after `cursor` (or start per `start_at`).
     pub fn args(&self, cursor: Option<&str>) -> Vec<OsString> {
         let mut a: Vec<OsString> = [

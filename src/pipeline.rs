@@ -746,7 +746,7 @@ impl<'c> Stage<'c> {
         let clock = Clock::now(self.tz);
         let mut pending = Appending::default();
         for line in batch.drain(..) {
-            let source = line.position.line_source(line.truncated);
+            let source = line.line_source();
             if let Some(mut alert) = self.decode.alert(&line.bytes, &source, &clock) {
                 match (alert.kind, &alert.code, &alert.reason) {
                     (Kind::Iem, Some(code), _) => events::iem(&line.source, code),
@@ -1210,7 +1210,7 @@ fn export_spool_metrics(writer: &SpoolWriter) -> SpoolGauges {
 mod tests {
     use super::*;
     use crate::alert::{Origin, OriginKind};
-    use crate::source::{FilePosition, JournalPosition};
+    use crate::source::{CursorPosition, FilePosition};
 
     /// A stage on a spool and checkpoints in a temporary directory, reading no source.
     fn stage<'c>(catalog: &'c Catalog, dir: &std::path::Path) -> Stage<'c> {
@@ -1257,7 +1257,7 @@ mod tests {
     fn queued(stage: &Stage<'_>) -> Vec<(u64, String, u64, u64)> {
         let place = |p: &Position| match p {
             Position::File(f) => (f.ino, f.next_offset),
-            Position::Journal(_) => (0, 0),
+            Position::Cursor(_) => (0, 0),
         };
         stage
             .waiting
@@ -1274,7 +1274,7 @@ mod tests {
         let (catalog, dir) = (Catalog::builtin(), tempfile::tempdir().unwrap());
         let mut stage = stage(&catalog, dir.path());
         let journal = || {
-            Position::Journal(JournalPosition {
+            Position::Cursor(CursorPosition {
                 cursor: "s=1".into(),
             })
         };

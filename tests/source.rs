@@ -99,7 +99,7 @@ fn text(l: &SourceLine) -> String {
 fn file_pos(l: &SourceLine) -> &FilePosition {
     match &l.position {
         Position::File(f) => f,
-        Position::Journal(_) => panic!("file line expected"),
+        Position::Cursor(_) => panic!("file line expected"),
     }
 }
 
@@ -438,7 +438,7 @@ fn start_journal(dir: &Path, cursor: Option<String>) -> Running {
     };
     let src = JournaldSource::new(
         &cfg,
-        cursor.map(|cursor| iemd::source::JournalPosition { cursor }),
+        cursor.map(|cursor| iemd::source::CursorPosition { cursor }),
     );
     let metrics = src.metrics();
     let (tx, rx) = mpsc::channel(16);
@@ -460,7 +460,7 @@ fn message(l: &SourceLine) -> serde_json::Value {
 
 fn cursor(l: &SourceLine) -> String {
     match &l.position {
-        Position::Journal(j) => j.cursor.clone(),
+        Position::Cursor(j) => j.cursor.clone(),
         Position::File(_) => panic!("journal line expected"),
     }
 }
@@ -510,7 +510,7 @@ async fn journald_reads_real_journal_files_and_resumes_after_the_cursor() {
     // Stopped: more entries (more than journalctl's default 10 of --follow).
     let later: Vec<Vec<u8>> = (0..12).map(|i| format!("later {i}").into_bytes()).collect();
     write_journal(&jdir, &later.iter().map(Vec::as_slice).collect::<Vec<_>>());
-    let cp = store.journal("journald").unwrap().cursor;
+    let cp = store.cursor("journald").unwrap().cursor;
     let mut src = start_journal(&jdir, Some(cp));
     let got = src.take(13, Duration::from_secs(10)).await;
     let extra = src.take(1, Duration::from_millis(700)).await;

@@ -148,11 +148,12 @@ fn may_hold_iem(bytes: &[u8]) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::source::{FilePosition, JournalPosition, Position};
+    use crate::source::{CursorPosition, FilePosition, Position};
 
     fn line(text: &[u8]) -> SourceLine {
         SourceLine {
             source: Arc::from("t"),
+            kind: crate::alert::OriginKind::File,
             bytes: text.to_vec(),
             truncated: false,
             position: Position::File(FilePosition {
@@ -178,7 +179,7 @@ mod tests {
         ] {
             let mut l = line(text);
             if text[0] == b'{' {
-                l.position = Position::Journal(JournalPosition { cursor: "c".into() });
+                l.position = Position::Cursor(CursorPosition { cursor: "c".into() });
             }
             tx.send(l).await.unwrap();
         }

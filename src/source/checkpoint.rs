@@ -14,8 +14,9 @@
 //!  "stages":  {"cross_source": {"version": 1, "counts": [[1764500000, "9f..", 1, 1]]}}}
 //! ```
 //!
-//! File positions are keyed by watched path (whichever source tails it), journal positions by
-//! source name. A checkpoint is the position after the last line that is done: reading resumes
+//! File positions are keyed by watched path (whichever source tails it), cursor positions
+//! (journald's, and any other kind whose place is an opaque cursor) by source name in `journal`.
+//! The store knows the shapes of positions ([`Position`]), not the kinds of sources. A checkpoint is the position after the last line that is done: reading resumes
 //! at `next_offset` / after `cursor`. `files` holds the position in the newest file of a path
 //! (the one whose first line was recorded last); `rotated` the positions in its older files
 //! (rotated away but still read, since writers may go on appending to them), oldest first, at
@@ -56,7 +57,7 @@ use std::sync::Mutex;
 
 use serde::{Deserialize, Serialize};
 
-use crate::source::{FilePosition, JournalPosition, Position};
+use crate::source::{CursorPosition, FilePosition, Position};
 use crate::statefile::StateDir;
 
 /// The file name inside the state directory.
@@ -96,7 +97,8 @@ struct StateV1 {
     files: BTreeMap<String, FilePosition>,
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     rotated: BTreeMap<String, Vec<FilePosition>>,
-    journal: BTreeMap<String, JournalPosition>,
+    /// Cursor positions by source name, whatever the kind (named for journald, the first).
+    journal: BTreeMap<String, CursorPosition>,
     #[serde(default)]
     started: BTreeSet<String>,
     /// State of a later stage that must move with the positions (the cross-source matcher's
@@ -220,8 +222,8 @@ impl CheckpointStore {
         }
     }
 
-    /// The checkpoint of the journald source named `source`.
-    pub fn journal(&self, source: &str) -> Option<JournalPosition> {
+    /// The cursor checkpoint of the source named `source` (journald's).
+    pub fn cursor(&self, source: &str) -> Option<CursorPosition> {
         self.lock().state.journal.get(source).cloned()
     }
 
@@ -239,8 +241,8 @@ impl CheckpointStore {
                 let state = &mut inner.state;
                 record_file(&mut state.files, &mut state.rotated, key, f);
             }
-            Position::Journal(j) => {
-                inner.state.journal.insert(source.to_string(), j.clone());
+            Position::Cursor(c) => {
+                inner.state.journal.insert(source.to_string(), c.clone());
             }
         }
         inner.dirty = true;
@@ -454,7 +456,7 @@ mod tests {
             .unwrap();
         s.commit(
             "journald",
-            &Position::Journal(JournalPosition {
+            &Position::Cursor(CursorPosition {
                 cursor: "s=1;i=2".into(),
             }),
         )
@@ -468,8 +470,8 @@ mod tests {
             Some(file_pos("/var/log/messages", 200))
         );
         assert_eq!(again.files().len(), 1);
-        assert_eq!(again.journal("journald").unwrap().cursor, "s=1;i=2");
-        assert_eq!(again.journal("other"), None);
+        assert_eq!(again.cursor("journald").unwrap().cursor, "s=1;i=2");
+        assert_eq!(again.cursor("other"), None);
 
         let mode = |p: &Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
         assert_eq!(mode(&state), 0o700);
@@ -520,7 +522,7 @@ mod tests {
         )
         .unwrap();
         let s = CheckpointStore::open(d.path()).unwrap();
-        assert_eq!(s.journal("journald").unwrap().cursor, "c");
+        assert_eq!(s.cursor("journald").unwrap().cursor, "c");
         assert!(!s.has_started("syslog"));
     }
 
@@ -544,15 +546,15 @@ mod tests {
         let messages = Path::new("/var/log/messages");
         assert_eq!(s.file(messages).unwrap().next_offset, 4100);
         assert_eq!(s.rotated(messages)[0].ino, 97);
-        assert_eq!(s.journal("journald").unwrap().cursor, "s=ab;i=2a");
+        assert_eq!(s.cursor("journald").unwrap().cursor, "s=ab;i=2a");
         assert!(s.has_started("syslog"));
         assert_eq!(
             s.stage("cross_source"),
             Some(serde_json::json!({"version": 1, "counts": []}))
         );
         // The same journal position again: the state is rewritten as it was read.
-        let cursor = s.journal("journald").unwrap();
-        s.commit("journald", &Position::Journal(cursor)).unwrap();
+        let cursor = s.cursor("journald").unwrap();
+        s.commit("journald", &Position::Cursor(cursor)).unwrap();
         assert_eq!(std::fs::read_to_string(s.path()).unwrap(), earlier);
     }
 

@@ -80,6 +80,7 @@ use tokio::sync::Notify;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
+use crate::alert::OriginKind;
 use crate::config::sources::{FileSourceConfig, FileStartAt, has_glob_chars};
 use crate::source::channel::LineSender;
 use crate::source::checkpoint::CheckpointStore;
@@ -888,6 +889,7 @@ impl FileSource {
         }
         SourceLine {
             source: self.name.clone(),
+            kind: OriginKind::File,
             bytes: line.bytes,
             truncated: line.truncated,
             position: Position::File(FilePosition {
@@ -1112,6 +1114,7 @@ impl Stream {
         }
         SourceLine {
             source: source.clone(),
+            kind: OriginKind::File,
             bytes: line.bytes,
             truncated: line.truncated,
             position: Position::File(FilePosition {

@@ -32,10 +32,11 @@ use tokio::process::{Child, Command};
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
+use crate::alert::OriginKind;
 use crate::config::sources::{JournalStartAt, JournaldConfig};
 use crate::source::channel::LineSender;
 use crate::source::lines::LineSplitter;
-use crate::source::{JournalPosition, PathState, Position, SourceError, SourceLine, SourceMetrics};
+use crate::source::{CursorPosition, PathState, Position, SourceError, SourceLine, SourceMetrics};
 
 /// An entry longer than this (as JSON) is dropped, with a warning.
 pub const MAX_ENTRY_BYTES: usize = 4 * 1024 * 1024;
@@ -73,7 +74,7 @@ struct CursorOnly {
 
 impl JournaldSource {
     /// `checkpoint`: e.g. `CheckpointStore::journal(&config.name)`.
-    pub fn new(config: &JournaldConfig, checkpoint: Option<JournalPosition>) -> Self {
+    pub fn new(config: &JournaldConfig, checkpoint: Option<CursorPosition>) -> Self {
         JournaldSource {
             name: Arc::from(config.name.as_str()),
             journalctl: config.journalctl.clone(),
@@ -309,9 +310,10 @@ impl JournaldSource {
                 self.set_state(PathState::Up);
                 let item = SourceLine {
                     source: self.name.clone(),
+                    kind: OriginKind::Journald,
                     bytes: line.bytes,
                     truncated: false,
-                    position: Position::Journal(JournalPosition { cursor }),
+                    position: Position::Cursor(CursorPosition { cursor }),
                 };
                 SourceMetrics::add(&self.metrics.lines_read_total, 1);
                 let sent = tokio::select! {
@@ -543,7 +545,7 @@ mod tests {
 
         cfg.start_at = JournalStartAt::Beginning;
         cfg.directory = None;
-        let s = JournaldSource::new(&cfg, Some(JournalPosition { cursor: "c".into() }));
+        let s = JournaldSource::new(&cfg, Some(CursorPosition { cursor: "c".into() }));
         let a = s.args(None);
         assert!(!a.iter().any(|x| x.to_string_lossy().starts_with("--since")));
         assert!(

@@ -21,14 +21,22 @@
 //!
 //! # Adding a source kind
 //!
-//! A kind is a [`Source`] (its own file here) and one arm of
-//! [`SourceConfig`](crate::config::sources::SourceConfig), whose [`SourceConfig::build`] below
-//! makes it; the pipeline starts whatever [`SourcesConfig::enabled`] lists and knows no kind.
-//! A kind whose lines have a place to resume from also needs a [`Position`] arm (its methods below
-//! are the only places that look inside one besides the [`checkpoint`] store) and an
-//! [`OriginKind`] for its alerts.
+//! The pipeline starts whatever [`SourcesConfig::enabled`] lists and knows no kind. A kind is:
+//!
+//! - `config/sources.rs`: its config struct with a `validate`, its section of `SourcesConfig`
+//!   (the TOML shape), and one [`SourceConfig`] arm (listed in `enabled`; `name`, `validate`,
+//!   `summary`);
+//! - its own file here: a [`Source`], and its arm of [`SourceConfig::build`] below;
+//! - `alert/mod.rs`: its [`OriginKind`] (its alerts' `origin.kind`), which `dedup::Side::of`
+//!   places on one side of cross-source matching;
+//! - [`nothing_to_read`], when it can tell at start that there is nothing to read.
+//!
+//! Its lines carry a [`Position`] of a shape that exists (a file offset, a cursor), so that the
+//! checkpoints need no change; a kind with nothing to resume from (a socket) would add that
+//! shape to `Position` and to `CheckpointStore::record`.
 //!
 //! [`SourcesConfig::enabled`]: crate::config::sources::SourcesConfig::enabled
+//! [`SourceConfig`]: crate::config::sources::SourceConfig
 
 pub mod channel;
 pub mod checkpoint;
@@ -87,7 +95,7 @@ impl SourceConfig {
             SourceConfig::File(c) => Box::new(file::FileSource::new(c, checkpoints)),
             SourceConfig::Journald(c) => Box::new(journald::JournaldSource::new(
                 c,
-                checkpoints.journal(&c.name),
+                checkpoints.cursor(&c.name),
             )),
         })
     }
@@ -98,6 +106,9 @@ impl SourceConfig {
 pub struct SourceLine {
     /// The source's configured name (`[[sources.files]] name`, `[sources.journald] name`).
     pub source: Arc<str>,
+    /// The kind of source that read it: an alert's `origin.kind` (a line that is a journal
+    /// entry's JSON is decoded as one, whatever read it).
+    pub kind: OriginKind,
     /// The line without its terminator (LF, or CR LF), at most `max_line_bytes` long; any bytes,
     /// not necessarily UTF-8. For journald: one JSON object as `journalctl --output=json` prints it.
     pub bytes: Vec<u8>,
@@ -106,44 +117,46 @@ pub struct SourceLine {
     pub position: Position,
 }
 
-/// Where a line was, and where reading resumes after it.
+impl SourceLine {
+    /// What the decoder needs to know of where the line was read (origin, stable id).
+    pub(crate) fn line_source(&self) -> LineSource<'_> {
+        let (path, offset, fingerprint) = match &self.position {
+            Position::File(p) => (p.path.to_str(), Some(p.offset_of_line), p.fingerprint),
+            Position::Cursor(_) => (None, None, 0),
+        };
+        LineSource {
+            kind: self.kind,
+            path,
+            offset,
+            fingerprint,
+            truncated: self.truncated,
+        }
+    }
+}
+
+/// Where a line was, and where reading resumes after it. Its arms are shapes of positions, not
+/// kinds of sources: a new kind uses the shape that fits it, and the methods below and the
+/// [`checkpoint`] store are the only code that looks inside one.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "kind", rename_all = "lowercase")]
 pub enum Position {
+    /// A byte offset in one file of a watched path, which rotation may rename.
     File(FilePosition),
-    Journal(JournalPosition),
+    /// An opaque cursor the source resumes after (journald's `__CURSOR`), one per source name.
+    Cursor(CursorPosition),
 }
 
 impl Position {
-    /// What the decoder needs to know of where the line was read (origin, stable id).
-    pub(crate) fn line_source(&self, truncated: bool) -> LineSource<'_> {
-        match self {
-            Position::File(p) => LineSource {
-                kind: OriginKind::File,
-                path: p.path.to_str(),
-                offset: Some(p.offset_of_line),
-                fingerprint: p.fingerprint,
-                truncated,
-            },
-            Position::Journal(_) => LineSource {
-                kind: OriginKind::Journald,
-                path: None,
-                offset: None,
-                fingerprint: 0,
-                truncated,
-            },
-        }
-    }
-
-    /// Both positions are in the same stream of lines: the same file (watched path and
-    /// identity: a rotated file is read beside its successor and checkpointed apart), or both in
-    /// the journal. A later position of a stream replaces an earlier one in the checkpoints.
+    /// Both positions are in the same stream of lines, where a later one replaces an earlier
+    /// one in the checkpoints: the same file (watched path and identity: a rotated file is
+    /// read beside its successor and checkpointed apart), or the cursors of one source (callers
+    /// compare the source names).
     pub(crate) fn same_stream(&self, other: &Position) -> bool {
         match (self, other) {
             (Position::File(a), Position::File(b)) => {
                 (&a.path, a.dev, a.ino, a.fingerprint) == (&b.path, b.dev, b.ino, b.fingerprint)
             }
-            (Position::Journal(_), Position::Journal(_)) => true,
+            (Position::Cursor(_), Position::Cursor(_)) => true,
             _ => false,
         }
     }
@@ -152,7 +165,7 @@ impl Position {
     pub(crate) fn heap_bytes(&self) -> usize {
         match self {
             Position::File(p) => p.path.capacity(),
-            Position::Journal(j) => j.cursor.capacity(),
+            Position::Cursor(j) => j.cursor.capacity(),
         }
     }
 }
@@ -174,9 +187,9 @@ pub struct FilePosition {
     pub next_offset: u64,
 }
 
-/// A journal entry's place: its `__CURSOR`.
+/// A place named by the source's own cursor (a journal entry's `__CURSOR`).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct JournalPosition {
+pub struct CursorPosition {
     pub cursor: String,
 }
 

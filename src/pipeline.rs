@@ -96,8 +96,8 @@ pub enum PipelineError {
 
 /// Runs the agent until `shutdown` is cancelled, in these steps:
 ///
-/// 1. [`open_state`]: the catalog, the enricher, the spool (recovered after a crash) and the
-///    checkpoints; any failure here ends the run before anything was read.
+/// 1. The catalog, then [`open_state`]: the enricher, the spool (recovered after a crash) and
+///    the checkpoints; any failure here ends the run before anything was read.
 /// 2. [`Publisher::start`]: drains the spool to the broker, on a scope of its own (see
 ///    [`Publisher::stop`]).
 /// 3. [`Sources::start`]: one supervised task per configured source, sending into a channel
@@ -108,6 +108,9 @@ pub enum PipelineError {
 ///    stopped or `shutdown` is cancelled.
 /// 6. [`Sources::stop`], [`Stage::finish`] (sync the spool, save the checkpoints), then
 ///    [`Publisher::stop`], which gives the broker `shutdown_timeout_ms` for what is in flight.
+///
+/// Three scopes stop things in order: `shutdown` (the metrics server, and the stage loop), the
+/// sources' child of it, and the publisher's own, cancelled last.
 ///
 /// The publisher, each source and the metrics server run under `supervise` (restarted with
 /// backoff, shown in `/health`); an error of the stage itself (spool append, checkpoints) ends

@@ -134,8 +134,6 @@ pub async fn run(config: Config, shutdown: Shutdown) -> Result<(), PipelineError
     let notifier = systemd::notifier();
     systemd::notify(notifier.ready());
     tracing::info!(
-        files = config.sources.files.len(),
-        journald = config.sources.journald.enabled,
         spool = %config.spool.dir.display(),
         sources = %config.sources.summary().trim_end(),
         "iemd running"

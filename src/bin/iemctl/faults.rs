@@ -104,8 +104,9 @@ fn table(state: &LedgerState, now_ms: i64) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use iemd::alert::LineSource;
     use iemd::catalog::Catalog;
-    use iemd::catalog::decode::{Clock, Decoder, LineSource};
+    use iemd::catalog::decode::{Clock, Decoder};
 
     #[test]
     fn a_table_row_per_open_fault() {

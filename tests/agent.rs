@@ -247,6 +247,45 @@ async fn kill_9_while_the_spool_is_full_spools_no_line_twice() {
     assert_eq!(respooled, 0, "lines spooled twice");
 }
 
+/// Regression, seen in the chaos test (seed 129086012385117, 27,910 IEMs spooled twice): a
+/// copytruncate copy holding nothing beyond what iemd had read was not remembered, and the next
+/// rename rotation read it again from its start as a file rotated between two polls.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn copytruncate_then_rename_repeats_nothing() {
+    if !util::broker_available("copytruncate_then_rename_repeats_nothing") {
+        return;
+    }
+    let _broker = broker_lock::shared();
+    let (dir, name, messages, mut daemon) = agent_tailing_one_file("agent-ct-rename");
+    let n = 3000;
+    let path = messages.clone();
+    write_stream(&path, n, Duration::from_millis(2), |i| match i {
+        1000 => {
+            fs::copy(&path, path.with_extension("ct")).unwrap();
+            fs::OpenOptions::new()
+                .write(true)
+                .open(&path)
+                .unwrap()
+                .set_len(0)
+                .unwrap();
+        }
+        2000 => {
+            fs::rename(&path, dir.path().join("messages.1")).unwrap();
+            fs::File::create(&path).unwrap();
+        }
+        _ => {}
+    });
+    let got = collect(&name, n, Duration::from_secs(60)).await;
+    assert!(daemon.stop().success());
+    assert_all_arrived(&got.messages, n);
+    assert_eq!(
+        got.ids.len(),
+        n,
+        "duplicates: {}",
+        got.ids.len() - got.distinct_ids()
+    );
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn broker_down_at_start_alerts_arrive_when_it_comes() {
     if !util::broker_available("broker_down_at_start_alerts_arrive_when_it_comes") {

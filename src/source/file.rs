@@ -823,6 +823,21 @@ impl FileSource {
     async fn handle_truncation(&self, path: &Path, r: &mut Reader, out: &mut Sink<'_>) -> bool {
         tracing::info!(source = %self.name, path = %r.label.display(), offset = r.splitter.consumed(), "file truncated (copytruncate)");
         SourceMetrics::add(&self.metrics.rotations_total, 1);
+        let candidates = match r.fingerprint {
+            Some(_) => identity::rotated_candidates(&identity::resolved(&r.label)),
+            None => Vec::new(),
+        };
+        // Every copy of this file is known from now on, also one that holds nothing beyond our
+        // offset (we had read all it has, the usual case): else the next rename rotation takes it
+        // for a file rotated between two polls and reads it again from its start (seen in the
+        // chaos test: a copy of 279,108 lines spooled twice).
+        if let Some((fp, _)) = r.fingerprint {
+            let copies = candidates
+                .iter()
+                .filter(|(_, f)| f.fingerprint == fp && (f.dev, f.ino) != (r.dev, r.ino));
+            r.copies_read
+                .extend(copies.map(|(_, f)| FileId::of_facts(f)));
+        }
         let copy = r.fingerprint.and_then(|(fp, _)| {
             let cp = FilePosition {
                 path: path.to_path_buf(),
@@ -832,7 +847,6 @@ impl FileSource {
                 offset_of_line: r.splitter.line_start(),
                 next_offset: r.splitter.consumed() + 1,
             };
-            let candidates = identity::rotated_candidates(&identity::resolved(&r.label));
             let (p, facts) = identity::pick_rotated(&cp, &candidates)?;
             if (facts.dev, facts.ino) == (r.dev, r.ino) {
                 return None;

@@ -16,8 +16,9 @@
 //!
 //! File positions are keyed by watched path (whichever source tails it), cursor positions
 //! (journald's, and any other kind whose place is an opaque cursor) by source name in `journal`.
-//! The store knows the shapes of positions ([`Position`]), not the kinds of sources. A checkpoint is the position after the last line that is done: reading resumes
-//! at `next_offset` / after `cursor`. `files` holds the position in the newest file of a path
+//! The store knows the shapes of positions ([`Position`]), not the kinds of sources. A
+//! checkpoint is the position after the last line that is done: reading resumes at
+//! `next_offset` / after `cursor`. `files` holds the position in the newest file of a path
 //! (the one whose first line was recorded last); `rotated` the positions in its older files
 //! (rotated away but still read, since writers may go on appending to them), oldest first, at
 //! most [`ROTATED_PER_PATH`]: a file is one device + inode + fingerprint. `started` names the file

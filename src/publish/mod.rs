@@ -39,6 +39,29 @@
 //! - `run`: the daemon's pump ([`run`]) and `iemctl replay --publish` ([`send_records`]).
 //!
 //! [`Amqp`] is this module's [`Output`]: the pipeline starts it through that seam.
+//!
+//! # Why lapin, pipelined (issue 20)
+//!
+//! lapin runs its socket on an I/O thread of its own, and `basic_publish(..).await` resolves
+//! only once that thread has written the message. Awaited one message at a time, as iemd did
+//! and the plain publisher of the benches still does, every message cost one `sendto` and five
+//! futex hand-offs between our task and that thread (`strace -f -c`, 20,000 messages: 20,059
+//! `sendto`, 110,765 `futex`; 20-22 us of CPU per message). lapin 4 has no setting that moves
+//! its I/O onto the tokio reactor (`Connection::connector` takes an `async_rs` runtime for
+//! spawning and connecting, the loop itself stays a thread), and frames are already coalesced
+//! by that thread whenever several are queued. So `confirm` keeps the window of publishes *in
+//! flight* instead of awaiting each: every publish is polled once when it is made (its frames
+//! are queued in spool order), and its write and confirm are awaited together, in order. Same
+//! 20,000 messages: 402 `sendto` (about 50 messages a write), 2,743 `futex`, and 6.7-7.4 us of
+//! CPU per message, a third of before, with the same client, so confirms, `mandatory`,
+//! persistent messages, in-order resend, failover and TLS are unchanged.
+//!
+//! amqprs (tokio tasks, no thread of its own) was not measured: its confirms, nacks and returns
+//! arrive through a `ChannelCallback` (`publish_ack` / `publish_nack` / `publish_return`) rather
+//! than per publish, so the in-order settling, "a return followed by its ack is a failure" and
+//! the `ca_file`-only trust rule would all be rebuilt on it, for a gain lapin pipelined already
+//! gets. A hand-written AMQP publisher is not warranted by these figures
+//! (docs/PERFORMANCE.md, "Publisher: where the CPU goes").
 
 use std::sync::Arc;
 

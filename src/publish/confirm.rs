@@ -146,17 +146,17 @@ pub(super) async fn publish_and_settle<R: Records>(
                     }
                     continue;
                 };
-                let out = message(config, &rec);
                 if inflight.is_empty() {
                     progress = tokio::time::Instant::now();
                 }
                 let (seq, time_ms) = (rec.seq, rec.time_ms);
-                let body = out.body.into_owned();
+                // The record moves in, so that the body is borrowed from it, not copied.
                 let mut publish: Confirming<'_> = Box::pin(async move {
+                    let out = message(config, &rec);
                     let (key, props) = (out.routing_key, out.properties);
                     let channel = &session.channel;
                     let confirm = channel
-                        .basic_publish(exchange.clone(), key, mandatory, &body, props)
+                        .basic_publish(exchange.clone(), key, mandatory, &out.body, props)
                         .await?;
                     confirm.await
                 });

@@ -61,7 +61,7 @@
 //! than per publish, so the in-order settling, "a return followed by its ack is a failure" and
 //! the `ca_file`-only trust rule would all be rebuilt on it, for a gain lapin pipelined already
 //! gets. A hand-written AMQP publisher is not warranted by these figures
-//! (docs/PERFORMANCE.md, "Publisher: where the CPU goes").
+//! (docs/PERFORMANCE.md, "Lean publishing (issue 20)").
 
 use std::sync::Arc;
 

@@ -137,13 +137,73 @@ pub fn decompress(path: &Path) -> io::Result<Box<dyn io::Read + Send>> {
     if name.ends_with(".gz") {
         Ok(Box::new(flate2::read::MultiGzDecoder::new(file)))
     } else if name.ends_with(".zst") {
-        let d = ruzstd::decoding::StreamingDecoder::new(file).map_err(io::Error::other)?;
-        Ok(Box::new(d))
+        Ok(Box::new(ZstdFrames::new(file)))
     } else {
         Err(io::Error::new(
             io::ErrorKind::Unsupported,
             "not a .gz or .zst file",
         ))
+    }
+}
+
+/// Every zstd frame of a file, one after another. ruzstd's `StreamingDecoder` stops after the
+/// first frame, which silently dropped the rest of a file that `pzstd` or `cat a.zst b.zst` wrote
+/// (one frame per chunk or part); skippable frames are stepped over, as `zstd -d` does.
+struct ZstdFrames<R> {
+    source: R,
+    frame: ruzstd::decoding::FrameDecoder,
+    /// `frame` holds a started frame whose bytes may not all have been read yet.
+    in_frame: bool,
+}
+
+impl<R: io::BufRead> ZstdFrames<R> {
+    fn new(source: R) -> Self {
+        ZstdFrames {
+            source,
+            frame: ruzstd::decoding::FrameDecoder::new(),
+            in_frame: false,
+        }
+    }
+}
+
+impl<R: io::BufRead> io::Read for ZstdFrames<R> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        use ruzstd::decoding::BlockDecodingStrategy;
+        use ruzstd::decoding::errors::{FrameDecoderError, ReadFrameHeaderError};
+        loop {
+            if self.in_frame {
+                while self.frame.can_collect() == 0 && !self.frame.is_finished() {
+                    self.frame
+                        .decode_blocks(&mut self.source, BlockDecodingStrategy::UptoBlocks(1))
+                        .map_err(io::Error::other)?;
+                }
+                let n = self.frame.read(buf)?;
+                if n > 0 || buf.is_empty() {
+                    return Ok(n);
+                }
+                self.in_frame = false;
+            }
+            if self.source.fill_buf()?.is_empty() {
+                return Ok(0);
+            }
+            match self.frame.reset(&mut self.source) {
+                Ok(()) => self.in_frame = true,
+                Err(FrameDecoderError::ReadFrameHeaderError(ReadFrameHeaderError::SkipFrame {
+                    length,
+                    ..
+                })) => {
+                    let length = u64::from(length);
+                    let skipped = io::copy(&mut (&mut self.source).take(length), &mut io::sink())?;
+                    if skipped < length {
+                        return Err(io::Error::new(
+                            io::ErrorKind::UnexpectedEof,
+                            "zstd skippable frame cut short",
+                        ));
+                    }
+                }
+                Err(e) => return Err(io::Error::other(e)),
+            }
+        }
     }
 }
 
@@ -425,6 +485,33 @@ mod tests {
                 .map(|(p, _, _)| p.file_name().unwrap().to_string_lossy().into_owned())
                 .collect();
         assert_eq!(names, vec!["messages-20260101", "messages.2", "messages.1"]);
+    }
+
+    /// A skippable zstd frame (metadata some writers add) between two frames is stepped over.
+    #[test]
+    fn zstd_skippable_frames_are_stepped_over() {
+        use std::io::Read;
+
+        let zstd = |text: &str| {
+            let mut child = std::process::Command::new("zstd")
+                .args(["-c", "-q"])
+                .stdin(std::process::Stdio::piped())
+                .stdout(std::process::Stdio::piped())
+                .spawn()
+                .expect("zstd is installed");
+            std::io::Write::write_all(&mut child.stdin.take().unwrap(), text.as_bytes()).unwrap();
+            child.wait_with_output().unwrap().stdout
+        };
+        let mut bytes = zstd("a\n");
+        bytes.extend(0x184D_2A50u32.to_le_bytes());
+        bytes.extend(3u32.to_le_bytes());
+        bytes.extend(b"xyz");
+        bytes.extend(zstd("b\n"));
+        let mut text = String::new();
+        ZstdFrames::new(&bytes[..])
+            .read_to_string(&mut text)
+            .unwrap();
+        assert_eq!(text, "a\nb\n");
     }
 
     #[test]

@@ -1464,14 +1464,15 @@ async fn a_symlinked_path_is_followed_across_rotations_and_a_new_target() {
 // ---- compressed rotated files (issue 21, item 4) ----
 
 /// Rotates `path` with the real logrotate, `compress` without `delaycompress`, through
-/// `compresscmd` (gzip or zstd) and its extension.
-fn logrotate_compress(path: &Path, compresscmd: &str, ext: &str) {
+/// `compresscmd` (gzip, zstd, xz or bzip2), its `uncompresscmd` and its extension.
+fn logrotate_compress(path: &Path, compresscmd: &str, uncompresscmd: &str, ext: &str) {
     let dir = path.parent().unwrap();
     let conf = dir.join("logrotate.conf");
     std::fs::write(
         &conf,
         format!(
-            "{} {{\n  rotate 4\n  compress\n  compresscmd {compresscmd}\n  compressext {ext}\n  \
+            "{} {{\n  rotate 4\n  compress\n  compresscmd {compresscmd}\n  \
+             uncompresscmd {uncompresscmd}\n  compressext {ext}\n  \
              create\n  missingok\n}}\n",
             path.display()
         ),
@@ -1494,10 +1495,15 @@ fn logrotate_compress(path: &Path, compresscmd: &str, ext: &str) {
 /// Regression, "compressed rotated files": across a rotation while the agent was down whose
 /// rotated file was compressed at once (`compress` without `delaycompress`), the tail of the
 /// checkpointed file was lost. It is read through the decompressor from the checkpoint, with the
-/// identity it had before compression; gzip and zstd, rotated by the real logrotate.
+/// identity it had before compression; gzip, zstd, xz and bzip2, rotated by the real logrotate.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_rotated_file_compressed_while_stopped_is_finished_through_the_decompressor() {
-    for (cmd, ext) in [("/usr/bin/gzip", ".gz"), ("/usr/bin/zstd", ".zst")] {
+    for (cmd, uncmd, ext) in [
+        ("/usr/bin/gzip", "/usr/bin/gunzip", ".gz"),
+        ("/usr/bin/zstd", "/usr/bin/unzstd", ".zst"),
+        ("/usr/bin/xz", "/usr/bin/unxz", ".xz"),
+        ("/usr/bin/bzip2", "/usr/bin/bunzip2", ".bz2"),
+    ] {
         let d = tempfile::tempdir().unwrap();
         let state = d.path().join("state");
         let path = d.path().join("messages");
@@ -1513,7 +1519,7 @@ async fn a_rotated_file_compressed_while_stopped_is_finished_through_the_decompr
         let identity = file_pos(&got[0]).clone();
 
         write_lines(&path, 300..350);
-        logrotate_compress(&path, cmd, ext);
+        logrotate_compress(&path, cmd, uncmd, ext);
         write_lines(&path, 350..400);
         let store = CheckpointStore::open(&state).unwrap();
         let mut src = start_with_store(&cfg, &store, 8);

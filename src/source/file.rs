@@ -38,11 +38,12 @@
 //!   The source's first run (no checkpoint state for it) never reads rotated siblings (`start_at`
 //!   decides about the path only); on later runs a file without a checkpoint is read from its
 //!   start. If the checkpointed file was compressed (`compress` without `delaycompress`), the
-//!   sibling ending in `.gz` or `.zst` whose decompressed first line has its fingerprint is read
-//!   through the decompressor from the checkpoint, its lines keeping the file's identity, and the
-//!   files rotated after it are dated by its time. If it is gone (deleted, or compressed as `.xz`
-//!   or `.bz2`, which are not read), the lines after the checkpoint in it are lost (logged), and
-//!   files rotated after it are not read either (nothing dates them against it).
+//!   sibling ending in `.gz`, `.zst`, `.xz` or `.bz2` whose decompressed first line has its
+//!   fingerprint is read through the decompressor from the checkpoint, its lines keeping the
+//!   file's identity, and the files rotated after it are dated by its time. If it is gone
+//!   (deleted, or compressed as `.lz4` or `.Z`, which are not read), the lines after the
+//!   checkpoint in it are lost (logged), and files rotated after it are not read either (nothing
+//!   dates them against it).
 //!
 //! A path that exists but cannot be opened (permissions) is reported through
 //! [`SourceMetrics::set_path`] (one error with the fix, `iemd_source_up`, `/health`) and retried
@@ -503,7 +504,7 @@ impl FileSource {
         }
     }
 
-    /// The compressed sibling (`.gz`, `.zst`) whose decompressed first line is the checkpointed
+    /// The compressed sibling (`.gz`, `.zst`, `.xz`, `.bz2`) whose decompressed first line is the checkpointed
     /// file's, ready to be read from the checkpoint, and its modification time.
     fn find_compressed(&self, cp: &FilePosition, resolved: &Path) -> Option<(Stream, SystemTime)> {
         for p in identity::compressed_files(resolved) {

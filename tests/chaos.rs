@@ -5,6 +5,15 @@
 //! and prints one line of figures (written, received, duplicates split into republished and spooled
 //! twice, largest delay, seed).
 //!
+//! The fault lifecycle (issue 17) runs through it: every sixth IEM is cortx-ha's `WS0080010001`
+//! (server lost) or `IS0080010002` (server back) for one of many hosts (the catalog's resource
+//! `field:host`), after a script the seed draws ([`ha_script`]): faults opened, repeated, resolved
+//! and resolved again, some left open. From what the broker received the test asserts that no
+//! fault is lost, that every resolution of an open fault is published as `fault_resolved` with
+//! `resolves` equal to that fault's alert id (so none is resolved twice, and none by another's
+//! resolution), that a resolution with nothing open says `resolves: null`, and that the ledger
+//! (`iemctl faults`) lists at the end exactly the faults the script left open.
+//!
 //! Reproduce a run with `IEMD_CHAOS_SEED=<seed> cargo test --test tests chaos:: -- --nocapture`.
 //!
 //! What is not modelled: logrotate's `copytruncate` copies and then truncates, and lines a logger
@@ -15,7 +24,7 @@
 // Each test has its own runtime; holding the std broker lock across awaits only blocks it.
 #![allow(clippy::await_holding_lock)]
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::fs::{self, OpenOptions};
 use std::io::Write;
 use std::path::Path;
@@ -30,6 +39,7 @@ use lapin::options::{
     QueueDeleteOptions,
 };
 use lapin::types::FieldTable;
+use serde_json::Value;
 
 use crate::util::amqp::unique;
 use crate::util::daemon::{Daemon, config, log_file, spool_seq};
@@ -53,6 +63,10 @@ const SPOOL_MAX_BYTES: u64 = 2 << 20;
 const ARRIVAL_DEADLINE: Duration = Duration::from_secs(75);
 /// The marker in each IEM's text: `chaos#<index>`.
 const TAG: &str = "chaos#";
+/// Every `HA_EVERY`-th IEM (from the fourth) is a server lost or back ([`ha_script`]).
+const HA_EVERY: usize = 6;
+/// At most this many servers lost at once (the ledger is recorded with every checkpoint).
+const MAX_OPEN: usize = 32;
 
 /// xorshift64*: tiny, seeded, good enough to place events.
 struct Rng(u64);
@@ -81,6 +95,82 @@ fn spread(rng: &mut Rng, n: usize, lo: u64, hi: u64, gap: u64) -> Vec<u64> {
         if v.windows(2).all(|w| w[1] - w[0] >= gap) {
             return v;
         }
+    }
+}
+
+/// One cortx-ha IEM of the lifecycle script.
+#[derive(Clone, Copy, Debug)]
+enum Ha {
+    /// `WS0080010001`, server `host` lost: it opens a fault, or (`opens: false`) repeats the
+    /// open one.
+    Lost { host: u32, opens: bool },
+    /// `IS0080010002`, server `host` back: it resolves the fault opened by IEM `of`, or, with
+    /// none open, nothing.
+    Back { host: u32, of: Option<u32> },
+}
+
+/// What the writer's cortx-ha IEMs are, and the faults they leave open.
+struct HaScript {
+    /// By IEM index / [`HA_EVERY`].
+    lines: Vec<Ha>,
+    /// Host -> the IEM that opened its fault, for those still open at the end.
+    open: BTreeMap<u32, u32>,
+}
+
+impl HaScript {
+    /// The script entry of IEM `i`, if it is a cortx-ha one.
+    fn get(&self, i: usize) -> Option<Ha> {
+        (i % HA_EVERY == 3).then(|| self.lines[i / HA_EVERY])
+    }
+}
+
+/// The server name of host `n` (the fault's resource id).
+fn host_name(n: u32) -> String {
+    format!("ssc-vm-{n}")
+}
+
+/// Draws the lifecycle script: 45% of the lines lose a new server (while fewer than
+/// [`MAX_OPEN`] are lost; else they bring one back), 10% repeat an open one, 40% bring an open
+/// one back, 5% bring back one already back (nothing to resolve). One server in eight is slow to
+/// come back (a tenth of the time it is picked), so that faults stay open across kills and
+/// outages (the median fault lives ~0.2 s, the longest ~15 s) and some to the end. Per run:
+/// ~4,500 faults, ~4,500 resolutions, ~6,700 repeats, ~800 stray resolutions, ~32 left open.
+fn ha_script(seed: u64) -> HaScript {
+    let mut rng = Rng::new(seed ^ 0x00a1_11fe);
+    let mut open: Vec<(u32, u32)> = Vec::new();
+    let mut back: Vec<u32> = Vec::new();
+    let mut next_host = 1u32;
+    let lines = (3..IEMS)
+        .step_by(HA_EVERY)
+        .map(|i| {
+            let tag = i as u32;
+            let roll = rng.range(0, 100);
+            if open.is_empty() || (open.len() < MAX_OPEN && roll < 45) {
+                let host = next_host;
+                next_host += 1;
+                open.push((host, tag));
+                return Ha::Lost { host, opens: true };
+            }
+            let k = rng.range(0, open.len() as u64) as usize;
+            let slow = open[k].0.is_multiple_of(8) && rng.range(0, 100) >= 10;
+            if (45..55).contains(&roll) || (roll < 95 && slow) {
+                Ha::Lost {
+                    host: open[k].0,
+                    opens: false,
+                }
+            } else if roll < 95 || back.is_empty() {
+                let (host, of) = open.swap_remove(k);
+                back.push(host);
+                Ha::Back { host, of: Some(of) }
+            } else {
+                let host = back[rng.range(0, back.len() as u64) as usize];
+                Ha::Back { host, of: None }
+            }
+        })
+        .collect();
+    HaScript {
+        lines,
+        open: open.into_iter().collect(),
     }
 }
 
@@ -134,8 +224,9 @@ fn header_line(st: &mut Stamps, shape: u64, prog: &str, pid: u64, pri: u8, msg: 
     }
 }
 
-/// IEM number `i`, in the producer shape and header shape `i` selects (all 18 pairs occur).
-fn iem_line(st: &mut Stamps, rng: &mut Rng, i: usize) -> String {
+/// IEM number `i`, in the producer shape and header shape `i` selects (all 18 pairs occur); the
+/// cortx-ha ones as `ha` says.
+fn iem_line(st: &mut Stamps, rng: &mut Rng, i: usize, ha: Option<Ha>) -> String {
     let pid = rng.range(1000, 60000);
     let (prog, pri, msg) = match i % 6 {
         // s3server: no space after the marker.
@@ -167,9 +258,20 @@ fn iem_line(st: &mut Stamps, rng: &mut Rng, i: usize) -> String {
         3 => (
             "cortx-ha",
             155,
-            format!(
-                "IEC:WS0080010001:The cluster has lost ssc-vm-1 server. System is running in degraded mode. Extra Info: host=ssc-vm-1; status=lost; {TAG}{i};\""
-            ),
+            match ha.expect("every cortx-ha IEM is in the script") {
+                Ha::Lost { host, .. } => {
+                    let h = host_name(host);
+                    format!(
+                        "IEC:WS0080010001:The cluster has lost {h} server. System is running in degraded mode. Extra Info: host={h}; status=lost; {TAG}{i};\""
+                    )
+                }
+                Ha::Back { host, .. } => {
+                    let h = host_name(host);
+                    format!(
+                        "IEC:IS0080010002:Server {h} has joined back the cluster. System is restored. Extra Info: host={h}; status=online; {TAG}{i};\""
+                    )
+                }
+            },
         ),
         // A trailing JSON object after the description.
         4 => (
@@ -288,7 +390,13 @@ enum FileEvent {
 type Times = Arc<Vec<AtomicU64>>;
 
 /// Writes all lines to `path` at a steady pace, performing the file events at their indices.
-fn write_all(path: &Path, seed: u64, events: Vec<(usize, FileEvent)>, written: Times) {
+fn write_all(
+    path: &Path,
+    seed: u64,
+    events: Vec<(usize, FileEvent)>,
+    ha: &HaScript,
+    written: Times,
+) {
     let mut rng = Rng::new(seed ^ 0x005e_ed0f_11e5);
     let mut st = Stamps::new();
     let open = |p: &Path| {
@@ -338,7 +446,7 @@ fn write_all(path: &Path, seed: u64, events: Vec<(usize, FileEvent)>, written: T
             );
         }
         let line = if j % 10 == iem_slot {
-            let l = iem_line(&mut st, &mut rng, iem);
+            let l = iem_line(&mut st, &mut rng, iem, ha.get(iem));
             written[iem].store(now_ms(), Ordering::Relaxed);
             iem += 1;
             l
@@ -449,15 +557,35 @@ struct Seen {
     inconsistent: Vec<String>,
     /// Distinct tags seen.
     tags: u64,
+    /// Tag -> what a cortx-ha IEM was published as (the same at every delivery, or
+    /// `inconsistent`).
+    ha: HashMap<u32, Published>,
+}
+
+/// What a cortx-ha IEM was published as.
+#[derive(Debug, PartialEq)]
+struct Published {
+    id: String,
+    alert_type: Option<String>,
+    /// Absent: `None`; `null`: `Some(None)`.
+    resolves: Option<Option<String>>,
+    resource: Option<String>,
+}
+
+impl Published {
+    fn of(id: &str, body: &Value) -> Published {
+        Published {
+            id: id.to_owned(),
+            alert_type: body["alert_type"].as_str().map(str::to_owned),
+            resolves: body.get("resolves").map(|r| r.as_str().map(str::to_owned)),
+            resource: body["resource"]["id"].as_str().map(str::to_owned),
+        }
+    }
 }
 
 /// Consumes `queue` (manual acks, reconnecting across broker restarts) until `stop` is set and
 /// the queue has been idle for a second. First receive times go to `received`.
 async fn consume(queue: String, seen: Arc<Mutex<Seen>>, received: Times, stop: Arc<AtomicBool>) {
-    #[derive(serde::Deserialize)]
-    struct Body {
-        message: String,
-    }
     // Every broker call has a time limit: a broker that is starting accepts TCP connections
     // before it answers the AMQP handshake.
     const CALL: Duration = Duration::from_secs(5);
@@ -527,9 +655,11 @@ async fn consume(queue: String, seen: Arc<Mutex<Seen>>, received: Times, stop: A
                 .map(|s| s.to_string())
                 .unwrap_or_default();
             let seq = spool_seq(&d.properties);
-            let tag = serde_json::from_slice::<Body>(&d.data)
-                .ok()
-                .and_then(|b| tag_of(&b.message));
+            let body = serde_json::from_slice::<Value>(&d.data).unwrap_or_default();
+            let tag = body["message"].as_str().and_then(tag_of);
+            let ha = tag
+                .filter(|t| *t as usize % HA_EVERY == 3)
+                .map(|_| Published::of(&id, &body));
             {
                 let mut s = seen.lock().unwrap();
                 s.deliveries += 1;
@@ -541,6 +671,12 @@ async fn consume(queue: String, seen: Arc<Mutex<Seen>>, received: Times, stop: A
                     (Some(t), Some(prev)) => {
                         if prev != t {
                             s.inconsistent.push(format!("id {id}: tags {prev} and {t}"));
+                        } else if let Some(ha) = ha
+                            && s.ha.get(&t) != Some(&ha)
+                        {
+                            let first = format!("{:?}", s.ha.get(&t));
+                            s.inconsistent
+                                .push(format!("id {id}: published as {first}, then as {ha:?}"));
                         } else if !d.redelivered {
                             s.duplicates += 1;
                             let seqs = s.seqs.entry(id).or_default();
@@ -554,6 +690,9 @@ async fn consume(queue: String, seen: Arc<Mutex<Seen>>, received: Times, stop: A
                         }
                     }
                     (Some(t), None) => {
+                        if let Some(ha) = ha {
+                            s.ha.insert(t, ha);
+                        }
                         s.seqs.insert(id.clone(), vec![seq]);
                         s.ids.insert(id, t);
                         if (t as usize) < IEMS {
@@ -571,6 +710,110 @@ async fn consume(queue: String, seen: Arc<Mutex<Seen>>, received: Times, stop: A
             let _ = tokio::time::timeout(CALL, d.acker.ack(BasicAckOptions::default())).await;
         }
     }
+}
+
+/// The lifecycle's figures, from the script and what the broker received.
+#[derive(Default)]
+struct LifecycleFigures {
+    /// Faults opened by the script, and of those, received as `fault`.
+    faults: u64,
+    faults_published: u64,
+    /// Repeats of an open fault.
+    repeats: u64,
+    /// Resolutions of an open fault, and of those, received with `resolves` equal to its id.
+    resolutions: u64,
+    resolved: u64,
+    /// Resolutions with no fault open (`resolves: null`).
+    stray: u64,
+    /// Faults the script left open, and faults listed by the ledger at the end.
+    open: usize,
+    ledger: usize,
+    /// Everything that did not go as the script says.
+    problems: Vec<String>,
+}
+
+/// Checks every cortx-ha IEM received against the script, and the ledger (`iemctl faults
+/// --json`) against the faults the script left open. IEMs not received are reported as lost.
+fn check_lifecycle(script: &HaScript, seen: &Seen, ledger: &[Value]) -> LifecycleFigures {
+    let mut f = LifecycleFigures {
+        open: script.open.len(),
+        ledger: ledger.len(),
+        ..LifecycleFigures::default()
+    };
+    let id_of = |tag: u32| seen.ha.get(&tag).map(|p| p.id.clone());
+    // Fault id -> the resolutions received with it.
+    let mut resolutions: HashMap<&str, Vec<u32>> = HashMap::new();
+    for (k, &ha) in script.lines.iter().enumerate() {
+        let tag = (k * HA_EVERY + 3) as u32;
+        match ha {
+            Ha::Lost { opens: true, .. } => f.faults += 1,
+            Ha::Lost { opens: false, .. } => f.repeats += 1,
+            Ha::Back { of: Some(_), .. } => f.resolutions += 1,
+            Ha::Back { of: None, .. } => f.stray += 1,
+        }
+        let Some(p) = seen.ha.get(&tag) else {
+            continue;
+        };
+        let (host, alert_type, resolves) = match ha {
+            Ha::Lost { host, .. } => (host, "fault", None),
+            Ha::Back { host, of: Some(j) } => match id_of(j) {
+                Some(id) => (host, "fault_resolved", Some(Some(id))),
+                None => {
+                    f.problems.push(format!(
+                        "IEM {tag} resolves IEM {j}, which was not received"
+                    ));
+                    continue;
+                }
+            },
+            Ha::Back { host, of: None } => (host, "fault_resolved", Some(None)),
+        };
+        if let Some(Some(fault)) = &p.resolves {
+            resolutions.entry(fault).or_default().push(tag);
+        }
+        let want = Published {
+            id: p.id.clone(),
+            alert_type: Some(alert_type.into()),
+            resolves,
+            resource: Some(host_name(host)),
+        };
+        if *p != want {
+            f.problems.push(format!(
+                "IEM {tag} ({ha:?}): published as {p:?}, not {want:?}"
+            ));
+            continue;
+        }
+        match ha {
+            Ha::Lost { opens: true, .. } => f.faults_published += 1,
+            Ha::Back { of: Some(_), .. } => f.resolved += 1,
+            _ => {}
+        }
+    }
+    for (fault, tags) in resolutions {
+        if tags.len() > 1 {
+            f.problems
+                .push(format!("fault {fault} resolved by IEMs {tags:?}"));
+        }
+    }
+    let listed: BTreeMap<String, String> = ledger
+        .iter()
+        .map(|r| {
+            (
+                r["resource"]["id"].as_str().unwrap_or_default().to_owned(),
+                r["fault_id"].as_str().unwrap_or_default().to_owned(),
+            )
+        })
+        .collect();
+    let open: BTreeMap<String, String> = script
+        .open
+        .iter()
+        .map(|(&host, &tag)| (host_name(host), id_of(tag).unwrap_or_default()))
+        .collect();
+    if listed != open || ledger.len() != open.len() {
+        f.problems.push(format!(
+            "the ledger lists {listed:?}, the script left open {open:?}"
+        ));
+    }
+    f
 }
 
 /// The `<n>` of `chaos#<n>` in an alert message.
@@ -656,6 +899,7 @@ async fn chaos_kills_broker_outages_rotations_and_a_full_spool_lose_nothing() {
         .collect();
     eprintln!("chaos: plan {plan:?}, file events {file_events:?}");
 
+    let ha = Arc::new(ha_script(seed));
     let written: Times = Arc::new((0..IEMS).map(|_| AtomicU64::new(0)).collect());
     let received: Times = Arc::new((0..IEMS).map(|_| AtomicU64::new(0)).collect());
     let seen = Arc::new(Mutex::new(Seen::default()));
@@ -673,8 +917,8 @@ async fn chaos_kills_broker_outages_rotations_and_a_full_spool_lose_nothing() {
     };
     let start = Instant::now();
     let writer = {
-        let (path, written) = (messages.clone(), written.clone());
-        std::thread::spawn(move || write_all(&path, seed, file_events, written))
+        let (path, written, ha) = (messages.clone(), written.clone(), ha.clone());
+        std::thread::spawn(move || write_all(&path, seed, file_events, &ha, written))
     };
     let controller = {
         let stopping = stopping.clone();
@@ -741,12 +985,16 @@ async fn chaos_kills_broker_outages_rotations_and_a_full_spool_lose_nothing() {
         }
     }
     let distinct_ids = s.ids.len();
+    let ledger = crate::lifecycle::faults(dir.path());
+    let life = check_lifecycle(&ha, &s, &ledger);
     eprintln!(
         "chaos: written={IEMS} received_distinct={} distinct_ids={distinct_ids} deliveries={} \
          duplicates={} ({:.3}%): republished={} ({:.3}%) spooled_twice={} ({:.3}%) \
          consumer_redeliveries={} lost={} max_delay={max_delay}ms \
          spool_full_warnings={spool_full} kills={KILLS} broker_outages={BROKER_OUTAGES} \
-         rotations={RENAME_ROTATIONS}+1ct writer={:.1}s all_arrived={:.1}s seed={seed}",
+         rotations={RENAME_ROTATIONS}+1ct writer={:.1}s all_arrived={:.1}s \
+         lifecycle: faults={} published={} repeats={} resolutions={} resolved={} stray={} \
+         open={} ledger={} problems={} seed={seed}",
         s.tags,
         s.deliveries,
         s.duplicates,
@@ -759,6 +1007,15 @@ async fn chaos_kills_broker_outages_rotations_and_a_full_spool_lose_nothing() {
         lost.len(),
         written_at.as_secs_f64(),
         arrived_at.as_secs_f64(),
+        life.faults,
+        life.faults_published,
+        life.repeats,
+        life.resolutions,
+        life.resolved,
+        life.stray,
+        life.open,
+        life.ledger,
+        life.problems.len(),
     );
     assert!(
         lost.is_empty(),
@@ -785,6 +1042,14 @@ async fn chaos_kills_broker_outages_rotations_and_a_full_spool_lose_nothing() {
         "{} lines spooled twice ({:.3}%), over the 1% target",
         s.respooled,
         s.respooled as f64 * 100.0 / IEMS as f64
+    );
+    // Issue 17: no fault lost, none resolved twice or by another's resolution, and the ledger
+    // holds exactly what is still open.
+    assert!(
+        life.problems.is_empty(),
+        "{} lifecycle problems (seed {seed}), first: {:#?}",
+        life.problems.len(),
+        &life.problems[..life.problems.len().min(10)]
     );
     assert!(
         stopped.success(),

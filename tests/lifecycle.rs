@@ -78,7 +78,7 @@ fn kinds(bodies: &[Value]) -> Vec<&str> {
 }
 
 /// `iemctl faults --json` on the daemon's state directory (none before its first checkpoint).
-fn faults(dir: &Path) -> Vec<Value> {
+pub(crate) fn faults(dir: &Path) -> Vec<Value> {
     if !dir.join("state/checkpoints.json").exists() {
         return Vec::new();
     }

@@ -37,9 +37,10 @@
 //! The file above is persisted once a second (two fsyncs). Alone, a SIGKILL would make the sources
 //! read again up to a second of lines whose alerts are already durable in the spool, and spool
 //! them twice. So whenever the pipeline records positions after a spool sync, the whole state is
-//! also written to `checkpoints.hot` (0600) with one `pwrite` and **no fsync**: a few hundred
-//! bytes into the page cache, which a crash of the process does not lose (a crash of the kernel
-//! may). Its layout:
+//! also written to `checkpoints.hot` (0600) with one `pwrite` and **no fsync**: into the page
+//! cache, which a crash of the process does not lose (a crash of the kernel may). It is a few
+//! hundred bytes plus the lifecycle ledger, which keeps each open fault's whole alert (about 1-2 KB
+//! each: some tens of KB with the 30 or so open faults of the chaos run). Its layout:
 //!
 //! `magic "IEMDHOT1" (8) | len u32 LE | crc32c(base | json) u32 LE | base u32 LE | json (len bytes)`
 //!

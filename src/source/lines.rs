@@ -15,6 +15,11 @@
 //! stays pending: if it goes on, the completed line is emitted whole, from its first byte, as if
 //! it had never been taken. The early copy's `end` is its `start`, so a checkpoint on it resumes
 //! at the line and a restart reads it whole.
+//!
+//! [`scan`]: the same lines, but only those that may hold an IEM are cut out of the buffer; the
+//! rest are counted (`iemctl parse`).
+
+pub mod scan;
 
 /// One complete (or flushed) line and where it was.
 #[derive(Debug, Clone, PartialEq, Eq)]

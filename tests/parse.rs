@@ -185,6 +185,52 @@ fn hostile_input_never_stops_the_parser() {
     assert_eq!(alerts[4]["message"], "after");
 }
 
+/// Lines without a literal `IEC:` that still give alerts (journald JSON naming the code in
+/// `IEM_CODE` or escaping the marker), lone-CR and CR LF line ends, and lines read across many
+/// 64 KiB reads: `iemctl parse` cuts out only the lines that may hold an IEM and counts the rest,
+/// and must report what it reported when it cut every line.
+#[test]
+fn lines_without_the_marker_are_counted_and_json_still_decoded() {
+    let mut input = String::new();
+    let mut expected_lines = 0;
+    for i in 0..5_000 {
+        match i % 1_000 {
+            10 => input.push_str("Nov 21 22:50:01 n p[1]: IEC:ES0030010001:plain"),
+            20 => {
+                input.push_str(r#"  {"MESSAGE":"disk gone","IEM_CODE":"ES0030010001","_PID":"9"}"#)
+            }
+            30 => input.push_str(r#"{"MESSAGE":"IEC\u003aES0030010001:escaped"}"#),
+            40 => input.push_str("Nov 21 22:50:01 n p[1]: IEC:ES0030010001:crlf"),
+            _ => input.push_str("Nov 21 22:50:01 n sshd[1]: Accepted publickey for root"),
+        }
+        expected_lines += 1;
+        input.push_str(match i % 3 {
+            0 => "\n",
+            1 => "\r\n",
+            _ => "\r",
+        });
+    }
+    input.push_str("Nov 21 22:50:01 n p[1]: IEC:ES0030010001:no line end");
+    expected_lines += 1;
+    let (alerts, stderr, ok) = parse(input.as_bytes(), &[]);
+    assert!(ok, "{stderr}");
+    assert_eq!(
+        stderr.trim(),
+        format!("-: {expected_lines} lines, 21 IEMs, 0 malformed")
+    );
+    let messages: Vec<&str> = alerts[..4]
+        .iter()
+        .map(|a| a["message"].as_str().unwrap())
+        .collect();
+    assert_eq!(messages, ["plain", "disk gone", "escaped", "crlf"]);
+    assert_eq!(alerts[20]["message"], "no line end");
+    // Offsets are the lines' own: the alert of line 11 starts right after ten noise lines.
+    assert_eq!(
+        alerts[0]["origin"]["offset"],
+        input.find("Nov 21 22:50:01 n p[1]: IEC").unwrap()
+    );
+}
+
 #[test]
 fn text_format_and_io_errors() {
     let out = iemctl()

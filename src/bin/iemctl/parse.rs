@@ -15,6 +15,7 @@ use iemd::enrich::Enricher;
 use iemd::pipeline::DecodeStage;
 use iemd::source::identity;
 use iemd::source::lines::LineSplitter;
+use iemd::source::lines::scan::Candidate;
 
 /// Print the alerts found in syslog lines or `journalctl -o json` lines (detected per line).
 ///
@@ -107,9 +108,10 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     let mut out = BufWriter::with_capacity(1 << 16, stdout.lock());
     let progress = io::stderr().is_terminal();
 
+    // Only the lines that may hold an IEM are cut out; the others are counted (`lines::scan`).
     let mut splitter = LineSplitter::new(args.max_line_bytes, 0);
     let mut chunk = vec![0u8; 1 << 16];
-    let mut lines_out = Vec::new();
+    let mut candidates = Vec::new();
     let mut fingerprint = None;
     let (mut lines, mut iems, mut malformed) = (0u64, 0u64, 0u64);
     'read: loop {
@@ -123,13 +125,17 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         };
         // The same identity the agent gives a file (its first line), so ids match the agent's.
         let fingerprint = *fingerprint.get_or_insert_with(|| identity::fingerprint(&chunk[..n]).0);
-        if n == 0 {
-            lines_out.extend(splitter.flush_partial());
+        let read_before = lines;
+        let completed = if n == 0 {
+            let last = splitter.flush_partial();
+            candidates.extend(last.map(|line| Candidate { before: 0, line }));
+            candidates.len() as u64
         } else {
-            splitter.push(&chunk[..n], &mut lines_out);
-        }
-        for line in lines_out.drain(..) {
-            lines += 1;
+            splitter.push_candidates(&chunk[..n], &mut candidates)
+        };
+        for Candidate { before, line } in candidates.drain(..) {
+            // Counted up to this line, as when every line went through here.
+            lines = read_before + before + 1;
             let source = LineSource {
                 kind,
                 path: Some(&name),
@@ -159,9 +165,10 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
                 Err(err) if err.kind() == io::ErrorKind::BrokenPipe => break 'read,
                 Err(err) => return Err(err).context("cannot write to stdout"),
             }
-            if progress && lines % 1_000_000 == 0 {
-                eprint!("\r{lines} lines, {iems} IEMs, {malformed} malformed");
-            }
+        }
+        lines = read_before + completed;
+        if progress && lines / 1_000_000 > read_before / 1_000_000 {
+            eprint!("\r{lines} lines, {iems} IEMs, {malformed} malformed");
         }
         if n == 0 {
             break;

@@ -102,8 +102,9 @@ enabled = false
     let rss_kb = status_kb(pid, "VmRSS:");
     let text = std::fs::read_to_string(&log).unwrap_or_default();
     let full = text.contains("spool is full");
-    // SAFETY: kill(2) on our child with a valid signal.
-    unsafe { libc::kill(pid as i32, libc::SIGTERM) };
+    if let Some(pid) = rustix::process::Pid::from_raw(pid as i32) {
+        let _ = rustix::process::kill_process(pid, rustix::process::Signal::TERM);
+    }
     let _ = child.wait();
 
     let mb = |kb: u64| kb as f64 / 1024.0;

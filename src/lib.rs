@@ -27,6 +27,8 @@
 //! - `statefile`: state directories and the files in them, opened without following planted links.
 //! - `telemetry`: tracing set-up, the observable events (logs + counters), `/metrics` and `/health`.
 
+#![forbid(unsafe_code)]
+
 pub mod alert;
 pub mod catalog;
 pub mod config;

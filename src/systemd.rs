@@ -67,12 +67,7 @@ impl Notifier {
 
     /// The daemon is reloading its configuration (after SIGHUP); send `ready()` when done.
     pub fn reloading(&self) -> io::Result<()> {
-        let mut ts = libc::timespec {
-            tv_sec: 0,
-            tv_nsec: 0,
-        };
-        // SAFETY: clock_gettime writes into the timespec we own.
-        unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut ts) };
+        let ts = rustix::time::clock_gettime(rustix::time::ClockId::Monotonic);
         let usec = ts.tv_sec as u64 * 1_000_000 + ts.tv_nsec as u64 / 1_000;
         self.send(&format!("RELOADING=1\nMONOTONIC_USEC={usec}"))
     }

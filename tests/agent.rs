@@ -428,8 +428,7 @@ fn the_default_config_runs_on_this_machine() {
         std::thread::sleep(Duration::from_millis(50));
     }
     std::thread::sleep(Duration::from_secs(1));
-    // SAFETY: kill(2) on our own child with a valid signal.
-    unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
+    crate::util::signal(child.id(), rustix::process::Signal::TERM);
     let status = child.wait().unwrap();
     assert!(status.success(), "{}", read_log());
     let mode = fs::metadata(state.join("spool"))
@@ -586,8 +585,7 @@ async fn sighup_reloads_a_valid_config_and_keeps_the_old_one_otherwise() {
     let mut daemon = Daemon::start(dir.path(), &config(dir.path(), &name, &[&first], ""));
     daemon.wait_log("iemd running", Duration::from_secs(20));
     let hup = |d: &Daemon| {
-        // SAFETY: kill(2) on our own child with a valid signal.
-        unsafe { libc::kill(d.pid() as i32, libc::SIGHUP) };
+        crate::util::signal(d.pid(), rustix::process::Signal::HUP);
     };
     append(&first, &[iem_line("n=0")]);
 

@@ -584,7 +584,7 @@ async fn crash_case(
     // Node 1 is the machine's shared broker and is never killed: iemd uses nodes 2 and 3, and
     // node 1 keeps the queue's quorum while one of them is down.
     let urls: Vec<String> = [2, 3].into_iter().map(Cluster::url).collect();
-    let preferred = iemd::publish::preferred_order(&urls, true, &iemd::publish::host_name())[0];
+    let preferred = iemd::publish::preferred_order(&urls, true, &iemd::alert::host_name())[0];
     let victim = [2, 3][preferred];
     let other = 5 - victim;
     {

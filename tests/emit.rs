@@ -745,8 +745,7 @@ impl Journald {
         ]
         .into_iter()
         .find(|p| Path::new(p).exists());
-        // SAFETY: geteuid has no preconditions and cannot fail.
-        let is_root = unsafe { libc::geteuid() } == 0;
+        let is_root = rustix::process::geteuid().is_root();
         let (Some(binary), true) = (binary, is_root) else {
             eprintln!("\n!!!!!!!! SKIPPED {test}: needs root and systemd-journald !!!!!!!!\n");
             return None;

@@ -881,8 +881,7 @@ fn a_closed_stderr_does_not_end_the_daemon() {
         "iemd ended: {:?}",
         child.try_wait()
     );
-    // SAFETY: kill(2) with a pid we own and a valid signal number.
-    unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
+    crate::util::signal(child.id(), rustix::process::Signal::TERM);
     let status = child.wait().unwrap();
     assert!(status.success(), "{status:?}");
 }

@@ -79,8 +79,7 @@ fn package(test: &str) -> Option<&'static Package> {
 /// True when this process runs as root (setpriv, chown and `rpm --root` need it); otherwise
 /// says loudly that `test` skipped.
 fn root(test: &str) -> bool {
-    // SAFETY: geteuid(2) has no preconditions.
-    if unsafe { libc::geteuid() } == 0 {
+    if rustix::process::geteuid().is_root() {
         return true;
     }
     eprintln!("\n!!!!!!!! SKIPPED package::{test}: needs root !!!!!!!!\n");

@@ -209,6 +209,17 @@ pub struct Origin {
     pub priority: Option<u8>,
 }
 
+/// This machine's host name: the kernel's node name (`uname(2)`, the same as `gethostname(2)`),
+/// empty when unset. The one lookup: enrich (`host.hostname`), the publisher (which broker is
+/// local) and `iemctl emit` (syslog's short form) all take it from here.
+pub fn host_name() -> String {
+    rustix::system::uname()
+        .nodename()
+        .to_string_lossy()
+        .trim()
+        .to_string()
+}
+
 /// The node an alert was raised on (filled by `enrich`).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Default)]
 pub struct Host {

@@ -234,8 +234,7 @@ pub fn default_state_dir() -> PathBuf {
     {
         return first;
     }
-    // SAFETY: geteuid has no preconditions and cannot fail.
-    if unsafe { libc::geteuid() } == 0 {
+    if rustix::process::geteuid().is_root() {
         return PathBuf::from("/var/lib/iemd");
     }
     match std::env::var_os("XDG_STATE_HOME") {

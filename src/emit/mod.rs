@@ -457,8 +457,7 @@ impl Emitter {
 
 /// This host's name as syslog writes it: the node name up to the first dot, or `localhost`.
 pub fn hostname() -> String {
-    let uname = rustix::system::uname();
-    let name = uname.nodename().to_string_lossy();
+    let name = crate::alert::host_name();
     let short = name.split('.').next().unwrap_or("");
     if short.is_empty() || !short.bytes().all(|b| b.is_ascii_graphic()) {
         "localhost".into()

@@ -21,17 +21,9 @@ fn read_trimmed(path: &Path) -> Option<String> {
     (!text.is_empty()).then(|| text.to_string())
 }
 
-/// The kernel's hostname from `gethostname(2)`.
+/// The kernel's hostname, `None` when unset.
 fn kernel_hostname() -> Option<String> {
-    let mut buf = [0u8; 256];
-    // SAFETY: the buffer is valid for `buf.len()` bytes; gethostname writes at most that many.
-    let rc = unsafe { libc::gethostname(buf.as_mut_ptr().cast(), buf.len()) };
-    if rc != 0 {
-        return None;
-    }
-    let len = buf.iter().position(|&b| b == 0).unwrap_or(buf.len());
-    let name = String::from_utf8_lossy(&buf[..len]).trim().to_string();
-    (!name.is_empty()).then_some(name)
+    Some(crate::alert::host_name()).filter(|name| !name.is_empty())
 }
 
 /// The FQDN for `hostname` from an `/etc/hosts` text (see the module doc).

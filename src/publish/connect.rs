@@ -55,14 +55,6 @@ fn is_local(url: &str, host_name: &str) -> bool {
         || (!host_name.is_empty() && short.eq_ignore_ascii_case(host_name))
 }
 
-/// This machine's host name, the seed of [`preferred_order`].
-pub fn host_name() -> String {
-    rustix::system::uname()
-        .nodename()
-        .to_string_lossy()
-        .into_owned()
-}
-
 /// The order in which to try the URLs: `preferred` (see [`preferred_order`]), except that the
 /// nodes in `given_up` (lost or refusing since the last delivered alert, oldest first) come last,
 /// the most recent one last of all: a failover does not bounce straight back to a dying node,

@@ -80,7 +80,7 @@ mod run;
 mod stats;
 mod tls;
 
-pub use connect::{connect_any, host_name, preferred_order};
+pub use connect::{connect_any, preferred_order};
 pub use credentials::{Credentials, credentials};
 pub use run::{SendReport, run, send_records};
 use stats::Refusal;

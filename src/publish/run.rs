@@ -9,9 +9,10 @@ use std::time::{Duration, Instant};
 use tokio_util::sync::CancellationToken;
 
 use super::confirm::{Ended, Refusals, Settled, publish_and_settle};
-use super::connect::{Connector, connect_first, connect_order, host_name, preferred_order};
+use super::connect::{Connector, connect_first, connect_order, preferred_order};
 use super::message::exchange;
 use super::{PublishError, PublishStats};
+use crate::alert::host_name;
 use crate::config::broker::{BrokerConfig, redact_url};
 use crate::output::RecordList;
 use crate::shutdown::Shutdown;

@@ -89,7 +89,7 @@ impl SegmentCursor {
     pub fn open(path: &Path) -> Result<Result<SegmentCursor, BadHeader>, SpoolError> {
         let f = OpenOptions::new()
             .read(true)
-            .custom_flags(libc::O_NOFOLLOW)
+            .custom_flags(rustix::fs::OFlags::NOFOLLOW.bits() as i32)
             .open(path)
             .map_err(io_err(path))?;
         let mut file = BufReader::with_capacity(BUFFER, f);

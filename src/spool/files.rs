@@ -103,7 +103,8 @@ pub(super) fn create_segment(dir: &Path, first_seq: u64) -> Result<(File, PathBu
 
 /// True for the errors of a full filesystem or quota, which go away when space is freed.
 pub(super) fn is_disk_full(e: &io::Error) -> bool {
-    matches!(e.raw_os_error(), Some(libc::ENOSPC | libc::EDQUOT))
+    use rustix::io::Errno;
+    matches!(Errno::from_io_error(e), Some(Errno::NOSPC | Errno::DQUOT))
 }
 
 #[cfg(test)]

@@ -111,23 +111,21 @@ impl<W: io::Write> io::Write for NeverFails<W> {
 /// True when `JOURNAL_STREAM` (`device:inode`) names the file stderr is (systemd's rule: the
 /// variable is inherited by children whose stderr may have been redirected elsewhere).
 pub fn stderr_is_journal_stream() -> bool {
-    std::env::var("JOURNAL_STREAM").is_ok_and(|v| fd_is_journal_stream(&v, 2))
+    std::env::var("JOURNAL_STREAM").is_ok_and(|v| fd_is_journal_stream(&v, std::io::stderr()))
 }
 
 /// True when `value` (`device:inode`, as in `JOURNAL_STREAM`) names the file open as `fd`.
-fn fd_is_journal_stream(value: &str, fd: i32) -> bool {
+fn fd_is_journal_stream(value: &str, fd: impl std::os::fd::AsFd) -> bool {
     let Some((dev, ino)) = value.split_once(':') else {
         return false;
     };
     let (Ok(dev), Ok(ino)) = (dev.parse::<u64>(), ino.parse::<u64>()) else {
         return false;
     };
-    // SAFETY: fstat writes into the zeroed struct we own; the fd is only inspected.
-    let mut st: libc::stat = unsafe { std::mem::zeroed() };
-    if unsafe { libc::fstat(fd, &mut st) } != 0 {
+    let Ok(st) = rustix::fs::fstat(fd) else {
         return false;
-    }
-    st.st_dev as u64 == dev && st.st_ino as u64 == ino
+    };
+    st.st_dev == dev && st.st_ino == ino
 }
 
 /// The sd-daemon priority prefix for a tracing level (`<3>` err .. `<7>` debug).
@@ -244,11 +242,10 @@ mod tests {
 
     #[test]
     fn journal_stream_must_name_the_open_file() {
-        use std::os::fd::AsRawFd;
         use std::os::unix::fs::MetadataExt;
         let file = tempfile::tempfile().unwrap();
         let meta = file.metadata().unwrap();
-        let fd = file.as_raw_fd();
+        let fd = &file;
         assert!(fd_is_journal_stream(
             &format!("{}:{}", meta.dev(), meta.ino()),
             fd

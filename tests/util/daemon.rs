@@ -93,8 +93,7 @@ impl Daemon {
     /// SIGTERM and wait (at most 30 s) for a clean exit.
     pub fn stop(&mut self) -> ExitStatus {
         let mut child = self.child.take().expect("running");
-        // SAFETY: kill(2) with a pid we own and a valid signal number.
-        unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
+        super::signal(child.id(), rustix::process::Signal::TERM);
         let start = Instant::now();
         loop {
             if let Some(status) = child.try_wait().unwrap() {

@@ -41,3 +41,9 @@ pub fn broker_available(test: &str) -> bool {
 }
 
 pub mod cluster;
+
+/// Sends `signal` (`rustix::process::Signal::TERM`, `HUP`) to our child `pid`.
+pub fn signal(pid: u32, signal: rustix::process::Signal) {
+    let pid = rustix::process::Pid::from_raw(pid as i32).expect("a child's pid is not 0");
+    rustix::process::kill_process(pid, signal).expect("kill(2) our own child");
+}

@@ -822,9 +822,7 @@ impl<'c> Stage<'c> {
                     }
                 }
             };
-            telemetry::metrics()
-                .alerts_spooled
-                .add(payloads.len() as u64);
+            events::alerts_spooled(payloads.len());
         }
         let first = self.last_seq + 1 - payloads.len() as u64;
         for (source, position, alerts_so_far, sightings, ledger) in
@@ -884,9 +882,7 @@ impl<'c> Stage<'c> {
             return Ok(());
         }
         self.last_seq = self.writer.append_batch(&payloads).await?;
-        telemetry::metrics()
-            .alerts_spooled
-            .add(payloads.len() as u64);
+        events::alerts_spooled(payloads.len());
         self.made_waiting
             .push_back((self.last_seq, self.lifecycle.version()));
         Ok(())
@@ -982,7 +978,7 @@ impl<'c> Stage<'c> {
                 if std::mem::take(&mut self.persist_failing) {
                     tracing::info!("checkpoints saved again");
                 }
-                telemetry::metrics().checkpoint_writes.inc();
+                events::checkpoints_saved();
             }
             Err(err) if !self.persist_failing => {
                 self.persist_failing = true;

@@ -1,26 +1,21 @@
 //! Observable events, in one place: each function logs structurally and bumps its counter in
 //! the process-wide metrics (`telemetry::metrics()`), with a fixed, low-cardinality label set.
 //!
-//! Stages call these rather than touching counters or logging the same facts themselves.
-//! Per-line events (`line_read`, `iem`) log at trace/debug level only; `malformed` logs a
+//! Stages call these rather than touching counters or logging the same facts themselves: this is
+//! the one way an event is counted. (A stage that keeps counters of its own for `/health`, the
+//! sources' `SourceMetrics`, the publisher's `PublishStats`, the spool's `SpoolStats`, has them
+//! read at scrape time by `pipeline`, through `Registry::counter_fn`: those figures are not events
+//! and have no function here.) Per-line events (`iem`) log at debug level only; `malformed` logs a
 //! warning at most once per `MALFORMED_LOG_INTERVAL` per source, with the number suppressed.
 
 use std::collections::HashMap;
 use std::sync::{LazyLock, Mutex};
 use std::time::{Duration, Instant};
 
-use super::{metrics, redact_url};
+use super::metrics;
 
 /// How often a malformed-line warning may be logged per source.
 pub const MALFORMED_LOG_INTERVAL: Duration = Duration::from_secs(10);
-
-/// A line (or journal entry) of `bytes` bytes was read from `source`.
-pub fn line_read(source: &str, bytes: u64) {
-    let m = metrics();
-    m.lines_read.with(&[source]).inc();
-    m.bytes_read.with(&[source]).add(bytes);
-    tracing::trace!(source, bytes, "line read");
-}
 
 /// A well-formed IEM with `code` was found in a line from `source`.
 pub fn iem(source: &str, code: &str) {
@@ -112,9 +107,9 @@ pub enum Lifecycle<'a> {
     Restored,
 }
 
-/// An alert was written to the spool.
-pub fn alert_spooled() {
-    metrics().alerts_spooled.inc();
+/// `n` alerts were appended to the spool in one batch.
+pub fn alerts_spooled(n: usize) {
+    metrics().alerts_spooled.add(n as u64);
 }
 
 /// The broker confirmed an alert; `since_read` is the time since its line was read.
@@ -124,66 +119,10 @@ pub fn alert_published(since_read: Duration) {
     m.line_to_confirm_seconds.observe(since_read.as_secs_f64());
 }
 
-/// A publish is being retried after `error`.
-pub fn publish_retry(error: &dyn std::fmt::Display, backoff: Duration) {
-    metrics().publish_retries.inc();
-    tracing::warn!(%error, backoff_ms = backoff.as_millis() as u64, "publish failed; retrying");
-}
-
-/// The broker nacked a publish.
-pub fn publish_nack(alert_id: &str) {
-    metrics().publish_nacks.inc();
-    tracing::warn!(alert_id, "broker nacked the alert; it stays in the spool");
-}
-
-/// The broker returned a mandatory publish as unroutable.
-pub fn publish_return(alert_id: &str, reply_code: u16, reply_text: &str) {
-    metrics().publish_returns.inc();
-    tracing::warn!(
-        alert_id,
-        reply_code,
-        reply_text,
-        "broker returned the alert as unroutable"
-    );
-}
-
-/// The spool's current backlog (call after each append/ack, or bridge with `gauge_fn`).
-pub fn spool_levels(pending_records: u64, pending_bytes: u64, oldest_age: Duration) {
-    let m = metrics();
-    m.spool_pending_records.set(pending_records as f64);
-    m.spool_pending_bytes.set(pending_bytes as f64);
-    m.spool_oldest_pending_age_seconds
-        .set(oldest_age.as_secs_f64());
-}
-
-/// A writer waited because the spool was full.
-pub fn spool_full_wait(pending_bytes: u64) {
-    metrics().spool_full_waits.inc();
-    tracing::warn!(
-        pending_bytes,
-        "spool full; reading paused until the broker catches up"
-    );
-}
-
-/// A source checkpoint was written.
-pub fn checkpoint_written(source: &str) {
+/// The checkpoints (every source's position, with the later stages' state) were saved.
+pub fn checkpoints_saved() {
     metrics().checkpoint_writes.inc();
-    tracing::debug!(source, "checkpoint written");
-}
-
-/// The connection state of one configured broker URL changed (the password is removed
-/// before the URL reaches the label or the log).
-pub fn broker_connected(url: &str, connected: bool) {
-    let url = redact_url(url);
-    metrics()
-        .broker_connected
-        .with(&[&url])
-        .set(if connected { 1.0 } else { 0.0 });
-    if connected {
-        tracing::info!(url, "connected to broker");
-    } else {
-        tracing::warn!(url, "not connected to broker");
-    }
+    tracing::trace!("checkpoints saved");
 }
 
 /// A supervised task ended while it should run; it is restarted after `restart_in`.
@@ -270,22 +209,16 @@ mod tests {
     fn events_bump_the_process_metrics() {
         // Unique label values: other tests in this process share the global metrics.
         let src = "events-unit-test-src";
-        line_read(src, 100);
-        line_read(src, 20);
         iem(src, "ES0030010001");
         malformed(src, "bad code");
         malformed(src, "bad code");
         let m = metrics();
-        assert_eq!(m.lines_read.with(&[src]).get(), 2);
-        assert_eq!(m.bytes_read.with(&[src]).get(), 120);
         assert_eq!(m.iems.with(&[src]).get(), 1);
         assert_eq!(m.malformed.with(&[src]).get(), 2);
-        broker_connected("amqp://u:secret@events-unit-test:5672/%2f", true);
-        let text = crate::telemetry::registry().encode();
-        assert!(
-            text.contains("iemd_broker_connected{url=\"amqp://u@events-unit-test:5672/%2f\"} 1\n"),
-            "{text}"
-        );
-        assert!(!text.contains("secret"));
+        let (spooled, saved) = (m.alerts_spooled.get(), m.checkpoint_writes.get());
+        alerts_spooled(3);
+        checkpoints_saved();
+        assert!(m.alerts_spooled.get() >= spooled + 3);
+        assert!(m.checkpoint_writes.get() > saved);
     }
 }

@@ -123,16 +123,39 @@ impl Stage {
     }
 }
 
-/// Capped exponential backoff.
-struct Backoff {
+/// The one backoff: capped exponential, doubling from `initial` to `max`, without jitter, for
+/// ever, and reset when the caller sees a healthy run or a success. Used by the supervisor, the
+/// journalctl child's restarts and the publisher's reconnects.
+///
+/// Not `backon` (in the tree through lapin): its iterator cannot be reset (a new one is built),
+/// it gives up after three tries unless told not to, and taking it as a dependency of our own
+/// would tie our code to the version lapin picks. This is the whole of what we need.
+#[derive(Debug, Clone)]
+pub(crate) struct Backoff {
+    initial: Duration,
+    max: Duration,
     next: Duration,
 }
 
 impl Backoff {
-    fn step(&mut self) -> Duration {
+    pub(crate) fn new(initial: Duration, max: Duration) -> Self {
+        Backoff {
+            initial,
+            max,
+            next: initial,
+        }
+    }
+
+    /// The wait before the next try; the one after it is twice as long, up to `max`.
+    pub(crate) fn step(&mut self) -> Duration {
         let d = self.next;
-        self.next = (self.next * 2).min(BACKOFF_MAX);
+        self.next = (self.next * 2).min(self.max);
         d
+    }
+
+    /// The next wait is `initial` again.
+    pub(crate) fn reset(&mut self) {
+        self.next = self.initial;
     }
 }
 
@@ -144,7 +167,7 @@ where
     Fut: Future<Output = Result<(), E>> + Send + 'static,
     E: std::fmt::Display + Send + 'static,
 {
-    let mut backoff = Backoff { next: BACKOFF_MIN };
+    let mut backoff = Backoff::new(BACKOFF_MIN, BACKOFF_MAX);
     loop {
         stage.running();
         let started = Instant::now();
@@ -166,7 +189,7 @@ where
             },
         };
         if started.elapsed() >= HEALTHY_RUN {
-            backoff = Backoff { next: BACKOFF_MIN };
+            backoff.reset();
         }
         let wait = backoff.step();
         events::stage_failed(stage.name(), &why, wait);

@@ -17,54 +17,15 @@ use crate::config::broker::{BrokerConfig, redact_url};
 use crate::output::RecordList;
 use crate::shutdown::Shutdown;
 use crate::spool::{Record, SpoolReader};
+use crate::supervise::Backoff;
+use crate::telemetry::events::RateLimit;
 
-/// Capped exponential backoff.
-struct Backoff {
-    initial: Duration,
-    max: Duration,
-    next: Duration,
-}
-
-impl Backoff {
-    fn new(config: &BrokerConfig) -> Self {
-        let initial = Duration::from_millis(config.backoff_initial_ms);
-        Backoff {
-            initial,
-            max: Duration::from_millis(config.backoff_max_ms),
-            next: initial,
-        }
-    }
-    fn step(&mut self) -> Duration {
-        let d = self.next;
-        self.next = (self.next * 2).min(self.max);
-        d
-    }
-    fn reset(&mut self) {
-        self.next = self.initial;
-    }
-}
-
-/// Logs a repeating condition at most once per interval.
-struct Throttle {
-    last: Option<Instant>,
-    every: Duration,
-    suppressed: u64,
-}
-
-impl Throttle {
-    fn ready(&mut self) -> Option<u64> {
-        let now = Instant::now();
-        if self
-            .last
-            .is_none_or(|l| now.duration_since(l) >= self.every)
-        {
-            self.last = Some(now);
-            Some(std::mem::take(&mut self.suppressed))
-        } else {
-            self.suppressed += 1;
-            None
-        }
-    }
+/// The broker's backoff (`backoff_initial_ms` doubling to `backoff_max_ms`).
+fn backoff(config: &BrokerConfig) -> Backoff {
+    Backoff::new(
+        Duration::from_millis(config.backoff_initial_ms),
+        Duration::from_millis(config.backoff_max_ms),
+    )
 }
 
 /// Drains `reader` to the broker until shutdown is requested. A broker that is away is retried
@@ -77,12 +38,8 @@ pub async fn run(
 ) -> Result<(), PublishError> {
     let connector = Connector::new(config)?;
     let exchange = exchange(config)?;
-    let mut backoff = Backoff::new(config);
-    let mut unreachable_log = Throttle {
-        last: None,
-        every: Duration::from_secs(30),
-        suppressed: 0,
-    };
+    let mut backoff = backoff(config);
+    let mut unreachable_log = RateLimit::new(Duration::from_secs(30));
     let preferred = preferred_order(&config.urls, config.local_first, &host_name());
     // Nodes lost or left since the last delivered alert, oldest first: tried last.
     let mut given_up: Vec<usize> = Vec::new();
@@ -101,7 +58,7 @@ pub async fn run(
         let (idx, mut session) = match attempt {
             Ok(connected) => connected,
             Err(failures) => {
-                if let Some(suppressed) = unreachable_log.ready() {
+                if let Some(suppressed) = unreachable_log.allow(Instant::now()) {
                     tracing::warn!(errors = ?failures, suppressed,
                         "no broker reachable; alerts stay in the spool and are retried");
                 }
@@ -283,7 +240,7 @@ mod tests {
             backoff_max_ms: 300,
             ..BrokerConfig::default()
         };
-        let mut b = Backoff::new(&cfg);
+        let mut b = backoff(&cfg);
         let steps: Vec<u64> = (0..4).map(|_| b.step().as_millis() as u64).collect();
         assert_eq!(steps, [100, 200, 300, 300]);
     }

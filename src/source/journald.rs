@@ -37,6 +37,8 @@ use crate::config::sources::{JournalStartAt, JournaldConfig};
 use crate::source::channel::LineSender;
 use crate::source::lines::LineSplitter;
 use crate::source::{CursorPosition, PathState, Position, SourceError, SourceLine, SourceMetrics};
+use crate::supervise::Backoff;
+use crate::telemetry::events::RateLimit;
 
 /// An entry longer than this (as JSON) is dropped, with a warning.
 pub const MAX_ENTRY_BYTES: usize = 4 * 1024 * 1024;
@@ -197,7 +199,7 @@ impl JournaldSource {
         token: CancellationToken,
     ) -> Result<(), SourceError> {
         let tx: LineSender = tx.into();
-        let mut backoff = BACKOFF_MIN;
+        let mut backoff = Backoff::new(BACKOFF_MIN, BACKOFF_MAX);
         let mut started_once = false;
         loop {
             if started_once {
@@ -234,13 +236,12 @@ impl JournaldSource {
                 }),
             }
             if started.elapsed() >= HEALTHY_RUN {
-                backoff = BACKOFF_MIN;
+                backoff.reset();
             }
             tokio::select! {
                 _ = token.cancelled() => return Ok(()),
-                _ = tokio::time::sleep(backoff) => {}
+                _ = tokio::time::sleep(backoff.step()) => {}
             }
-            backoff = (backoff * 2).min(BACKOFF_MAX);
         }
     }
 
@@ -479,27 +480,15 @@ async fn log_stderr(
     last: Arc<Mutex<Option<String>>>,
 ) {
     let mut lines = BufReader::new(stderr).split(b'\n');
-    let mut window = Instant::now();
-    let mut logged = 0u32;
-    let mut suppressed = 0u64;
+    let mut limit = RateLimit::with_burst(Duration::from_secs(60), STDERR_LINES_PER_MINUTE);
     while let Ok(Some(line)) = lines.next_segment().await {
-        if window.elapsed() >= Duration::from_secs(60) {
-            if suppressed > 0 {
-                tracing::warn!(source = %name, suppressed, "journalctl stderr lines not logged");
-            }
-            window = Instant::now();
-            logged = 0;
-            suppressed = 0;
-        }
         let text = String::from_utf8_lossy(&line[..line.len().min(1024)]).into_owned();
         if let Ok(mut l) = last.lock() {
             *l = Some(text.clone());
         }
-        if logged < STDERR_LINES_PER_MINUTE {
-            logged += 1;
-            tracing::warn!(source = %name, stderr = %text, "journalctl");
-        } else {
-            suppressed += 1;
+        if let Some(suppressed) = limit.allow(std::time::Instant::now()) {
+            // `suppressed`: lines not logged since the last one that was.
+            tracing::warn!(source = %name, stderr = %text, suppressed, "journalctl");
         }
     }
 }

@@ -156,19 +156,30 @@ pub fn alert_cut(source: &str, from: usize, to: usize) {
     }
 }
 
-/// Lets one event through per interval and counts the ones held back in between.
+/// The one rate limit for logs: lets `burst` events through per interval (a window opened by the
+/// first event let through after the last window ended) and counts the ones held back, so the
+/// next line logged can say how many were not.
 #[derive(Debug)]
 pub struct RateLimit {
     interval: Duration,
-    last: Option<Instant>,
+    burst: u32,
+    /// When the current window opened, and how many events it let through.
+    window: Option<(Instant, u32)>,
     suppressed: u64,
 }
 
 impl RateLimit {
+    /// One event per `interval`.
     pub fn new(interval: Duration) -> Self {
+        RateLimit::with_burst(interval, 1)
+    }
+
+    /// `burst` events per `interval`.
+    pub fn with_burst(interval: Duration, burst: u32) -> Self {
         RateLimit {
             interval,
-            last: None,
+            burst,
+            window: None,
             suppressed: 0,
         }
     }
@@ -176,16 +187,18 @@ impl RateLimit {
     /// `Some(n)` when the event at `now` should be logged, `n` being how many were held back
     /// since the last logged one; `None` when it should be counted only.
     pub fn allow(&mut self, now: Instant) -> Option<u64> {
-        match self.last {
-            Some(last) if now.saturating_duration_since(last) < self.interval => {
+        match &mut self.window {
+            Some((opened, _)) if now.saturating_duration_since(*opened) >= self.interval => {
+                self.window = Some((now, 1));
+            }
+            Some((_, let_through)) if *let_through >= self.burst => {
                 self.suppressed += 1;
-                None
+                return None;
             }
-            _ => {
-                self.last = Some(now);
-                Some(std::mem::take(&mut self.suppressed))
-            }
+            Some((_, let_through)) => *let_through += 1,
+            None => self.window = Some((now, 1)),
         }
+        Some(std::mem::take(&mut self.suppressed))
     }
 }
 
@@ -203,6 +216,20 @@ mod tests {
         assert_eq!(r.allow(t0 + Duration::from_secs(10)), Some(2));
         assert_eq!(r.allow(t0 + Duration::from_secs(11)), None);
         assert_eq!(r.allow(t0 + Duration::from_secs(30)), Some(1));
+    }
+
+    #[test]
+    fn rate_limit_with_a_burst_lets_that_many_through_per_window() {
+        let mut r = RateLimit::with_burst(Duration::from_secs(60), 2);
+        let t0 = Instant::now();
+        let at = |s| t0 + Duration::from_secs(s);
+        assert_eq!(r.allow(at(0)), Some(0));
+        assert_eq!(r.allow(at(1)), Some(0));
+        assert_eq!(r.allow(at(2)), None);
+        assert_eq!(r.allow(at(59)), None);
+        assert_eq!(r.allow(at(60)), Some(2));
+        assert_eq!(r.allow(at(61)), Some(0));
+        assert_eq!(r.allow(at(62)), None);
     }
 
     #[test]

@@ -21,7 +21,8 @@
 //!
 //! # Adding a source kind
 //!
-//! The pipeline starts whatever [`SourcesConfig::enabled`] lists and knows no kind. A kind is:
+//! The pipeline starts whatever [`SourcesConfig::enabled`] lists and knows no kind (the full
+//! checklist, with the schema and the packaged config: `docs/ARCHITECTURE.md`). A kind is:
 //!
 //! - `config/sources.rs`: its config struct with a `validate`, its section of `SourcesConfig`
 //!   (the TOML shape), and one [`SourceConfig`] arm (listed in `enabled`; `name`, `validate`,

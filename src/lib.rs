@@ -44,7 +44,7 @@ pub mod shutdown;
 pub mod source;
 pub mod spool;
 pub mod sspl;
-pub mod statefile;
+pub(crate) mod statefile;
 pub mod supervise;
 pub mod systemd;
 pub mod telemetry;

@@ -7,9 +7,9 @@
 //! - `http`: the endpoint and the health rule.
 //! - `logging`: `init_logging`, with syslog level prefixes under systemd.
 
-pub mod events;
+pub(crate) mod events;
 pub mod http;
-pub mod logging;
+pub(crate) mod logging;
 pub mod metrics;
 
 use std::sync::{Arc, LazyLock};

@@ -168,6 +168,18 @@ fn hostile_input_never_stops_the_parser() {
     let (alerts, stderr, ok) = parse(&input, &["--max-line-bytes", "1024"]);
     assert!(ok, "{stderr}");
     assert_eq!(stderr.trim(), "-: 5 lines, 4 IEMs, 1 malformed");
+    // Below the daemon's bound a cut line could not hold the marker: refused, not half-scanned.
+    let small = iemctl()
+        .args(["parse", "--max-line-bytes", "8", "-"])
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&small.stderr);
+    assert!(!small.status.success(), "{err}");
+    assert!(
+        err.contains("--max-line-bytes must be at least 16"),
+        "{err}"
+    );
     assert_eq!(alerts[0]["message"], "before");
     assert_eq!(alerts[1]["message"], "\u{fffd}( bad utf8");
     // The 200 kB line was cut before its marker: the IEM past the cut is still found (issue 21

@@ -68,9 +68,12 @@ enum Format {
 }
 
 pub fn run(args: Args) -> anyhow::Result<ExitCode> {
+    // The daemon's own lower bound (`sources.files[].max_line_bytes`): below it half a cut line
+    // cannot hold the marker, and an IEM past the cut could be missed.
     anyhow::ensure!(
-        args.max_line_bytes > 0,
-        "--max-line-bytes must be at least 1"
+        args.max_line_bytes >= 16,
+        "--max-line-bytes must be at least 16 (got {}), as for the daemon's max_line_bytes",
+        args.max_line_bytes
     );
     let catalog = Catalog::load(&args.catalog_dirs)?;
     let enricher = match args.enrich {

@@ -55,11 +55,11 @@ use serde::{Deserialize, Serialize};
 use crate::alert::{Alert, OriginKind};
 
 /// Twins may be this many seconds apart.
-pub const TOLERANCE_SECS: i64 = 1;
+pub(crate) const TOLERANCE_SECS: i64 = 1;
 /// A side's lines are in time order to within this many seconds (what is kept across restarts).
-pub const ORDER_SLACK_SECS: i64 = 10;
+pub(crate) const ORDER_SLACK_SECS: i64 = 10;
 /// A second is forgotten at the latest this many windows behind the side that is ahead.
-pub const MAX_LAG_WINDOWS: i64 = 10;
+pub(crate) const MAX_LAG_WINDOWS: i64 = 10;
 const STATE_VERSION: u32 = 1;
 
 /// The two sides a sighting can come from.
@@ -71,7 +71,7 @@ pub enum Side {
 
 impl Side {
     /// The side of an alert's origin.
-    pub fn of(kind: OriginKind) -> Side {
+    pub(crate) fn of(kind: OriginKind) -> Side {
         match kind {
             OriginKind::Journald => Side::Journal,
             OriginKind::File | OriginKind::Stdin => Side::Files,
@@ -106,15 +106,15 @@ struct Counts {
 /// The matcher's counts of committed sightings, stored with the checkpoints.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct MatcherState {
-    pub version: u32,
+pub(crate) struct MatcherState {
+    pub(crate) version: u32,
     /// `(second, key as 32 hex digits, journal count, files count)`.
-    pub counts: Vec<(i64, String, u32, u32)>,
+    pub(crate) counts: Vec<(i64, String, u32, u32)>,
 }
 
 /// Why a stored matcher state cannot be used.
 #[derive(Debug, thiserror::Error)]
-pub enum StateError {
+pub(crate) enum StateError {
     #[error("cross-source matcher state has version {0}, this iemd reads version {STATE_VERSION}")]
     Version(u32),
     #[error("cross-source matcher state has a bad key {0:?}")]
@@ -214,7 +214,7 @@ impl Matcher {
     }
 
     /// The counts of the committed sightings of each side's last [`ORDER_SLACK_SECS`] seconds.
-    pub fn state(&self) -> MatcherState {
+    pub(crate) fn state(&self) -> MatcherState {
         let oldest = *self.newest_committed.iter().min().unwrap_or(&i64::MIN);
         let from = oldest.saturating_sub(ORDER_SLACK_SECS);
         let mut counts = Vec::new();
@@ -242,7 +242,7 @@ impl Matcher {
     }
 
     /// A matcher that continues from a stored state (taken at the checkpoints it was stored with).
-    pub fn restore(window_secs: u64, state: &MatcherState) -> Result<Matcher, StateError> {
+    pub(crate) fn restore(window_secs: u64, state: &MatcherState) -> Result<Matcher, StateError> {
         if state.version != STATE_VERSION {
             return Err(StateError::Version(state.version));
         }

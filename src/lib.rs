@@ -37,7 +37,7 @@ pub mod emit;
 pub mod enrich;
 pub mod lifecycle;
 pub mod manpages;
-pub mod output;
+pub(crate) mod output;
 pub mod pipeline;
 pub mod publish;
 pub mod shutdown;

@@ -27,7 +27,7 @@ use crate::spool::{Record, SpoolError, SpoolReader};
 
 /// Where an output takes its records from, in order: the spool reader for the daemon, a fixed
 /// [`RecordList`] for `iemctl replay --publish`.
-pub trait Records: Send {
+pub(crate) trait Records: Send {
     /// The next record after the last one handed out (after [`rewind`](Records::rewind), the
     /// first one not acked), waiting until there is one; `None` when there will be no more (a
     /// list's end; the spool never ends). Cancel-safe: nothing moves until a record is returned.
@@ -38,6 +38,10 @@ pub trait Records: Send {
     fn ack(&mut self, seq: u64);
 
     /// The next [`next`](Records::next) starts again at the first record not acked.
+    #[allow(
+        dead_code,
+        reason = "part of the Records contract; the daemon's publisher calls SpoolReader::rewind directly"
+    )]
     fn rewind(&mut self);
 }
 
@@ -57,14 +61,14 @@ impl Records for SpoolReader {
 
 /// A fixed list of records in seq order (`iemctl replay --publish`, which never touches the
 /// spool): handed out once each; `ack` only remembers how far the destination took them.
-pub struct RecordList<'r> {
+pub(crate) struct RecordList<'r> {
     records: &'r [Record],
     next: usize,
     acked: usize,
 }
 
 impl<'r> RecordList<'r> {
-    pub fn new(records: &'r [Record]) -> Self {
+    pub(crate) fn new(records: &'r [Record]) -> Self {
         RecordList {
             records,
             next: 0,
@@ -92,10 +96,10 @@ impl Records for RecordList<'_> {
 
 /// An output's own error (for AMQP, `publish::PublishError`), boxed so that every output fits
 /// the one seam; downcast it to match on it.
-pub type OutputError = Box<dyn std::error::Error + Send + Sync>;
+pub(crate) type OutputError = Box<dyn std::error::Error + Send + Sync>;
 
 /// A destination for spooled records.
-pub trait Output: Send + Sync {
+pub(crate) trait Output: Send + Sync {
     /// Its name: the supervised stage in `/health` and `iemd_stage_up{stage}`, and in logs.
     fn name(&self) -> &'static str;
 

@@ -1,7 +1,7 @@
 //! Shutdown is a value passed in: a cancellation token every task watches and a tracker to wait on.
 
-pub use tokio_util::sync::CancellationToken;
-pub use tokio_util::task::TaskTracker;
+pub(crate) use tokio_util::sync::CancellationToken;
+pub(crate) use tokio_util::task::TaskTracker;
 
 /// What a long-running task needs to stop cleanly.
 #[derive(Clone, Default)]

@@ -31,7 +31,7 @@ use rustix::fs::{AtFlags, FileType, Mode, OFlags};
 /// `PermissionDenied` for a directory, `AlreadyExists` or `InvalidData` for a file), so the
 /// stores report it with their usual `<file>: <reason>` errors; `get_ref()` downcasts to it.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub enum Refused {
+pub(crate) enum Refused {
     #[error(
         "state directory {path} is {problem}: whoever can write it can plant links iemd would \
          write through, so iemd refuses to use it; {fix}"
@@ -59,7 +59,7 @@ impl Refused {
 }
 
 /// An open state directory: the files below are opened relative to its descriptor.
-pub struct StateDir {
+pub(crate) struct StateDir {
     path: PathBuf,
     fd: OwnedFd,
 }
@@ -74,7 +74,7 @@ impl StateDir {
     /// Creates `path` (mode 0700, missing parents too) if it is missing, checks that it is a
     /// directory owned by this user or root and writable by nobody else, and makes it 0700 when
     /// this user owns it. For the daemon's start; see the module's rules.
-    pub fn open(path: &Path) -> io::Result<StateDir> {
+    pub(crate) fn open(path: &Path) -> io::Result<StateDir> {
         std::fs::DirBuilder::new()
             .recursive(true)
             .mode(0o700)
@@ -111,7 +111,7 @@ impl StateDir {
 
     /// Opens an existing directory for the file operations below, without the checks of
     /// [`StateDir::open`] (done once at start), e.g. for a read-only look at a spool.
-    pub fn at(path: &Path) -> io::Result<StateDir> {
+    pub(crate) fn at(path: &Path) -> io::Result<StateDir> {
         let fd = rustix::fs::open(
             path,
             OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC,
@@ -123,12 +123,12 @@ impl StateDir {
         })
     }
 
-    pub fn path(&self) -> &Path {
+    pub(crate) fn path(&self) -> &Path {
         &self.path
     }
 
     /// Creates `name` (0600) for reading and writing; fails if anything exists at that name.
-    pub fn create_new(&self, name: &str) -> io::Result<File> {
+    pub(crate) fn create_new(&self, name: &str) -> io::Result<File> {
         let flags =
             OFlags::RDWR | OFlags::CREATE | OFlags::EXCL | OFlags::NOFOLLOW | OFlags::CLOEXEC;
         match rustix::fs::openat(&self.fd, name, flags, Mode::from_raw_mode(0o600)) {
@@ -142,7 +142,7 @@ impl StateDir {
     }
 
     /// Opens `name` (0600, created if missing, never truncated) for writing: a lock file.
-    pub fn open_or_create(&self, name: &str) -> io::Result<File> {
+    pub(crate) fn open_or_create(&self, name: &str) -> io::Result<File> {
         let flags = OFlags::WRONLY | OFlags::CREATE | OFlags::NOFOLLOW | OFlags::CLOEXEC;
         self.checked(
             name,
@@ -151,7 +151,7 @@ impl StateDir {
     }
 
     /// Opens the existing regular file `name` for reading, or reading and writing.
-    pub fn open_existing(&self, name: &str, write: bool) -> io::Result<File> {
+    pub(crate) fn open_existing(&self, name: &str, write: bool) -> io::Result<File> {
         let access = if write { OFlags::RDWR } else { OFlags::RDONLY };
         // NONBLOCK: a FIFO planted at the name must not hang the open (no effect on files).
         let flags = access | OFlags::NOFOLLOW | OFlags::NONBLOCK | OFlags::CLOEXEC;
@@ -162,7 +162,7 @@ impl StateDir {
     }
 
     /// The whole content of the existing regular file `name`.
-    pub fn read(&self, name: &str) -> io::Result<Vec<u8>> {
+    pub(crate) fn read(&self, name: &str) -> io::Result<Vec<u8>> {
         let mut bytes = Vec::new();
         self.open_existing(name, false)?.read_to_end(&mut bytes)?;
         Ok(bytes)
@@ -171,7 +171,7 @@ impl StateDir {
     /// Replaces `name` with `bytes` atomically and durably: `<name>.tmp` is created new (a
     /// crash's leftover of ours removed first), written, fsynced, renamed over `name`, and the
     /// directory fsynced.
-    pub fn replace(&self, name: &str, bytes: &[u8]) -> io::Result<()> {
+    pub(crate) fn replace(&self, name: &str, bytes: &[u8]) -> io::Result<()> {
         let tmp = format!("{name}.tmp");
         let mut f = match self.create_new(&tmp) {
             Err(e) if e.kind() == io::ErrorKind::AlreadyExists && e.get_ref().is_none() => {
@@ -190,12 +190,12 @@ impl StateDir {
     }
 
     /// Renames `from` to `to` within the directory (whatever `to` was is replaced, not followed).
-    pub fn rename(&self, from: &str, to: &str) -> io::Result<()> {
+    pub(crate) fn rename(&self, from: &str, to: &str) -> io::Result<()> {
         Ok(rustix::fs::renameat(&self.fd, from, &self.fd, to)?)
     }
 
     /// Makes the directory's entries durable.
-    pub fn sync(&self) -> io::Result<()> {
+    pub(crate) fn sync(&self) -> io::Result<()> {
         Ok(rustix::fs::fsync(&self.fd)?)
     }
 

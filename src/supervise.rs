@@ -77,7 +77,7 @@ impl Stages {
     }
 
     /// Every task and whether it runs.
-    pub fn health(&self) -> Vec<StageHealth> {
+    pub(crate) fn health(&self) -> Vec<StageHealth> {
         let Ok(all) = self.0.lock() else {
             return Vec::new();
         };
@@ -92,30 +92,30 @@ impl Stages {
 }
 
 impl Stage {
-    pub fn name(&self) -> &str {
+    pub(crate) fn name(&self) -> &str {
         &self.0.name
     }
 
     /// True while the task runs; gauges fed by the task read it so that a stopped task's
     /// gauges fall to zero.
-    pub fn running_flag(&self) -> Arc<AtomicBool> {
+    pub(crate) fn running_flag(&self) -> Arc<AtomicBool> {
         self.0.running.clone()
     }
 
-    pub fn is_running(&self) -> bool {
+    pub(crate) fn is_running(&self) -> bool {
         self.0.running.load(Ordering::Relaxed)
     }
 
     /// Marks the task stopped for `reason` (also used by tasks that supervise themselves, such
     /// as the spool's sync thread).
-    pub fn stopped(&self, reason: String) {
+    pub(crate) fn stopped(&self, reason: String) {
         if let Ok(mut r) = self.0.reason.lock() {
             *r = reason;
         }
         self.0.running.store(false, Ordering::Relaxed);
     }
 
-    pub fn running(&self) {
+    pub(crate) fn running(&self) {
         self.0.running.store(true, Ordering::Relaxed);
         if let Ok(mut r) = self.0.reason.lock() {
             r.clear();
@@ -202,7 +202,7 @@ where
 }
 
 /// The text a panic was raised with.
-pub fn panic_message(panic: &(dyn std::any::Any + Send)) -> &str {
+pub(crate) fn panic_message(panic: &(dyn std::any::Any + Send)) -> &str {
     panic
         .downcast_ref::<&str>()
         .copied()

@@ -47,21 +47,22 @@ impl Notifier {
     }
 
     /// A notifier for an explicit socket (`/run/...` or `@abstract`); `None` disables it.
-    pub fn with_socket(socket: Option<String>) -> Self {
+    pub(crate) fn with_socket(socket: Option<String>) -> Self {
         Notifier { socket }
     }
 
-    pub fn is_enabled(&self) -> bool {
+    #[cfg(test)]
+    pub(crate) fn is_enabled(&self) -> bool {
         self.socket.is_some()
     }
 
     /// Start-up is complete: sources open, spool recovered.
-    pub fn ready(&self) -> io::Result<()> {
+    pub(crate) fn ready(&self) -> io::Result<()> {
         self.send("READY=1")
     }
 
     /// A one-line status shown by `systemctl status` (newlines are replaced).
-    pub fn status(&self, text: &str) -> io::Result<()> {
+    pub(crate) fn status(&self, text: &str) -> io::Result<()> {
         self.send(&format!("STATUS={}", text.replace('\n', " ")))
     }
 
@@ -78,7 +79,7 @@ impl Notifier {
     }
 
     /// Keep-alive for `WatchdogSec=`.
-    pub fn watchdog(&self) -> io::Result<()> {
+    pub(crate) fn watchdog(&self) -> io::Result<()> {
         self.send("WATCHDOG=1")
     }
 
@@ -122,7 +123,7 @@ pub fn watchdog_interval() -> Option<Duration> {
 }
 
 /// `watchdog_interval` with its inputs explicit.
-pub fn watchdog_interval_from(
+pub(crate) fn watchdog_interval_from(
     usec: Option<&str>,
     watchdog_pid: Option<&str>,
     our_pid: u32,

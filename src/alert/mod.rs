@@ -23,14 +23,14 @@ pub use encode::encode;
 pub struct Encoded<T>(Arc<(T, Box<str>)>);
 
 impl<T: Serialize> Encoded<T> {
-    pub fn new(value: T) -> Self {
+    pub(crate) fn new(value: T) -> Self {
         // Plain data structs and JSON values cannot fail to serialize.
         let json = serde_json::to_string(&value).unwrap_or_else(|_| "null".into());
         Encoded(Arc::new((value, json.into_boxed_str())))
     }
 
     /// The JSON of the value.
-    pub fn json(&self) -> &str {
+    pub(crate) fn json(&self) -> &str {
         &self.0.1
     }
 }
@@ -78,7 +78,7 @@ pub enum Kind {
 
 impl Kind {
     /// The name in the JSON (`kind`).
-    pub fn as_str(self) -> &'static str {
+    pub(crate) fn as_str(self) -> &'static str {
         match self {
             Kind::Iem => "iem",
             Kind::Malformed => "malformed",
@@ -102,40 +102,43 @@ pub struct ResourceRef {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct FaultInfo {
     /// The fault's alert id.
-    pub fault_id: String,
+    pub(crate) fault_id: String,
     /// The fault's code family (`0080010001`).
-    pub family: String,
+    pub(crate) family: String,
     /// When the fault was raised (RFC 3339).
-    pub opened: String,
+    pub(crate) opened: String,
     /// Escalation: times the fault was seen while open; summary: repeats in the window (with the
     /// producer's own counts); flap: flaps of this fault and resource so far.
-    pub count: u64,
+    pub(crate) count: u64,
     /// Escalation: seconds the fault has been open; which escalation this is (1, 2, ...).
     #[serde(skip_serializing_if = "Option::is_none", default)]
-    pub age_secs: Option<u64>,
+    pub(crate) age_secs: Option<u64>,
     #[serde(skip_serializing_if = "Option::is_none", default)]
-    pub escalation: Option<u64>,
+    pub(crate) escalation: Option<u64>,
     /// Summary: the first and last repeat of the window (RFC 3339).
     #[serde(skip_serializing_if = "Option::is_none", default)]
-    pub first_seen: Option<String>,
+    pub(crate) first_seen: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none", default)]
-    pub last_seen: Option<String>,
+    pub(crate) last_seen: Option<String>,
     /// Flap: the resolution's alert id, and the fault's repeats while it was held down.
     #[serde(skip_serializing_if = "Option::is_none", default)]
-    pub resolution_id: Option<String>,
+    pub(crate) resolution_id: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none", default)]
-    pub repeats: Option<u64>,
+    pub(crate) repeats: Option<u64>,
 }
 
 /// `resolves`: absent on alerts that resolve nothing, `null` on a resolution with no open fault.
 mod resolves {
     use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
-    pub fn serialize<S: Serializer>(v: &Option<Option<String>>, s: S) -> Result<S::Ok, S::Error> {
+    pub(crate) fn serialize<S: Serializer>(
+        v: &Option<Option<String>>,
+        s: S,
+    ) -> Result<S::Ok, S::Error> {
         v.as_ref().and_then(|v| v.as_deref()).serialize(s)
     }
 
-    pub fn deserialize<'de, D: Deserializer<'de>>(
+    pub(crate) fn deserialize<'de, D: Deserializer<'de>>(
         d: D,
     ) -> Result<Option<Option<String>>, D::Error> {
         Option::<String>::deserialize(d).map(Some)
@@ -313,7 +316,13 @@ pub struct Alert {
 impl Alert {
     /// An alert with only where it came from: kind `malformed`, nothing decoded, no code, no
     /// enrichment. Decoding fills in the rest.
-    pub fn bare(id: String, time: String, origin: Origin, raw: String, truncated: bool) -> Alert {
+    pub(crate) fn bare(
+        id: String,
+        time: String,
+        origin: Origin,
+        raw: String,
+        truncated: bool,
+    ) -> Alert {
         Alert {
             schema: SCHEMA.into(),
             id,

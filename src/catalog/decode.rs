@@ -15,7 +15,7 @@ pub struct Clock {
     /// The year for RFC 3164 stamps; `None`: the current year, or the previous one for a stamp
     /// more than a day in the future (a December line read in January).
     pub year: Option<i32>,
-    pub tz: Tz,
+    pub(crate) tz: Tz,
     pub now: DateTime<Utc>,
 }
 
@@ -79,7 +79,7 @@ impl<'c> Decoder<'c> {
 
     /// The alert for one journal entry, or `None` when it holds no IEM. Entries written by
     /// `iemctl emit` carry `IEM_CODE`, which is used when the message itself has no marker.
-    pub fn decode_journal(
+    pub(crate) fn decode_journal(
         &self,
         entry: &journal::Entry<'_>,
         source: &LineSource<'_>,
@@ -194,7 +194,7 @@ impl<'c> Decoder<'c> {
 /// The id of a line: a hash of where it is (file fingerprint and offset, or journal cursor) and
 /// what it says. The same line at the same position gives the same id across runs, restarts and
 /// rotations, so consumers can de-duplicate what at-least-once delivery repeats.
-pub fn stable_id(source: &LineSource<'_>, cursor: Option<&str>, text: &str) -> String {
+pub(crate) fn stable_id(source: &LineSource<'_>, cursor: Option<&str>, text: &str) -> String {
     // The hashed bytes: `file\0` fingerprint offset, or `journald\0` cursor; then `\0` text.
     let mut prefix = [0u8; 22];
     let head: &[u8] = match cursor {

@@ -5,7 +5,7 @@
 //! error: its alert says `in_catalog: false`.
 
 pub mod decode;
-pub mod rules;
+pub(crate) mod rules;
 
 use std::collections::BTreeMap;
 use std::ops::Range;
@@ -16,7 +16,8 @@ use iem_parsers::iem::Field;
 use serde::Deserialize;
 use toml::Spanned;
 
-pub use rules::{Family, Resource, Rules};
+pub(crate) use rules::Family;
+pub use rules::{Resource, Rules};
 
 /// The catalog files shipped with iemd, compiled in.
 const BUILTIN: &[(&str, &str)] = &[
@@ -32,7 +33,7 @@ const BUILTIN: &[(&str, &str)] = &[
 
 /// The longest component name, in characters. The name is a word of the alerts' routing key
 /// (`iem.<severity>.<component>`, one byte per character), which AMQP limits to 255 bytes.
-pub const MAX_COMPONENT_NAME: usize = 200;
+pub(crate) const MAX_COMPONENT_NAME: usize = 200;
 
 /// A catalog file that could not be used: which file, which line, why.
 #[derive(Debug, thiserror::Error)]
@@ -65,7 +66,7 @@ pub struct Event {
 pub struct Component {
     pub name: Arc<str>,
     pub modules: BTreeMap<u16, Arc<str>>,
-    pub events: BTreeMap<(u16, u16), Event>,
+    pub(crate) events: BTreeMap<(u16, u16), Event>,
 }
 
 /// What the catalog knows about one code; any part may be missing.
@@ -79,7 +80,7 @@ pub struct Lookup<'c> {
 /// The catalog in effect.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct Catalog {
-    pub components: BTreeMap<u16, Component>,
+    pub(crate) components: BTreeMap<u16, Component>,
 }
 
 #[derive(Deserialize)]
@@ -155,7 +156,7 @@ impl Catalog {
     }
 
     /// Adds one catalog file: a known component is extended, its name replaced when given.
-    pub fn add_file(&mut self, path: &Path, text: &str) -> Result<(), CatalogError> {
+    pub(crate) fn add_file(&mut self, path: &Path, text: &str) -> Result<(), CatalogError> {
         let invalid = |span: Option<Range<usize>>, reason: String| CatalogError::Invalid {
             path: path.to_path_buf(),
             line: span.map_or(1, |s| line_of(text, s.start)),
@@ -245,7 +246,8 @@ impl Catalog {
     }
 
     /// The catalog's entry for a code family (component, module, event), if it has one.
-    pub fn event(&self, family: Family) -> Option<&Event> {
+    #[cfg(test)]
+    pub(crate) fn event(&self, family: Family) -> Option<&Event> {
         self.components
             .get(&family.0)
             .and_then(|c| c.events.get(&(family.1, family.2)))

@@ -28,7 +28,7 @@ impl fmt::Display for Family {
 
 impl Family {
     /// Parses the 10 hex digits `CCCMMMEEEE`, each field in its range.
-    pub fn parse(text: &str) -> Result<Family, String> {
+    pub(crate) fn parse(text: &str) -> Result<Family, String> {
         if text.len() != 10 || !text.is_ascii() {
             return Err(format!(
                 "code family {text:?} must be 10 hex digits (component, module, event)"
@@ -39,11 +39,6 @@ impl Family {
             parse_hex(&text[3..6], Field::Module, "module id")?,
             parse_hex(&text[6..], Field::Event, "event id")?,
         ))
-    }
-
-    /// The family of a code.
-    pub fn of(code: &iem_parsers::iem::Code) -> Family {
-        Family(code.component, code.module, code.event)
     }
 }
 
@@ -74,7 +69,7 @@ pub enum Resource {
 
 impl Resource {
     /// The SSPL `resource_type` of resources named this way.
-    pub fn kind(&self) -> &str {
+    pub(crate) fn kind(&self) -> &str {
         match self {
             Resource::Node => "node",
             Resource::Device => "device",
@@ -103,19 +98,19 @@ pub struct Rules {
 
 impl Rules {
     /// True when the event has any rule of its own.
-    pub fn any(&self) -> bool {
+    pub(crate) fn any(&self) -> bool {
         *self != Rules::default()
     }
 }
 
 /// The rules as written in a catalog file, with their places for errors.
 pub(super) struct RulesV1 {
-    pub resolves: Vec<Spanned<String>>,
-    pub resource: Option<Spanned<String>>,
-    pub escalate_after: Option<Spanned<String>>,
-    pub escalate_every: Option<Spanned<String>>,
-    pub hold_down: Option<Spanned<String>>,
-    pub coalesce: Option<Spanned<String>>,
+    pub(crate) resolves: Vec<Spanned<String>>,
+    pub(crate) resource: Option<Spanned<String>>,
+    pub(crate) escalate_after: Option<Spanned<String>>,
+    pub(crate) escalate_every: Option<Spanned<String>>,
+    pub(crate) hold_down: Option<Spanned<String>>,
+    pub(crate) coalesce: Option<Spanned<String>>,
 }
 
 /// Where a rule is wrong (a byte range of the file) and why.
@@ -123,7 +118,7 @@ type RuleError = (Option<Range<usize>>, String);
 
 impl RulesV1 {
     /// Checks every rule of the event `own`.
-    pub fn validate(self, own: Family) -> Result<Rules, RuleError> {
+    pub(crate) fn validate(self, own: Family) -> Result<Rules, RuleError> {
         let mut resolves = Vec::new();
         for r in &self.resolves {
             let family = Family::parse(r.get_ref()).map_err(|e| (Some(r.span()), e))?;
@@ -185,7 +180,7 @@ fn is_key(key: &str) -> bool {
 
 /// A duration written as a whole number and a unit: `500ms`, `30s`, `10m`, `2h`, `1d`; more
 /// than zero, at most 365 days.
-pub fn parse_duration(text: &str) -> Result<Duration, String> {
+pub(crate) fn parse_duration(text: &str) -> Result<Duration, String> {
     let digits = text.bytes().take_while(u8::is_ascii_digit).count();
     let (number, unit) = text.split_at(digits);
     let n: u64 = number

@@ -65,11 +65,11 @@ fn default_binding() -> String {
 #[serde(deny_unknown_fields)]
 pub struct TlsConfig {
     /// PEM CA bundle the server certificate must chain to.
-    pub ca_file: Option<PathBuf>,
+    pub(crate) ca_file: Option<PathBuf>,
     /// PEM client certificate (with `key_file`) for mutual TLS.
-    pub cert_file: Option<PathBuf>,
+    pub(crate) cert_file: Option<PathBuf>,
     /// PEM PKCS#8 private key of the client certificate.
-    pub key_file: Option<PathBuf>,
+    pub(crate) key_file: Option<PathBuf>,
 }
 
 #[derive(Clone, Deserialize, Serialize)]
@@ -193,7 +193,7 @@ impl BrokerConfig {
         }
     }
 
-    pub fn validate(&self, problems: &mut Vec<Problem>) {
+    pub(crate) fn validate(&self, problems: &mut Vec<Problem>) {
         if self.urls.is_empty() {
             problems.push(Problem::new("broker.urls", "at least one URL is needed"));
         }
@@ -308,7 +308,7 @@ impl BrokerConfig {
 }
 
 /// AMQP's limit on exchange and queue names and routing keys (short strings), in bytes.
-pub const MAX_AMQP_NAME: usize = 255;
+pub(crate) const MAX_AMQP_NAME: usize = 255;
 
 /// Why `name` does not fit an AMQP short string, if it does not.
 fn too_long(name: &str) -> Option<String> {
@@ -374,9 +374,9 @@ fn is_loopback(host: &str) -> bool {
 /// The environment variable of the broker password (with [`USER_ENV`] or `broker.user`).
 pub const PASSWORD_ENV: &str = "IEMD_AMQP_PASSWORD";
 /// The environment variable of the broker user.
-pub const USER_ENV: &str = "IEMD_AMQP_USER";
+pub(crate) const USER_ENV: &str = "IEMD_AMQP_USER";
 /// The name of the systemd credential holding the password (`LoadCredential=amqp-password:...`).
-pub const CREDENTIAL: &str = "amqp-password";
+pub(crate) const CREDENTIAL: &str = "amqp-password";
 
 /// `IEMD_AMQP_PASSWORD` as the process started with it, once the binary took it out of the
 /// environment.
@@ -400,7 +400,7 @@ fn env_password() -> Option<OsString> {
 
 /// Where the broker password comes from; see the module documentation for the order.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum PasswordSource {
+pub(crate) enum PasswordSource {
     /// `IEMD_AMQP_PASSWORD`.
     Environment,
     /// The systemd credential `amqp-password` (the file in `$CREDENTIALS_DIRECTORY`).
@@ -423,12 +423,12 @@ impl fmt::Display for PasswordSource {
 
 impl BrokerConfig {
     /// The broker user: `IEMD_AMQP_USER`, else `broker.user`.
-    pub fn user_name(&self) -> Option<String> {
+    pub(crate) fn user_name(&self) -> Option<String> {
         std::env::var(USER_ENV).ok().or_else(|| self.user.clone())
     }
 
     /// Where the password comes from; `None`: no password (guest/guest when there is no user).
-    pub fn password_source(&self) -> Option<PasswordSource> {
+    pub(crate) fn password_source(&self) -> Option<PasswordSource> {
         if env_password().is_some() {
             return Some(PasswordSource::Environment);
         }
@@ -444,7 +444,7 @@ impl BrokerConfig {
 
 /// Reads the password (the first line) from `source`; a password file is checked first (see
 /// [`password_file_problem`]). The error is the reason, naming the source, never the password.
-pub fn read_password(source: &PasswordSource) -> Result<String, String> {
+pub(crate) fn read_password(source: &PasswordSource) -> Result<String, String> {
     let path = match source {
         PasswordSource::Environment => {
             return env_password()
@@ -471,7 +471,7 @@ pub fn read_password(source: &PasswordSource) -> Result<String, String> {
 /// file owned by root or this process's user, with no access for others, and no group access
 /// but read, for a group of this process (its daemon's group). As root (an operator running
 /// `--check-config`, which cannot know the unit's `Group=`), any group may read it.
-pub fn password_file_problem(meta: &std::fs::Metadata) -> Option<String> {
+pub(crate) fn password_file_problem(meta: &std::fs::Metadata) -> Option<String> {
     let me = rustix::process::geteuid().as_raw();
     let mode = meta.mode() & 0o7777;
     if !meta.is_file() {

@@ -23,9 +23,9 @@ use serde::{Deserialize, Serialize};
 use crate::config::Problem;
 
 /// Longest accepted `cache_ttl`: one day. Longer would keep a swapped disk's old serial for days.
-pub const MAX_CACHE_TTL: u64 = 86_400;
+pub(crate) const MAX_CACHE_TTL: u64 = 86_400;
 /// Most device references resolved per alert (`max_refs` upper bound).
-pub const MAX_REFS_LIMIT: usize = 256;
+pub(crate) const MAX_REFS_LIMIT: usize = 256;
 
 #[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]
@@ -71,7 +71,7 @@ impl Default for EnrichConfig {
 
 impl EnrichConfig {
     /// Reports every bad key under `enrich.`.
-    pub fn validate(&self, problems: &mut Vec<Problem>) {
+    pub(crate) fn validate(&self, problems: &mut Vec<Problem>) {
         for (key, value) in [
             ("site_id", &self.site_id),
             ("rack_id", &self.rack_id),

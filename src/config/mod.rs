@@ -8,7 +8,7 @@ pub mod broker;
 pub mod enrich;
 pub mod sources;
 pub mod spool;
-pub mod telemetry;
+pub(crate) mod telemetry;
 
 use std::fmt;
 use std::path::{Path, PathBuf};
@@ -21,12 +21,12 @@ pub const DEFAULT_PATH: &str = "/etc/iemd/iemd.toml";
 /// One thing wrong with a configuration: the dotted key (`broker.urls[1]`) and why.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Problem {
-    pub key: String,
-    pub reason: String,
+    pub(crate) key: String,
+    pub(crate) reason: String,
 }
 
 impl Problem {
-    pub fn new(key: impl Into<String>, reason: impl Into<String>) -> Self {
+    pub(crate) fn new(key: impl Into<String>, reason: impl Into<String>) -> Self {
         Problem {
             key: key.into(),
             reason: reason.into(),
@@ -65,9 +65,9 @@ pub enum ConfigError {
 /// How lines are read and decoded.
 #[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]
-pub struct ParseConfig {
+pub(crate) struct ParseConfig {
     /// Time zone of RFC 3164 stamps (which carry none): an IANA name. Default: the machine's zone.
-    pub timezone: String,
+    pub(crate) timezone: String,
 }
 
 impl Default for ParseConfig {
@@ -79,7 +79,7 @@ impl Default for ParseConfig {
 }
 
 impl ParseConfig {
-    pub fn tz(&self) -> chrono_tz::Tz {
+    pub(crate) fn tz(&self) -> chrono_tz::Tz {
         self.timezone.parse().unwrap_or(chrono_tz::UTC)
     }
 
@@ -98,14 +98,14 @@ impl ParseConfig {
 #[serde(deny_unknown_fields, default)]
 pub struct Config {
     /// Checkpoints and (unless `spool.dir` is set) the spool live here.
-    pub state_dir: PathBuf,
+    pub(crate) state_dir: PathBuf,
     /// Catalog directories read after the built-in catalog, in order.
     pub catalog_dirs: Vec<PathBuf>,
-    pub parse: ParseConfig,
-    pub spool: spool::SpoolConfig,
+    pub(crate) parse: ParseConfig,
+    pub(crate) spool: spool::SpoolConfig,
     pub broker: broker::BrokerConfig,
-    pub sources: sources::SourcesConfig,
-    pub enrich: enrich::EnrichConfig,
+    pub(crate) sources: sources::SourcesConfig,
+    pub(crate) enrich: enrich::EnrichConfig,
     pub telemetry: telemetry::TelemetryConfig,
 }
 
@@ -139,7 +139,7 @@ impl Config {
     }
 
     /// Parses and validates configuration text; `path` only names it in errors.
-    pub fn parse(path: &Path, text: &str) -> Result<Config, ConfigError> {
+    pub(crate) fn parse(path: &Path, text: &str) -> Result<Config, ConfigError> {
         let syntax = |e: toml::de::Error| {
             let (line, column) = e.span().map_or((1, 1), |s| line_column(text, s.start));
             ConfigError::Syntax {
@@ -197,7 +197,7 @@ impl Config {
     }
 
     /// Checks every section; all problems are reported together.
-    pub fn validated(self, path: &Path) -> Result<Config, ConfigError> {
+    pub(crate) fn validated(self, path: &Path) -> Result<Config, ConfigError> {
         let mut problems = Vec::new();
         if self.state_dir.as_os_str().is_empty() {
             problems.push(Problem::new("state_dir", "must not be empty"));
@@ -227,7 +227,7 @@ impl Config {
 
 /// `$STATE_DIRECTORY` when systemd sets it (`StateDirectory=`); else `/var/lib/iemd` as root;
 /// otherwise `$XDG_STATE_HOME/iemd`, or `./state`.
-pub fn default_state_dir() -> PathBuf {
+pub(crate) fn default_state_dir() -> PathBuf {
     if let Some(dirs) = std::env::var_os("STATE_DIRECTORY")
         && let Some(first) = std::env::split_paths(&dirs).next()
         && !first.as_os_str().is_empty()

@@ -43,44 +43,44 @@ use serde::{Deserialize, Serialize};
 use crate::config::Problem;
 
 /// Lines longer than this are cut (and marked) by default.
-pub const DEFAULT_MAX_LINE_BYTES: usize = 64 * 1024;
+pub(crate) const DEFAULT_MAX_LINE_BYTES: usize = 64 * 1024;
 /// A last line with no newline is emitted after this long without one, by default: long enough
 /// for a block-buffered writer to finish its line.
-pub const DEFAULT_PARTIAL_LINE_TIMEOUT_MS: u64 = 30_000;
+pub(crate) const DEFAULT_PARTIAL_LINE_TIMEOUT_MS: u64 = 30_000;
 /// A rotated file is read until it has had no new byte for this long, by default (writers such as
 /// rsyslog keep appending to it until they reopen their file).
-pub const DEFAULT_ROTATED_KEEP_MS: u64 = 10 * 60 * 1000;
+pub(crate) const DEFAULT_ROTATED_KEEP_MS: u64 = 10 * 60 * 1000;
 const ROTATED_KEEP_RANGE_MS: std::ops::RangeInclusive<u64> = 1000..=7 * 24 * 3600 * 1000;
 /// The spool's record limit (`spool::MAX_RECORD_LEN`; a test keeps the two equal).
-pub const SPOOL_RECORD_LIMIT: usize = 16 << 20;
+pub(crate) const SPOOL_RECORD_LIMIT: usize = 16 << 20;
 /// What an alert holds besides its line's text, at most: code and names, catalog texts, origin,
 /// host, hardware.
-pub const ALERT_OVERHEAD_BYTES: usize = 64 << 10;
+pub(crate) const ALERT_OVERHEAD_BYTES: usize = 64 << 10;
 /// The longest line whose worst-case alert fits one spool record: each byte of the line may
 /// become six bytes of JSON (`\u0001`) in both `raw` and `message`. (An alert that does not fit
 /// anyway, from journald, is cut before it is spooled.)
-pub const MAX_LINE_BYTES_CEILING: usize = (SPOOL_RECORD_LIMIT - ALERT_OVERHEAD_BYTES) / 12;
+pub(crate) const MAX_LINE_BYTES_CEILING: usize = (SPOOL_RECORD_LIMIT - ALERT_OVERHEAD_BYTES) / 12;
 /// Bound that keeps the flush timer sane.
 const PARTIAL_LINE_TIMEOUT_CEILING_MS: u64 = 10 * 60 * 1000;
 
 /// How long a sighting from one side waits for its twin from the other, by default (seconds of
 /// event time).
-pub const DEFAULT_CROSS_SOURCE_WINDOW_SECS: u64 = 60;
+pub(crate) const DEFAULT_CROSS_SOURCE_WINDOW_SECS: u64 = 60;
 const CROSS_SOURCE_WINDOW_CEILING_SECS: u64 = 3600;
 
 #[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
 #[serde(deny_unknown_fields, default)]
-pub struct SourcesConfig {
+pub(crate) struct SourcesConfig {
     /// When both journald and files are read: seconds a (line, second) is remembered for its twin.
-    pub cross_source_window_secs: u64,
+    pub(crate) cross_source_window_secs: u64,
     /// Bytes of lines in flight between the sources and the spool (lines without the `IEC:`
     /// marker count their position only); when it is full, reading waits.
-    pub buffer_bytes: usize,
-    pub files: Vec<FileSourceConfig>,
-    pub journald: JournaldConfig,
+    pub(crate) buffer_bytes: usize,
+    pub(crate) files: Vec<FileSourceConfig>,
+    pub(crate) journald: JournaldConfig,
     /// Why these sources were chosen, when they are the machine's defaults (for `--check-config`).
     #[serde(skip)]
-    pub chosen: Option<String>,
+    pub(crate) chosen: Option<String>,
 }
 
 impl Default for SourcesConfig {
@@ -138,7 +138,7 @@ impl Default for FileSourceConfig {
 
 impl FileSourceConfig {
     /// The name used in counters and logs.
-    pub fn source_name(&self) -> String {
+    pub(crate) fn source_name(&self) -> String {
         if !self.name.is_empty() {
             return self.name.clone();
         }
@@ -148,11 +148,11 @@ impl FileSourceConfig {
         }
     }
 
-    pub fn partial_line_timeout(&self) -> Duration {
+    pub(crate) fn partial_line_timeout(&self) -> Duration {
         Duration::from_millis(self.partial_line_timeout_ms)
     }
 
-    pub fn rotated_keep(&self) -> Duration {
+    pub(crate) fn rotated_keep(&self) -> Duration {
         Duration::from_millis(self.rotated_keep_ms)
     }
 }
@@ -203,7 +203,7 @@ impl SourcesConfig {
     /// The sources of a fresh machine: journald when `journalctl` is installed and the system
     /// journal is readable, else the host syslog files that exist (rsyslog's copy of the same
     /// lines: reading both would see each IEM twice). Journald also when neither is there.
-    pub fn default_for_this_machine() -> Self {
+    pub(crate) fn default_for_this_machine() -> Self {
         Self::default_for(Path::new("/"))
     }
 
@@ -285,12 +285,12 @@ impl SourcesConfig {
     }
 
     /// True when both journald and files are read: their sightings are matched (`dedup`).
-    pub fn matches_across(&self) -> bool {
+    pub(crate) fn matches_across(&self) -> bool {
         self.journald.enabled && !self.files.is_empty()
     }
 
     /// Which sources are read, and why: for `--check-config` and the start-up log.
-    pub fn summary(&self) -> String {
+    pub(crate) fn summary(&self) -> String {
         let read: Vec<String> = self
             .enabled()
             .iter()
@@ -313,7 +313,7 @@ impl SourcesConfig {
     }
 
     /// Appends every problem of this section, keys starting with `sources.`.
-    pub fn validate(&self, problems: &mut Vec<Problem>) {
+    pub(crate) fn validate(&self, problems: &mut Vec<Problem>) {
         if self.cross_source_window_secs == 0
             || self.cross_source_window_secs > CROSS_SOURCE_WINDOW_CEILING_SECS
         {
@@ -353,7 +353,7 @@ impl SourcesConfig {
 /// (`SourceConfig::build`, in `source`, so that this module holds no source code). A new kind is
 /// one more arm here, its own section in [`SourcesConfig`], and its [`crate::source::Source`].
 #[derive(Debug, Clone, PartialEq)]
-pub enum SourceConfig {
+pub(crate) enum SourceConfig {
     File(FileSourceConfig),
     Journald(JournaldConfig),
 }
@@ -379,7 +379,7 @@ impl SourcesConfig {
 
 impl SourceConfig {
     /// The name used in counters, logs and `/health`.
-    pub fn name(&self) -> String {
+    pub(crate) fn name(&self) -> String {
         match self {
             SourceConfig::File(f) => f.source_name(),
             SourceConfig::Journald(j) => j.name.clone(),
@@ -534,7 +534,7 @@ fn check_file_pattern(p: &Path) -> Result<(), String> {
 }
 
 /// True when the text has a glob metacharacter.
-pub fn has_glob_chars(s: &str) -> bool {
+pub(crate) fn has_glob_chars(s: &str) -> bool {
     s.contains(['*', '?', '['])
 }
 

@@ -44,11 +44,11 @@ impl Default for SpoolConfig {
 
 impl SpoolConfig {
     /// The group-commit interval.
-    pub fn sync_interval(&self) -> Duration {
+    pub(crate) fn sync_interval(&self) -> Duration {
         Duration::from_millis(self.sync_interval_ms)
     }
 
-    pub fn validate(&self, problems: &mut Vec<Problem>) {
+    pub(crate) fn validate(&self, problems: &mut Vec<Problem>) {
         if self.dir.as_os_str().is_empty() {
             problems.push(Problem::new("spool.dir", "must not be empty"));
         }

@@ -14,12 +14,12 @@ use serde::{Deserialize, Serialize};
 use super::Problem;
 
 /// Default of `spool_warning_records`.
-pub const DEFAULT_SPOOL_WARNING_RECORDS: u64 = 10_000;
+pub(crate) const DEFAULT_SPOOL_WARNING_RECORDS: u64 = 10_000;
 
 /// `metrics_listen` as written: an address, `""`, or a boolean.
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize)]
 #[serde(untagged)]
-pub enum Listen {
+pub(crate) enum Listen {
     Enabled(bool),
     Address(String),
 }
@@ -27,9 +27,9 @@ pub enum Listen {
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct TelemetryConfig {
-    pub metrics_listen: Listen,
+    pub(crate) metrics_listen: Listen,
     pub log_level: Option<String>,
-    pub spool_warning_records: u64,
+    pub(crate) spool_warning_records: u64,
 }
 
 impl Default for TelemetryConfig {
@@ -45,7 +45,7 @@ impl Default for TelemetryConfig {
 impl TelemetryConfig {
     /// Where to serve `/metrics` and `/health`; `None` when turned off (or invalid, which
     /// `validate` reports first).
-    pub fn metrics_addr(&self) -> Option<SocketAddr> {
+    pub(crate) fn metrics_addr(&self) -> Option<SocketAddr> {
         match &self.metrics_listen {
             Listen::Enabled(false) => None,
             Listen::Enabled(true) => crate::telemetry::http::DEFAULT_LISTEN.parse().ok(),
@@ -54,7 +54,7 @@ impl TelemetryConfig {
         }
     }
 
-    pub fn validate(&self, problems: &mut Vec<Problem>) {
+    pub(crate) fn validate(&self, problems: &mut Vec<Problem>) {
         if let Listen::Address(a) = &self.metrics_listen
             && !a.trim().is_empty()
             && a.trim().parse::<SocketAddr>().is_err()

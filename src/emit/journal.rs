@@ -27,7 +27,7 @@ use super::{Identity, Record, message_id, priority};
 
 /// The journal fields of one record, in the order they are written. `MESSAGE` is the escaped
 /// one-line text (as in syslog); the `IEM_*` fields are exact, `IEM_DESCRIPTION` unescaped.
-pub fn fields(record: &Record, identity: &Identity) -> Vec<(&'static str, Vec<u8>)> {
+pub(crate) fn fields(record: &Record, identity: &Identity) -> Vec<(&'static str, Vec<u8>)> {
     let code = &record.code;
     let mut fields: Vec<(&'static str, Vec<u8>)> = vec![
         ("MESSAGE", record.text().into_bytes()),
@@ -56,7 +56,7 @@ pub fn fields(record: &Record, identity: &Identity) -> Vec<(&'static str, Vec<u8
 }
 
 /// Serializes fields in the native protocol.
-pub fn encode(fields: &[(&str, Vec<u8>)]) -> Vec<u8> {
+pub(crate) fn encode(fields: &[(&str, Vec<u8>)]) -> Vec<u8> {
     let mut out = Vec::new();
     for (name, value) in fields {
         out.extend_from_slice(name.as_bytes());
@@ -74,7 +74,7 @@ pub fn encode(fields: &[(&str, Vec<u8>)]) -> Vec<u8> {
 
 /// Sends one encoded entry to the journal socket at `path`, through a memfd when it does not
 /// fit in one datagram.
-pub fn send(socket: &UnixDatagram, path: &Path, payload: &[u8]) -> io::Result<()> {
+pub(crate) fn send(socket: &UnixDatagram, path: &Path, payload: &[u8]) -> io::Result<()> {
     let limit = rustix::net::sockopt::socket_send_buffer_size(socket).unwrap_or(usize::MAX);
     if payload.len() < limit {
         match socket.send_to(payload, path) {
@@ -89,7 +89,7 @@ pub fn send(socket: &UnixDatagram, path: &Path, payload: &[u8]) -> io::Result<()
 }
 
 /// Writes the entry to a sealed memfd and passes the fd to journald in an empty datagram.
-pub fn send_memfd(socket: &UnixDatagram, path: &Path, payload: &[u8]) -> io::Result<()> {
+pub(crate) fn send_memfd(socket: &UnixDatagram, path: &Path, payload: &[u8]) -> io::Result<()> {
     let fd = memfd_create(
         "iemctl-emit",
         MemfdFlags::CLOEXEC | MemfdFlags::ALLOW_SEALING,

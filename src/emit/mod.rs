@@ -13,8 +13,8 @@
 //! no raw control, DEL or line separator either ([`escape_json`]). `iemctl tail` prints alerts
 //! through the same two functions.
 
-pub mod journal;
-pub mod syslog;
+pub(crate) mod journal;
+pub(crate) mod syslog;
 
 use std::io::{self, Write};
 use std::os::unix::net::UnixDatagram;
@@ -269,10 +269,10 @@ impl Identity {
 /// (unescaped) description for the journal's `IEM_DESCRIPTION` field.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Record {
-    pub code: Code,
-    pub message: String,
-    pub raw_message: String,
-    pub extra: Option<String>,
+    pub(crate) code: Code,
+    pub(crate) message: String,
+    pub(crate) raw_message: String,
+    pub(crate) extra: Option<String>,
 }
 
 impl Record {
@@ -303,7 +303,7 @@ impl Record {
     }
 
     /// The one-line text: `IEC:<code>:<message>` and ` {json}` when there is extra data.
-    pub fn text(&self) -> String {
+    pub(crate) fn text(&self) -> String {
         match &self.extra {
             Some(json) => format!("IEC:{}:{} {}", self.code, self.message, json),
             None => format!("IEC:{}:{}", self.code, self.message),
@@ -312,7 +312,7 @@ impl Record {
 }
 
 /// The syslog/journald priority of a severity: A->1, X->2, E->3, W->4, N,C->5, I->6, D,B->7.
-pub fn priority(severity: Severity) -> u8 {
+pub(crate) fn priority(severity: Severity) -> u8 {
     match severity {
         Severity::Alert => 1,
         Severity::Critical => 2,
@@ -327,7 +327,7 @@ pub fn priority(severity: Severity) -> u8 {
 /// The journal `MESSAGE_ID` of a code: 128 bits of BLAKE3 over a fixed prefix and the canonical
 /// code, in lower-case hex. Stable across hosts and releases (changing the prefix would break
 /// `journalctl MESSAGE_ID=...` filters).
-pub fn message_id(code: &Code) -> String {
+pub(crate) fn message_id(code: &Code) -> String {
     let hash = blake3::hash(format!("iemd.message_id.v1:{code}").as_bytes());
     hash.as_bytes()[..16]
         .iter()
@@ -398,10 +398,6 @@ impl Emitter {
         }
     }
 
-    pub fn transport(&self) -> &Transport {
-        &self.transport
-    }
-
     fn socket(&mut self, path: &Path) -> Result<&UnixDatagram, EmitError> {
         if self.socket.is_none() {
             let socket = UnixDatagram::unbound().map_err(|source| EmitError::Transport {
@@ -456,7 +452,7 @@ impl Emitter {
 }
 
 /// This host's name as syslog writes it: the node name up to the first dot, or `localhost`.
-pub fn hostname() -> String {
+pub(crate) fn hostname() -> String {
     let name = crate::alert::host_name();
     let short = name.split('.').next().unwrap_or("");
     if short.is_empty() || !short.bytes().all(|b| b.is_ascii_graphic()) {

@@ -22,7 +22,8 @@ pub enum SyslogFormat {
 }
 
 impl SyslogFormat {
-    pub fn from_name(name: &str) -> Option<SyslogFormat> {
+    #[cfg(test)]
+    pub(crate) fn from_name(name: &str) -> Option<SyslogFormat> {
         match name.to_ascii_lowercase().as_str() {
             "rfc5424" | "5424" => Some(SyslogFormat::Rfc5424),
             "rfc3164" | "3164" | "bsd" => Some(SyslogFormat::Rfc3164),
@@ -36,7 +37,8 @@ impl SyslogFormat {
 pub struct Facility(u8);
 
 impl Facility {
-    pub const USER: Facility = Facility(1);
+    #[cfg(test)]
+    pub(crate) const USER: Facility = Facility(1);
 
     const NAMES: [(&'static str, u8); 20] = [
         ("kern", 0),
@@ -74,7 +76,7 @@ impl Facility {
         Self::NAMES.iter().map(|(n, _)| *n)
     }
 
-    pub fn code(self) -> u8 {
+    pub(crate) fn code(self) -> u8 {
         self.0
     }
 }
@@ -84,7 +86,7 @@ fn pri(record: &Record, facility: Facility) -> u8 {
 }
 
 /// RFC 5424: `<PRI>1 2026-11-21T22:50:01.123456+00:00 host tag pid CODE - IEC:CODE:msg`.
-pub fn rfc5424(
+pub(crate) fn rfc5424(
     record: &Record,
     identity: &Identity,
     facility: Facility,
@@ -105,7 +107,7 @@ pub fn rfc5424(
 
 /// RFC 3164 as syslog(3) sends it to the local socket, without a host name (the reader adds it):
 /// `<PRI>Nov 21 22:50:01 tag[pid]: IEC:CODE:msg`.
-pub fn rfc3164(
+pub(crate) fn rfc3164(
     record: &Record,
     identity: &Identity,
     facility: Facility,
@@ -123,7 +125,7 @@ pub fn rfc3164(
 
 /// The line a syslog file holds (rsyslog `RSYSLOG_FileFormat`, which keeps the year and zone):
 /// `2026-11-21T22:50:01.123456+00:00 host tag[pid]: IEC:CODE:msg`.
-pub fn file_line(
+pub(crate) fn file_line(
     record: &Record,
     identity: &Identity,
     host: &str,

@@ -27,7 +27,7 @@ fn kernel_hostname() -> Option<String> {
 }
 
 /// The FQDN for `hostname` from an `/etc/hosts` text (see the module doc).
-pub fn fqdn_from_hosts(hosts: &str, hostname: &str) -> Option<String> {
+pub(crate) fn fqdn_from_hosts(hosts: &str, hostname: &str) -> Option<String> {
     for line in hosts.lines() {
         let line = line.split('#').next().unwrap_or("");
         let mut fields = line.split_whitespace();
@@ -52,7 +52,7 @@ pub fn fqdn_from_hosts(hosts: &str, hostname: &str) -> Option<String> {
 }
 
 /// The host identity, from the config and the files under `etc_root` and `proc_root`.
-pub fn identity(cfg: &EnrichConfig) -> Result<Host, EnrichError> {
+pub(crate) fn identity(cfg: &EnrichConfig) -> Result<Host, EnrichError> {
     let hostname = cfg
         .hostname
         .clone()

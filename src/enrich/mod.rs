@@ -28,9 +28,9 @@
 //! The map holds at most `MAX_ENTRIES`; when full, expired entries are dropped, then all of them
 //! (text with many distinct made-up device names cannot grow memory without bound).
 
-pub mod host;
-pub mod scan;
-pub mod sysfs;
+pub(crate) mod host;
+pub(crate) mod scan;
+pub(crate) mod sysfs;
 
 use std::collections::HashMap;
 use std::path::PathBuf;
@@ -43,11 +43,11 @@ use crate::enrich::scan::{Found, Ref, RefKind};
 use crate::enrich::sysfs::Sysfs;
 
 /// How long a reference that did not resolve stays cached (at most `cache_ttl`).
-pub const NEGATIVE_TTL: Duration = Duration::from_secs(5);
+pub(crate) const NEGATIVE_TTL: Duration = Duration::from_secs(5);
 /// Longest interface name (IFNAMSIZ - 1).
 const IFNAMSIZ: usize = 15;
 /// Most cached references.
-pub const MAX_ENTRIES: usize = 4096;
+pub(crate) const MAX_ENTRIES: usize = 4096;
 
 #[derive(Debug, thiserror::Error)]
 pub enum EnrichError {
@@ -117,11 +117,6 @@ impl Enricher {
                 nic_names_expire: now,
             }),
         })
-    }
-
-    /// The host identity put into every alert.
-    pub fn host(&self) -> &Host {
-        &self.host
     }
 
     /// Fills `alert.host` and `alert.hardware` (replacing what was there).

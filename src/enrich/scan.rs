@@ -25,7 +25,7 @@ use std::collections::HashSet;
 
 /// The syntactic kind of a reference (the alert's `hardware[].ref_kind`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum RefKind {
+pub(crate) enum RefKind {
     /// A kernel block device name: disk, partition, NVMe namespace, dm (`sdc`, `/dev/nvme0n1p2`).
     Block,
     /// `/dev/disk/by-id/...`.
@@ -53,7 +53,7 @@ pub enum RefKind {
 }
 
 impl RefKind {
-    pub fn as_str(self) -> &'static str {
+    pub(crate) fn as_str(self) -> &'static str {
         match self {
             RefKind::Block => "block",
             RefKind::ById => "by-id",
@@ -72,14 +72,14 @@ impl RefKind {
 }
 
 /// The references of one alert: a handful, kept on the stack.
-pub type Refs<'a> = smallvec::SmallVec<[Ref<'a>; 8]>;
+pub(crate) type Refs<'a> = smallvec::SmallVec<[Ref<'a>; 8]>;
 
 /// The distinct references of one alert, in order of appearance, up to a budget: `max` that are
 /// not H:C:T:L-shaped, and `max` that are. The two budgets are apart because an H:C:T:L is only
 /// reported when it resolves (a time has the same shape), so times cannot crowd out a disk named
 /// later in the same line. A reference whose budget is spent is not even looked up in the set.
 #[derive(Debug)]
-pub struct Found<'a> {
+pub(crate) struct Found<'a> {
     refs: Refs<'a>,
     seen: HashSet<&'a str>,
     left: usize,
@@ -87,7 +87,7 @@ pub struct Found<'a> {
 }
 
 impl<'a> Found<'a> {
-    pub fn new(max: usize) -> Self {
+    pub(crate) fn new(max: usize) -> Self {
         Found {
             refs: Refs::new(),
             seen: HashSet::new(),
@@ -97,7 +97,7 @@ impl<'a> Found<'a> {
     }
 
     /// Keeps `r` unless its text was found before or its budget is spent.
-    pub fn push(&mut self, r: Ref<'a>) {
+    pub(crate) fn push(&mut self, r: Ref<'a>) {
         let left = if r.kind == RefKind::Hctl {
             &mut self.hctl_left
         } else {
@@ -110,21 +110,21 @@ impl<'a> Found<'a> {
     }
 
     /// Both budgets are spent: scanning further cannot add anything.
-    pub fn is_full(&self) -> bool {
+    pub(crate) fn is_full(&self) -> bool {
         self.left == 0 && self.hctl_left == 0
     }
 
     /// The references kept, in order of appearance.
-    pub fn refs(&self) -> &[Ref<'a>] {
+    pub(crate) fn refs(&self) -> &[Ref<'a>] {
         &self.refs
     }
 }
 
 /// One candidate reference: the token as found and its kind.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Ref<'a> {
-    pub text: &'a str,
-    pub kind: RefKind,
+pub(crate) struct Ref<'a> {
+    pub(crate) text: &'a str,
+    pub(crate) kind: RefKind,
 }
 
 /// `TOKEN[b]`: byte `b` can be part of a token (ASCII letters, digits, `_ - . : /`).
@@ -155,7 +155,7 @@ const DISK_LINK_DIRS: [(&str, RefKind); 6] = [
 
 /// Adds the references in `text` to `out`, in order of appearance, until `out` is full.
 /// `known_nic` says whether a name is a network interface that exists on this node.
-pub fn scan<'a>(text: &'a str, known_nic: &dyn Fn(&str) -> bool, out: &mut Found<'a>) {
+pub(crate) fn scan<'a>(text: &'a str, known_nic: &dyn Fn(&str) -> bool, out: &mut Found<'a>) {
     let bytes = text.as_bytes();
     let mut i = 0;
     while i < bytes.len() && !out.is_full() {
@@ -176,7 +176,7 @@ pub fn scan<'a>(text: &'a str, known_nic: &dyn Fn(&str) -> bool, out: &mut Found
 }
 
 /// The kind of reference `token` is, if any.
-pub fn classify(token: &str, known_nic: &dyn Fn(&str) -> bool) -> Option<RefKind> {
+pub(crate) fn classify(token: &str, known_nic: &dyn Fn(&str) -> bool) -> Option<RefKind> {
     let first = *token.as_bytes().first()?;
     match first {
         b'/' => {
@@ -229,7 +229,7 @@ fn digits(s: &str) -> (&str, &str) {
 }
 
 /// `sd[a-z]{1,3}N?`, `vd[a-z]{1,3}N?`, `nvmeXnY(pZ)?`, `dm-N`.
-pub fn is_block_name(s: &str) -> bool {
+pub(crate) fn is_block_name(s: &str) -> bool {
     if let Some(rest) = s.strip_prefix("sd").or_else(|| s.strip_prefix("vd")) {
         let letters = rest.bytes().take_while(u8::is_ascii_lowercase).count();
         let (num, tail) = digits(&rest[letters..]);
@@ -261,7 +261,7 @@ pub fn is_block_name(s: &str) -> bool {
 }
 
 /// Exactly four groups of 1..5 digits separated by `:`.
-pub fn is_hctl(s: &str) -> bool {
+pub(crate) fn is_hctl(s: &str) -> bool {
     let mut groups = 0;
     for part in s.split(':') {
         groups += 1;
@@ -273,7 +273,7 @@ pub fn is_hctl(s: &str) -> bool {
 }
 
 /// The kernel and systemd predictable naming schemes, with an optional `.VLAN` suffix.
-pub fn is_nic_name(s: &str) -> bool {
+pub(crate) fn is_nic_name(s: &str) -> bool {
     let base = match s.split_once('.') {
         Some((base, vlan)) => {
             let (num, rest) = digits(vlan);

@@ -27,115 +27,115 @@ const MAX_DM_DEPTH: u8 = 4;
 /// A block device: a whole disk, a partition (with its disk's identity), or a dm device (with
 /// the devices under it).
 #[derive(Debug, Clone, Default, PartialEq, Serialize)]
-pub struct BlockDevice {
+pub(crate) struct BlockDevice {
     /// `disk`, `partition` or `dm`.
     #[serde(rename = "type")]
-    pub kind: &'static str,
+    pub(crate) kind: &'static str,
     /// The kernel name (`sdc`, `sdc2`, `nvme0n1`, `dm-0`).
-    pub name: String,
+    pub(crate) name: String,
     /// For a partition: the disk it is on.
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub disk: Option<String>,
+    pub(crate) disk: Option<String>,
     /// For a partition: its number.
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub partition: Option<u32>,
+    pub(crate) partition: Option<u32>,
     /// `sas`, `sata`, `scsi` or `nvme`.
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub bus: Option<&'static str>,
+    pub(crate) bus: Option<&'static str>,
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub vendor: Option<String>,
+    pub(crate) vendor: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub model: Option<String>,
+    pub(crate) model: Option<String>,
     /// Firmware revision (`device/rev`, NVMe `device/firmware_rev`).
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub firmware: Option<String>,
+    pub(crate) firmware: Option<String>,
     /// Unit serial number (VPD page 0x80, NVMe `device/serial`).
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub serial: Option<String>,
+    pub(crate) serial: Option<String>,
     /// World-wide id as the kernel prints it (`naa.5000c500...`, `t10.ATA ...`, `eui....`).
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub wwn: Option<String>,
+    pub(crate) wwn: Option<String>,
     /// Size of this device (a partition's own size) in bytes.
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub size_bytes: Option<u64>,
+    pub(crate) size_bytes: Option<u64>,
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub rotational: Option<bool>,
+    pub(crate) rotational: Option<bool>,
     /// SCSI `H:C:T:L`.
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub hctl: Option<String>,
+    pub(crate) hctl: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub sas_address: Option<String>,
+    pub(crate) sas_address: Option<String>,
     /// NVMe controller PCI address.
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub pci_address: Option<String>,
+    pub(crate) pci_address: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub enclosure: Option<Enclosure>,
+    pub(crate) enclosure: Option<Enclosure>,
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub dm_name: Option<String>,
+    pub(crate) dm_name: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub dm_uuid: Option<String>,
+    pub(crate) dm_uuid: Option<String>,
     /// For a dm device: the devices it is built on.
     #[serde(skip_serializing_if = "Vec::is_empty")]
-    pub slaves: Vec<BlockDevice>,
+    pub(crate) slaves: Vec<BlockDevice>,
 }
 
 /// The enclosure slot a disk sits in.
 #[derive(Debug, Clone, Default, PartialEq, Serialize)]
-pub struct Enclosure {
+pub(crate) struct Enclosure {
     /// The enclosure's logical id (its `id` file, e.g. `0x500605b0000272bf`).
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub id: Option<String>,
+    pub(crate) id: Option<String>,
     /// The enclosure's own SCSI address (its directory name under `enclosure/`).
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub hctl: Option<String>,
+    pub(crate) hctl: Option<String>,
     /// The slot's name (the part of `enclosure_device:<slot>` after the colon).
-    pub slot: String,
+    pub(crate) slot: String,
     /// The slot's number (the component's `slot` file).
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub slot_number: Option<u32>,
+    pub(crate) slot_number: Option<u32>,
 }
 
 /// A network interface.
 #[derive(Debug, Clone, Default, PartialEq, Serialize)]
-pub struct Nic {
+pub(crate) struct Nic {
     /// Always `nic`.
     #[serde(rename = "type")]
-    pub kind: &'static str,
-    pub name: String,
+    pub(crate) kind: &'static str,
+    pub(crate) name: String,
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub mac: Option<String>,
+    pub(crate) mac: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub operstate: Option<String>,
+    pub(crate) operstate: Option<String>,
     /// Absent when the interface is administratively down (the kernel refuses the read).
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub carrier: Option<bool>,
+    pub(crate) carrier: Option<bool>,
     /// Absent when unknown (no link, or the driver reports -1).
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub speed_mbps: Option<u32>,
+    pub(crate) speed_mbps: Option<u32>,
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub mtu: Option<u32>,
+    pub(crate) mtu: Option<u32>,
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub driver: Option<String>,
+    pub(crate) driver: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub pci_vendor: Option<String>,
+    pub(crate) pci_vendor: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub pci_device: Option<String>,
+    pub(crate) pci_device: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub pci_address: Option<String>,
+    pub(crate) pci_address: Option<String>,
     /// No backing device (bond, bridge, vlan, veth, ...).
     #[serde(rename = "virtual")]
-    pub is_virtual: bool,
+    pub(crate) is_virtual: bool,
     /// For a bond: its member interfaces.
     #[serde(skip_serializing_if = "Vec::is_empty")]
-    pub bond_slaves: Vec<String>,
+    pub(crate) bond_slaves: Vec<String>,
     /// The bond or bridge this interface is enslaved to.
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub master: Option<String>,
+    pub(crate) master: Option<String>,
 }
 
 /// Reads devices under a sysfs root and a /dev root.
 #[derive(Debug, Clone)]
-pub struct Sysfs {
+pub(crate) struct Sysfs {
     sys: PathBuf,
     dev: PathBuf,
 }
@@ -189,19 +189,15 @@ fn vpd_serial(page: &[u8]) -> Option<String> {
 }
 
 impl Sysfs {
-    pub fn new(sys: impl Into<PathBuf>, dev: impl Into<PathBuf>) -> Self {
+    pub(crate) fn new(sys: impl Into<PathBuf>, dev: impl Into<PathBuf>) -> Self {
         Sysfs {
             sys: sys.into(),
             dev: dev.into(),
         }
     }
 
-    pub fn sys_root(&self) -> &Path {
-        &self.sys
-    }
-
     /// A block device by kernel name (`sdc`, `sdc2`, `nvme0n1p1`, `dm-3`), `/dev/` prefix allowed.
-    pub fn block(&self, name: &str) -> Option<BlockDevice> {
+    pub(crate) fn block(&self, name: &str) -> Option<BlockDevice> {
         self.block_at_depth(name.strip_prefix("/dev/").unwrap_or(name), 0)
     }
 
@@ -313,14 +309,14 @@ impl Sysfs {
     }
 
     /// The kernel name a `/dev/disk/by-*/` link points at (`/dev/disk/by-id/wwn-0x..` -> `sdc`).
-    pub fn dev_link(&self, reference: &str) -> Option<String> {
+    pub(crate) fn dev_link(&self, reference: &str) -> Option<String> {
         let rel = reference.strip_prefix("/dev/")?;
         link_name(&self.dev.join(rel)).filter(|n| !n.is_empty() && n != "..")
     }
 
     /// The block device with world-wide name `hex` (from `wwn-0x<hex>` or `naa.<hex>`): through the
     /// by-id link when present, else the disk whose `wwid` is `naa.<hex>`.
-    pub fn by_wwn(&self, hex: &str) -> Option<String> {
+    pub(crate) fn by_wwn(&self, hex: &str) -> Option<String> {
         if let Some(name) = self.dev_link(&format!("/dev/disk/by-id/wwn-0x{hex}")) {
             return Some(name);
         }
@@ -339,7 +335,7 @@ impl Sysfs {
 
     /// The dm device (`dm-0`) whose device-mapper name is `name` (`/sys/block/dm-N/dm/name`),
     /// for a `/dev/mapper/NAME` whose link is not in the dev root.
-    pub fn by_dm_name(&self, name: &str) -> Option<String> {
+    pub(crate) fn by_dm_name(&self, name: &str) -> Option<String> {
         fs::read_dir(self.sys.join("block"))
             .ok()?
             .flatten()
@@ -349,7 +345,7 @@ impl Sysfs {
     }
 
     /// The disk at SCSI address `hctl`.
-    pub fn by_hctl(&self, hctl: &str) -> Option<String> {
+    pub(crate) fn by_hctl(&self, hctl: &str) -> Option<String> {
         let dir = self.sys.join("bus/scsi/devices").join(hctl).join("block");
         let mut names = fs::read_dir(dir)
             .ok()?
@@ -359,7 +355,7 @@ impl Sysfs {
     }
 
     /// The names in `/sys/class/net`.
-    pub fn nic_names(&self) -> Vec<String> {
+    pub(crate) fn nic_names(&self) -> Vec<String> {
         fs::read_dir(self.sys.join("class/net"))
             .into_iter()
             .flatten()
@@ -369,7 +365,7 @@ impl Sysfs {
     }
 
     /// A network interface by name.
-    pub fn nic(&self, name: &str) -> Option<Nic> {
+    pub(crate) fn nic(&self, name: &str) -> Option<Nic> {
         if name.is_empty() || name.contains('/') || name.starts_with('.') {
             return None;
         }

@@ -14,26 +14,26 @@ use crate::alert::{Alert, ResourceRef};
 use crate::catalog::Family;
 
 /// The ledger's on-disk format version (`LedgerState::version`).
-pub const VERSION: u32 = 1;
+pub(crate) const VERSION: u32 = 1;
 
 /// A fault is found by its code family and its resource.
-pub type Key = (Family, ResourceRef);
+pub(crate) type Key = (Family, ResourceRef);
 
 /// The repeats of an open fault gathered for one summary (`coalesce`).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Window {
+pub(crate) struct Window {
     /// Wall-clock ms at the first repeat: the tick closes the window `coalesce` after it.
-    pub start_ms: i64,
+    pub(crate) start_ms: i64,
     /// Event time (ms) of the first repeat: a repeat whose event time is `coalesce` after it
     /// closes the window. Read again after a crash, the same lines make the same windows.
     #[serde(default)]
-    pub start_event_ms: i64,
+    pub(crate) start_event_ms: i64,
     /// Repeats in it (with a producer's own counts).
-    pub count: u64,
+    pub(crate) count: u64,
     /// Event time of the first and last repeat (RFC 3339), and the last one's message.
-    pub first_seen: String,
-    pub last_seen: String,
-    pub last_message: String,
+    pub(crate) first_seen: String,
+    pub(crate) last_seen: String,
+    pub(crate) last_message: String,
 }
 
 /// One open fault.
@@ -49,17 +49,17 @@ pub struct Fault {
     pub count: u64,
     /// The producer's last running count (Motr's "Event count"), to count what it throttled.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub producer_count: Option<u64>,
+    pub(crate) producer_count: Option<u64>,
     /// Escalations published so far, and when the next one is due (wall-clock ms).
     #[serde(default)]
     pub escalations: u64,
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub next_escalation_ms: Option<i64>,
+    pub(crate) next_escalation_ms: Option<i64>,
     /// Summaries published so far (numbers the next one), and the window being gathered.
     #[serde(default)]
-    pub summaries: u64,
+    pub(crate) summaries: u64,
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub window: Option<Window>,
+    pub(crate) window: Option<Window>,
     /// Held down until this wall-clock ms: not published yet (`hold_down`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub held_until_ms: Option<i64>,
@@ -68,11 +68,11 @@ pub struct Fault {
 /// The ledger as recorded with the checkpoints (stage `lifecycle`) and listed by `iemctl faults`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
 pub struct LedgerState {
-    pub version: u32,
+    pub(crate) version: u32,
     pub faults: Vec<Fault>,
     /// Flaps so far per fault and resource (`hold_down`).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    pub flaps: Vec<(Family, ResourceRef, u64)>,
+    pub(crate) flaps: Vec<(Family, ResourceRef, u64)>,
 }
 
 /// Why a recorded ledger cannot be used.
@@ -139,7 +139,7 @@ pub struct Ledger {
 
 impl Ledger {
     /// A ledger continuing from a recorded state (live and committed both equal to it).
-    pub fn restore(state: LedgerState) -> Result<Ledger, LedgerError> {
+    pub(crate) fn restore(state: LedgerState) -> Result<Ledger, LedgerError> {
         if state.version != VERSION {
             return Err(LedgerError::Version(state.version));
         }
@@ -171,32 +171,32 @@ impl Ledger {
     }
 
     /// The version after the last change.
-    pub fn version(&self) -> u64 {
+    pub(crate) fn version(&self) -> u64 {
         self.version
     }
 
-    pub fn get(&self, key: &Key) -> Option<&Fault> {
+    pub(crate) fn get(&self, key: &Key) -> Option<&Fault> {
         self.live.faults.get(key)
     }
 
-    pub fn open(&self) -> impl Iterator<Item = &Fault> {
+    pub(crate) fn open(&self) -> impl Iterator<Item = &Fault> {
         self.live.faults.values()
     }
 
-    pub fn open_count(&self) -> usize {
+    pub(crate) fn open_count(&self) -> usize {
         self.live.faults.len()
     }
 
-    pub fn flaps(&self, key: &Key) -> u64 {
+    pub(crate) fn flaps(&self, key: &Key) -> u64 {
         self.live.flaps.get(key).copied().unwrap_or(0)
     }
 
     /// Sets (or, with `None`, closes) a fault.
-    pub fn set(&mut self, key: Key, fault: Option<Fault>) {
+    pub(crate) fn set(&mut self, key: Key, fault: Option<Fault>) {
         self.change(Change::Fault(key, fault.map(Box::new)));
     }
 
-    pub fn set_flaps(&mut self, key: Key, n: u64) {
+    pub(crate) fn set_flaps(&mut self, key: Key, n: u64) {
         self.change(Change::Flaps(key, n));
     }
 
@@ -207,7 +207,7 @@ impl Ledger {
     }
 
     /// The changes up to `version` are durable: they join the committed state.
-    pub fn commit(&mut self, version: u64) {
+    pub(crate) fn commit(&mut self, version: u64) {
         while let Some((v, _)) = self.journal.front()
             && *v <= version
         {
@@ -219,17 +219,17 @@ impl Ledger {
     }
 
     /// The version of the last committed change (0: none since the start).
-    pub fn committed_version(&self) -> u64 {
+    pub(crate) fn committed_version(&self) -> u64 {
         self.committed_version
     }
 
     /// The committed state, to record with the checkpoints.
-    pub fn committed(&self) -> LedgerState {
+    pub(crate) fn committed(&self) -> LedgerState {
         self.committed.state()
     }
 
     /// The live state (tests, `/health`).
-    pub fn live(&self) -> LedgerState {
+    pub(crate) fn live(&self) -> LedgerState {
         self.live.state()
     }
 }

@@ -36,7 +36,7 @@
 //!   first repeat (kept in the ledger): read again after a crash, the same lines close the same
 //!   windows with the same counts.
 
-pub mod ledger;
+pub(crate) mod ledger;
 
 use std::collections::{HashMap, HashSet};
 use std::time::Duration;
@@ -45,7 +45,8 @@ use crate::alert::{Alert, FaultInfo, Kind, ResourceRef};
 use crate::catalog::{Catalog, Family, Resource, Rules};
 use crate::telemetry::events::{self, Lifecycle as Event};
 
-pub use ledger::{Fault, Ledger, LedgerError, LedgerState, Window};
+pub(crate) use ledger::Window;
+pub use ledger::{Fault, Ledger, LedgerError, LedgerState};
 
 /// Where the ledger is recorded in the checkpoint store.
 pub const STAGE: &str = "lifecycle";
@@ -240,7 +241,7 @@ impl Lifecycle {
 
     /// Pushes onto `out` what fell due by `now_ms`: held faults whose hold-down passed, closed
     /// windows' summaries, escalations.
-    pub fn due(&mut self, now_ms: i64, out: &mut Vec<Alert>) {
+    pub(crate) fn due(&mut self, now_ms: i64, out: &mut Vec<Alert>) {
         let due: Vec<ledger::Key> = self
             .ledger
             .open()
@@ -296,22 +297,22 @@ impl Lifecycle {
     }
 
     /// The version after the last ledger change (carried beside each line's position).
-    pub fn version(&self) -> u64 {
+    pub(crate) fn version(&self) -> u64 {
         self.ledger.version()
     }
 
     /// The alerts up to `version` are durable: their ledger changes may be recorded.
-    pub fn commit(&mut self, version: u64) {
+    pub(crate) fn commit(&mut self, version: u64) {
         self.ledger.commit(version);
     }
 
     /// The version of the last committed change: the committed ledger changed when it moves.
-    pub fn committed_version(&self) -> u64 {
+    pub(crate) fn committed_version(&self) -> u64 {
         self.ledger.committed_version()
     }
 
     /// The committed ledger, to record with the checkpoints.
-    pub fn committed(&self) -> LedgerState {
+    pub(crate) fn committed(&self) -> LedgerState {
         self.ledger.committed()
     }
 
@@ -355,7 +356,7 @@ fn repeats(fault: &mut Fault, printed: Option<u64>) -> u64 {
 
 /// The resource an alert is about, by its event's rule; the node when the rule's resource is
 /// not in the alert (no device reference, no such key).
-pub fn resource_of(rule: &Resource, alert: &Alert) -> ResourceRef {
+pub(crate) fn resource_of(rule: &Resource, alert: &Alert) -> ResourceRef {
     let found = match rule {
         Resource::Node => None,
         Resource::Device => alert.hardware.first().map(|h| {

@@ -59,7 +59,7 @@ fn is_local(url: &str, host_name: &str) -> bool {
 /// nodes in `given_up` (lost or refusing since the last delivered alert, oldest first) come last,
 /// the most recent one last of all: a failover does not bounce straight back to a dying node,
 /// nor to a crashed one before the others were tried.
-pub fn connect_order(preferred: &[usize], given_up: &[usize]) -> Vec<usize> {
+pub(crate) fn connect_order(preferred: &[usize], given_up: &[usize]) -> Vec<usize> {
     let mut order: Vec<usize> = preferred
         .iter()
         .copied()

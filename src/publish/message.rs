@@ -85,7 +85,7 @@ fn short_ascii(mut s: String) -> ShortString {
 
 /// The exchange of `config` as an AMQP short string (the config check refuses longer names, so
 /// this fails only for a config that skipped validation).
-pub fn exchange(config: &BrokerConfig) -> Result<ShortString, PublishError> {
+pub(crate) fn exchange(config: &BrokerConfig) -> Result<ShortString, PublishError> {
     let name = config.exchange_name();
     ShortString::try_new(name).map_err(|reason| PublishError::AmqpName {
         key: "broker.exchange",
@@ -95,15 +95,15 @@ pub fn exchange(config: &BrokerConfig) -> Result<ShortString, PublishError> {
 }
 
 /// A message ready to publish; the body borrows the spooled payload when it is sent as is.
-pub struct Outgoing<'r> {
-    pub routing_key: ShortString,
-    pub body: Cow<'r, [u8]>,
-    pub properties: BasicProperties,
+pub(crate) struct Outgoing<'r> {
+    pub(crate) routing_key: ShortString,
+    pub(crate) body: Cow<'r, [u8]>,
+    pub(crate) properties: BasicProperties,
 }
 
 /// Builds the message for one spooled record. Nothing in a record can make this fail: a payload
 /// that cannot be read, or whose id does not fit a message id, goes out as `iem.malformed`.
-pub fn message<'r>(config: &BrokerConfig, rec: &'r Record) -> Outgoing<'r> {
+pub(crate) fn message<'r>(config: &BrokerConfig, rec: &'r Record) -> Outgoing<'r> {
     let mut props = BasicProperties::default()
         .with_delivery_mode(2)
         .with_content_type("application/json".into())

@@ -83,8 +83,9 @@ mod tls;
 pub use connect::{connect_any, preferred_order};
 pub use credentials::{Credentials, credentials};
 pub use run::{SendReport, run, send_records};
+pub(crate) use stats::LatencyObserver;
+pub use stats::PublishStats;
 use stats::Refusal;
-pub use stats::{LatencyObserver, PublishStats};
 
 /// Errors that stop the publisher (a broker being away is not one: that is retried forever).
 #[derive(Debug, thiserror::Error)]
@@ -108,13 +109,13 @@ pub enum PublishError {
 }
 
 /// The AMQP publisher as an [`Output`]: [`run`] over the spool reader, counting in `stats`.
-pub struct Amqp {
+pub(crate) struct Amqp {
     config: BrokerConfig,
     stats: Arc<PublishStats>,
 }
 
 impl Amqp {
-    pub fn new(config: BrokerConfig, stats: Arc<PublishStats>) -> Self {
+    pub(crate) fn new(config: BrokerConfig, stats: Arc<PublishStats>) -> Self {
         Amqp { config, stats }
     }
 }

@@ -20,7 +20,7 @@ pub struct PublishStats {
 }
 
 /// Called with the time from spooling to broker confirm of each delivered alert.
-pub type LatencyObserver = Arc<dyn Fn(Duration) + Send + Sync>;
+pub(crate) type LatencyObserver = Arc<dyn Fn(Duration) + Send + Sync>;
 
 /// The broker refusing alerts: from the first nack or return until an alert is delivered.
 #[derive(Debug, Clone)]

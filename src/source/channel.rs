@@ -23,7 +23,7 @@ use tokio::sync::{Semaphore, mpsc};
 use super::SourceLine;
 
 /// Default of `sources.buffer_bytes`.
-pub const DEFAULT_BUFFER_BYTES: usize = 8 << 20;
+pub(crate) const DEFAULT_BUFFER_BYTES: usize = 8 << 20;
 
 /// What a line costs beside its bytes: the struct, its source name and its position.
 const LINE_OVERHEAD: usize = std::mem::size_of::<SourceLine>() + 64;
@@ -31,7 +31,7 @@ const LINE_OVERHEAD: usize = std::mem::size_of::<SourceLine>() + 64;
 /// The receiving end is gone: the source should stop.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
 #[error("the pipeline stopped taking lines")]
-pub struct Closed;
+pub(crate) struct Closed;
 
 /// Where a source sends its lines: the pipeline's byte-bounded channel, or a plain bounded
 /// channel (tests, tools) that keeps every line whole.
@@ -50,7 +50,7 @@ pub struct BudgetSender {
 }
 
 /// The receiving half of [`channel`]: the stage's end.
-pub struct LineReceiver {
+pub(crate) struct LineReceiver {
     rx: mpsc::UnboundedReceiver<SourceLine>,
     budget: Arc<Semaphore>,
     total: usize,
@@ -59,7 +59,7 @@ pub struct LineReceiver {
 }
 
 /// A channel whose lines in flight hold at most `budget_bytes` (at least one line at a time).
-pub fn channel(budget_bytes: usize) -> (LineSender, LineReceiver) {
+pub(crate) fn channel(budget_bytes: usize) -> (LineSender, LineReceiver) {
     let total = budget_bytes.clamp(1, u32::MAX as usize);
     let budget = Arc::new(Semaphore::new(total));
     let (tx, rx) = mpsc::unbounded_channel();
@@ -86,7 +86,7 @@ impl From<mpsc::Sender<SourceLine>> for LineSender {
 
 impl LineSender {
     /// Sends one line, waiting while the channel is full.
-    pub async fn send(&self, mut line: SourceLine) -> Result<(), Closed> {
+    pub(crate) async fn send(&self, mut line: SourceLine) -> Result<(), Closed> {
         match self {
             LineSender::Plain(tx) => tx.send(line).await.map_err(|_| Closed),
             LineSender::Budget(b) => {
@@ -110,7 +110,7 @@ impl LineSender {
 impl LineReceiver {
     /// Receives up to `limit` lines into `buffer` (0: every sender is gone). Their budget stays
     /// held until [`release`](Self::release).
-    pub async fn recv_many(&mut self, buffer: &mut Vec<SourceLine>, limit: usize) -> usize {
+    pub(crate) async fn recv_many(&mut self, buffer: &mut Vec<SourceLine>, limit: usize) -> usize {
         let start = buffer.len();
         let n = self.rx.recv_many(buffer, limit).await;
         self.held += buffer[start..]
@@ -121,12 +121,13 @@ impl LineReceiver {
     }
 
     /// Gives back the budget of every line received so far (call once they are spooled).
-    pub fn release(&mut self) {
+    pub(crate) fn release(&mut self) {
         self.budget.add_permits(std::mem::take(&mut self.held));
     }
 
     /// Bytes of the budget held by lines sent and not yet released.
-    pub fn in_flight(&self) -> usize {
+    #[cfg(test)]
+    pub(crate) fn in_flight(&self) -> usize {
         self.total - self.budget.available_permits()
     }
 }

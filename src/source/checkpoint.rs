@@ -66,14 +66,14 @@ use crate::statefile::StateDir;
 pub const CHECKPOINT_FILE: &str = "checkpoints.json";
 const VERSION: u32 = 2;
 /// The hot copy's file name inside the state directory (see the module doc).
-pub const HOT_FILE: &str = "checkpoints.hot";
+pub(crate) const HOT_FILE: &str = "checkpoints.hot";
 const HOT_MAGIC: &[u8; 8] = b"IEMDHOT1";
 /// Magic, length, checksum and base.
 const HOT_HEADER_LEN: usize = 8 + 4 + 4 + 4;
 /// Versions this iemd reads (version 1 lacks `rotated` and `started`).
 const READS: [u64; 2] = [1, 2];
 /// Positions in rotated files kept per path; the oldest go first.
-pub const ROTATED_PER_PATH: usize = 16;
+pub(crate) const ROTATED_PER_PATH: usize = 16;
 
 #[derive(Debug, thiserror::Error)]
 pub enum CheckpointError {
@@ -187,18 +187,19 @@ impl CheckpointStore {
     }
 
     /// The checkpoint of the file watched at `path`.
-    pub fn file(&self, path: &Path) -> Option<FilePosition> {
+    #[cfg(test)]
+    pub(crate) fn file(&self, path: &Path) -> Option<FilePosition> {
         let key = path.to_str()?;
         self.lock().state.files.get(key).cloned()
     }
 
     /// Every file checkpoint (the newest file of each path).
-    pub fn files(&self) -> Vec<FilePosition> {
+    pub(crate) fn files(&self) -> Vec<FilePosition> {
         self.lock().state.files.values().cloned().collect()
     }
 
     /// The positions in the rotated (older) files of the path watched at `path`, oldest first.
-    pub fn rotated(&self, path: &Path) -> Vec<FilePosition> {
+    pub(crate) fn rotated(&self, path: &Path) -> Vec<FilePosition> {
         let Some(key) = path.to_str() else {
             return Vec::new();
         };
@@ -211,12 +212,12 @@ impl CheckpointStore {
     }
 
     /// True when the file source named `source` has run before (see [`Self::mark_started`]).
-    pub fn has_started(&self, source: &str) -> bool {
+    pub(crate) fn has_started(&self, source: &str) -> bool {
         self.lock().state.started.contains(source)
     }
 
     /// Records that the file source `source` has run; [`Self::persist`] writes it.
-    pub fn mark_started(&self, source: &str) {
+    pub(crate) fn mark_started(&self, source: &str) {
         let mut inner = self.lock();
         if inner.state.started.insert(source.to_string()) {
             inner.dirty = true;
@@ -258,7 +259,7 @@ impl CheckpointStore {
     }
 
     /// Records a stage's state in memory, to be written with the positions by [`Self::persist`].
-    pub fn record_stage(&self, name: &str, value: serde_json::Value) {
+    pub(crate) fn record_stage(&self, name: &str, value: serde_json::Value) {
         let mut inner = self.lock();
         inner.state.stages.insert(name.to_string(), value);
         inner.dirty = true;
@@ -267,7 +268,7 @@ impl CheckpointStore {
 
     /// Writes the hot copy (see the module doc) if the state changed since its last write: one
     /// `pwrite`, no fsync. A failure costs only duplicates after a crash, never a position.
-    pub fn write_hot(&self) -> Result<(), CheckpointError> {
+    pub(crate) fn write_hot(&self) -> Result<(), CheckpointError> {
         let mut inner = self.lock();
         if !inner.hot_dirty {
             return Ok(());

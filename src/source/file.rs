@@ -92,9 +92,9 @@ use crate::source::{
 };
 
 /// The safety-net stat interval (inotify does the fast path).
-pub const RESCAN_INTERVAL: Duration = Duration::from_secs(1);
+pub(crate) const RESCAN_INTERVAL: Duration = Duration::from_secs(1);
 /// Largest single read.
-pub const READ_CHUNK: usize = 64 * 1024;
+pub(crate) const READ_CHUNK: usize = 64 * 1024;
 /// How many closed files per path are remembered as already read (see [`Known`]).
 const KNOWN_FILES: usize = 64;
 
@@ -951,7 +951,7 @@ fn is_glob(pattern: &Path) -> bool {
 
 /// The paths a configured pattern names now: a literal path always (it may appear later), the
 /// regular files a glob matches. Fails when a glob's directory cannot be listed.
-pub fn expand_pattern(pattern: &Path) -> io::Result<Vec<PathBuf>> {
+pub(crate) fn expand_pattern(pattern: &Path) -> io::Result<Vec<PathBuf>> {
     let Some(name) = pattern.file_name().and_then(|n| n.to_str()) else {
         return Ok(vec![pattern.to_path_buf()]);
     };

@@ -14,7 +14,7 @@ use std::time::SystemTime;
 use crate::source::FilePosition;
 
 /// How much of the first line the fingerprint covers.
-pub const FINGERPRINT_BYTES: usize = 1024;
+pub(crate) const FINGERPRINT_BYTES: usize = 1024;
 
 /// Rotated copies under these suffixes are compressed: their bytes are not the file's bytes.
 const COMPRESSED_SUFFIXES: [&str; 6] = [".gz", ".bz2", ".xz", ".zst", ".lz4", ".Z"];
@@ -37,7 +37,7 @@ pub fn fingerprint(prefix: &[u8]) -> (u64, bool) {
 
 /// Reads up to [`FINGERPRINT_BYTES`] from the start of the file (positional: the handle's
 /// offset is untouched).
-pub fn read_prefix(file: &File) -> io::Result<Vec<u8>> {
+pub(crate) fn read_prefix(file: &File) -> io::Result<Vec<u8>> {
     let mut buf = vec![0u8; FINGERPRINT_BYTES];
     let mut filled = 0;
     while filled < buf.len() {
@@ -55,14 +55,14 @@ pub fn read_prefix(file: &File) -> io::Result<Vec<u8>> {
 /// What identifies an open file now.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct FileFacts {
-    pub dev: u64,
+    pub(crate) dev: u64,
     pub ino: u64,
-    pub size: u64,
+    pub(crate) size: u64,
     pub fingerprint: u64,
     /// See [`fingerprint`].
-    pub fingerprint_complete: bool,
+    pub(crate) fingerprint_complete: bool,
     /// Last modification (mtime), to order rotated files by age.
-    pub modified: SystemTime,
+    pub(crate) modified: SystemTime,
 }
 
 impl FileFacts {
@@ -82,7 +82,7 @@ impl FileFacts {
 
 /// True when `file` is the file the checkpoint was taken in and still holds everything up to it:
 /// reading may continue at `cp.next_offset`.
-pub fn is_checkpointed_file(cp: &FilePosition, file: &FileFacts) -> bool {
+pub(crate) fn is_checkpointed_file(cp: &FilePosition, file: &FileFacts) -> bool {
     file.dev == cp.dev
         && file.ino == cp.ino
         && file.fingerprint == cp.fingerprint
@@ -92,7 +92,7 @@ pub fn is_checkpointed_file(cp: &FilePosition, file: &FileFacts) -> bool {
 /// Among files that may be rotated copies of the checkpointed one, the one that holds the
 /// checkpointed bytes: the same fingerprint and at least `next_offset` bytes. The same device and
 /// inode (a rename rotation) is preferred over a mere fingerprint match (a copytruncate copy).
-pub fn pick_rotated<'a>(
+pub(crate) fn pick_rotated<'a>(
     cp: &FilePosition,
     candidates: &'a [(PathBuf, FileFacts)],
 ) -> Option<&'a (PathBuf, FileFacts)> {
@@ -114,7 +114,7 @@ const READABLE_COMPRESSED: [&str; 4] = [".gz", ".zst", ".xz", ".bz2"];
 const XZ_MEM_LIMIT_KB: u32 = 256 * 1024;
 
 /// The compressed rotated files beside `path` that can be read back (`messages.1.gz`), by name.
-pub fn compressed_files(path: &Path) -> Vec<PathBuf> {
+pub(crate) fn compressed_files(path: &Path) -> Vec<PathBuf> {
     let (Some(dir), Some(name)) = (path.parent(), path.file_name()) else {
         return Vec::new();
     };
@@ -138,7 +138,7 @@ pub fn compressed_files(path: &Path) -> Vec<PathBuf> {
 
 /// The decompressed bytes of a `.gz`, `.zst`, `.xz` or `.bz2` file. Concatenated streams (as
 /// `pzstd` or `pbzip2` write, or `cat a.gz b.gz`) are read through to the last one.
-pub fn decompress(path: &Path) -> io::Result<Box<dyn io::Read + Send>> {
+pub(crate) fn decompress(path: &Path) -> io::Result<Box<dyn io::Read + Send>> {
     let file = io::BufReader::new(File::open(path)?);
     let name = path.to_string_lossy();
     if name.ends_with(".gz") {
@@ -223,7 +223,7 @@ impl<R: io::BufRead> io::Read for ZstdFrames<R> {
 }
 
 /// The fingerprint of a compressed file's decompressed content (see [`fingerprint`]).
-pub fn compressed_fingerprint(path: &Path) -> io::Result<(u64, bool)> {
+pub(crate) fn compressed_fingerprint(path: &Path) -> io::Result<(u64, bool)> {
     let mut r = decompress(path)?;
     let mut buf = vec![0u8; FINGERPRINT_BYTES];
     let mut filled = 0;
@@ -242,7 +242,7 @@ pub fn compressed_fingerprint(path: &Path) -> io::Result<(u64, bool)> {
 /// The file a symlinked `path` points at (links followed, at most 8; relative targets taken
 /// from the link's directory), even when that file does not exist at the moment (between a
 /// rotation's rename and create); `None` when `path` is not a symlink.
-pub fn resolve_link(path: &Path) -> Option<PathBuf> {
+pub(crate) fn resolve_link(path: &Path) -> Option<PathBuf> {
     let mut p = path.to_path_buf();
     let mut followed = false;
     for _ in 0..8 {
@@ -260,13 +260,13 @@ pub fn resolve_link(path: &Path) -> Option<PathBuf> {
 
 /// Where the file `path` names really is: its symlink's target, or `path` itself. Rotated
 /// siblings are looked for there.
-pub fn resolved(path: &Path) -> PathBuf {
+pub(crate) fn resolved(path: &Path) -> PathBuf {
     resolve_link(path).unwrap_or_else(|| path.to_path_buf())
 }
 
 /// The files beside `path` whose names start with its name (`messages.1`, `messages-20260101`),
 /// except compressed ones, with their facts. Unreadable entries are skipped.
-pub fn rotated_candidates(path: &Path) -> Vec<(PathBuf, FileFacts)> {
+pub(crate) fn rotated_candidates(path: &Path) -> Vec<(PathBuf, FileFacts)> {
     rotated_files(path)
         .into_iter()
         .map(|(p, _, facts)| (p, facts))
@@ -356,7 +356,7 @@ const MAX_LISTINGS: usize = 16;
 /// Age is the modification time; on a tie (rotations within the clock's granularity) a short
 /// number after the name counts down with age as logrotate numbers them (`.2` is older than
 /// `.1`), anything else (dates) sorts up by name.
-pub fn rotated_since(
+pub(crate) fn rotated_since(
     path: &Path,
     files: Vec<(PathBuf, File, FileFacts)>,
     since: SystemTime,

@@ -41,7 +41,7 @@ use crate::supervise::Backoff;
 use crate::telemetry::events::RateLimit;
 
 /// An entry longer than this (as JSON) is dropped, with a warning.
-pub const MAX_ENTRY_BYTES: usize = 4 * 1024 * 1024;
+pub(crate) const MAX_ENTRY_BYTES: usize = 4 * 1024 * 1024;
 const BACKOFF_MIN: Duration = Duration::from_millis(100);
 const BACKOFF_MAX: Duration = Duration::from_secs(30);
 /// A child that ran this long was healthy: the next restart starts from the minimum backoff.
@@ -89,7 +89,7 @@ impl JournaldSource {
     }
 
     /// journalctl's arguments to continue after `cursor` (or start per `start_at`).
-    pub fn args(&self, cursor: Option<&str>) -> Vec<OsString> {
+    pub(crate) fn args(&self, cursor: Option<&str>) -> Vec<OsString> {
         let mut a: Vec<OsString> = [
             "--follow",
             "--all",

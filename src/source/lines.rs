@@ -30,7 +30,7 @@ pub struct RawLine {
     /// Offset of the line's first byte.
     pub start: u64,
     /// Offset just past the line's LF; for a partial line taken early, `start` (see above).
-    pub end: u64,
+    pub(crate) end: u64,
 }
 
 /// The IEM marker looked for in the skipped part of a long line.
@@ -90,19 +90,19 @@ impl LineSplitter {
     }
 
     /// Offset of the first byte of the pending (incomplete) line.
-    pub fn line_start(&self) -> u64 {
+    pub(crate) fn line_start(&self) -> u64 {
         self.line_start
     }
 
     /// True when bytes of an incomplete line are pending that were not taken early yet.
-    pub fn has_partial(&self) -> bool {
+    pub(crate) fn has_partial(&self) -> bool {
         self.consumed > self.line_start && self.flushed_at != Some(self.consumed)
     }
 
     /// Pushes the next bytes of the stream, appending every line they complete to `out`.
     /// LF, CR LF and a lone CR each end a line: a file written with CR-only line ends must not
     /// fold several IEMs into one line.
-    pub fn push(&mut self, data: &[u8], out: &mut Vec<RawLine>) {
+    pub(crate) fn push(&mut self, data: &[u8], out: &mut Vec<RawLine>) {
         let mut rest = data;
         if rest.is_empty() {
             return;

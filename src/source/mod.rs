@@ -39,7 +39,7 @@
 //! [`SourcesConfig::enabled`]: crate::config::sources::SourcesConfig::enabled
 //! [`SourceConfig`]: crate::config::sources::SourceConfig
 
-pub mod channel;
+pub(crate) mod channel;
 pub mod checkpoint;
 pub mod file;
 pub mod identity;
@@ -86,7 +86,10 @@ pub trait Source: Send {
 impl SourceConfig {
     /// Validates this source's configuration and makes the source, taking its positions from
     /// `checkpoints` (a file source's first run also records where `start_at` starts there).
-    pub fn build(&self, checkpoints: &CheckpointStore) -> Result<Box<dyn Source>, SourceError> {
+    pub(crate) fn build(
+        &self,
+        checkpoints: &CheckpointStore,
+    ) -> Result<Box<dyn Source>, SourceError> {
         let mut problems = Vec::new();
         self.validate(&format!("source {:?}", self.name()), &mut problems);
         if !problems.is_empty() {
@@ -109,7 +112,7 @@ pub struct SourceLine {
     pub source: Arc<str>,
     /// The kind of source that read it: an alert's `origin.kind` (a line that is a journal
     /// entry's JSON is decoded as one, whatever read it).
-    pub kind: OriginKind,
+    pub(crate) kind: OriginKind,
     /// The line without its terminator (LF, or CR LF), at most `max_line_bytes` long; any bytes,
     /// not necessarily UTF-8. For journald: one JSON object as `journalctl --output=json` prints it.
     pub bytes: Vec<u8>,
@@ -199,15 +202,15 @@ pub struct CursorPosition {
 #[derive(Debug, Default)]
 pub struct SourceMetrics {
     /// Lines read and handed to the channel.
-    pub lines_read_total: AtomicU64,
+    pub(crate) lines_read_total: AtomicU64,
     /// Bytes consumed from files / journalctl stdout, terminators included.
-    pub bytes_read_total: AtomicU64,
+    pub(crate) bytes_read_total: AtomicU64,
     /// Lines cut at `max_line_bytes` (journald: entries dropped as too long).
-    pub lines_truncated_total: AtomicU64,
+    pub(crate) lines_truncated_total: AtomicU64,
     /// Rename/create and copytruncate rotations seen.
-    pub rotations_total: AtomicU64,
+    pub(crate) rotations_total: AtomicU64,
     /// journalctl children started after the first.
-    pub journalctl_restarts_total: AtomicU64,
+    pub(crate) journalctl_restarts_total: AtomicU64,
     /// Whether each path of the source can be read now (`iemd_source_up{source,path}`).
     paths: Mutex<BTreeMap<String, PathState>>,
 }
@@ -217,7 +220,7 @@ pub(crate) type SourceCounter = fn(&SourceMetrics) -> &AtomicU64;
 
 /// Whether one path of a source (a file, a glob's directory, a journal) can be read.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum PathState {
+pub(crate) enum PathState {
     /// Opened and read.
     Up,
     /// Not there (yet): waited for, not an error (a log file may appear later).
@@ -228,7 +231,7 @@ pub enum PathState {
 
 /// The state of a path that exists but failed to open or list with `err`: the reason, and the
 /// fix an operator can apply.
-pub fn unreadable(path: &std::path::Path, err: &std::io::Error) -> PathState {
+pub(crate) fn unreadable(path: &std::path::Path, err: &std::io::Error) -> PathState {
     let shown = path.display();
     match err.kind() {
         std::io::ErrorKind::PermissionDenied => PathState::Unreadable {
@@ -287,7 +290,7 @@ impl SourceMetrics {
     /// Records whether `path` of `source` can be read. A change is logged once (an unreadable
     /// path at error level, with the reason and the fix) and sets `iemd_source_up{source,path}`
     /// (1 up, 0 missing or unreadable); the same state again is silent.
-    pub fn set_path(&self, source: &str, path: &str, state: PathState) {
+    pub(crate) fn set_path(&self, source: &str, path: &str, state: PathState) {
         let previous = {
             let Ok(mut paths) = self.paths.lock() else {
                 return;
@@ -320,7 +323,7 @@ impl SourceMetrics {
     }
 
     /// Forgets a path no longer watched (a glob match that went away).
-    pub fn forget_path(&self, path: &str) {
+    pub(crate) fn forget_path(&self, path: &str) {
         if let Ok(mut paths) = self.paths.lock() {
             paths.remove(path);
         }
@@ -378,7 +381,7 @@ pub enum SourceError {
 
 /// When none of the configured sources exists (no file any path or glob names, and no journald
 /// or no `journalctl` to run), the sentence that says so at start; `None` otherwise.
-pub fn nothing_to_read(config: &crate::config::sources::SourcesConfig) -> Option<String> {
+pub(crate) fn nothing_to_read(config: &crate::config::sources::SourcesConfig) -> Option<String> {
     let patterns: Vec<&std::path::Path> = config
         .files
         .iter()

@@ -79,14 +79,14 @@ impl std::fmt::Display for Damage {
 #[derive(Debug)]
 pub(super) struct BadHeader {
     /// The file's length.
-    pub len: u64,
-    pub reason: HeaderError,
+    pub(crate) len: u64,
+    pub(crate) reason: HeaderError,
 }
 
 impl SegmentCursor {
     /// Opens `path` (never through a link planted at a segment's name) and reads its header;
     /// the cursor is then at the first record.
-    pub fn open(path: &Path) -> Result<Result<SegmentCursor, BadHeader>, SpoolError> {
+    pub(crate) fn open(path: &Path) -> Result<Result<SegmentCursor, BadHeader>, SpoolError> {
         let f = OpenOptions::new()
             .read(true)
             .custom_flags(rustix::fs::OFlags::NOFOLLOW.bits() as i32)
@@ -114,22 +114,22 @@ impl SegmentCursor {
         }))
     }
 
-    pub fn path(&self) -> &Path {
+    pub(crate) fn path(&self) -> &Path {
         &self.path
     }
 
     /// The first seq the header declares.
-    pub fn first_seq(&self) -> u64 {
+    pub(crate) fn first_seq(&self) -> u64 {
         self.first_seq
     }
 
     /// Where the next record starts.
-    pub fn offset(&self) -> u64 {
+    pub(crate) fn offset(&self) -> u64 {
         self.offset
     }
 
     /// Reads what is at the cursor.
-    pub fn next(&mut self) -> Result<Step, SpoolError> {
+    pub(crate) fn next(&mut self) -> Result<Step, SpoolError> {
         // Asked only for a record over the usual limit (see `format::MAX_RECORD_LEN`).
         let at = self.offset + format::RECORD_HEADER_LEN as u64;
         let available = |r: &BufReader<File>| Ok(r.get_ref().metadata()?.len().saturating_sub(at));
@@ -162,7 +162,7 @@ impl SegmentCursor {
     /// Moves past damage at the cursor to the next offset where a whole record with a valid
     /// checksum and a seq in order starts, or to the end of the file. Returns how many bytes it
     /// skipped. Reads the rest of the file into memory (damage is rare; a segment is bounded).
-    pub fn resync(&mut self) -> Result<u64, SpoolError> {
+    pub(crate) fn resync(&mut self) -> Result<u64, SpoolError> {
         self.seek(self.offset)?;
         let mut rest = Vec::new();
         self.file

@@ -3,25 +3,25 @@
 use std::io::{self, Read};
 
 /// First bytes of every segment file.
-pub const SEGMENT_MAGIC: &[u8; 8] = b"IEMSPOOL";
+pub(crate) const SEGMENT_MAGIC: &[u8; 8] = b"IEMSPOOL";
 /// First bytes of the ack file.
-pub const ACK_MAGIC: &[u8; 8] = b"IEMSPACK";
+pub(crate) const ACK_MAGIC: &[u8; 8] = b"IEMSPACK";
 /// The only format version this build reads and writes.
-pub const VERSION: u32 = 1;
+pub(crate) const VERSION: u32 = 1;
 /// Segment header: magic, version, reserved, first seq.
-pub const SEGMENT_HEADER_LEN: u64 = 24;
+pub(crate) const SEGMENT_HEADER_LEN: u64 = 24;
 /// Record header: length, crc, seq, time.
-pub const RECORD_HEADER_LEN: usize = 24;
+pub(crate) const RECORD_HEADER_LEN: usize = 24;
 /// Ack file: magic, version, crc, acked seq.
-pub const ACK_LEN: usize = 24;
+pub(crate) const ACK_LEN: usize = 24;
 /// The writer refuses payloads longer than this (the pipeline cuts alerts to fit first). When
 /// reading, a longer length is believed only if the file holds that many bytes and the checksum
 /// matches (records written before the writer checked): a record that passes its checksum is
 /// never discarded.
-pub const MAX_RECORD_LEN: u32 = 16 << 20;
+pub(crate) const MAX_RECORD_LEN: u32 = 16 << 20;
 
 /// The segment header's bytes.
-pub fn segment_header(first_seq: u64) -> [u8; SEGMENT_HEADER_LEN as usize] {
+pub(crate) fn segment_header(first_seq: u64) -> [u8; SEGMENT_HEADER_LEN as usize] {
     let mut h = [0u8; SEGMENT_HEADER_LEN as usize];
     h[0..8].copy_from_slice(SEGMENT_MAGIC);
     h[8..12].copy_from_slice(&VERSION.to_le_bytes());
@@ -31,7 +31,7 @@ pub fn segment_header(first_seq: u64) -> [u8; SEGMENT_HEADER_LEN as usize] {
 
 /// Why a segment header is not acceptable.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum HeaderError {
+pub(crate) enum HeaderError {
     Short,
     BadMagic,
     Version(u32),
@@ -48,7 +48,7 @@ impl std::fmt::Display for HeaderError {
 }
 
 /// Parses a segment header, returning the first seq it declares.
-pub fn parse_segment_header(h: &[u8]) -> Result<u64, HeaderError> {
+pub(crate) fn parse_segment_header(h: &[u8]) -> Result<u64, HeaderError> {
     if h.len() < SEGMENT_HEADER_LEN as usize {
         return Err(HeaderError::Short);
     }
@@ -70,7 +70,7 @@ fn record_crc(seq: u64, time_ms: i64, payload: &[u8]) -> u32 {
 }
 
 /// Appends one framed record to `out`.
-pub fn encode_record(out: &mut Vec<u8>, seq: u64, time_ms: i64, payload: &[u8]) {
+pub(crate) fn encode_record(out: &mut Vec<u8>, seq: u64, time_ms: i64, payload: &[u8]) {
     let len = payload.len() as u32;
     out.extend_from_slice(&len.to_le_bytes());
     out.extend_from_slice(&record_crc(seq, time_ms, payload).to_le_bytes());
@@ -81,15 +81,15 @@ pub fn encode_record(out: &mut Vec<u8>, seq: u64, time_ms: i64, payload: &[u8]) 
 
 /// One record as read back.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct RawRecord {
-    pub seq: u64,
-    pub time_ms: i64,
-    pub payload: Vec<u8>,
+pub(crate) struct RawRecord {
+    pub(crate) seq: u64,
+    pub(crate) time_ms: i64,
+    pub(crate) payload: Vec<u8>,
 }
 
 /// Why the bytes at some offset are not a complete, valid record.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum RecordError {
+pub(crate) enum RecordError {
     /// The file ends inside the record (a torn write).
     Truncated,
     /// The length field is impossible.
@@ -109,7 +109,7 @@ impl std::fmt::Display for RecordError {
 }
 
 /// The outcome of reading at one position.
-pub enum ReadOutcome {
+pub(crate) enum ReadOutcome {
     /// A valid record and its total framed length.
     Record(RawRecord, u64),
     /// Clean end of data.
@@ -135,7 +135,7 @@ fn read_full(r: &mut impl Read, buf: &mut [u8]) -> io::Result<usize> {
 /// Reads the record that starts at the reader's position. `available` says how many bytes the
 /// file still holds after the record header; it is asked only for a length over
 /// `MAX_RECORD_LEN`, so that a damaged length field never makes us allocate more than the file.
-pub fn read_record<R: Read>(
+pub(crate) fn read_record<R: Read>(
     r: &mut R,
     available: impl FnOnce(&R) -> io::Result<u64>,
 ) -> io::Result<ReadOutcome> {
@@ -175,7 +175,7 @@ pub fn read_record<R: Read>(
 /// The framed length of the record that starts `buf` (which holds the rest of the file), if it
 /// is whole, passes its checksum and carries a seq of at least `min_seq`. Allocates nothing:
 /// resynchronizing after damage asks this at every offset.
-pub fn whole_record_at(buf: &[u8], min_seq: u64) -> Option<u64> {
+pub(crate) fn whole_record_at(buf: &[u8], min_seq: u64) -> Option<u64> {
     let h = buf.get(..RECORD_HEADER_LEN)?;
     let len = u32::from_le_bytes([h[0], h[1], h[2], h[3]]);
     let crc = u32::from_le_bytes([h[4], h[5], h[6], h[7]]);
@@ -190,7 +190,7 @@ pub fn whole_record_at(buf: &[u8], min_seq: u64) -> Option<u64> {
 }
 
 /// The ack file's bytes.
-pub fn encode_ack(acked: u64) -> [u8; ACK_LEN] {
+pub(crate) fn encode_ack(acked: u64) -> [u8; ACK_LEN] {
     let mut b = [0u8; ACK_LEN];
     b[0..8].copy_from_slice(ACK_MAGIC);
     b[8..12].copy_from_slice(&VERSION.to_le_bytes());
@@ -200,7 +200,7 @@ pub fn encode_ack(acked: u64) -> [u8; ACK_LEN] {
 }
 
 /// Parses the ack file; `None` when it is not a valid version-1 ack file.
-pub fn parse_ack(b: &[u8]) -> Option<u64> {
+pub(crate) fn parse_ack(b: &[u8]) -> Option<u64> {
     if b.len() != ACK_LEN || &b[0..8] != ACK_MAGIC {
         return None;
     }

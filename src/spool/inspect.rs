@@ -60,7 +60,7 @@ pub fn inspect(dir: &Path) -> Result<Inspector, SpoolError> {
 /// records up to it (the next segment starts at or before `after + 1`) are left unread. Used at
 /// start to find the alerts spooled after the last recorded position, without reading a large
 /// backlog twice.
-pub fn inspect_after(dir: &Path, after: u64) -> Result<Inspector, SpoolError> {
+pub(crate) fn inspect_after(dir: &Path, after: u64) -> Result<Inspector, SpoolError> {
     let acked = read_ack(dir)?;
     let all = list_segments(dir)?;
     let firsts: Vec<u64> = all.keys().copied().collect();
@@ -78,11 +78,6 @@ pub fn inspect_after(dir: &Path, after: u64) -> Result<Inspector, SpoolError> {
 }
 
 impl Inspector {
-    /// The acked seq from the ack file.
-    pub fn acked(&self) -> u64 {
-        self.acked
-    }
-
     /// The next entry, or `None` at the end of the current segment.
     fn next_in_segment(&mut self) -> Result<Option<Entry>, SpoolError> {
         let Some(cursor) = self.current.as_mut() else {

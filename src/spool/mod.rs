@@ -74,10 +74,9 @@ use std::sync::Arc;
 use crate::config::spool::SpoolConfig;
 use crate::statefile::StateDir;
 
-pub use format::MAX_RECORD_LEN;
-pub use format::VERSION as FORMAT_VERSION;
-pub use reader::SpoolReader;
-pub use recovery::{Cut, RecoveryReport};
+pub(crate) use format::MAX_RECORD_LEN;
+pub(crate) use reader::SpoolReader;
+pub(crate) use recovery::RecoveryReport;
 pub use writer::SpoolWriter;
 
 /// Something went wrong with the spool's files.
@@ -115,15 +114,15 @@ pub struct SpoolStats {
     pub pending_records: u64,
     pub pending_bytes: u64,
     /// Spool time (Unix ms) of the oldest unacked record the publisher has read, if any.
-    pub oldest_pending_ms: Option<i64>,
+    pub(crate) oldest_pending_ms: Option<i64>,
     /// How many appends had to wait because the spool was full.
     pub full_waits: u64,
     /// An append is waiting right now because the spool, or its filesystem, is full.
-    pub full: bool,
+    pub(crate) full: bool,
     /// Why the last sync failed, while it keeps failing (`None` when syncs succeed).
-    pub sync_failure: Option<String>,
+    pub(crate) sync_failure: Option<String>,
     pub last_seq: u64,
-    pub durable_seq: u64,
+    pub(crate) durable_seq: u64,
     pub acked_seq: u64,
     pub segments: usize,
 }

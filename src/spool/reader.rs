@@ -8,7 +8,7 @@ use tokio::sync::watch;
 
 use super::cursor::{SegmentCursor, Step};
 use super::shared::Shared;
-use super::{Record, SpoolError, SpoolStats};
+use super::{Record, SpoolError};
 
 /// The reading half, owned by the publisher: records after the acked position, in order.
 pub struct SpoolReader {
@@ -52,7 +52,7 @@ impl SpoolReader {
     }
 
     /// The next durable record if there is one now.
-    pub fn try_next(&mut self) -> Result<Option<Record>, SpoolError> {
+    pub(crate) fn try_next(&mut self) -> Result<Option<Record>, SpoolError> {
         loop {
             let durable = *self.durable_rx.borrow_and_update();
             if self.next_seq > durable {
@@ -134,7 +134,7 @@ impl SpoolReader {
 
     /// Makes the next `next()` start again from the first unacked record (after a failed
     /// publish: re-send in order).
-    pub fn rewind(&mut self) {
+    pub(crate) fn rewind(&mut self) {
         let st = self.shared.lock();
         self.next_seq = st.acked_seq + 1;
         self.read_bytes = st.acked_bytes;
@@ -166,18 +166,9 @@ impl SpoolReader {
         }
     }
 
-    /// The highest acked seq.
-    pub fn acked(&self) -> u64 {
-        self.shared.lock().acked_seq
-    }
-
     /// Writes the ack file now (e.g. at shutdown). Blocking I/O.
     pub fn persist(&self) -> Result<(), SpoolError> {
         self.shared.persist_ack()
-    }
-
-    pub fn stats(&self) -> SpoolStats {
-        self.shared.stats()
     }
 }
 

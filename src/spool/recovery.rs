@@ -28,31 +28,31 @@ pub struct Cut {
     pub offset: u64,
     /// How many bytes were cut.
     pub bytes: u64,
-    pub reason: String,
+    pub(crate) reason: String,
 }
 
 /// What `open` found.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct RecoveryReport {
-    pub segments: usize,
+    pub(crate) segments: usize,
     /// Complete records kept, acked or not.
     pub records: u64,
     /// Records kept that the broker has not confirmed yet.
     pub pending: u64,
-    pub acked_seq: u64,
-    pub next_seq: u64,
+    pub(crate) acked_seq: u64,
+    pub(crate) next_seq: u64,
     pub cuts: Vec<Cut>,
 }
 
 /// The spool as recovery left it.
 pub(super) struct Recovered {
-    pub report: RecoveryReport,
-    pub segments: BTreeMap<u64, PathBuf>,
+    pub(crate) report: RecoveryReport,
+    pub(crate) segments: BTreeMap<u64, PathBuf>,
     /// Framed bytes of the records kept that are not acked.
-    pub pending_bytes: u64,
-    pub oldest_pending_ms: Option<i64>,
+    pub(crate) pending_bytes: u64,
+    pub(crate) oldest_pending_ms: Option<i64>,
     /// The last segment and where its whole records end: appends go on there.
-    pub tail: Option<(PathBuf, u64)>,
+    pub(crate) tail: Option<(PathBuf, u64)>,
 }
 
 /// The records of one segment, as recovery counts them.

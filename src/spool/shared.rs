@@ -18,67 +18,67 @@ pub(super) const WRITE_BUFFER: usize = 256 << 10;
 
 pub(super) struct State {
     /// Seq the next append gets.
-    pub next_seq: u64,
-    pub file: BufWriter<File>,
-    pub file_path: PathBuf,
-    pub file_len: u64,
+    pub(crate) next_seq: u64,
+    pub(crate) file: BufWriter<File>,
+    pub(crate) file_path: PathBuf,
+    pub(crate) file_len: u64,
     /// first seq -> path, every segment on disk.
-    pub segments: BTreeMap<u64, PathBuf>,
+    pub(crate) segments: BTreeMap<u64, PathBuf>,
     /// Framed bytes of every record appended or recovered as pending; with `acked_bytes` gives
     /// the unacked volume the bound applies to.
-    pub written_bytes: u64,
-    pub acked_bytes: u64,
-    pub acked_seq: u64,
-    pub persisted_ack: u64,
-    pub oldest_pending_ms: Option<i64>,
-    pub scratch: Vec<u8>,
-    pub full_warned: bool,
+    pub(crate) written_bytes: u64,
+    pub(crate) acked_bytes: u64,
+    pub(crate) acked_seq: u64,
+    pub(crate) persisted_ack: u64,
+    pub(crate) oldest_pending_ms: Option<i64>,
+    pub(crate) scratch: Vec<u8>,
+    pub(crate) full_warned: bool,
     /// An append waits for the filesystem to have room.
-    pub disk_full: bool,
+    pub(crate) disk_full: bool,
 }
 
 /// Where appends go on from after recovery.
 pub(super) struct Appending {
-    pub file: File,
-    pub path: PathBuf,
+    pub(crate) file: File,
+    pub(crate) path: PathBuf,
     /// Where the segment's whole records end.
-    pub len: u64,
+    pub(crate) len: u64,
 }
 
 /// The recovered position `open` starts the state from.
 pub(super) struct Start {
-    pub segments: BTreeMap<u64, PathBuf>,
-    pub next_seq: u64,
-    pub acked_seq: u64,
-    pub pending_bytes: u64,
-    pub oldest_pending_ms: Option<i64>,
+    pub(crate) segments: BTreeMap<u64, PathBuf>,
+    pub(crate) next_seq: u64,
+    pub(crate) acked_seq: u64,
+    pub(crate) pending_bytes: u64,
+    pub(crate) oldest_pending_ms: Option<i64>,
 }
 
 pub(super) struct Shared {
-    pub dir: PathBuf,
-    pub state: Mutex<State>,
+    pub(crate) dir: PathBuf,
+    pub(crate) state: Mutex<State>,
     /// Woken when acked records free space.
-    pub space: Notify,
+    pub(crate) space: Notify,
     /// Held for a whole `append_batch`, so that a batch interrupted by a full disk still gets
     /// consecutive seqs when it resumes.
-    pub appending: tokio::sync::Mutex<()>,
-    pub durable_tx: watch::Sender<u64>,
-    pub wake: Arc<(Mutex<bool>, Condvar)>,
-    pub full_waits: AtomicU64,
+    pub(crate) appending: tokio::sync::Mutex<()>,
+    pub(crate) durable_tx: watch::Sender<u64>,
+    pub(crate) wake: Arc<(Mutex<bool>, Condvar)>,
+    pub(crate) full_waits: AtomicU64,
     /// Serializes writers of the ack file (the sync thread and explicit `persist` calls).
-    pub ack_file: Mutex<()>,
+    pub(crate) ack_file: Mutex<()>,
     /// Why the sync thread's last sync failed or panicked, while it does.
-    pub sync_failure: Mutex<Option<String>>,
-    pub max_bytes: u64,
-    pub segment_bytes: u64,
-    pub sync_now: bool,
+    pub(crate) sync_failure: Mutex<Option<String>>,
+    pub(crate) max_bytes: u64,
+    pub(crate) segment_bytes: u64,
+    pub(crate) sync_now: bool,
     _lock: File,
 }
 
 impl Shared {
     /// The shared state of a spool whose `lock` is held, recovered to `start`, appending to
     /// `to`. Every record recovered is durable; the receiver watches the durable seq.
-    pub fn new(
+    pub(crate) fn new(
         config: &SpoolConfig,
         lock: File,
         start: Start,
@@ -117,19 +117,19 @@ impl Shared {
         (shared, durable_rx)
     }
 
-    pub fn lock(&self) -> MutexGuard<'_, State> {
+    pub(crate) fn lock(&self) -> MutexGuard<'_, State> {
         // A panic while holding the lock leaves the state consistent at record granularity (the
         // only multi-step update is a write, which recovery handles), so poisoning is ignored.
         self.state.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    pub fn wake_syncer(&self) {
+    pub(crate) fn wake_syncer(&self) {
         let (m, cv) = &*self.wake;
         *m.lock().unwrap_or_else(|p| p.into_inner()) = true;
         cv.notify_one();
     }
 
-    pub fn stats(&self) -> SpoolStats {
+    pub(crate) fn stats(&self) -> SpoolStats {
         let st = self.lock();
         SpoolStats {
             pending_records: (st.next_seq - 1).saturating_sub(st.acked_seq),

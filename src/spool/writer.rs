@@ -167,12 +167,12 @@ impl SpoolWriter {
 
     /// A new reader from the first unacked record, for a publisher restarted after its reader
     /// was lost with it. Only one reader may be in use at a time (acks assume one).
-    pub fn reader(&self) -> SpoolReader {
+    pub(crate) fn reader(&self) -> SpoolReader {
         SpoolReader::new(self.shared.clone(), self.durable_rx.clone())
     }
 
     /// Watches the highest durable seq.
-    pub fn durable(&self) -> watch::Receiver<u64> {
+    pub(crate) fn durable(&self) -> watch::Receiver<u64> {
         self.durable_rx.clone()
     }
 

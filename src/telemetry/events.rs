@@ -15,16 +15,16 @@ use std::time::{Duration, Instant};
 use super::metrics;
 
 /// How often a malformed-line warning may be logged per source.
-pub const MALFORMED_LOG_INTERVAL: Duration = Duration::from_secs(10);
+pub(crate) const MALFORMED_LOG_INTERVAL: Duration = Duration::from_secs(10);
 
 /// A well-formed IEM with `code` was found in a line from `source`.
-pub fn iem(source: &str, code: &str) {
+pub(crate) fn iem(source: &str, code: &str) {
     metrics().iems.with(&[source]).inc();
     tracing::debug!(source, code, "IEM found");
 }
 
 /// A line from `source` carried an `IEC:` marker without a valid code.
-pub fn malformed(source: &str, reason: &str) {
+pub(crate) fn malformed(source: &str, reason: &str) {
     metrics().malformed.with(&[source]).inc();
     static LIMITS: LazyLock<Mutex<HashMap<String, RateLimit>>> = LazyLock::new(Default::default);
     let Ok(mut limits) = LIMITS.lock() else {
@@ -45,14 +45,14 @@ pub fn malformed(source: &str, reason: &str) {
 
 /// A line from `source` was the twin of an alert already read from the other side (journald /
 /// files), and was dropped.
-pub fn cross_source_match(source: &str) {
+pub(crate) fn cross_source_match(source: &str) {
     metrics().cross_source_matches.with(&[source]).inc();
     tracing::debug!(source, "cross-source twin dropped");
 }
 
 /// A lifecycle event: a fault opened or resolved, an escalation, a coalesced repeat, a flap;
 /// `open` is the number of faults open after it.
-pub fn lifecycle(what: Lifecycle<'_>, open: usize) {
+pub(crate) fn lifecycle(what: Lifecycle<'_>, open: usize) {
     let m = metrics();
     m.faults_open.set(open as f64);
     match what {
@@ -85,7 +85,7 @@ pub fn lifecycle(what: Lifecycle<'_>, open: usize) {
 
 /// What happened in the fault lifecycle (`lifecycle`).
 #[derive(Debug, Clone, Copy)]
-pub enum Lifecycle<'a> {
+pub(crate) enum Lifecycle<'a> {
     Opened {
         family: &'a str,
         resource: &'a str,
@@ -108,25 +108,25 @@ pub enum Lifecycle<'a> {
 }
 
 /// `n` alerts were appended to the spool in one batch.
-pub fn alerts_spooled(n: usize) {
+pub(crate) fn alerts_spooled(n: usize) {
     metrics().alerts_spooled.add(n as u64);
 }
 
 /// The broker confirmed an alert; `since_read` is the time since its line was read.
-pub fn alert_published(since_read: Duration) {
+pub(crate) fn alert_published(since_read: Duration) {
     let m = metrics();
     m.alerts_published.inc();
     m.line_to_confirm_seconds.observe(since_read.as_secs_f64());
 }
 
 /// The checkpoints (every source's position, with the later stages' state) were saved.
-pub fn checkpoints_saved() {
+pub(crate) fn checkpoints_saved() {
     metrics().checkpoint_writes.inc();
     tracing::trace!("checkpoints saved");
 }
 
 /// A supervised task ended while it should run; it is restarted after `restart_in`.
-pub fn stage_failed(stage: &str, reason: &str, restart_in: Duration) {
+pub(crate) fn stage_failed(stage: &str, reason: &str, restart_in: Duration) {
     metrics().stage_restarts.with(&[stage]).inc();
     tracing::error!(
         stage,
@@ -138,7 +138,7 @@ pub fn stage_failed(stage: &str, reason: &str, restart_in: Duration) {
 
 /// An alert too large for a spool record had its message and raw line cut from `from` to
 /// `to` bytes of JSON (logged at most once per `MALFORMED_LOG_INTERVAL`).
-pub fn alert_cut(source: &str, from: usize, to: usize) {
+pub(crate) fn alert_cut(source: &str, from: usize, to: usize) {
     metrics().alerts_cut.inc();
     static LIMIT: LazyLock<Mutex<RateLimit>> =
         LazyLock::new(|| Mutex::new(RateLimit::new(MALFORMED_LOG_INTERVAL)));
@@ -160,7 +160,7 @@ pub fn alert_cut(source: &str, from: usize, to: usize) {
 /// first event let through after the last window ended) and counts the ones held back, so the
 /// next line logged can say how many were not.
 #[derive(Debug)]
-pub struct RateLimit {
+pub(crate) struct RateLimit {
     interval: Duration,
     burst: u32,
     /// When the current window opened, and how many events it let through.
@@ -170,12 +170,12 @@ pub struct RateLimit {
 
 impl RateLimit {
     /// One event per `interval`.
-    pub fn new(interval: Duration) -> Self {
+    pub(crate) fn new(interval: Duration) -> Self {
         RateLimit::with_burst(interval, 1)
     }
 
     /// `burst` events per `interval`.
-    pub fn with_burst(interval: Duration, burst: u32) -> Self {
+    pub(crate) fn with_burst(interval: Duration, burst: u32) -> Self {
         RateLimit {
             interval,
             burst,
@@ -186,7 +186,7 @@ impl RateLimit {
 
     /// `Some(n)` when the event at `now` should be logged, `n` being how many were held back
     /// since the last logged one; `None` when it should be counted only.
-    pub fn allow(&mut self, now: Instant) -> Option<u64> {
+    pub(crate) fn allow(&mut self, now: Instant) -> Option<u64> {
         match &mut self.window {
             Some((opened, _)) if now.saturating_duration_since(*opened) >= self.interval => {
                 self.window = Some((now, 1));

@@ -38,9 +38,9 @@ use super::metrics::Registry;
 use crate::shutdown::Shutdown;
 
 /// Default listen address of the endpoint.
-pub const DEFAULT_LISTEN: &str = "127.0.0.1:9177";
+pub(crate) const DEFAULT_LISTEN: &str = "127.0.0.1:9177";
 /// Content type of the Prometheus text format 0.0.4.
-pub const METRICS_CONTENT_TYPE: &str = "text/plain; version=0.0.4; charset=utf-8";
+pub(crate) const METRICS_CONTENT_TYPE: &str = "text/plain; version=0.0.4; charset=utf-8";
 
 /// Connections open at once; the next one closes the oldest.
 pub const MAX_CONNECTIONS: usize = 32;
@@ -93,17 +93,17 @@ pub struct StageHealth {
 }
 
 /// Computes the inputs at each `/health` request.
-pub type HealthFn = Arc<dyn Fn() -> HealthInputs + Send + Sync>;
+pub(crate) type HealthFn = Arc<dyn Fn() -> HealthInputs + Send + Sync>;
 
 /// A health rule: pushes a reason for each way it finds work stopped.
-pub struct Rule {
+pub(crate) struct Rule {
     /// Shown with each reason (`/health`, `iemctl stats`); docs/OPERATIONS.md lists them.
-    pub name: &'static str,
-    pub check: fn(&HealthInputs, &mut Vec<String>),
+    pub(crate) name: &'static str,
+    pub(crate) check: fn(&HealthInputs, &mut Vec<String>),
 }
 
 /// Every health rule, in the order their reasons are listed.
-pub const RULES: &[Rule] = &[
+pub(crate) const RULES: &[Rule] = &[
     Rule {
         name: "stage_stopped",
         check: stage_stopped,
@@ -209,13 +209,13 @@ fn broker_returning(i: &HealthInputs, out: &mut Vec<String>) {
 
 /// The verdict `/health` returns.
 #[derive(Debug, Clone, Serialize)]
-pub struct Health {
+pub(crate) struct Health {
     /// `"ok"` or `"unhealthy"`.
-    pub status: &'static str,
+    pub(crate) status: &'static str,
     /// Why it is unhealthy (empty when ok), each with the rule that found it.
-    pub reasons: Vec<Reason>,
+    pub(crate) reasons: Vec<Reason>,
     #[serde(flatten)]
-    pub inputs: HealthInputs,
+    pub(crate) inputs: HealthInputs,
 }
 
 /// One failing rule and what it found.
@@ -226,13 +226,13 @@ pub struct Reason {
 }
 
 impl Health {
-    pub fn is_ok(&self) -> bool {
+    pub(crate) fn is_ok(&self) -> bool {
         self.reasons.is_empty()
     }
 }
 
 /// Runs every rule of [`RULES`] on `inputs`.
-pub fn evaluate(inputs: HealthInputs) -> Health {
+pub(crate) fn evaluate(inputs: HealthInputs) -> Health {
     let mut reasons = Vec::new();
     let mut found = Vec::new();
     for rule in RULES {

@@ -35,7 +35,7 @@ use super::TelemetryError;
 
 /// The filter when neither RUST_LOG nor the config names one: lapin logs every returned
 /// (unroutable) message in full at warn level; the publisher reports those itself, briefly.
-pub const DEFAULT_FILTER: &str = "info,lapin=warn,lapin::returned_messages=off";
+pub(crate) const DEFAULT_FILTER: &str = "info,lapin=warn,lapin::returned_messages=off";
 
 /// Sets up tracing on stderr. The filter is `RUST_LOG` when set, else `level` (the config's
 /// `telemetry.log_level`, e.g. `"info"` or `"iemd=debug,lapin=warn"`), else [`DEFAULT_FILTER`].
@@ -110,7 +110,7 @@ impl<W: io::Write> io::Write for NeverFails<W> {
 
 /// True when `JOURNAL_STREAM` (`device:inode`) names the file stderr is (systemd's rule: the
 /// variable is inherited by children whose stderr may have been redirected elsewhere).
-pub fn stderr_is_journal_stream() -> bool {
+pub(crate) fn stderr_is_journal_stream() -> bool {
     std::env::var("JOURNAL_STREAM").is_ok_and(|v| fd_is_journal_stream(&v, std::io::stderr()))
 }
 
@@ -129,7 +129,7 @@ fn fd_is_journal_stream(value: &str, fd: impl std::os::fd::AsFd) -> bool {
 }
 
 /// The sd-daemon priority prefix for a tracing level (`<3>` err .. `<7>` debug).
-pub fn syslog_prefix(level: &Level) -> &'static str {
+pub(crate) fn syslog_prefix(level: &Level) -> &'static str {
     match *level {
         Level::ERROR => "<3>",
         Level::WARN => "<4>",
@@ -139,7 +139,7 @@ pub fn syslog_prefix(level: &Level) -> &'static str {
 }
 
 /// Writes the syslog priority prefix, then the event as the inner format does.
-pub struct SyslogPrefix<F>(pub F);
+pub(crate) struct SyslogPrefix<F>(pub F);
 
 impl<S, N, F> FormatEvent<S, N> for SyslogPrefix<F>
 where

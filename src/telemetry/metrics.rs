@@ -20,11 +20,11 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, RwLock};
 
 /// Reads a value at scrape time.
-pub type ValueFn = Box<dyn Fn() -> f64 + Send + Sync>;
+pub(crate) type ValueFn = Box<dyn Fn() -> f64 + Send + Sync>;
 
 /// The kind of a metric family, as written on its `# TYPE` line.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum MetricKind {
+pub(crate) enum MetricKind {
     Counter,
     Gauge,
     Histogram,
@@ -51,7 +51,7 @@ impl Counter {
     pub fn add(&self, n: u64) {
         self.0.fetch_add(n, Ordering::Relaxed);
     }
-    pub fn get(&self) -> u64 {
+    pub(crate) fn get(&self) -> u64 {
         self.0.load(Ordering::Relaxed)
     }
 }
@@ -64,14 +64,15 @@ impl Gauge {
     pub fn set(&self, v: f64) {
         self.0.store(v.to_bits(), Ordering::Relaxed);
     }
-    pub fn add(&self, d: f64) {
+    #[cfg(test)]
+    pub(crate) fn add(&self, d: f64) {
         let _ = self
             .0
             .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |b| {
                 Some((f64::from_bits(b) + d).to_bits())
             });
     }
-    pub fn get(&self) -> f64 {
+    pub(crate) fn get(&self) -> f64 {
         f64::from_bits(self.0.load(Ordering::Relaxed))
     }
 }
@@ -116,11 +117,11 @@ impl Histogram {
         core.count.fetch_add(1, Ordering::Relaxed);
     }
 
-    pub fn count(&self) -> u64 {
+    pub(crate) fn count(&self) -> u64 {
         self.0.count.load(Ordering::Relaxed)
     }
 
-    pub fn sum(&self) -> f64 {
+    pub(crate) fn sum(&self) -> f64 {
         f64::from_bits(self.0.sum_bits.load(Ordering::Relaxed))
     }
 }
@@ -270,24 +271,24 @@ impl Registry {
     }
 
     /// An unlabelled counter (name should end in `_total`).
-    pub fn counter(&self, name: &str, help: &str) -> Counter {
+    pub(crate) fn counter(&self, name: &str, help: &str) -> Counter {
         CounterVec(self.family(name, help, MetricKind::Counter, &[], &[])).with(&[])
     }
 
-    pub fn counter_vec(&self, name: &str, help: &str, label_names: &[&str]) -> CounterVec {
+    pub(crate) fn counter_vec(&self, name: &str, help: &str, label_names: &[&str]) -> CounterVec {
         CounterVec(self.family(name, help, MetricKind::Counter, label_names, &[]))
     }
 
-    pub fn gauge(&self, name: &str, help: &str) -> Gauge {
+    pub(crate) fn gauge(&self, name: &str, help: &str) -> Gauge {
         GaugeVec(self.family(name, help, MetricKind::Gauge, &[], &[])).with(&[])
     }
 
-    pub fn gauge_vec(&self, name: &str, help: &str, label_names: &[&str]) -> GaugeVec {
+    pub(crate) fn gauge_vec(&self, name: &str, help: &str, label_names: &[&str]) -> GaugeVec {
         GaugeVec(self.family(name, help, MetricKind::Gauge, label_names, &[]))
     }
 
     /// A histogram with the given upper bucket bounds (`+Inf` is added).
-    pub fn histogram(&self, name: &str, help: &str, bounds: &[f64]) -> Histogram {
+    pub(crate) fn histogram(&self, name: &str, help: &str, bounds: &[f64]) -> Histogram {
         let h = Histogram::new(bounds);
         if let Some(f) = self.family(name, help, MetricKind::Histogram, &[], &h.0.bounds)
             && let Some(existing) = f.get_or_insert(
@@ -306,12 +307,18 @@ impl Registry {
 
     /// A gauge series whose value is read from `read` at each scrape. `labels` are
     /// `(name, value)` pairs; it replaces a direct series with the same labels.
-    pub fn gauge_fn(&self, name: &str, help: &str, labels: &[(&str, &str)], read: ValueFn) {
+    pub(crate) fn gauge_fn(&self, name: &str, help: &str, labels: &[(&str, &str)], read: ValueFn) {
         self.value_fn(MetricKind::Gauge, name, help, labels, read);
     }
 
     /// A counter series read at scrape time (for a stage's own monotonic stats).
-    pub fn counter_fn(&self, name: &str, help: &str, labels: &[(&str, &str)], read: ValueFn) {
+    pub(crate) fn counter_fn(
+        &self,
+        name: &str,
+        help: &str,
+        labels: &[(&str, &str)],
+        read: ValueFn,
+    ) {
         self.value_fn(MetricKind::Counter, name, help, labels, read);
     }
 
@@ -336,7 +343,7 @@ impl Registry {
     }
 
     /// The whole registry in the Prometheus text exposition format 0.0.4.
-    pub fn encode(&self) -> String {
+    pub(crate) fn encode(&self) -> String {
         let mut out = String::new();
         let Ok(families) = self.families.read() else {
             return out;
@@ -402,7 +409,7 @@ fn sample(out: &mut String, name: &str, labels: &[(&str, &str)], value: f64) {
 }
 
 /// A sample value as Prometheus writes it (`+Inf`, `-Inf`, `NaN`, shortest float otherwise).
-pub fn format_value(v: f64) -> String {
+pub(crate) fn format_value(v: f64) -> String {
     if v.is_nan() {
         "NaN".into()
     } else if v == f64::INFINITY {
@@ -428,7 +435,7 @@ fn escape_label(s: &str) -> String {
 #[derive(Debug, Clone, PartialEq)]
 pub struct Sample {
     pub name: String,
-    pub labels: Vec<(String, String)>,
+    pub(crate) labels: Vec<(String, String)>,
     pub value: f64,
 }
 
@@ -445,8 +452,8 @@ impl Sample {
 #[derive(Debug, thiserror::Error, PartialEq)]
 #[error("metrics line {line}: {reason}")]
 pub struct ParseError {
-    pub line: usize,
-    pub reason: &'static str,
+    pub(crate) line: usize,
+    pub(crate) reason: &'static str,
 }
 
 /// Reads the samples of a text exposition (format 0.0.4; comments skipped, timestamps ignored).

@@ -40,7 +40,7 @@ pub enum TelemetryError {
 }
 
 /// Buckets of `iemd_line_to_confirm_seconds`: 1 ms to 10 s.
-pub const LATENCY_BUCKETS: [f64; 13] = [
+pub(crate) const LATENCY_BUCKETS: [f64; 13] = [
     0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
 ];
 
@@ -51,7 +51,7 @@ pub struct Metrics {
     pub bytes_read: CounterVec,
     pub iems: CounterVec,
     pub malformed: CounterVec,
-    pub alerts_spooled: Counter,
+    pub(crate) alerts_spooled: Counter,
     pub alerts_published: Counter,
     pub publish_retries: Counter,
     pub publish_nacks: Counter,
@@ -61,16 +61,16 @@ pub struct Metrics {
     pub spool_pending_bytes: Gauge,
     pub spool_oldest_pending_age_seconds: Gauge,
     pub spool_full_waits: Counter,
-    pub checkpoint_writes: Counter,
-    pub cross_source_matches: CounterVec,
+    pub(crate) checkpoint_writes: Counter,
+    pub(crate) cross_source_matches: CounterVec,
     pub broker_connected: GaugeVec,
     pub line_to_confirm_seconds: Histogram,
-    pub stage_restarts: CounterVec,
-    pub alerts_cut: Counter,
-    pub faults_open: Gauge,
-    pub escalations: Counter,
-    pub repeats_coalesced: Counter,
-    pub flaps: Counter,
+    pub(crate) stage_restarts: CounterVec,
+    pub(crate) alerts_cut: Counter,
+    pub(crate) faults_open: Gauge,
+    pub(crate) escalations: Counter,
+    pub(crate) repeats_coalesced: Counter,
+    pub(crate) flaps: Counter,
 }
 
 impl Metrics {
@@ -182,13 +182,13 @@ static METRICS: LazyLock<Metrics> = LazyLock::new(|| Metrics::register(&REGISTRY
 
 /// The process-wide registry the endpoint serves (the iemd metrics are registered in it on
 /// first use of `metrics()`; add bridge series with `registry().gauge_fn(..)`).
-pub fn registry() -> Arc<Registry> {
+pub(crate) fn registry() -> Arc<Registry> {
     LazyLock::force(&METRICS);
     REGISTRY.clone()
 }
 
 /// The process-wide iemd metrics.
-pub fn metrics() -> &'static Metrics {
+pub(crate) fn metrics() -> &'static Metrics {
     &METRICS
 }
 

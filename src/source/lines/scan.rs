@@ -40,7 +40,7 @@ static FINDER: LazyLock<memmem::Finder<'static>> = LazyLock::new(|| memmem::Find
 /// JSON is what the decoder takes for it: the first non-blank character is `{`. Any byte of
 /// 0x80 and above counts as blank here, since Unicode blanks are not ASCII: a line taken for
 /// JSON when it is not costs one decode, never an IEM.
-pub fn may_hold_iem(line: &[u8]) -> bool {
+pub(crate) fn may_hold_iem(line: &[u8]) -> bool {
     FINDER.find(line).is_some() || looks_like_json(line)
 }
 

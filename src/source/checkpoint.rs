@@ -366,7 +366,13 @@ fn read_hot(dir: &StateDir, base: u32) -> Option<StateV1> {
         tracing::debug!(path = %path.display(), whole, "hot copy of the checkpoints not used");
         return None;
     }
-    parse(&path, json).ok()
+    // Its checksum held, so it is what an iemd wrote: one it cannot read (a version written by a
+    // newer iemd, say) is worth a warning, though the checkpoint file still counts.
+    parse(&path, json)
+        .inspect_err(|err| {
+            tracing::warn!(%err, "the hot copy of the checkpoints cannot be used; resuming from                 the checkpoint file (lines may be read twice)");
+        })
+        .ok()
 }
 
 impl Default for StateV1 {

@@ -118,19 +118,15 @@ impl Lifecycle {
                 .or_else(|| self.rules.get(f).and_then(|r| r.resource.clone()))
                 .unwrap_or_default()
         };
-        let open = rules
-            .resolves
-            .iter()
-            .map(|f| (*f, resource_of(&rule_for(f), &alert)))
-            .find(|key| self.ledger.get(key).is_some());
-        let Some(key) = open else {
+        let open = rules.resolves.iter().find_map(|f| {
+            let key = (*f, resource_of(&rule_for(f), &alert));
+            self.ledger.get(&key).cloned().map(|fault| (key, fault))
+        });
+        let Some((key, mut fault)) = open else {
             let first = rules.resolves.first().map(rule_for).unwrap_or_default();
             alert.resolves = Some(None);
             alert.resource = Some(resource_of(&first, &alert));
             out.push(alert);
-            return;
-        };
-        let Some(mut fault) = self.ledger.get(&key).cloned() else {
             return;
         };
         self.ledger.set(key.clone(), None);

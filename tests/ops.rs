@@ -5,10 +5,11 @@ use std::process::{Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use iemd::config::broker::redact_url;
 use iemd::shutdown::Shutdown;
+use iemd::telemetry::Metrics;
 use iemd::telemetry::http::{self, HealthInputs, StageHealth};
 use iemd::telemetry::metrics::{Registry, parse_text};
-use iemd::telemetry::{Metrics, redact_url};
 
 use crate::util;
 

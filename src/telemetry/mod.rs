@@ -192,9 +192,6 @@ pub(crate) fn metrics() -> &'static Metrics {
     &METRICS
 }
 
-/// Defined with the broker's configuration (one redaction for logs, labels and `/health`).
-pub use crate::config::broker::redact_url;
-
 #[cfg(test)]
 mod tests {
     use super::*;

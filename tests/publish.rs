@@ -662,6 +662,93 @@ async fn send_records_reports_unroutable_records_by_seq() {
     );
 }
 
+/// Mandatory publishes to a routing key no queue is bound to come back (`basic.return`, then
+/// the ack): in one batch of routable and unroutable alerts, exactly the unroutable ones are
+/// reported, by seq (the return is matched to its message by the `spool_seq` header), and the
+/// others are delivered.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn returns_in_a_batch_are_matched_to_their_records() {
+    if !util::broker_available("returns_in_a_batch_are_matched_to_their_records") {
+        return;
+    }
+    let _b = util::broker_lock::shared();
+    let mut broker = broker_config("replay-mixed");
+    if let Some(q) = broker.queue.as_mut() {
+        q.binding_key = "iem.error.#".into();
+    }
+    let records: Vec<spool::Record> = (1..=6u64)
+        .map(|seq| {
+            let mut v: serde_json::Value = serde_json::from_slice(&alert_json(seq)).unwrap();
+            if seq % 2 == 1 {
+                v["severity"]["name"] = "warning".into();
+            }
+            spool::Record {
+                seq,
+                time_ms: 0,
+                payload: serde_json::to_vec(&v).unwrap(),
+            }
+        })
+        .collect();
+    let report = publish::send_records(&broker, &records, |_, _| {})
+        .await
+        .unwrap();
+    assert_eq!(
+        report,
+        publish::SendReport {
+            delivered: 3,
+            failed: vec![1, 3, 5]
+        }
+    );
+    let queue = broker.queue.clone().unwrap().name;
+    assert_eq!(
+        drain_ids(&queue, Duration::from_secs(1)).await,
+        ["id-2", "id-4", "id-6"]
+    );
+}
+
+/// The publisher takes `frame_max` from the URL (4096, the least a broker accepts) and cuts a
+/// body five times larger into body frames within it: a frame over the agreed size would make
+/// the broker close the connection (FRAME_ERROR), so the alert arriving whole shows both.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_small_frame_max_from_the_url_still_delivers_a_larger_body_whole() {
+    if !util::broker_available("a_small_frame_max_from_the_url_still_delivers_a_larger_body_whole")
+    {
+        return;
+    }
+    let _b = util::broker_lock::shared();
+    let mut broker = broker_config("frame4k");
+    broker.urls = vec![format!("{}?frame_max=4096", plain_url())];
+    let mut v: serde_json::Value = serde_json::from_slice(&alert_json(1)).unwrap();
+    v["message"] = serde_json::Value::String("y".repeat(20_000));
+    let big = serde_json::to_vec(&v).unwrap();
+    let rec = spool::Record {
+        seq: 1,
+        time_ms: 0,
+        payload: big.clone(),
+    };
+    let report = publish::send_records(&broker, &[rec], |_, _| {})
+        .await
+        .unwrap();
+    assert_eq!(report.failed, Vec::<u64>::new());
+    let queue = broker.queue.clone().unwrap().name;
+    let conn = lapin::Connection::connect(&util::broker_url(), Default::default())
+        .await
+        .unwrap();
+    let ch = conn.create_channel().await.unwrap();
+    let got = ch
+        .basic_get(
+            queue.as_str().into(),
+            lapin::options::BasicGetOptions { no_ack: true },
+        )
+        .await
+        .unwrap()
+        .expect("the alert is in the queue");
+    assert_eq!(got.delivery.data, big);
+    let _ = ch
+        .queue_delete(queue.as_str().into(), Default::default())
+        .await;
+}
+
 /// No broker reachable: an error that names every URL (without its password), not a hang.
 #[tokio::test]
 async fn send_records_without_a_broker_names_the_urls() {

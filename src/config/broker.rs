@@ -199,13 +199,13 @@ impl BrokerConfig {
         }
         for (i, url) in self.urls.iter().enumerate() {
             let key = format!("broker.urls[{i}]");
-            match url.parse::<lapin::uri::AMQPUri>() {
+            match url.parse::<amq_protocol::uri::AMQPUri>() {
                 Err(e) => problems.push(Problem::new(key, e)),
                 Ok(uri) => {
                     if let Some(reason) = too_long(&uri.vhost) {
                         problems.push(Problem::new(key.clone(), format!("virtual host {reason}")));
                     }
-                    if uri.scheme == lapin::uri::AMQPScheme::AMQP
+                    if uri.scheme == amq_protocol::uri::AMQPScheme::AMQP
                         && !self.allow_plaintext
                         && !is_loopback(&uri.authority.host)
                     {

@@ -1,41 +1,32 @@
 //! Confirm ordering: the one publish-and-settle loop, shared by the daemon's pump and
 //! `iemctl replay --publish`, and what the daemon does about a run of nacks and returns.
 //!
-//! Confirms are consumed in publish order (`FuturesOrdered`), at most `broker.window` in flight,
-//! so "every confirm so far was `Ack(None)`" makes the acked position a prefix of the log: the
-//! loop acks the records up to the last delivered one, and never past a record that was not.
+//! Confirms are settled in publish order, at most `broker.window` in flight, so "every confirm
+//! so far was a plain ack" makes the acked position a prefix of the log: the loop acks the
+//! records up to the last delivered one, and never past a record that was not.
 //!
-//! Publishes are pipelined, not awaited one by one: lapin writes on its own I/O thread, and
-//! `basic_publish(..).await` returns only once that thread has written the frames, so awaiting
-//! each publish before the next cost a `sendto` and about five futex hand-offs per message
-//! (issue 20). Each publish is polled once as it is made, which queues its frames behind the
-//! previous record's (the wire order is the spool order), and then waits in `inflight` for its
-//! write and its confirm together; the I/O thread writes whatever has queued in one `sendto`.
+//! Publishing is batched (issue 20): every record the spool has ready, as far as the window
+//! allows, is appended to the connection's write buffer and then written in one flush; the
+//! broker's acks (often `multiple`) are read by the same task. [`Window`] keeps what is in
+//! flight, oldest first, and settles it in order as acks, nacks and returns come in.
 
-use std::future::Future;
-use std::pin::Pin;
+use std::collections::VecDeque;
 use std::sync::atomic::Ordering;
-use std::task::Poll;
 use std::time::{Duration, Instant};
 
-use futures_util::StreamExt;
-use futures_util::stream::FuturesOrdered;
-use lapin::Confirmation;
-use lapin::options::BasicPublishOptions;
-use lapin::types::ShortString;
+use futures_util::FutureExt;
 use tokio_util::sync::CancellationToken;
 
 use super::connect::Session;
 use super::message::message;
+use super::wire::{Connection, Event, Returned};
 use super::{PublishError, PublishStats, Refusal};
 use crate::config::broker::BrokerConfig;
 use crate::output::Records;
+use crate::spool::Record;
 
 /// Acks after this many confirms in a row (and whenever nothing is in flight).
 const ACK_BATCH: u64 = 64;
-
-/// One publish, from queuing its frames to the broker's confirm.
-type Confirming<'s> = Pin<Box<dyn Future<Output = Result<Confirmation, lapin::Error>> + Send + 's>>;
 
 /// Why a publish-and-settle loop over one session ended.
 #[derive(Debug)]
@@ -66,14 +57,15 @@ pub(super) enum Ended {
 /// acked and not re-sent at the next start.
 pub(super) async fn publish_and_settle<R: Records>(
     config: &BrokerConfig,
-    exchange: &ShortString,
+    exchange: &str,
     stats: &PublishStats,
-    session: &Session,
+    session: &mut Session,
     records: &mut R,
     token: &CancellationToken,
     mut on_settled: impl FnMut(u64, &Settled) -> bool,
 ) -> Result<Ended, PublishError> {
-    let mut inflight = FuturesOrdered::new();
+    let conn = &mut session.conn;
+    let mut window = Window::default();
     // The last record delivered with every record before it: what may be acked.
     let mut confirmed: Option<u64> = None;
     // A refused record was skipped: nothing after it may be acked.
@@ -87,97 +79,123 @@ pub(super) async fn publish_and_settle<R: Records>(
     // A broker that holds confirms (a quorum queue without quorum) costs a reconnect and
     // duplicates (same ids) every stall timeout; a connection that died silently costs no more.
     let stall = Duration::from_millis(config.stall_timeout_ms);
-    let mandatory = BasicPublishOptions {
-        mandatory: true,
-        ..BasicPublishOptions::default()
-    };
-    let usable = || session.conn.status().connected() && session.channel.status().connected();
     let ended = loop {
         tokio::select! {
             biased;
             _ = token.cancelled() => {
                 let wait = Duration::from_millis(config.shutdown_timeout_ms);
                 let _ = tokio::time::timeout(wait, async {
-                    while let Some((seq, time_ms, res)) = inflight.next().await {
-                        let settled = settle(seq, time_ms, res, stats);
-                        on_settled(seq, &settled);
-                        if settled != Settled::Delivered {
-                            break;
+                    while !window.is_empty() {
+                        let Ok(event) = conn.next_event().await else { return };
+                        if window.apply(event).is_err() {
+                            return;
                         }
-                        if !gap {
-                            confirmed = Some(seq);
+                        while let Some((seq, time_ms, answer)) = window.pop_settled() {
+                            let settled = settle(seq, time_ms, answer, stats);
+                            on_settled(seq, &settled);
+                            if settled != Settled::Delivered {
+                                return;
+                            }
+                            if !gap {
+                                confirmed = Some(seq);
+                            }
                         }
                     }
                 }).await;
                 break Ended::Shutdown;
             }
-            Some((seq, time_ms, res)) = inflight.next(), if !inflight.is_empty() => {
-                let settled = settle(seq, time_ms, res, stats);
-                let go_on = on_settled(seq, &settled);
-                match settled {
-                    Settled::Delivered => {
-                        if !gap {
-                            confirmed = Some(seq);
-                        }
-                        unacked += 1;
+            event = conn.next_event(), if !window.is_empty() => {
+                let applied = event.map_err(|e| e.to_string()).and_then(|ev| window.apply(ev));
+                if let Err(error) = applied {
+                    if let Some(seq) = window.oldest() {
+                        tracing::warn!(seq, %error,
+                            "no confirm for an alert; it stays in the spool and is retried");
+                        on_settled(seq, &Settled::Lost);
                     }
-                    Settled::Lost => break Ended::Lost,
-                    _ if !usable() => break Ended::Lost,
-                    _ if go_on => gap = true,
-                    Settled::Nacked => break Ended::Nacked,
-                    Settled::Returned(reason) => break Ended::Returned(reason),
+                    break Ended::Lost;
+                }
+                let mut refused = None;
+                while let Some((seq, time_ms, answer)) = window.pop_settled() {
+                    let settled = settle(seq, time_ms, answer, stats);
+                    let go_on = on_settled(seq, &settled);
+                    match settled {
+                        Settled::Delivered => {
+                            if !gap {
+                                confirmed = Some(seq);
+                            }
+                            unacked += 1;
+                        }
+                        _ if go_on => gap = true,
+                        Settled::Returned(reason) => {
+                            refused = Some(Ended::Returned(reason));
+                            break;
+                        }
+                        Settled::Nacked => {
+                            refused = Some(Ended::Nacked);
+                            break;
+                        }
+                        Settled::Lost => {
+                            refused = Some(Ended::Lost);
+                            break;
+                        }
+                    }
+                }
+                if let Some(ended) = refused {
+                    break ended;
                 }
                 progress = tokio::time::Instant::now();
-                if (unacked >= ACK_BATCH || inflight.is_empty())
+                if (unacked >= ACK_BATCH || window.is_empty())
                     && let Some(c) = confirmed
                 {
                     records.ack(c);
                     unacked = 0;
                 }
-                if drained && inflight.is_empty() {
+                if drained && window.is_empty() {
                     break Ended::Drained;
                 }
             }
-            rec = records.next(), if !drained && inflight.len() < config.window => {
+            rec = records.next(), if !drained && window.len() < config.window => {
                 let Some(rec) = rec? else {
                     drained = true;
-                    if inflight.is_empty() {
+                    if window.is_empty() {
                         break Ended::Drained;
                     }
                     continue;
                 };
-                if inflight.is_empty() {
+                if window.is_empty() {
                     progress = tokio::time::Instant::now();
                 }
-                let (seq, time_ms) = (rec.seq, rec.time_ms);
-                // The record moves in, so that the body is borrowed from it, not copied.
-                let mut publish: Confirming<'_> = Box::pin(async move {
-                    let out = message(config, &rec);
-                    let (key, props) = (out.routing_key, out.properties);
-                    let channel = &session.channel;
-                    let confirm = channel
-                        .basic_publish(exchange.clone(), key, mandatory, &out.body, props)
-                        .await?;
-                    confirm.await
-                });
-                // Polled once here, so that its frames are queued now, behind the previous
-                // record's: the wire order is the spool order. Not awaited: see the module doc.
-                let first = std::future::poll_fn(|cx| Poll::Ready(publish.as_mut().poll(cx)))
-                    .await;
-                inflight.push_back(async move {
-                    let res = match first {
-                        Poll::Ready(res) => res,
-                        Poll::Pending => publish.await,
-                    };
-                    (seq, time_ms, res)
-                });
+                send(config, exchange, conn, &mut window, &rec);
+                // Every record that is ready now, as far as the window allows: one write.
+                while window.len() < config.window {
+                    match records.next().now_or_never() {
+                        Some(Ok(Some(rec))) => send(config, exchange, conn, &mut window, &rec),
+                        Some(Ok(None)) => {
+                            drained = true;
+                            break;
+                        }
+                        Some(Err(e)) => return Err(e.into()),
+                        None => break,
+                    }
+                }
+                // A blocked connection (a broker resource alarm) stops reading: the stall
+                // timeout bounds the write as it bounds the confirms.
+                let error = match tokio::time::timeout(stall, conn.flush()).await {
+                    Ok(Ok(())) => continue,
+                    Ok(Err(e)) => e.to_string(),
+                    Err(_) => format!("could not write to the broker for {stall:?}"),
+                };
+                tracing::warn!(in_flight = window.len(), %error,
+                    "cannot send to the broker; reconnecting and sending again");
+                break Ended::Lost;
             }
             _ = tick.tick() => {
-                if !usable() {
+                if let Err(error) = conn.keep_alive().await {
+                    tracing::warn!(%error, "the broker connection is lost");
                     break Ended::Lost;
                 }
-                if !inflight.is_empty() && progress.elapsed() > stall {
-                    tracing::warn!(in_flight = inflight.len(),
+                if !window.is_empty() && progress.elapsed() > stall {
+                    tracing::warn!(in_flight = window.len(),
                         "no confirm from the broker for {stall:?}; reconnecting and sending again");
                     break Ended::Lost;
                 }
@@ -188,6 +206,19 @@ pub(super) async fn publish_and_settle<R: Records>(
         records.ack(c);
     }
     Ok(ended)
+}
+
+/// Appends `rec` as a message to the connection's write buffer and puts it in flight.
+fn send(
+    config: &BrokerConfig,
+    exchange: &str,
+    conn: &mut Connection,
+    window: &mut Window,
+    rec: &Record,
+) {
+    let out = message(config, rec);
+    let tag = conn.publish(exchange, &out.routing_key, &out.properties(), &out.body);
+    window.sent(tag, rec.seq, rec.time_ms);
 }
 
 /// What the broker answered to one publish.
@@ -201,15 +232,129 @@ pub(super) enum Settled {
     Lost,
 }
 
-/// Accounts for one confirm in the counters (and the latency of a delivered alert).
-fn settle(
+/// The broker's answer to one message: `Ack(Some(reason))` is an ack that followed a return.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Answer {
+    Ack(Option<String>),
+    Nack,
+}
+
+/// One message sent and not settled yet.
+#[derive(Debug)]
+struct InFlight {
+    tag: u64,
     seq: u64,
     time_ms: i64,
-    res: Result<Confirmation, lapin::Error>,
-    stats: &PublishStats,
-) -> Settled {
-    match res {
-        Ok(Confirmation::Ack(None)) => {
+    /// The return that came for it (before its ack), as the reason for the log.
+    returned: Option<String>,
+    answer: Option<Answer>,
+}
+
+/// The messages in flight on one channel, oldest first; their delivery tags are consecutive.
+/// An answer may come for any of them ([`apply`](Window::apply)), but they are settled in
+/// order ([`pop_settled`](Window::pop_settled)): the oldest once it has its answer.
+#[derive(Debug, Default)]
+struct Window {
+    inflight: VecDeque<InFlight>,
+}
+
+impl Window {
+    fn len(&self) -> usize {
+        self.inflight.len()
+    }
+
+    fn is_empty(&self) -> bool {
+        self.inflight.is_empty()
+    }
+
+    fn oldest(&self) -> Option<u64> {
+        self.inflight.front().map(|m| m.seq)
+    }
+
+    fn sent(&mut self, tag: u64, seq: u64, time_ms: i64) {
+        debug_assert!(self.inflight.back().is_none_or(|m| m.tag + 1 == tag));
+        self.inflight.push_back(InFlight {
+            tag,
+            seq,
+            time_ms,
+            returned: None,
+            answer: None,
+        });
+    }
+
+    /// Takes in one event of the channel; an ack or nack for a tag not in flight is a protocol
+    /// error (the channel is then given up).
+    fn apply(&mut self, event: Event) -> Result<(), String> {
+        let (tag, multiple, nack) = match event {
+            Event::Ack { tag, multiple } => (tag, multiple, false),
+            Event::Nack { tag, multiple } => (tag, multiple, true),
+            Event::Returned(r) => {
+                self.returned(r);
+                return Ok(());
+            }
+        };
+        let first = self.inflight.front().map_or(u64::MAX, |m| m.tag);
+        let last = self.inflight.back().map_or(0, |m| m.tag);
+        if !(first..=last).contains(&tag) {
+            return Err(format!(
+                "the broker answered delivery tag {tag}, not in flight ({first}..={last})"
+            ));
+        }
+        let answered = if multiple {
+            0..=(tag - first) as usize
+        } else {
+            let i = (tag - first) as usize;
+            i..=i
+        };
+        for m in self.inflight.range_mut(answered) {
+            if m.answer.is_none() {
+                m.answer = Some(if nack {
+                    Answer::Nack
+                } else {
+                    Answer::Ack(m.returned.take())
+                });
+            }
+        }
+        Ok(())
+    }
+
+    /// A return: matched to its message by the `spool_seq` header every message carries; a
+    /// return without one (not ours) goes to the oldest message not yet answered or returned.
+    fn returned(&mut self, r: Returned) {
+        let reason = format!(
+            "{} {} (exchange {:?}, routing key {:?})",
+            r.code, r.text, r.exchange, r.routing_key
+        );
+        let seq = r.spool_seq.and_then(|s| u64::try_from(s).ok());
+        let unanswered = |m: &&mut InFlight| m.answer.is_none() && m.returned.is_none();
+        let by_seq = seq.and_then(|seq| {
+            self.inflight
+                .iter_mut()
+                .filter(unanswered)
+                .find(|m| m.seq == seq)
+        });
+        match by_seq {
+            Some(m) => m.returned = Some(reason),
+            None => {
+                if let Some(m) = self.inflight.iter_mut().find(|m| unanswered(m)) {
+                    m.returned = Some(reason);
+                }
+            }
+        }
+    }
+
+    /// The oldest message, if its answer is in.
+    fn pop_settled(&mut self) -> Option<(u64, i64, Answer)> {
+        self.inflight.front()?.answer.as_ref()?;
+        let m = self.inflight.pop_front()?;
+        Some((m.seq, m.time_ms, m.answer?))
+    }
+}
+
+/// Accounts for one confirm in the counters (and the latency of a delivered alert).
+fn settle(seq: u64, time_ms: i64, answer: Answer, stats: &PublishStats) -> Settled {
+    match answer {
+        Answer::Ack(None) => {
             stats.published_total.fetch_add(1, Ordering::Relaxed);
             if let Some(observe) = &stats.latency {
                 let ms = chrono::Utc::now().timestamp_millis() - time_ms;
@@ -217,27 +362,14 @@ fn settle(
             }
             Settled::Delivered
         }
-        Ok(Confirmation::Ack(Some(returned))) => {
+        Answer::Ack(Some(reason)) => {
             stats.returns_total.fetch_add(1, Ordering::Relaxed);
-            Settled::Returned(format!(
-                "{} {} (exchange {:?}, routing key {:?})",
-                returned.reply_code,
-                returned.reply_text,
-                returned.delivery.exchange.as_str(),
-                returned.delivery.routing_key.as_str()
-            ))
+            tracing::debug!(seq, %reason, "returned");
+            Settled::Returned(reason)
         }
-        Ok(Confirmation::Nack(_)) => {
+        Answer::Nack => {
             stats.nacks_total.fetch_add(1, Ordering::Relaxed);
             Settled::Nacked
-        }
-        Ok(Confirmation::NotRequested) => {
-            tracing::error!(seq, "publisher confirms are not active on the channel");
-            Settled::Lost
-        }
-        Err(e) => {
-            tracing::warn!(seq, error = %e, "no confirm for an alert; it stays in the spool and is retried");
-            Settled::Lost
         }
     }
 }
@@ -386,5 +518,187 @@ impl<'s> Refusals<'s> {
             since,
             returned: Some(reason),
         }));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Sends seqs 10, 11, ... as tags 1, 2, ...
+    fn window(n: u64) -> Window {
+        let mut w = Window::default();
+        for tag in 1..=n {
+            w.sent(tag, 9 + tag, 0);
+        }
+        w
+    }
+
+    fn settled(w: &mut Window) -> Vec<(u64, Answer)> {
+        std::iter::from_fn(|| w.pop_settled().map(|(seq, _, a)| (seq, a))).collect()
+    }
+
+    fn returned(seq: Option<i64>) -> Event {
+        Event::Returned(Returned {
+            code: 312,
+            text: "NO_ROUTE".into(),
+            exchange: "iem".into(),
+            routing_key: "k".into(),
+            spool_seq: seq,
+        })
+    }
+
+    const ACKED: Answer = Answer::Ack(None);
+
+    #[test]
+    fn a_multiple_ack_settles_everything_up_to_its_tag_in_order() {
+        let mut w = window(5);
+        w.apply(Event::Ack {
+            tag: 3,
+            multiple: true,
+        })
+        .unwrap();
+        assert_eq!(settled(&mut w), [(10, ACKED), (11, ACKED), (12, ACKED)]);
+        assert_eq!(w.len(), 2);
+        w.apply(Event::Nack {
+            tag: 5,
+            multiple: true,
+        })
+        .unwrap();
+        assert_eq!(settled(&mut w), [(13, Answer::Nack), (14, Answer::Nack)]);
+        assert!(w.is_empty());
+    }
+
+    #[test]
+    fn answers_out_of_order_are_settled_in_publish_order() {
+        let mut w = window(3);
+        w.apply(Event::Ack {
+            tag: 2,
+            multiple: false,
+        })
+        .unwrap();
+        w.apply(Event::Nack {
+            tag: 3,
+            multiple: false,
+        })
+        .unwrap();
+        assert_eq!(settled(&mut w), [], "the oldest is not answered yet");
+        w.apply(Event::Ack {
+            tag: 1,
+            multiple: false,
+        })
+        .unwrap();
+        assert_eq!(
+            settled(&mut w),
+            [(10, ACKED), (11, ACKED), (12, Answer::Nack)]
+        );
+        // A later multiple ack does not overwrite an answer already in.
+        let mut w = window(3);
+        w.apply(Event::Nack {
+            tag: 2,
+            multiple: false,
+        })
+        .unwrap();
+        w.apply(Event::Ack {
+            tag: 3,
+            multiple: true,
+        })
+        .unwrap();
+        assert_eq!(
+            settled(&mut w),
+            [(10, ACKED), (11, Answer::Nack), (12, ACKED)]
+        );
+    }
+
+    #[test]
+    fn a_tag_not_in_flight_is_an_error() {
+        let mut w = window(2);
+        assert!(
+            w.apply(Event::Ack {
+                tag: 3,
+                multiple: false
+            })
+            .is_err()
+        );
+        w.apply(Event::Ack {
+            tag: 1,
+            multiple: false,
+        })
+        .unwrap();
+        settled(&mut w);
+        assert!(
+            w.apply(Event::Ack {
+                tag: 1,
+                multiple: false
+            })
+            .is_err()
+        );
+        assert!(
+            Window::default()
+                .apply(Event::Ack {
+                    tag: 1,
+                    multiple: true
+                })
+                .is_err()
+        );
+    }
+
+    #[test]
+    fn a_return_goes_to_its_message_by_spool_seq_and_its_ack_makes_it_a_refusal() {
+        let mut w = window(4);
+        w.apply(returned(Some(12))).unwrap();
+        w.apply(Event::Ack {
+            tag: 4,
+            multiple: true,
+        })
+        .unwrap();
+        let got = settled(&mut w);
+        assert_eq!(got.len(), 4);
+        assert_eq!(got[..2], [(10, ACKED), (11, ACKED)]);
+        assert!(
+            matches!(&got[2], (12, Answer::Ack(Some(r))) if r.starts_with("312 NO_ROUTE")),
+            "{got:?}"
+        );
+        assert_eq!(got[3], (13, ACKED));
+    }
+
+    #[test]
+    fn a_return_without_a_known_seq_goes_to_the_oldest_unanswered_message() {
+        let mut w = window(3);
+        w.apply(Event::Ack {
+            tag: 1,
+            multiple: false,
+        })
+        .unwrap();
+        w.apply(returned(None)).unwrap();
+        w.apply(returned(Some(99))).unwrap();
+        w.apply(Event::Ack {
+            tag: 3,
+            multiple: true,
+        })
+        .unwrap();
+        let got: Vec<bool> = settled(&mut w)
+            .into_iter()
+            .map(|(_, a)| matches!(a, Answer::Ack(Some(_))))
+            .collect();
+        assert_eq!(got, [false, true, true]);
+    }
+
+    #[test]
+    fn settle_counts_each_answer() {
+        let stats = PublishStats::new(&BrokerConfig::default(), None);
+        assert_eq!(settle(1, 0, ACKED, &stats), Settled::Delivered);
+        assert_eq!(settle(2, 0, Answer::Nack, &stats), Settled::Nacked);
+        assert!(matches!(
+            settle(3, 0, Answer::Ack(Some("312 NO_ROUTE".into())), &stats),
+            Settled::Returned(r) if r == "312 NO_ROUTE"
+        ));
+        let counts = [
+            &stats.published_total,
+            &stats.nacks_total,
+            &stats.returns_total,
+        ]
+        .map(|c| c.load(Ordering::Relaxed));
+        assert_eq!(counts, [1, 1, 1]);
     }
 }

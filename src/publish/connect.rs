@@ -5,16 +5,13 @@
 use std::future::Future;
 use std::time::Duration;
 
-use lapin::options::{
-    ConfirmSelectOptions, ExchangeDeclareOptions, QueueBindOptions, QueueDeclareOptions,
-};
-use lapin::types::{AMQPValue, FieldTable, ShortString};
-use lapin::uri::{AMQPUri, AMQPUserInfo};
-use lapin::{Channel, Connection, ExchangeKind};
+use amq_protocol::types::{AMQPValue, FieldTable, ShortString};
+use amq_protocol::uri::{AMQPUri, AMQPUserInfo};
 
 use super::PublishError;
 use super::credentials::{Credentials, credentials};
 use super::tls::Tls;
+use super::wire::{self, WireError};
 use crate::config::broker::{BrokerConfig, QueueKind, redact_url};
 
 /// The order in which to try the URLs when nothing was lost: with `local_first`, the URLs whose
@@ -92,14 +89,16 @@ where
     Err(failures)
 }
 
-/// A connection to a broker node with a channel in confirm mode.
+/// A connection to a broker node with a channel in confirm mode (the publisher's own client,
+/// `wire`).
 pub(super) struct Session {
-    pub(super) conn: Connection,
-    pub(super) channel: Channel,
+    pub(super) conn: wire::Connection,
 }
 
 #[derive(Debug, thiserror::Error)]
 pub(super) enum ConnectError {
+    #[error("{0}")]
+    Wire(#[from] WireError),
     #[error("{0}")]
     Lapin(#[from] lapin::Error),
     #[error("timed out")]
@@ -110,11 +109,18 @@ pub(super) enum ConnectError {
     Name {
         key: &'static str,
         name: String,
-        reason: lapin::types::ShortStringError,
+        reason: amq_protocol::types::ShortStringError,
     },
 }
 
+impl From<std::io::Error> for ConnectError {
+    fn from(e: std::io::Error) -> Self {
+        ConnectError::Wire(WireError::Io(e))
+    }
+}
+
 /// The frame size iemd proposes unless the URL sets `frame_max` (the broker may lower it).
+/// Alerts are ~1-2 KiB; a larger one is simply sent as several body frames.
 const FRAME_MAX: u32 = 16 * 1024;
 
 /// What connecting to the brokers of one config needs: the credentials and TLS, read once.
@@ -134,18 +140,39 @@ impl<'c> Connector<'c> {
         })
     }
 
-    /// An AMQP connection to `url`, within `connect_timeout_ms`.
-    pub(super) async fn connection(&self, url: &str) -> Result<Connection, ConnectError> {
-        self.bounded(self.open(url)).await
+    /// A lapin connection to `url` (for `iemctl tail`), within `connect_timeout_ms`.
+    pub(super) async fn connection(&self, url: &str) -> Result<lapin::Connection, ConnectError> {
+        self.bounded(async {
+            let mut uri = self.uri(url)?;
+            uri.authority.userinfo = AMQPUserInfo {
+                username: self.creds.user.clone(),
+                password: self.creds.password.clone(),
+            };
+            // lapin keeps a send and a receive buffer of 32 frames each, allocated up front.
+            uri.query.frame_max.get_or_insert(FRAME_MAX);
+            Ok(self.tls.lapin_connection(uri).await?)
+        })
+        .await
     }
 
     /// A session on `url` (connection, confirming channel, topology declared), within
     /// `connect_timeout_ms` in all.
     pub(super) async fn session(&self, url: &str) -> Result<Session, ConnectError> {
         self.bounded(async {
-            let conn = self.open(url).await?;
-            let channel = confirming_channel(self.config, &conn, true).await?;
-            Ok(Session { conn, channel })
+            let uri = self.uri(url)?;
+            let io = self.tls.stream(&uri).await?;
+            let params = wire::Params {
+                user: &self.creds.user,
+                password: &self.creds.password,
+                vhost: &uri.vhost,
+                frame_max: uri.query.frame_max.unwrap_or(FRAME_MAX),
+                heartbeat: uri.query.heartbeat,
+                channel_max: uri.query.channel_max,
+            };
+            let mut conn = wire::Connection::open(io, params).await?;
+            conn.open_channel().await?;
+            declare_topology(self.config, &mut conn).await?;
+            Ok(Session { conn })
         })
         .await
     }
@@ -159,26 +186,20 @@ impl<'c> Connector<'c> {
             .map_err(|_| ConnectError::Timeout)?
     }
 
-    /// An AMQP connection to `url` with the credentials.
-    async fn open(&self, url: &str) -> Result<Connection, ConnectError> {
-        let mut uri: AMQPUri = url.parse().map_err(ConnectError::Url)?;
+    /// `url` parsed, its virtual host checked.
+    fn uri(&self, url: &str) -> Result<AMQPUri, ConnectError> {
+        let uri: AMQPUri = url.parse().map_err(ConnectError::Url)?;
         short("broker.urls (virtual host)", &uri.vhost)?;
-        uri.authority.userinfo = AMQPUserInfo {
-            username: self.creds.user.clone(),
-            password: self.creds.password.clone(),
-        };
-        // lapin keeps a send and a receive buffer of 32 frames each, allocated up front: at
-        // RabbitMQ's default 128 KiB frame_max that is 8 MiB resident, a third of the daemon.
-        // Alerts are ~1-2 KiB; a larger one is simply sent as several body frames.
-        uri.query.frame_max.get_or_insert(FRAME_MAX);
-        Ok(self.tls.connect(uri).await?)
+        Ok(uri)
     }
 }
 
 /// Connects to the first reachable broker URL of `config`, in the configured order, with its
-/// credentials and TLS, for tools that consume (`iemctl tail`). Returns the connection and the
-/// (redacted) URL used.
-pub async fn connect_any(config: &BrokerConfig) -> Result<(Connection, String), PublishError> {
+/// credentials and TLS (the same trust rule as the publisher's), for tools that consume
+/// (`iemctl tail`, through lapin). Returns the connection and the (redacted) URL used.
+pub async fn connect_any(
+    config: &BrokerConfig,
+) -> Result<(lapin::Connection, String), PublishError> {
     let connector = Connector::new(config)?;
     let order: Vec<usize> = (0..config.urls.len()).collect();
     let (idx, conn) = connect_first(&config.urls, &order, |url| connector.connection(url))
@@ -187,46 +208,25 @@ pub async fn connect_any(config: &BrokerConfig) -> Result<(Connection, String), 
     Ok((conn, redact_url(&config.urls[idx])))
 }
 
-/// A new channel on `conn` with publisher confirms, after declaring the topology on it when
-/// `declare` (and `config.declare`).
-async fn confirming_channel(
-    config: &BrokerConfig,
-    conn: &Connection,
-    declare: bool,
-) -> Result<Channel, ConnectError> {
-    let channel = conn.create_channel().await?;
-    channel
-        .confirm_select(ConfirmSelectOptions::default())
-        .await?;
-    if declare {
-        declare_topology(config, &channel).await?;
-    }
-    Ok(channel)
-}
-
 impl Session {
     /// Replaces the channel by a fresh one on the same connection (a channel of a node can stay
     /// refusing after its quorum queue's leader crashed, while a new one is served), declaring
-    /// the topology again when `declare`. The old channel is closed, bounded.
+    /// the topology again when `declare`. The old channel is closed without waiting: only its
+    /// confirms were wanted, and they are given up.
     pub(super) async fn renew_channel(
         &mut self,
         config: &BrokerConfig,
         declare: bool,
     ) -> Result<(), ConnectError> {
-        let fresh = tokio::time::timeout(
-            Duration::from_millis(config.connect_timeout_ms),
-            confirming_channel(config, &self.conn, declare),
-        )
+        tokio::time::timeout(Duration::from_millis(config.connect_timeout_ms), async {
+            self.conn.open_channel().await?;
+            if declare {
+                declare_topology(config, &mut self.conn).await?;
+            }
+            Ok::<_, ConnectError>(())
+        })
         .await
-        .map_err(|_| ConnectError::Timeout)??;
-        let old = std::mem::replace(&mut self.channel, fresh);
-        // Only its confirms were wanted, and they are given up: a failed close is no news.
-        let closed =
-            tokio::time::timeout(Duration::from_secs(1), old.close(200, "replaced".into())).await;
-        if !matches!(closed, Ok(Ok(()))) {
-            tracing::debug!(?closed, "closing a replaced channel failed");
-        }
-        Ok(())
+        .map_err(|_| ConnectError::Timeout)?
     }
 }
 
@@ -239,22 +239,19 @@ fn short(key: &'static str, name: &str) -> Result<ShortString, ConnectError> {
     })
 }
 
-async fn declare_topology(config: &BrokerConfig, channel: &Channel) -> Result<(), ConnectError> {
+/// Declares the exchange (durable topic) and, with `[broker.queue]`, the queue (durable,
+/// quorum when configured) and its binding, when `config.declare`. A broker that refuses
+/// (e.g. 406 PRECONDITION_FAILED: the queue exists with other arguments) closes the channel:
+/// the error says its code and text.
+async fn declare_topology(
+    config: &BrokerConfig,
+    conn: &mut wire::Connection,
+) -> Result<(), ConnectError> {
     if !config.declare {
         return Ok(());
     }
     let exchange = short("broker.exchange", config.exchange_name())?;
-    channel
-        .exchange_declare(
-            exchange.clone(),
-            ExchangeKind::Topic,
-            ExchangeDeclareOptions {
-                durable: true,
-                ..ExchangeDeclareOptions::default()
-            },
-            FieldTable::default(),
-        )
-        .await?;
+    conn.declare_exchange(exchange.clone(), "topic").await?;
     if let Some(q) = &config.queue {
         let name = short("broker.queue.name", &q.name)?;
         let binding = short("broker.queue.binding_key", &q.binding_key)?;
@@ -265,25 +262,8 @@ async fn declare_topology(config: &BrokerConfig, channel: &Channel) -> Result<()
                 AMQPValue::LongString("quorum".into()),
             );
         }
-        channel
-            .queue_declare(
-                name.clone(),
-                QueueDeclareOptions {
-                    durable: true,
-                    ..QueueDeclareOptions::default()
-                },
-                args,
-            )
-            .await?;
-        channel
-            .queue_bind(
-                name,
-                exchange,
-                binding,
-                QueueBindOptions::default(),
-                FieldTable::default(),
-            )
-            .await?;
+        conn.declare_queue(name.clone(), args).await?;
+        conn.bind_queue(name, exchange, binding).await?;
     }
     Ok(())
 }

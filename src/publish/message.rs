@@ -8,11 +8,11 @@
 
 use std::borrow::Cow;
 
-use lapin::BasicProperties;
-use lapin::types::{AMQPValue, FieldTable, MAX_SHORT_STRING_LENGTH, ShortString};
+use amq_protocol::types::{MAX_SHORT_STRING_LENGTH, ShortString};
 use serde::Deserialize;
 
 use super::PublishError;
+use super::wire::Properties;
 use crate::alert::Alert;
 use crate::config::broker::{BodyFormat, BrokerConfig};
 use crate::spool::Record;
@@ -56,9 +56,9 @@ fn push_key_word(key: &mut String, s: &str) {
 
 /// `iem.<severity name>.<component name or id>`, or `iem.malformed`; cut to AMQP's 255 bytes
 /// (the catalog refuses component names that long, but alerts spooled before may carry one).
-fn routing_key(meta: &Meta<'_>) -> ShortString {
+fn routing_key(meta: &Meta<'_>) -> String {
     if meta.kind.as_deref() == Some("malformed") {
-        return ShortString::from("iem.malformed");
+        return "iem.malformed".into();
     }
     let mut key = String::with_capacity(32);
     key.push_str("iem.");
@@ -73,14 +73,9 @@ fn routing_key(meta: &Meta<'_>) -> ShortString {
             .as_ref()
             .map_or("unknown", |c| c.name.as_deref().unwrap_or(&c.id)),
     );
-    short_ascii(key)
-}
-
-/// An ASCII string as a short string, cut to its 255 bytes.
-fn short_ascii(mut s: String) -> ShortString {
-    s.truncate(MAX_SHORT_STRING_LENGTH);
-    // Cannot fail once cut: `try_new` only checks the length.
-    ShortString::try_new(s).unwrap_or_default()
+    // ASCII only, so any cut is at a character boundary.
+    key.truncate(MAX_SHORT_STRING_LENGTH);
+    key
 }
 
 /// The exchange of `config` as an AMQP short string (the config check refuses longer names, so
@@ -94,60 +89,74 @@ pub(crate) fn exchange(config: &BrokerConfig) -> Result<ShortString, PublishErro
     })
 }
 
-/// A message ready to publish; the body borrows the spooled payload when it is sent as is.
+/// A message ready to publish; what it can borrow from the spooled record, it borrows.
 pub(crate) struct Outgoing<'r> {
-    pub(crate) routing_key: ShortString,
+    /// At most 255 bytes.
+    pub(crate) routing_key: String,
     pub(crate) body: Cow<'r, [u8]>,
-    pub(crate) properties: BasicProperties,
+    /// The alert id, when it could be read and fits a message id (255 bytes).
+    pub(crate) message_id: Option<Cow<'r, str>>,
+    pub(crate) schema: Cow<'r, str>,
+    pub(crate) timestamp: u64,
+    pub(crate) spool_seq: i64,
+}
+
+impl Outgoing<'_> {
+    /// The message's properties for the wire: persistent JSON, its id, time and headers.
+    pub(crate) fn properties(&self) -> Properties<'_> {
+        Properties {
+            timestamp: self.timestamp,
+            message_id: self.message_id.as_deref(),
+            schema: &self.schema,
+            spool_seq: self.spool_seq,
+        }
+    }
 }
 
 /// Builds the message for one spooled record. Nothing in a record can make this fail: a payload
 /// that cannot be read, or whose id does not fit a message id, goes out as `iem.malformed`.
 pub(crate) fn message<'r>(config: &BrokerConfig, rec: &'r Record) -> Outgoing<'r> {
-    let mut props = BasicProperties::default()
-        .with_delivery_mode(2)
-        .with_content_type("application/json".into())
-        .with_timestamp(u64::try_from(rec.time_ms / 1000).unwrap_or(0));
-    let mut headers = FieldTable::default();
-    let meta = serde_json::from_slice::<Meta<'_>>(&rec.payload)
+    let meta = serde_json::from_slice::<Meta<'r>>(&rec.payload)
         .ok()
-        .and_then(|m| Some((ShortString::try_new(m.id.as_ref()).ok()?, m)));
-    let (routing_key, body, schema) = match (config.format, &meta) {
-        (BodyFormat::V1, Some((_, m))) => (
-            routing_key(m),
+        .filter(|m| m.id.len() <= MAX_SHORT_STRING_LENGTH);
+    let (routing_key, body, schema, message_id) = match (config.format, meta) {
+        (BodyFormat::V1, Some(m)) => (
+            routing_key(&m),
             Cow::Borrowed(rec.payload.as_slice()),
-            m.schema.as_deref().unwrap_or(crate::alert::SCHEMA),
+            m.schema.unwrap_or(Cow::Borrowed(crate::alert::SCHEMA)),
+            Some(m.id),
         ),
-        (BodyFormat::Sspl, Some(_)) => {
+        (BodyFormat::Sspl, Some(m)) => {
             let body = serde_json::from_slice::<Alert>(&rec.payload)
                 .ok()
                 .and_then(|a| serde_json::to_vec(&crate::sspl::body(&a)).ok())
                 .map_or(Cow::Borrowed(rec.payload.as_slice()), Cow::Owned);
-            (ShortString::from("sensor-key"), body, "sspl/1.0.0")
+            (
+                "sensor-key".into(),
+                body,
+                Cow::Borrowed("sspl/1.0.0"),
+                Some(m.id),
+            )
         }
         // Never dropped: an unreadable payload still goes out, where someone can see it.
         (_, None) => (
-            ShortString::from("iem.malformed"),
+            "iem.malformed".into(),
             Cow::Borrowed(rec.payload.as_slice()),
-            "unknown",
+            Cow::Borrowed("unknown"),
+            None,
         ),
     };
-    headers.insert("schema".into(), AMQPValue::LongString(schema.into()));
-    // The record's spool seq, unique over the spool's life: a consumer that gets an id twice
-    // with the same seq got a publish repeated after a lost confirm; with two seqs, the line was
-    // spooled twice (which the chaos test counts apart).
-    headers.insert(
-        "spool_seq".into(),
-        AMQPValue::LongLongInt(i64::try_from(rec.seq).unwrap_or(i64::MAX)),
-    );
-    props = props.with_headers(headers);
-    if let Some((id, _)) = meta {
-        props = props.with_message_id(id);
-    }
     Outgoing {
         routing_key,
         body,
-        properties: props,
+        message_id,
+        schema,
+        timestamp: u64::try_from(rec.time_ms / 1000).unwrap_or(0),
+        // The record's spool seq, unique over the spool's life: a consumer that gets an id
+        // twice with the same seq got a publish repeated after a lost confirm; with two seqs,
+        // the line was spooled twice (which the chaos test counts apart). It is also how a
+        // return is matched to its message (`wire`).
+        spool_seq: i64::try_from(rec.seq).unwrap_or(i64::MAX),
     }
 }
 
@@ -161,13 +170,13 @@ mod tests {
             r#"{"id":"a","kind":"iem","severity":{"code":"E","name":"error"},"component":{"id":"003","name":"s3"}}"#,
         )
         .unwrap();
-        assert_eq!(routing_key(&m).as_str(), "iem.error.s3");
+        assert_eq!(routing_key(&m), "iem.error.s3");
         let m: Meta<'_> =
             serde_json::from_str(r#"{"id":"a","kind":"iem","component":{"id":"0F3","name":null}}"#)
                 .unwrap();
-        assert_eq!(routing_key(&m).as_str(), "iem.unknown.0f3");
+        assert_eq!(routing_key(&m), "iem.unknown.0f3");
         let m: Meta<'_> = serde_json::from_str(r#"{"id":"a","kind":"malformed"}"#).unwrap();
-        assert_eq!(routing_key(&m).as_str(), "iem.malformed");
+        assert_eq!(routing_key(&m), "iem.malformed");
     }
 
     /// Issue 13: a 300-character component name panicked the publisher (`ShortString exceeds
@@ -184,21 +193,10 @@ mod tests {
             payload: payload.into_bytes(),
         };
         let out = message(&BrokerConfig::default(), &rec);
-        assert_eq!(out.routing_key.as_str().len(), 255);
-        assert!(
-            out.routing_key
-                .as_str()
-                .starts_with("iem.informational.nnn")
-        );
-        assert_eq!(
-            out.properties.message_id().as_ref().map(|s| s.as_str()),
-            Some("a")
-        );
-        let headers = out.properties.headers().as_ref().unwrap();
-        assert_eq!(
-            headers.inner().get("spool_seq"),
-            Some(&AMQPValue::LongLongInt(1))
-        );
+        assert_eq!(out.routing_key.len(), 255);
+        assert!(out.routing_key.starts_with("iem.informational.nnn"));
+        assert_eq!(out.properties().message_id, Some("a"));
+        assert_eq!(out.properties().spool_seq, 1);
         // An id that does not fit a message id: sent as malformed, never dropped.
         let rec = Record {
             seq: 2,
@@ -206,8 +204,8 @@ mod tests {
             payload: format!(r#"{{"id":"{long}","kind":"iem"}}"#).into_bytes(),
         };
         let out = message(&BrokerConfig::default(), &rec);
-        assert_eq!(out.routing_key.as_str(), "iem.malformed");
-        assert!(out.properties.message_id().is_none());
+        assert_eq!(out.routing_key, "iem.malformed");
+        assert!(out.properties().message_id.is_none());
         let bad = BrokerConfig {
             exchange: Some(long),
             ..BrokerConfig::default()

@@ -1,10 +1,10 @@
 //! Publishing to RabbitMQ: drains the spool in order, with publisher confirms, and acks the
 //! spool only for what the broker confirmed.
 //!
-//! Delivery rule: a message is delivered when its confirm is `Ack(None)`. With `mandatory` set,
-//! an unroutable message comes back as `basic.return` *followed by* an ack; lapin folds the two
-//! into `Ack(Some(returned))`, which is therefore a failure, as is a `Nack` or a channel or
-//! connection error. On failure the publisher re-sends from the first unconfirmed record, so
+//! Delivery rule: a message is delivered when the broker acks it and did not return it. With
+//! `mandatory` set, an unroutable message comes back as `basic.return` *followed by* an ack;
+//! `confirm` matches the return to its message (by its `spool_seq` header) and counts that ack
+//! as a failure, as is a `Nack` or a channel or connection error. On failure the publisher re-sends from the first unconfirmed record, so
 //! order is kept and messages after the failed one may be delivered twice (at-least-once; the
 //! alert id is the message id for de-duplication).
 //!
@@ -30,8 +30,11 @@
 //!
 //! - `credentials`: the broker user and password, from the environment, systemd or a file.
 //! - `tls`: rustls for `amqps://`, trusting only `ca_file` when it is set.
+//! - `wire`: the publisher's own AMQP client (handshake, confirming channel, declarations,
+//!   publishes appended to one buffer and written per batch, acks/nacks/returns, heartbeats).
 //! - `connect`: URL order (local first, per-host shuffle, failed nodes last), the one
-//!   connect-first loop, a session (connection + confirming channel + topology).
+//!   connect-first loop, a session (connection + confirming channel + topology); `iemctl
+//!   tail`'s lapin connection ([`connect_any`]).
 //! - `message`: one spooled record as one AMQP message (routing key, body, headers).
 //! - `confirm`: the one publish-and-settle loop (confirm order, window, acks) and the
 //!   nack/return episodes.
@@ -40,28 +43,29 @@
 //!
 //! [`Amqp`] is this module's [`Output`]: the pipeline starts it through that seam.
 //!
-//! # Why lapin, pipelined (issue 20)
+//! # Why a client of our own (issue 20)
 //!
-//! lapin runs its socket on an I/O thread of its own, and `basic_publish(..).await` resolves
-//! only once that thread has written the message. Awaited one message at a time, as iemd did
-//! and the plain publisher of the benches still does, every message cost one `sendto` and five
-//! futex hand-offs between our task and that thread (`strace -f -c`, 20,000 messages: 20,059
-//! `sendto`, 110,765 `futex`; 20-22 us of CPU per message). lapin 4 has no setting that moves
-//! its I/O onto the tokio reactor (`Connection::connector` takes an `async_rs` runtime for
-//! spawning and connecting, the loop itself stays a thread), and frames are already coalesced
-//! by that thread whenever several are queued. So `confirm` keeps the window of publishes *in
-//! flight* instead of awaiting each: every publish is polled once when it is made (its frames
-//! are queued in spool order), and its write and confirm are awaited together, in order. Same
-//! 20,000 messages: 402 `sendto` (about 50 messages a write), 2,743 `futex`, and 6.7-7.4 us of
-//! CPU per message, a third of before, with the same client, so confirms, `mandatory`,
-//! persistent messages, in-order resend, failover and TLS are unchanged.
+//! lapin runs its socket on an I/O thread of its own: every `basic_publish` is handed to that
+//! thread (a futex wake-up each way) and its frames are built in lapin's buffers. Awaited one
+//! message at a time, as iemd first did, that cost one `sendto` and five futex hand-offs per
+//! message (`strace -f -c`, 20,000 messages: 20,059 `sendto`, 110,765 `futex`; 20-22 us of CPU
+//! per message); with the window of publishes kept in flight, 402 `sendto` and 2,743 `futex`,
+//! 6.7-7.4 us, and lapin's thread still took a quarter of the daemon's CPU. lapin 4 has no
+//! setting that moves that loop onto tokio.
 //!
-//! amqprs (tokio tasks, no thread of its own) was not measured: its confirms, nacks and returns
-//! arrive through a `ChannelCallback` (`publish_ack` / `publish_nack` / `publish_return`) rather
-//! than per publish, so the in-order settling, "a return followed by its ack is a failure" and
-//! the `ca_file`-only trust rule would all be rebuilt on it, for a gain lapin pipelined already
-//! gets. A hand-written AMQP publisher is not warranted by these figures
-//! (docs/PERFORMANCE.md, "Lean publishing (issue 20)").
+//! So `wire` is a publisher of our own on tokio, driven by the publishing task alone: a publish
+//! appends its frames to one reusable buffer (no I/O, no hand-off), the loop in `confirm` takes
+//! every record the window allows and writes them in one flush, and acks are read by the same
+//! task. The codec is not ours: frames are encoded and parsed by `amq-protocol`, the crate lapin
+//! itself uses (the publish frames are written directly for our fixed property set, pinned by
+//! tests to its parser). Confirms, `mandatory`, persistent messages, in-order resend, failover
+//! and TLS (the same trust rule, one rustls config) behave as before; every publisher test
+//! passes unchanged. The figures: docs/PERFORMANCE.md, "Lean publishing (issue 20)", and
+//! `cargo bench --bench lean`.
+//!
+//! amqprs (tokio tasks, no thread of its own) was not taken: its confirms, nacks and returns
+//! arrive through a `ChannelCallback` rather than per publish, so the in-order settling and the
+//! return-then-ack rule would be rebuilt on it anyway, beside a client we do not control.
 
 use std::sync::Arc;
 
@@ -79,6 +83,7 @@ mod message;
 mod run;
 mod stats;
 mod tls;
+mod wire;
 
 pub use connect::{connect_any, preferred_order};
 pub use credentials::{Credentials, credentials};
@@ -104,7 +109,7 @@ pub enum PublishError {
     AmqpName {
         key: &'static str,
         name: String,
-        reason: lapin::types::ShortStringError,
+        reason: amq_protocol::types::ShortStringError,
     },
 }
 

@@ -68,7 +68,12 @@ pub async fn run(
         };
         let url = redact_url(&config.urls[idx]);
         stats.set_connected(idx, true);
-        tracing::info!(url = %url, "connected to broker");
+        tracing::info!(
+            url = %url,
+            frame_max = session.conn.frame_max(),
+            heartbeat_s = session.conn.heartbeat().map_or(0, |h| h.as_secs()),
+            "connected to broker"
+        );
         refusals.new_node();
         let delivered_before = stats.published_total.load(Ordering::Relaxed);
         let ended = loop {
@@ -76,9 +81,9 @@ pub async fn run(
             // Any refusal ends the session's loop: re-sent in order from the first unacked.
             let ended = publish_and_settle(
                 config,
-                &exchange,
+                exchange.as_str(),
                 &stats,
-                &session,
+                &mut session,
                 &mut reader,
                 &token,
                 |_, settled| {
@@ -118,13 +123,12 @@ pub async fn run(
             }
         };
         stats.set_connected(idx, false);
-        // A connection that went silent never answers the close: don't wait for it (dropping
-        // the session drops the socket).
-        let _ = tokio::time::timeout(
-            Duration::from_secs(2),
-            session.conn.close(200, "iemd publisher closing".into()),
-        )
-        .await;
+        // A connection that went silent never answers the close: don't wait long for it
+        // (dropping the session drops the socket).
+        session
+            .conn
+            .close("iemd publisher closing", Duration::from_secs(2))
+            .await;
         reader.persist()?;
         if matches!(ended, Ended::Shutdown) {
             return Ok(());
@@ -172,7 +176,7 @@ pub async fn send_records(
     let exchange = exchange(config)?;
     let preferred = preferred_order(&config.urls, config.local_first, &host_name());
     let order = connect_order(&preferred, &[]);
-    let (_, session) = connect_first(&config.urls, &order, |url| connector.session(url))
+    let (_, mut session) = connect_first(&config.urls, &order, |url| connector.session(url))
         .await
         .map_err(|failures| PublishError::Url {
             url: config
@@ -188,9 +192,9 @@ pub async fn send_records(
     let (mut done, mut delivered) = (0u64, Vec::new());
     let ended = publish_and_settle(
         config,
-        &exchange,
+        exchange.as_str(),
         &stats,
-        &session,
+        &mut session,
         &mut RecordList::new(records),
         // Nothing cancels a one-shot send but its own end.
         &CancellationToken::new(),
@@ -215,7 +219,10 @@ pub async fn send_records(
             "the broker connection ended before every alert was confirmed"
         );
     }
-    let _ = session.conn.close(200, "iemctl replay done".into()).await;
+    session
+        .conn
+        .close("iemctl replay done", Duration::from_secs(2))
+        .await;
     // `delivered` is in publish order, a subsequence of `records`.
     let mut confirmed = delivered.iter().peekable();
     let failed = records

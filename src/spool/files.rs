@@ -56,24 +56,72 @@ pub(super) fn ack_path(dir: &Path) -> PathBuf {
     dir.join("ack")
 }
 
-/// Reads the ack file; a missing file is 0, an unreadable one is 0 with a warning (the
-/// records are re-sent: duplicates, never loss).
+/// The hot copy of the ack file (see the module doc of `spool`).
+pub(super) const HOT_ACK: &str = "ack.hot";
+
+/// The acked position: the larger of the ack file's and its hot copy's ([`read_acks`]).
 pub(super) fn read_ack(dir: &Path) -> Result<u64, SpoolError> {
+    read_acks(dir).map(|(written, hot)| written.max(hot))
+}
+
+/// The acked positions in the ack file and in its hot copy. A missing ack file is 0, an
+/// unreadable one is 0 with a warning (the records are re-sent: duplicates, never loss); a hot
+/// copy that is missing, torn or unreadable is 0.
+pub(super) fn read_acks(dir: &Path) -> Result<(u64, u64), SpoolError> {
     let path = ack_path(dir);
-    match StateDir::at(dir).and_then(|d| d.read("ack")) {
-        Ok(b) => Ok(format::parse_ack(&b).unwrap_or_else(|| {
+    let state_dir = match StateDir::at(dir) {
+        Ok(d) => d,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok((0, 0)),
+        Err(e) => return Err(io_err(dir)(e)),
+    };
+    let written = match state_dir.read("ack") {
+        Ok(b) => format::parse_ack(&b).unwrap_or_else(|| {
             tracing::warn!(path = %path.display(), "spool ack file is invalid; re-sending from the start");
             0
-        })),
-        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(0),
-        Err(e) => Err(io_err(&path)(e)),
-    }
+        }),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => 0,
+        Err(e) => return Err(io_err(&path)(e)),
+    };
+    // Every valid value ever written there is a position the broker had confirmed.
+    let hot = match state_dir.read(HOT_ACK) {
+        Ok(b) => format::parse_ack(&b).unwrap_or(0),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => 0,
+        Err(e) => {
+            tracing::warn!(path = %dir.join(HOT_ACK).display(), error = %e,
+                "cannot read the hot copy of the spool's ack file; using the ack file (duplicates, never loss)");
+            0
+        }
+    };
+    Ok((written, hot))
 }
 
 pub(super) fn write_ack(dir: &Path, acked: u64) -> Result<(), SpoolError> {
     StateDir::at(dir)
         .and_then(|d| d.replace("ack", &format::encode_ack(acked)))
         .map_err(io_err(&ack_path(dir)))
+}
+
+/// Writes `acked` to the hot copy of the ack file in place: one `pwrite`, no fsync. `hot` is
+/// the copy opened by an earlier call; the first call creates it anew (tmp + rename, so a link
+/// planted at its name is never written through) and opens it.
+pub(super) fn write_hot_ack(
+    dir: &Path,
+    hot: &mut Option<File>,
+    acked: u64,
+) -> Result<(), SpoolError> {
+    let bytes = format::encode_ack(acked);
+    let path = dir.join(HOT_ACK);
+    if let Some(f) = hot {
+        return std::os::unix::fs::FileExt::write_all_at(f, &bytes, 0).map_err(io_err(&path));
+    }
+    let state_dir = StateDir::at(dir).map_err(io_err(dir))?;
+    state_dir.replace(HOT_ACK, &bytes).map_err(io_err(&path))?;
+    *hot = Some(
+        state_dir
+            .open_existing(HOT_ACK, true)
+            .map_err(io_err(&path))?,
+    );
+    Ok(())
 }
 
 /// The name of a file in the spool directory (segment paths are made from UTF-8 names).

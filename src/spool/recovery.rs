@@ -15,7 +15,7 @@ use std::ops::Range;
 use std::path::{Path, PathBuf};
 
 use super::cursor::{BadHeader, SegmentCursor, Step};
-use super::files::{ack_path, aside_path, file_name, list_segments, read_ack};
+use super::files::{ack_path, aside_path, file_name, list_segments, read_acks};
 use super::format::RawRecord;
 use super::{SpoolError, io_err};
 use crate::statefile::StateDir;
@@ -53,6 +53,9 @@ pub(super) struct Recovered {
     pub(crate) oldest_pending_ms: Option<i64>,
     /// The last segment and where its whole records end: appends go on there.
     pub(crate) tail: Option<(PathBuf, u64)>,
+    /// The acked position in the ack file itself (the report's is the larger of it and its hot
+    /// copy's).
+    pub(crate) written_ack: u64,
 }
 
 /// The records of one segment, as recovery counts them.
@@ -87,7 +90,8 @@ struct Kept {
 
 /// Recovers every segment of the spool in `dir` (whose lock is held).
 pub(super) fn recover(state_dir: &StateDir, dir: &Path) -> Result<Recovered, SpoolError> {
-    let acked = read_ack(dir)?;
+    let (written_ack, hot_ack) = read_acks(dir)?;
+    let acked = written_ack.max(hot_ack);
     let mut segments = list_segments(dir)?;
     if acked == 0
         && !ack_path(dir).exists()
@@ -106,6 +110,7 @@ pub(super) fn recover(state_dir: &StateDir, dir: &Path) -> Result<Recovered, Spo
         pending_bytes: 0,
         oldest_pending_ms: None,
         tail: None,
+        written_ack,
     };
     let mut last_seq = acked;
     let last_key = segments.keys().next_back().copied();

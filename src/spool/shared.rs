@@ -7,6 +7,7 @@ use std::io::BufWriter;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
+use std::time::Instant;
 
 use tokio::sync::{Notify, watch};
 
@@ -50,8 +51,23 @@ pub(super) struct Start {
     pub(crate) segments: BTreeMap<u64, PathBuf>,
     pub(crate) next_seq: u64,
     pub(crate) acked_seq: u64,
+    /// The position in the ack file itself (`acked_seq` may come from its hot copy).
+    pub(crate) written_ack: u64,
     pub(crate) pending_bytes: u64,
     pub(crate) oldest_pending_ms: Option<i64>,
+}
+
+/// What the writers of the ack file and of its hot copy keep between writes.
+#[derive(Default)]
+pub(super) struct AckFiles {
+    /// The hot copy, opened at its first write.
+    pub(crate) hot: Option<File>,
+    /// The position last written to the hot copy.
+    pub(crate) hot_acked: u64,
+    /// When the ack file was last written (`None`: not yet by this process).
+    pub(crate) written_at: Option<Instant>,
+    /// The last write of the hot copy failed (logged once until it works again).
+    pub(crate) hot_failing: bool,
 }
 
 pub(super) struct Shared {
@@ -65,8 +81,9 @@ pub(super) struct Shared {
     pub(crate) durable_tx: watch::Sender<u64>,
     pub(crate) wake: Arc<(Mutex<bool>, Condvar)>,
     pub(crate) full_waits: AtomicU64,
-    /// Serializes writers of the ack file (the sync thread and explicit `persist` calls).
-    pub(crate) ack_file: Mutex<()>,
+    /// The ack file and its hot copy; the lock serializes their writers (the sync thread and
+    /// explicit `persist` calls).
+    pub(crate) ack_file: Mutex<AckFiles>,
     /// Why the sync thread's last sync failed or panicked, while it does.
     pub(crate) sync_failure: Mutex<Option<String>>,
     pub(crate) max_bytes: u64,
@@ -96,7 +113,7 @@ impl Shared {
                 written_bytes: start.pending_bytes,
                 acked_bytes: 0,
                 acked_seq: start.acked_seq,
-                persisted_ack: start.acked_seq,
+                persisted_ack: start.written_ack,
                 oldest_pending_ms: start.oldest_pending_ms,
                 scratch: Vec::new(),
                 full_warned: false,
@@ -107,7 +124,7 @@ impl Shared {
             durable_tx,
             wake: Arc::new((Mutex::new(false), Condvar::new())),
             full_waits: AtomicU64::new(0),
-            ack_file: Mutex::new(()),
+            ack_file: Mutex::new(AckFiles::default()),
             sync_failure: Mutex::new(None),
             max_bytes: config.max_bytes,
             segment_bytes: config.segment_bytes,

@@ -185,7 +185,7 @@ impl SpoolWriter {
 
     /// Flushes and fsyncs now (e.g. at shutdown); returns the durable seq. Blocking I/O.
     pub fn sync(&self) -> Result<u64, SpoolError> {
-        self.shared.sync()
+        self.shared.sync(true)
     }
 
     pub fn stats(&self) -> SpoolStats {

@@ -85,6 +85,13 @@ impl From<mpsc::Sender<SourceLine>> for LineSender {
 }
 
 impl LineSender {
+    /// True when every line must be sent whole; false for the pipeline's channel, which keeps
+    /// only the position of a line that cannot hold an IEM (so a source may send, for a run of
+    /// such lines, the position after the last of them alone).
+    pub(crate) fn keeps_every_line(&self) -> bool {
+        matches!(self, LineSender::Plain(_))
+    }
+
     /// Sends one line, waiting while the channel is full.
     pub(crate) async fn send(&self, mut line: SourceLine) -> Result<(), Closed> {
         match self {

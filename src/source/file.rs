@@ -791,16 +791,50 @@ impl FileSource {
             }
         };
         SourceMetrics::add(&self.metrics.bytes_read_total, n as u64);
-        r.splitter.push(&buf[..n], lines);
         r.last_data = Instant::now();
+        if out.tx.keeps_every_line() {
+            r.splitter.push(&buf[..n], lines);
+            r.partial_since = r.splitter.has_partial().then(Instant::now);
+            for line in lines.drain(..) {
+                self.count_truncated(line.truncated);
+                let l = self.make_line(path, r, line);
+                if !out.send(l).await {
+                    return Chunk::Stop;
+                }
+            }
+            return Chunk::Read;
+        }
+        // The pipeline's channel carries a line that cannot hold an IEM as its position only: such
+        // lines are counted, not cut out of the buffer, and one position after the last of them
+        // stands for every one since the last line that may hold an IEM (`lines::scan`).
+        let (mut candidates, truncated) = (Vec::new(), r.splitter.truncated_lines());
+        let done = r.splitter.push_candidates(&buf[..n], &mut candidates);
         r.partial_since = r.splitter.has_partial().then(Instant::now);
-        for line in lines.drain(..) {
+        SourceMetrics::add(&self.metrics.lines_read_total, done);
+        SourceMetrics::add(
+            &self.metrics.lines_truncated_total,
+            r.splitter.truncated_lines() - truncated,
+        );
+        let counted_after = candidates.last().map_or(0, |c| c.before + 1);
+        let rest = (done > counted_after).then(|| RawLine {
+            bytes: Vec::new(),
+            truncated: false,
+            start: r.splitter.last_start(),
+            end: r.splitter.line_start(),
+        });
+        for line in candidates.into_iter().map(|c| c.line).chain(rest) {
             let l = self.make_line(path, r, line);
-            if !out.send(l).await {
+            if !out.send_counted(l).await {
                 return Chunk::Stop;
             }
         }
         Chunk::Read
+    }
+
+    fn count_truncated(&self, truncated: bool) {
+        if truncated {
+            SourceMetrics::add(&self.metrics.lines_truncated_total, 1);
+        }
     }
 
     /// The file is shorter than what we read, or its first line is not the one we fingerprinted.
@@ -879,6 +913,7 @@ impl FileSource {
         r.partial_since = None;
         match r.splitter.flush_partial() {
             Some(line) => {
+                self.count_truncated(line.truncated);
                 let l = self.make_line(path, r, line);
                 out.send(l).await
             }
@@ -899,9 +934,6 @@ impl FileSource {
                 fp
             }
         };
-        if line.truncated {
-            SourceMetrics::add(&self.metrics.lines_truncated_total, 1);
-        }
         SourceLine {
             source: self.name.clone(),
             kind: OriginKind::File,
@@ -1155,6 +1187,11 @@ impl Sink<'_> {
     /// Sends one line, waiting for room. False when cancelled or the receiver is gone.
     async fn send(&mut self, line: SourceLine) -> bool {
         SourceMetrics::add(&self.metrics.lines_read_total, 1);
+        self.send_counted(line).await
+    }
+
+    /// [`Self::send`] for a line already counted in `lines_read_total`.
+    async fn send_counted(&mut self, line: SourceLine) -> bool {
         tokio::select! {
             biased;
             _ = self.token.cancelled() => false,
@@ -1184,6 +1221,68 @@ impl super::Source for FileSource {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::source::channel;
+
+    /// Into the pipeline's channel, a run of lines that cannot hold an IEM travels as the
+    /// position after its last line: each IEM line comes whole with its own position, the last
+    /// position is the end of the last complete line, and every line is counted.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn the_pipelines_channel_gets_the_iem_lines_and_the_position_after_the_rest() {
+        let d = tempfile::tempdir().unwrap();
+        let path = d.path().join("messages");
+        let mut text = String::new();
+        for i in 0..2000 {
+            text += &match i % 10 {
+                9 => format!("host x: IEC:ES0030010001:n={i}\n"),
+                _ => format!("host y: noise {i} {}\n", "z".repeat(i % 300)),
+            };
+        }
+        text += &"n".repeat(5000); // cut at max_line_bytes: counted as truncated
+        text += "\r\nno terminator yet";
+        std::fs::write(&path, &text).unwrap();
+        let complete = (text.len() - "no terminator yet".len()) as u64;
+        let cfg = FileSourceConfig {
+            name: "test".into(),
+            paths: vec![path.clone()],
+            start_at: FileStartAt::Beginning,
+            max_line_bytes: 1024,
+            partial_line_timeout_ms: 3_600_000,
+            ..FileSourceConfig::default()
+        };
+        let store = CheckpointStore::open(&d.path().join("state")).unwrap();
+        let src = FileSource::new(&cfg, &store);
+        let metrics = src.metrics.clone();
+        let (tx, mut rx) = channel::channel(8 << 20);
+        let token = CancellationToken::new();
+        let task = tokio::spawn(src.run(tx, token.clone()));
+        let mut got = Vec::new();
+        let at = |l: &SourceLine| match &l.position {
+            Position::File(p) => (p.offset_of_line, p.next_offset),
+            Position::Cursor(_) => panic!("a file position"),
+        };
+        while got.last().is_none_or(|l| at(l).1 < complete) {
+            let mut batch = Vec::new();
+            let n = tokio::time::timeout(Duration::from_secs(20), rx.recv_many(&mut batch, 64))
+                .await
+                .expect("the source sends the whole file");
+            assert!(n > 0);
+            got.extend(batch);
+        }
+        token.cancel();
+        task.await.unwrap().unwrap();
+        assert_eq!(at(got.last().unwrap()), (complete - 5002, complete));
+        let iems: Vec<&SourceLine> = got.iter().filter(|l| !l.bytes.is_empty()).collect();
+        assert_eq!(iems.len(), 200);
+        for (k, l) in iems.iter().enumerate() {
+            let (start, end) = at(l);
+            assert_eq!(l.bytes, text.as_bytes()[start as usize..end as usize - 1]);
+            assert!(l.bytes.ends_with(format!("n={}", 10 * k + 9).as_bytes()));
+        }
+        assert!(got.windows(2).all(|w| at(&w[0]).1 < at(&w[1]).1));
+        assert!(got.len() < 500, "{} lines sent", got.len());
+        let m = metrics.snapshot();
+        assert_eq!((m.lines_read_total, m.lines_truncated_total), (2001, 1));
+    }
 
     #[test]
     fn glob_expansion_matches_file_names_only() {

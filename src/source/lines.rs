@@ -56,6 +56,11 @@ pub struct LineSplitter {
     /// Past the cut of the pending line: the last bytes seen (to find a marker across pushes),
     /// and the bytes from a marker on once one is found (when the kept part has none).
     skip: Option<Skipped>,
+    /// Offset of the first byte of the last line completed (`line_start` before any).
+    last_start: u64,
+    /// Lines completed so far that were longer than `max` (emitted or, by `push_candidates`,
+    /// only counted).
+    truncated_lines: u64,
 }
 
 #[derive(Debug, Default)]
@@ -81,6 +86,8 @@ impl LineSplitter {
             flushed_at: None,
             cr_taken: false,
             skip: None,
+            last_start: offset,
+            truncated_lines: 0,
         }
     }
 
@@ -92,6 +99,17 @@ impl LineSplitter {
     /// Offset of the first byte of the pending (incomplete) line.
     pub(crate) fn line_start(&self) -> u64 {
         self.line_start
+    }
+
+    /// Offset of the first byte of the last line completed; with [`Self::line_start`] (where
+    /// it ended) the position of a line that was only counted.
+    pub(crate) fn last_start(&self) -> u64 {
+        self.last_start
+    }
+
+    /// How many of the lines completed so far were longer than `max`.
+    pub(crate) fn truncated_lines(&self) -> u64 {
+        self.truncated_lines
     }
 
     /// True when bytes of an incomplete line are pending that were not taken early yet.
@@ -176,6 +194,8 @@ impl LineSplitter {
             start: self.line_start,
             end: self.consumed,
         };
+        self.last_start = self.line_start;
+        self.truncated_lines += u64::from(self.truncated);
         self.truncated = false;
         self.skip = None;
         self.flushed_at = None;

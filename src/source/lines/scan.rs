@@ -52,15 +52,35 @@ fn is_blank(b: u8) -> bool {
     matches!(b, b'\t'..=b'\r' | b' ' | 0x80..)
 }
 
-/// Lines in `gap`, which begins and ends at line boundaries: LF, CR LF and a lone CR end one.
-fn count_lines(gap: &[u8]) -> u64 {
-    let lf = memchr::memchr_iter(b'\n', gap).count();
-    let cr = memchr::memchr_iter(b'\r', gap).count();
-    let crlf = match cr {
-        0 => 0,
-        _ => memmem::find_iter(gap, b"\r\n").count(),
-    };
-    (lf + cr - crlf) as u64
+/// The lines of a stretch that begins and ends at line boundaries, counted, not cut.
+#[derive(Debug, Default, PartialEq, Eq)]
+struct Gap {
+    lines: u64,
+    /// Lines longer than the splitter's `max` (it would have cut them).
+    long: u64,
+    /// Where the last line begins, if there is one.
+    last_start: Option<usize>,
+}
+
+/// The lines in `gap`, which begins and ends at line boundaries: LF, CR LF and a lone CR end
+/// one.
+fn count_lines(gap: &[u8], max: usize) -> Gap {
+    let mut g = Gap::default();
+    let (mut start, mut lf_of_crlf) = (0, None);
+    for i in memchr::memchr2_iter(b'\n', b'\r', gap) {
+        if lf_of_crlf == Some(i) {
+            continue;
+        }
+        g.lines += 1;
+        g.long += u64::from(i - start > max);
+        g.last_start = Some(start);
+        start = i + 1;
+        if gap[i] == b'\r' && gap.get(i + 1) == Some(&b'\n') {
+            start = i + 2;
+            lf_of_crlf = Some(i + 1);
+        }
+    }
+    g
 }
 
 impl LineSplitter {
@@ -91,6 +111,17 @@ impl LineSplitter {
                 .map(|(before, line)| Candidate { before, line }),
         );
         n
+    }
+
+    /// Counts the lines of `gap`, which starts at offset `at`, as `push` would have completed
+    /// them: how many, how many were too long, where the last began.
+    fn count_gap(&mut self, gap: &[u8], at: u64) -> u64 {
+        let g = count_lines(gap, self.max);
+        self.truncated_lines += g.long;
+        if let Some(start) = g.last_start {
+            self.last_start = at + start as u64;
+        }
+        g.lines
     }
 
     /// Lines of `region`, which starts where the splitter is at a line boundary with nothing
@@ -128,7 +159,7 @@ impl LineSplitter {
                 [b'\r', b'\n', ..] => end + 2,
                 _ => end + 1,
             };
-            lines += count_lines(&region[pos..start]);
+            lines += self.count_gap(&region[pos..start], base + pos as u64);
             // What `push` does with a complete line.
             self.line_start = base + start as u64;
             self.store(&region[start..end]);
@@ -143,7 +174,7 @@ impl LineSplitter {
             lines += 1;
             pos = next;
         }
-        lines += count_lines(&region[pos..]);
+        lines += self.count_gap(&region[pos..], base + pos as u64);
         self.consumed = base + region.len() as u64;
         self.line_start = self.consumed;
         lines
@@ -156,7 +187,11 @@ mod tests {
     use proptest::prelude::*;
 
     /// `push` over the chunks, keeping the candidates: what `push_candidates` must give.
-    fn reference(max: usize, chunks: &[&[u8]]) -> (Vec<Candidate>, u64, Option<RawLine>) {
+    /// The candidates, the lines completed, the partial line, and the splitter's count of long
+    /// lines and start of the last line.
+    type Split = (Vec<Candidate>, u64, Option<RawLine>, u64, u64);
+
+    fn reference(max: usize, chunks: &[&[u8]]) -> Split {
         let mut s = LineSplitter::new(max, 0);
         let (mut out, mut lines) = (Vec::new(), 0);
         for c in chunks {
@@ -172,11 +207,12 @@ mod tests {
                 lines += 1;
             }
         }
-        (out, lines, s.flush_partial())
+        let (long, last) = (s.truncated_lines(), s.last_start());
+        (out, lines, s.flush_partial(), long, last)
     }
 
     /// `push_candidates` over the chunks, with `before` made relative to the whole input.
-    fn scanned(max: usize, chunks: &[&[u8]]) -> (Vec<Candidate>, u64, Option<RawLine>) {
+    fn scanned(max: usize, chunks: &[&[u8]]) -> Split {
         let mut s = LineSplitter::new(max, 0);
         let (mut out, mut lines) = (Vec::new(), 0);
         for c in chunks {
@@ -188,7 +224,8 @@ mod tests {
             }));
             lines += n;
         }
-        (out, lines, s.flush_partial())
+        let (long, last) = (s.truncated_lines(), s.last_start());
+        (out, lines, s.flush_partial(), long, last)
     }
 
     fn line(bytes: &[u8], start: u64, end: u64) -> RawLine {
@@ -230,8 +267,15 @@ mod tests {
 
     #[test]
     fn counts_lone_cr_and_crlf_as_one_line_each() {
-        assert_eq!(count_lines(b""), 0);
-        assert_eq!(count_lines(b"a\nb\r\nc\rd\n\r\n\n"), 6);
+        assert_eq!(count_lines(b"", 10), Gap::default());
+        let g = |lines, long, last_start| Gap {
+            lines,
+            long,
+            last_start: Some(last_start),
+        };
+        assert_eq!(count_lines(b"a\nb\r\nc\rd\n\r\n\n", 10), g(6, 0, 11));
+        // Too long: over `max` bytes, terminators not counted.
+        assert_eq!(count_lines(b"abc\r\nabcd\rab\n", 3), g(3, 1, 10));
     }
 
     /// A long line is cut as `push` cuts it, the marker past the cut included.
@@ -243,12 +287,9 @@ mod tests {
         input.extend(std::iter::repeat_n(b'y', 100));
         input.extend_from_slice(b"\nlast\n");
         for max in [1, 3, 7, 8, 16, 64, 1000] {
-            let (out, lines, tail) = scanned(max, &[&input]);
-            assert_eq!(
-                (out.clone(), lines, tail),
-                reference(max, &[&input]),
-                "max {max}"
-            );
+            let split = scanned(max, &[&input]);
+            assert_eq!(split, reference(max, &[&input]), "max {max}");
+            let (out, lines) = (split.0, split.1);
             assert_eq!(lines, 4);
             if max >= 16 {
                 assert_eq!(out.len(), 2, "max {max}");

@@ -7,6 +7,7 @@
 //! the recorded positions always describe the same lines.
 
 use std::collections::{BTreeMap, VecDeque};
+use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
 
@@ -84,16 +85,18 @@ pub enum LedgerError {
     Parse(#[from] serde_json::Error),
 }
 
-/// One change: an entry's new value (`None`: closed).
+/// One change: an entry's new value (`None`: closed). The fault is shared by `live`, the
+/// journal and then `committed`: a change does not copy it (an open fault holds its whole
+/// alert).
 #[derive(Debug, Clone)]
 enum Change {
-    Fault(Key, Option<Box<Fault>>),
+    Fault(Key, Option<Arc<Fault>>),
     Flaps(Key, u64),
 }
 
 #[derive(Debug, Clone, Default, PartialEq)]
 struct Entries {
-    faults: BTreeMap<Key, Fault>,
+    faults: BTreeMap<Key, Arc<Fault>>,
     flaps: BTreeMap<Key, u64>,
 }
 
@@ -101,7 +104,7 @@ impl Entries {
     fn apply(&mut self, change: Change) {
         match change {
             Change::Fault(key, Some(fault)) => {
-                self.faults.insert(key, *fault);
+                self.faults.insert(key, fault);
             }
             Change::Fault(key, None) => {
                 self.faults.remove(&key);
@@ -115,7 +118,7 @@ impl Entries {
     fn state(&self) -> LedgerState {
         LedgerState {
             version: VERSION,
-            faults: self.faults.values().cloned().collect(),
+            faults: self.faults.values().map(|f| Fault::clone(f)).collect(),
             flaps: self
                 .flaps
                 .iter()
@@ -147,7 +150,7 @@ impl Ledger {
         for fault in state.faults {
             entries
                 .faults
-                .insert((fault.family, fault.resource.clone()), fault);
+                .insert((fault.family, fault.resource.clone()), Arc::new(fault));
         }
         for (f, r, n) in state.flaps {
             entries.flaps.insert((f, r), n);
@@ -176,11 +179,11 @@ impl Ledger {
     }
 
     pub(crate) fn get(&self, key: &Key) -> Option<&Fault> {
-        self.live.faults.get(key)
+        self.live.faults.get(key).map(|f| &**f)
     }
 
     pub(crate) fn open(&self) -> impl Iterator<Item = &Fault> {
-        self.live.faults.values()
+        self.live.faults.values().map(|f| &**f)
     }
 
     pub(crate) fn open_count(&self) -> usize {
@@ -193,7 +196,7 @@ impl Ledger {
 
     /// Sets (or, with `None`, closes) a fault.
     pub(crate) fn set(&mut self, key: Key, fault: Option<Fault>) {
-        self.change(Change::Fault(key, fault.map(Box::new)));
+        self.change(Change::Fault(key, fault.map(Arc::new)));
     }
 
     pub(crate) fn set_flaps(&mut self, key: Key, n: u64) {

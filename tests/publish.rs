@@ -749,6 +749,38 @@ async fn a_small_frame_max_from_the_url_still_delivers_a_larger_body_whole() {
         .await;
 }
 
+/// The publisher reads its connection while idle too: with a 1 s heartbeat from the URL, an
+/// idle publisher answers and is answered, so it is not taken for silent (nothing read for two
+/// heartbeats) and keeps its connection; a publisher that read only while alerts were in flight
+/// reconnected every 2 s of idleness.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_idle_publisher_keeps_its_connection_through_heartbeats() {
+    if !util::broker_available("an_idle_publisher_keeps_its_connection_through_heartbeats") {
+        return;
+    }
+    let _b = util::broker_lock::shared();
+    let mut broker = broker_config("idle");
+    broker.urls = vec![format!("{}?heartbeat=1", plain_url())];
+    let run = start(&broker, spool_config);
+    run.writer.append(&alert_json(1)).await.unwrap();
+    run.wait_acked(1, Duration::from_secs(30)).await;
+    // Five heartbeats of idleness.
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    run.writer.append(&alert_json(2)).await.unwrap();
+    run.wait_acked(2, Duration::from_secs(30)).await;
+    let retries = run
+        .stats
+        .retries_total
+        .load(std::sync::atomic::Ordering::Relaxed);
+    assert_eq!(retries, 0, "the idle connection was given up");
+    run.stop().await;
+    let queue = broker.queue.clone().unwrap().name;
+    assert_eq!(
+        drain_ids(&queue, Duration::from_secs(1)).await,
+        expected(1..=2)
+    );
+}
+
 /// No broker reachable: an error that names every URL (without its password), not a hang.
 #[tokio::test]
 async fn send_records_without_a_broker_names_the_urls() {

@@ -155,3 +155,52 @@ async fn ca_file_is_the_only_trust_anchor_and_without_it_the_platform_roots_are(
         }
     }
 }
+
+/// The publisher's own client (`publish::wire` over tokio-rustls) keeps the same rule: through
+/// a front whose certificate comes from `ca_file`'s CA, alerts are delivered; through one from
+/// another CA, the handshake is refused and nothing is sent.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_publisher_trusts_ca_file_and_nothing_else() {
+    const TEST: &str = "the_publisher_trusts_ca_file_and_nothing_else";
+    if !util::broker_available(TEST) {
+        return;
+    }
+    let _broker = broker_lock::shared();
+    let dir = tempfile::tempdir().unwrap();
+    let (ours, other) = (ca("iemd test: our CA"), ca("iemd test: another CA"));
+    let ours_pem = dir.path().join("ours.pem");
+    std::fs::write(&ours_pem, ours.pem()).unwrap();
+    let ours_front = tls_front(&ours).await;
+    let other_front = tls_front(&other).await;
+    let records: Vec<iemd::spool::Record> = (1..=20u64)
+        .map(|seq| iemd::spool::Record {
+            seq,
+            time_ms: 0,
+            payload: crate::publish::alert_json(seq),
+        })
+        .collect();
+    let config = |port: u16| iemd::config::broker::BrokerConfig {
+        urls: vec![format!("amqps://localhost:{port}/%2f")],
+        tls: Some(
+            toml::from_str(&format!("ca_file = {:?}", ours_pem.display().to_string())).unwrap(),
+        ),
+        ..crate::publish::broker_config("tls-publish")
+    };
+    let trusted = config(ours_front);
+    let report = iemd::publish::send_records(&trusted, &records, |_, _| {})
+        .await
+        .unwrap();
+    assert_eq!((report.delivered, report.failed), (20, vec![]));
+    let queue = trusted.queue.clone().unwrap().name;
+    assert_eq!(
+        crate::util::amqp::drain_ids(&queue, Duration::from_secs(1))
+            .await
+            .len(),
+        20
+    );
+    let err = iemd::publish::send_records(&config(other_front), &records, |_, _| {})
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("UnknownIssuer"), "{err}");
+}

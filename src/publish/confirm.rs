@@ -104,14 +104,13 @@ pub(super) async fn publish_and_settle<R: Records>(
                 }).await;
                 break Ended::Shutdown;
             }
-            event = conn.next_event(), if !window.is_empty() => {
+            // Read also when nothing is in flight: the broker's heartbeats, a close or a
+            // block come then too, and a connection read from only while publishing would be
+            // taken for silent after twice the heartbeat of idleness.
+            event = conn.next_event() => {
                 let applied = event.map_err(|e| e.to_string()).and_then(|ev| window.apply(ev));
                 if let Err(error) = applied {
-                    if let Some(seq) = window.oldest() {
-                        tracing::warn!(seq, %error,
-                            "no confirm for an alert; it stays in the spool and is retried");
-                        on_settled(seq, &Settled::Lost);
-                    }
+                    lost(&window, &error, &mut on_settled);
                     break Ended::Lost;
                 }
                 let mut refused = None;
@@ -185,13 +184,12 @@ pub(super) async fn publish_and_settle<R: Records>(
                     Ok(Err(e)) => e.to_string(),
                     Err(_) => format!("could not write to the broker for {stall:?}"),
                 };
-                tracing::warn!(in_flight = window.len(), %error,
-                    "cannot send to the broker; reconnecting and sending again");
+                lost(&window, &error, &mut on_settled);
                 break Ended::Lost;
             }
             _ = tick.tick() => {
                 if let Err(error) = conn.keep_alive().await {
-                    tracing::warn!(%error, "the broker connection is lost");
+                    lost(&window, &error.to_string(), &mut on_settled);
                     break Ended::Lost;
                 }
                 if !window.is_empty() && progress.elapsed() > stall {
@@ -206,6 +204,19 @@ pub(super) async fn publish_and_settle<R: Records>(
         records.ack(c);
     }
     Ok(ended)
+}
+
+/// The connection or channel failed with `error`: logged, and the oldest message in flight, if
+/// any, reported [`Settled::Lost`] (it and everything after it stay unacked, to be sent again).
+fn lost(window: &Window, error: &str, on_settled: &mut impl FnMut(u64, &Settled) -> bool) {
+    match window.oldest() {
+        Some(seq) => {
+            tracing::warn!(seq, in_flight = window.len(), %error,
+                "the broker connection is lost; the alerts not confirmed stay in the spool and are sent again");
+            on_settled(seq, &Settled::Lost);
+        }
+        None => tracing::warn!(%error, "the broker connection is lost"),
+    }
 }
 
 /// Appends `rec` as a message to the connection's write buffer and puts it in flight.

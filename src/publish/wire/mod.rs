@@ -101,9 +101,12 @@ struct Returning {
     remaining: Option<u64>,
 }
 
-/// Read buffer growth, and the size above which an emptied buffer is given back.
+/// Read buffer growth.
 const READ_CHUNK: usize = 16 * 1024;
-const KEEP: usize = 256 * 1024;
+/// A buffer larger than this is given back once emptied. A full window of alerts (256 of
+/// ~1.3 KB with their frames, the default) stays below it: giving that back after every flush
+/// cost a `mremap` per batch; a batch of much larger alerts does not stay resident.
+const KEEP: usize = 1024 * 1024;
 /// A frame larger than this before the tuning (or than frame_max after) is a protocol error.
 const FRAME_LIMIT_UNTUNED: usize = 1 << 20;
 const HEARTBEAT_FRAME: [u8; 8] = [8, 0, 0, 0, 0, 0, 0, encode::FRAME_END];

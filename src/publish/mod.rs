@@ -60,8 +60,10 @@
 //! itself uses (the publish frames are written directly for our fixed property set, pinned by
 //! tests to its parser). Confirms, `mandatory`, persistent messages, in-order resend, failover
 //! and TLS (the same trust rule, one rustls config) behave as before; every publisher test
-//! passes unchanged. The figures: docs/PERFORMANCE.md, "Lean publishing (issue 20)", and
-//! `cargo bench --bench lean`.
+//! passes unchanged. Measured with `cargo bench --bench lean` (100,000 messages of 1,164 bytes,
+//! window 256, each publisher a process of its own): 1.3-1.6 us of CPU per message, against
+//! 8.2-8.8 us for lapin pipelined in the same run, and 179 `sendto` per 20,000 messages against
+//! 511 (docs/PERFORMANCE.md, "Lean publishing (issue 20)").
 //!
 //! amqprs (tokio tasks, no thread of its own) was not taken: its confirms, nacks and returns
 //! arrive through a `ChannelCallback` rather than per publish, so the in-order settling and the

@@ -4,7 +4,7 @@
 //! broker down, 64 KiB lines took the daemon to 285 MB (4 MiB journal entries would have allowed
 //! 16 GiB). Now:
 //!
-//! - every line in flight holds permits of one byte budget (`sources.buffer_bytes`, 8 MiB by
+//! - every line in flight holds permits of one byte budget (`sources.buffer_bytes`, 2 MiB by
 //!   default) for its bytes and its position, from `send` until the stage calls
 //!   [`LineReceiver::release`] after it has spooled the batch; a full budget makes `send` wait,
 //!   which stops the reading (backpressure), as a full channel did;
@@ -23,7 +23,7 @@ use tokio::sync::{Semaphore, mpsc};
 use super::SourceLine;
 
 /// Default of `sources.buffer_bytes`.
-pub(crate) const DEFAULT_BUFFER_BYTES: usize = 8 << 20;
+pub(crate) const DEFAULT_BUFFER_BYTES: usize = 2 << 20;
 
 /// What a line costs beside its bytes: the struct, its source name and its position.
 const LINE_OVERHEAD: usize = std::mem::size_of::<SourceLine>() + 64;

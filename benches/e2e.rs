@@ -16,13 +16,16 @@
 //!   `iemd_line_to_confirm_seconds` histogram (spooled -> confirmed), with the default spool
 //!   `sync_interval_ms` (0: sync as soon as records are appended) and again with a 20 ms timer
 //!   (the old default) to show what batching on a timer costs;
-//! - memory: VmRSS sampled during the throughput run, VmHWM, VmRSS afterwards;
+//! - memory: VmRSS sampled every 20 ms during the throughput run with its anonymous and file-backed
+//!   parts (RssAnon: heap, stacks, relocated data; RssFile: the binary's and libraries' pages),
+//!   VmHWM (the peak, the headline figure), and VmRSS afterwards;
 //! - idle CPU: utime+stime over 10 s without input.
 //!
 //! Run (RabbitMQ on 127.0.0.1:5672, guest/guest): `cargo bench --bench e2e`.
 //! `IEMD_E2E_LINES` overrides the line count (default 1,000,000), `IEMD_E2E_LATENCY_SECS` the
 //! paced run's length (default 20), `IEMD_E2E_SYNC_MS` the first daemon's `sync_interval_ms`
-//! (default: the configuration's default).
+//! (default: the configuration's default), `IEMD_E2E_BIN` the daemon's binary (default: this
+//! build's `iemd`; another build's, to compare two builds on the same machine minutes apart).
 
 #[path = "common/ceiling.rs"]
 mod ceiling;
@@ -197,7 +200,9 @@ enabled = false
         let path = dir.join("iemd.toml");
         std::fs::write(&path, config).expect("config");
         let log = dir.join("iemd.log");
-        let child = Command::new(env!("CARGO_BIN_EXE_iemd"))
+        let bin = std::env::var_os("IEMD_E2E_BIN")
+            .map_or_else(|| PathBuf::from(env!("CARGO_BIN_EXE_iemd")), PathBuf::from);
+        let child = Command::new(bin)
             .arg("--config")
             .arg(&path)
             .env("RUST_LOG", "warn,lapin=error")
@@ -700,6 +705,33 @@ fn proc_status(pid: u32, field: &str) -> Option<u64> {
         .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
 }
 
+/// One reading of a process's resident memory, kB: the total and its anonymous and file-backed
+/// parts (`RssShmem`, the third part, is 0 for iemd).
+#[derive(Clone, Copy, Default)]
+struct Rss {
+    total: u64,
+    anon: u64,
+    file: u64,
+}
+
+impl Rss {
+    /// The three fields from one read of /proc/<pid>/status, so that they add up.
+    fn of(pid: u32) -> Rss {
+        let text = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+        let kb = |field: &str| {
+            text.lines()
+                .find_map(|l| l.strip_prefix(field))
+                .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+                .unwrap_or(0)
+        };
+        Rss {
+            total: kb("VmRSS:"),
+            anon: kb("RssAnon:"),
+            file: kb("RssFile:"),
+        }
+    }
+}
+
 /// utime + stime of a process, seconds.
 fn proc_cpu_seconds(pid: u32) -> Option<f64> {
     let text = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
@@ -720,7 +752,10 @@ struct Throughput {
     /// iemd's utime+stime over the run.
     cpu_secs: f64,
     body_bytes: usize,
+    /// VmRSS every 20 ms, kB.
     rss_kb: Vec<u64>,
+    /// The highest of those samples, with its anonymous and file-backed parts.
+    rss_peak: Rss,
     hwm_kb: u64,
     bodies: Vec<Vec<u8>>,
 }
@@ -739,6 +774,7 @@ async fn throughput(d: &Daemon, ch: &lapin::Channel, name: &str, lines: u64) -> 
         t0.elapsed().as_secs_f64()
     });
     let mut rss_kb = Vec::new();
+    let mut rss_peak = Rss::default();
     let mut last = (Instant::now(), 0.0);
     loop {
         let published = d.metric("iemd_alerts_published_total");
@@ -753,7 +789,11 @@ async fn throughput(d: &Daemon, ch: &lapin::Channel, name: &str, lines: u64) -> 
             "no progress for 60 s at {published} of {alerts}:\n{}",
             std::fs::read_to_string(&d.log).unwrap_or_default()
         );
-        rss_kb.push(d.status("VmRSS:"));
+        let rss = Rss::of(d.child.id());
+        rss_kb.push(rss.total);
+        if rss.total > rss_peak.total {
+            rss_peak = rss;
+        }
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     let secs = t0.elapsed().as_secs_f64();
@@ -781,6 +821,7 @@ async fn throughput(d: &Daemon, ch: &lapin::Channel, name: &str, lines: u64) -> 
         cpu_secs,
         body_bytes,
         rss_kb,
+        rss_peak,
         hwm_kb: d.status("VmHWM:"),
         bodies,
     }
@@ -974,8 +1015,7 @@ fn main() {
         let ceiling = plain.rate();
         let (conn, ch) = channel().await;
         tokio::time::sleep(Duration::from_secs(3)).await;
-        let rss_after = d.status("VmRSS:");
-        let (anon, file) = (d.status("RssAnon:"), d.status("RssFile:"));
+        let rss_after = Rss::of(d.child.id());
         let cpu0 = d.cpu_seconds();
         tokio::time::sleep(Duration::from_secs(10)).await;
         let idle_cpu = d.cpu_seconds() - cpu0;
@@ -1067,20 +1107,31 @@ fn main() {
         );
         println!(
             "{:<58} {:>14.1} {:>10}",
-            "VmHWM after throughput, MB",
+            "VmHWM (peak RSS) after throughput, MB",
             mb(tp.hwm_kb),
+            "<= 20"
+        );
+        println!(
+            "{:<58} {:>14} {:>10}",
+            "  highest sample: VmRSS = RssAnon + RssFile, MB",
+            format!(
+                "{:.1}={:.1}+{:.1}",
+                mb(tp.rss_peak.total),
+                mb(tp.rss_peak.anon),
+                mb(tp.rss_peak.file)
+            ),
             ""
         );
         println!(
             "{:<58} {:>14} {:>10}",
             "VmRSS idle after throughput / after latency, MB",
-            format!("{:.1}/{:.1}", mb(rss_after), mb(rss_after_latency)),
+            format!("{:.1}/{:.1}", mb(rss_after.total), mb(rss_after_latency)),
             "<= 20"
         );
         println!(
             "{:<58} {:>14} {:>10}",
-            "  of which RssAnon/RssFile (binary pages), MB",
-            format!("{:.1}/{:.1}", mb(anon), mb(file)),
+            "  idle after throughput: RssAnon/RssFile, MB",
+            format!("{:.1}/{:.1}", mb(rss_after.anon), mb(rss_after.file)),
             ""
         );
         println!(

@@ -721,7 +721,7 @@ impl<'c> Stage<'c> {
                     }
                     let seq = *durable.borrow();
                     self.commit_ready(seq)?;
-                    self.persist()?;
+                    self.persist().await?;
                     tick(&self.writer.stats());
                 }
             }
@@ -733,7 +733,7 @@ impl<'c> Stage<'c> {
     fn finish(&mut self) -> Result<(), PipelineError> {
         let seq = self.writer.sync()?;
         self.commit_ready(seq)?;
-        self.persist()?;
+        self.persist_now();
         tracing::info!(
             durable_seq = seq,
             "sources stopped, spool synced, checkpoints saved"
@@ -964,15 +964,40 @@ impl<'c> Stage<'c> {
         }
     }
 
-    /// Writes the recorded checkpoints to disk, when there are new ones. A failed write (a full
-    /// disk) is not fatal: the positions stay recorded and the next tick tries again; until then
-    /// a crash would only re-read more lines (same ids), never lose one.
-    fn persist(&mut self) -> Result<(), PipelineError> {
+    /// Writes the recorded checkpoints to disk, when there are new ones, on the blocking pool:
+    /// their tmp file, fsync, rename and directory fsync must not hold the runtime's worker
+    /// thread (the daemon runs one; the sources and the publisher share it), which a slow disk
+    /// would stall for the length of the fsyncs. The stage itself waits, as it did. A failed write
+    /// (a full disk) is not fatal: the positions stay recorded and the next tick tries again;
+    /// until then a crash would only re-read more lines (same ids), never lose one.
+    async fn persist(&mut self) -> Result<(), PipelineError> {
         if !self.recorded {
             return Ok(());
         }
         self.record_matcher();
-        match self.checkpoints.persist() {
+        let store = self.checkpoints.clone();
+        match tokio::task::spawn_blocking(move || store.persist()).await {
+            Ok(saved) => self.saved(saved),
+            Err(join) if join.is_panic() => std::panic::resume_unwind(join.into_panic()),
+            // The runtime is shutting down: the positions stay recorded, `finish` saves them.
+            Err(_) => {}
+        }
+        Ok(())
+    }
+
+    /// [`Self::persist`] on the calling thread, for the end of the run.
+    fn persist_now(&mut self) {
+        if !self.recorded {
+            return;
+        }
+        self.record_matcher();
+        let saved = self.checkpoints.persist();
+        self.saved(saved);
+    }
+
+    /// Accounts for a checkpoint write: logs a failure once, and the recovery once.
+    fn saved(&mut self, saved: Result<(), CheckpointError>) {
+        match saved {
             Ok(()) => {
                 self.recorded = false;
                 if std::mem::take(&mut self.persist_failing) {
@@ -986,7 +1011,6 @@ impl<'c> Stage<'c> {
             }
             Err(_) => {}
         }
-        Ok(())
     }
 }
 
@@ -1324,7 +1348,7 @@ mod tests {
         assert_eq!(hot().file(path).unwrap().next_offset, 30);
 
         // Persisted once, then nothing to write until a position moves again.
-        stage.persist().unwrap();
+        stage.persist_now();
         assert!(!stage.recorded);
         let text = std::fs::read_to_string(stage.checkpoints.path()).unwrap();
         assert!(text.contains("\"next_offset\":30"), "{text}");

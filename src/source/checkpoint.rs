@@ -370,7 +370,7 @@ fn read_hot(dir: &StateDir, base: u32) -> Option<StateV1> {
     // newer iemd, say) is worth a warning, though the checkpoint file still counts.
     parse(&path, json)
         .inspect_err(|err| {
-            tracing::warn!(%err, "the hot copy of the checkpoints cannot be used; resuming from                 the checkpoint file (lines may be read twice)");
+            tracing::warn!(%err, "the hot copy of the checkpoints cannot be used; resuming from the checkpoint file (lines may be read twice)");
         })
         .ok()
 }

@@ -153,8 +153,10 @@ impl LineSplitter {
                 brace = memchr::memchr(b'{', &region[hit + 1..]).map(|b| hit + 1 + b);
                 continue;
             }
-            // The region ends with an LF: every line in it has its terminator in it.
-            let end = hit + memchr::memchr2(b'\n', b'\r', &region[hit..]).expect("ends with LF");
+            // The region ends with an LF: every line in it has its terminator in it (the final
+            // LF stands in should that ever not hold, rather than a panic on input).
+            let end =
+                memchr::memchr2(b'\n', b'\r', &region[hit..]).map_or(region.len() - 1, |i| hit + i);
             let next = match &region[end..] {
                 [b'\r', b'\n', ..] => end + 2,
                 _ => end + 1,

@@ -14,6 +14,8 @@
 //! - `lapin-props`: the same with iemd's whole property set (`message_id`, `timestamp`, the
 //!   `schema` and `spool_seq` headers): beside `lapin`, what those properties cost the broker
 //!   (the msg/s column) on one channel.
+//! - `lapin-typed`: the same with iemd's property set since (`message_id`, `timestamp`, `type`
+//!   for the schema and `correlation_id` for the spool seq, no header table).
 //! - `lean`: `send_records` with opaque bodies (not JSON: the message is built without parsing
 //!   the alert), so the figure is the publishing path alone.
 //! - `lean-json`: `send_records` with alert JSON bodies: the daemon's whole publish path,
@@ -38,7 +40,7 @@ const URL: &str = "amqp://guest:guest@127.0.0.1:5672/%2f";
 const PLAIN_URL: &str = "amqp://127.0.0.1:5672/%2f";
 const WINDOW: usize = 256;
 const BODY: usize = 1_164;
-const MODES: [&str; 4] = ["lapin", "lapin-props", "lean", "lean-json"];
+const MODES: [&str; 5] = ["lapin", "lapin-props", "lapin-typed", "lean", "lean-json"];
 
 fn n() -> usize {
     std::env::var("IEMD_LEAN_N")
@@ -113,11 +115,22 @@ async fn topology(name: &str) -> (lapin::Connection, lapin::Channel) {
 type Confirming<'s> =
     Pin<Box<dyn Future<Output = Result<lapin::Confirmation, lapin::Error>> + Send + 's>>;
 
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Props {
+    /// `delivery_mode` and `content_type` only.
+    Plain,
+    /// iemd's set before: `message_id`, `timestamp`, the `schema` and `spool_seq` headers.
+    Headers,
+    /// iemd's set now: `message_id`, `timestamp`, `type` (the schema) and `correlation_id`
+    /// (the spool seq), no header table.
+    Typed,
+}
+
 /// lapin with the window in flight: each publish polled once (its frames queued), then its
 /// write and confirm awaited together, in order.
 /// With `props`, each message carries iemd's property set, not only `delivery_mode` and
 /// `content_type`.
-async fn lapin_pipelined(exchange: &str, bodies: &[Vec<u8>], props: bool) {
+async fn lapin_pipelined(exchange: &str, bodies: &[Vec<u8>], props: Props) {
     let conn = lapin::Connection::connect(URL, Default::default())
         .await
         .expect("connect");
@@ -139,7 +152,14 @@ async fn lapin_pipelined(exchange: &str, bodies: &[Vec<u8>], props: bool) {
             let mut properties = lapin::BasicProperties::default()
                 .with_delivery_mode(2)
                 .with_content_type("application/json".into());
-            if props {
+            if props == Props::Typed {
+                properties = properties
+                    .with_type("iem.alert/v1".into())
+                    .with_correlation_id((i + 1).to_string().into())
+                    .with_message_id(format!("{i:032x}").into())
+                    .with_timestamp(1_764_000_000);
+            }
+            if props == Props::Headers {
                 let mut headers = FieldTable::default();
                 headers.insert(
                     "schema".into(),
@@ -208,7 +228,7 @@ async fn one(mode: &str) {
     let json = mode == "lean-json";
     let bodies: Vec<Vec<u8>> = (0..n).map(|i| body(i, json)).collect();
     let records: Vec<Record> = match mode {
-        "lapin" | "lapin-props" => Vec::new(),
+        "lapin" | "lapin-props" | "lapin-typed" => Vec::new(),
         _ => bodies
             .iter()
             .enumerate()
@@ -221,8 +241,9 @@ async fn one(mode: &str) {
     };
     let (cpu0, t0) = (cpu_seconds(), Instant::now());
     match mode {
-        "lapin" => lapin_pipelined(&name, &bodies, false).await,
-        "lapin-props" => lapin_pipelined(&name, &bodies, true).await,
+        "lapin" => lapin_pipelined(&name, &bodies, Props::Plain).await,
+        "lapin-props" => lapin_pipelined(&name, &bodies, Props::Headers).await,
+        "lapin-typed" => lapin_pipelined(&name, &bodies, Props::Typed).await,
         _ => lean(&name, &records).await,
     }
     let (cpu, wall) = (cpu_seconds() - cpu0, t0.elapsed().as_secs_f64());

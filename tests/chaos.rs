@@ -544,7 +544,7 @@ struct Seen {
     redelivered: u64,
     /// Deliveries of an id already seen, first delivered by the broker: the agent's duplicates.
     duplicates: u64,
-    /// Of those, deliveries of a spool record already delivered (`spool_seq` header): publishes
+    /// Of those, deliveries of a spool record already delivered (same spool seq, `correlation_id`): publishes
     /// repeated because their confirm was lost with the connection (a kill, a broker stop).
     republished: u64,
     /// Of those, deliveries of a second spool record of the same id: a line spooled twice.
@@ -552,7 +552,7 @@ struct Seen {
     /// id -> the tag of its message.
     ids: HashMap<String, u32>,
     /// id -> the spool records it was delivered from.
-    seqs: HashMap<String, Vec<Option<i64>>>,
+    seqs: HashMap<String, Vec<Option<u64>>>,
     /// Ids whose tag differed between deliveries, and deliveries without a tag.
     inconsistent: Vec<String>,
     /// Distinct tags seen.

@@ -329,14 +329,14 @@ impl Window {
         Ok(())
     }
 
-    /// A return: matched to its message by the `spool_seq` header every message carries; a
+    /// A return: matched to its message by the spool seq every message carries; a
     /// return without one (not ours) goes to the oldest message not yet answered or returned.
     fn returned(&mut self, r: Returned) {
         let reason = format!(
             "{} {} (exchange {:?}, routing key {:?})",
             r.code, r.text, r.exchange, r.routing_key
         );
-        let seq = r.spool_seq.and_then(|s| u64::try_from(s).ok());
+        let seq = r.spool_seq;
         let unanswered = |m: &&mut InFlight| m.answer.is_none() && m.returned.is_none();
         let by_seq = seq.and_then(|seq| {
             self.inflight
@@ -549,7 +549,7 @@ mod tests {
         std::iter::from_fn(|| w.pop_settled().map(|(seq, _, a)| (seq, a))).collect()
     }
 
-    fn returned(seq: Option<i64>) -> Event {
+    fn returned(seq: Option<u64>) -> Event {
         Event::Returned(Returned {
             code: 312,
             text: "NO_ROUTE".into(),

@@ -1,6 +1,7 @@
 //! One spooled record as one AMQP message: its routing key (`iem.<severity>.<component>`, or
-//! `iem.malformed`), body (the spooled JSON as is, or the SSPL body), headers (`schema`) and
-//! properties (persistent, JSON, timestamp, the alert id as the message id).
+//! `iem.malformed`), body (the spooled JSON as is, or the SSPL body) and properties (persistent,
+//! JSON, timestamp, the alert id as `message_id`, the schema as `type`, the spool seq as
+//! `correlation_id`).
 //!
 //! Nothing in a record can make building its message fail: what cannot be read, or does not fit
 //! AMQP's 255-byte short strings, goes out as `iem.malformed` (never dropped, where someone can
@@ -10,6 +11,7 @@ use std::borrow::Cow;
 
 use amq_protocol::types::{MAX_SHORT_STRING_LENGTH, ShortString};
 use serde::Deserialize;
+use sonic_rs::{JsonValueTrait, LazyValue};
 
 use super::PublishError;
 use super::wire::Properties;
@@ -17,19 +19,15 @@ use crate::alert::Alert;
 use crate::config::broker::{BodyFormat, BrokerConfig};
 use crate::spool::Record;
 
-/// The fields of a spooled alert the publisher needs, borrowed from the payload.
-#[derive(Deserialize)]
-struct Meta<'a> {
-    #[serde(borrow)]
-    id: Cow<'a, str>,
-    #[serde(borrow, default)]
-    schema: Option<Cow<'a, str>>,
-    #[serde(borrow, default)]
-    kind: Option<Cow<'a, str>>,
-    #[serde(borrow, default)]
-    severity: Option<NameRef<'a>>,
-    #[serde(borrow, default)]
-    component: Option<ComponentRef<'a>>,
+/// The fields of a spooled alert the publisher needs.
+#[derive(Default)]
+struct Meta {
+    id: String,
+    schema: Option<String>,
+    kind: Option<String>,
+    severity: Option<String>,
+    /// The component's id and name.
+    component: Option<(String, Option<String>)>,
 }
 
 #[derive(Deserialize)]
@@ -46,6 +44,61 @@ struct ComponentRef<'a> {
     name: Option<Cow<'a, str>>,
 }
 
+/// A string field, or null where `null_ok`; `None` for anything else.
+fn string(value: &LazyValue<'_>, null_ok: bool) -> Option<Option<String>> {
+    if null_ok && value.is_null() {
+        return Some(None);
+    }
+    value.as_str().map(|s| Some(s.to_owned()))
+}
+
+/// An object field read as `T`, or null; `None` for anything else.
+fn object<'v, T: Deserialize<'v>>(value: &'v LazyValue<'_>) -> Option<Option<T>> {
+    if value.is_null() {
+        return Some(None);
+    }
+    sonic_rs::from_str(value.as_raw_str()).ok().map(Some)
+}
+
+impl Meta {
+    /// Reads the fields from a spooled alert; `None` when the payload is not a JSON object with
+    /// a string `id`, or one of the fields is of the wrong type (null is allowed where the
+    /// alert schema allows it). The alert's fields are walked lazily with sonic-rs and the
+    /// walk stops once the five are found (they lead the alert, `alert::encode`): a third of
+    /// the instructions of the serde read it replaced (issue 20). What follows them is not
+    /// checked; the body goes out as spooled either way, and a spooled payload passed its
+    /// checksum.
+    fn read(payload: &[u8]) -> Option<Self> {
+        let mut meta = Meta::default();
+        let (mut id, mut found) = (false, 0);
+        for field in sonic_rs::to_object_iter(payload) {
+            let (key, value) = field.ok()?;
+            match &*key {
+                "id" => {
+                    meta.id = string(&value, false)??;
+                    id = true;
+                }
+                "schema" => meta.schema = string(&value, true)?,
+                "kind" => meta.kind = string(&value, true)?,
+                "severity" => {
+                    meta.severity = object::<NameRef<'_>>(&value)?.map(|s| s.name.into_owned())
+                }
+                "component" => {
+                    meta.component = object::<ComponentRef<'_>>(&value)?.map(|c| {
+                        (c.id.into_owned(), c.name.map(Cow::into_owned))
+                    })
+                }
+                _ => continue,
+            }
+            found += 1;
+            if found == 5 {
+                break;
+            }
+        }
+        id.then_some(meta)
+    }
+}
+
 /// Appends one word of a routing key: lower case, `[a-z0-9_-]`, anything else `_`.
 fn push_key_word(key: &mut String, s: &str) {
     key.extend(s.chars().map(|c| match c.to_ascii_lowercase() {
@@ -56,7 +109,7 @@ fn push_key_word(key: &mut String, s: &str) {
 
 /// `iem.<severity name>.<component name or id>`, or `iem.malformed`; cut to AMQP's 255 bytes
 /// (the catalog refuses component names that long, but alerts spooled before may carry one).
-fn routing_key(meta: &Meta<'_>) -> String {
+fn routing_key(meta: &Meta) -> String {
     if meta.kind.as_deref() == Some("malformed") {
         return "iem.malformed".into();
     }
@@ -64,14 +117,14 @@ fn routing_key(meta: &Meta<'_>) -> String {
     key.push_str("iem.");
     push_key_word(
         &mut key,
-        meta.severity.as_ref().map_or("unknown", |s| &s.name),
+        meta.severity.as_deref().unwrap_or("unknown"),
     );
     key.push('.');
     push_key_word(
         &mut key,
         meta.component
             .as_ref()
-            .map_or("unknown", |c| c.name.as_deref().unwrap_or(&c.id)),
+            .map_or("unknown", |(id, name)| name.as_deref().unwrap_or(id)),
     );
     // ASCII only, so any cut is at a character boundary.
     key.truncate(MAX_SHORT_STRING_LENGTH);
@@ -95,14 +148,14 @@ pub(crate) struct Outgoing<'r> {
     pub(crate) routing_key: String,
     pub(crate) body: Cow<'r, [u8]>,
     /// The alert id, when it could be read and fits a message id (255 bytes).
-    pub(crate) message_id: Option<Cow<'r, str>>,
-    pub(crate) schema: Cow<'r, str>,
+    pub(crate) message_id: Option<String>,
+    pub(crate) schema: Cow<'static, str>,
     pub(crate) timestamp: u64,
-    pub(crate) spool_seq: i64,
+    pub(crate) spool_seq: u64,
 }
 
 impl Outgoing<'_> {
-    /// The message's properties for the wire: persistent JSON, its id, time and headers.
+    /// The message's properties for the wire: persistent JSON, its id, time, schema and spool seq.
     pub(crate) fn properties(&self) -> Properties<'_> {
         Properties {
             timestamp: self.timestamp,
@@ -116,14 +169,17 @@ impl Outgoing<'_> {
 /// Builds the message for one spooled record. Nothing in a record can make this fail: a payload
 /// that cannot be read, or whose id does not fit a message id, goes out as `iem.malformed`.
 pub(crate) fn message<'r>(config: &BrokerConfig, rec: &'r Record) -> Outgoing<'r> {
-    let meta = serde_json::from_slice::<Meta<'r>>(&rec.payload)
-        .ok()
-        .filter(|m| m.id.len() <= MAX_SHORT_STRING_LENGTH);
+    let meta = Meta::read(&rec.payload).filter(|m| m.id.len() <= MAX_SHORT_STRING_LENGTH);
     let (routing_key, body, schema, message_id) = match (config.format, meta) {
         (BodyFormat::V1, Some(m)) => (
             routing_key(&m),
             Cow::Borrowed(rec.payload.as_slice()),
-            m.schema.unwrap_or(Cow::Borrowed(crate::alert::SCHEMA)),
+            // `type` is a short string; a schema that does not fit is not one we know.
+            match m.schema {
+                None => Cow::Borrowed(crate::alert::SCHEMA),
+                Some(s) if s.len() > MAX_SHORT_STRING_LENGTH => Cow::Borrowed("unknown"),
+                Some(s) => Cow::Owned(s),
+            },
             Some(m.id),
         ),
         (BodyFormat::Sspl, Some(m)) => {
@@ -156,27 +212,108 @@ pub(crate) fn message<'r>(config: &BrokerConfig, rec: &'r Record) -> Outgoing<'r
         // twice with the same seq got a publish repeated after a lost confirm; with two seqs,
         // the line was spooled twice (which the chaos test counts apart). It is also how a
         // return is matched to its message (`wire`).
-        spool_seq: i64::try_from(rec.seq).unwrap_or(i64::MAX),
+        spool_seq: rec.seq,
     }
 }
 
 #[cfg(test)]
 mod tests {
+    use proptest::prelude::*;
+
     use super::*;
+    use crate::alert::{Coded, Named};
+
+    /// A whole alert as the pipeline spools it (`tests/publish.rs`'s realistic alert).
+    fn alert() -> Alert {
+        serde_json::from_value(serde_json::json!({
+            "schema": "iem.alert/v1", "id": "id-1", "kind": "iem", "code": "ES0030010001",
+            "severity": {"code": "E", "name": "error"}, "alert_type": "fault",
+            "source_type": {"code": "S", "name": "software"},
+            "component": {"id": "003", "name": "s3"}, "module": {"id": "001", "name": "Connection"},
+            "event": {"id": "0001", "name": "Auth server connection failed"}, "in_catalog": true,
+            "message": "S3 server cannot connect to auth server.",
+            "time": "2026-11-21T22:50:01.123456+00:00",
+            "origin": {"kind": "file", "path": "/var/log/messages", "offset": 160},
+            "raw": "Nov 21 22:50:01 node1 s3server[1234]: IEC:ES0030010001:S3 server cannot connect"
+        }))
+        .unwrap()
+    }
+
+    proptest! {
+        /// Whatever text an alert's fields hold, the lazy read gives back what was encoded.
+        #[test]
+        fn the_lazy_read_gives_back_what_the_encoder_wrote(
+            id in any::<String>(),
+            severity in proptest::option::of(any::<String>()),
+            component in proptest::option::of((any::<String>(), proptest::option::of(any::<String>()))),
+            message in any::<String>(),
+        ) {
+            let mut a = alert();
+            a.id = id.clone();
+            a.severity = severity.clone().map(|name| Coded { code: "E".into(), name: name.into() });
+            a.component = component.clone().map(|(id, name)| Named { id: id.into(), name: name.map(Into::into) });
+            a.message = message;
+            let m = Meta::read(&crate::alert::encode(&a).unwrap()).unwrap();
+            prop_assert_eq!(m.id, id);
+            prop_assert_eq!(m.schema.as_deref(), Some(crate::alert::SCHEMA));
+            prop_assert_eq!(m.kind.as_deref(), Some("iem"));
+            prop_assert_eq!(m.severity, severity);
+            prop_assert_eq!(m.component, component);
+        }
+    }
 
     #[test]
     fn routing_keys() {
-        let m: Meta<'_> = serde_json::from_str(
-            r#"{"id":"a","kind":"iem","severity":{"code":"E","name":"error"},"component":{"id":"003","name":"s3"}}"#,
+        let key = |json: &str| routing_key(&Meta::read(json.as_bytes()).unwrap());
+        assert_eq!(
+            key(
+                r#"{"id":"a","kind":"iem","severity":{"code":"E","name":"error"},"component":{"id":"003","name":"s3"}}"#
+            ),
+            "iem.error.s3"
+        );
+        assert_eq!(
+            key(r#"{"id":"a","kind":"iem","component":{"id":"0F3","name":null}}"#),
+            "iem.unknown.0f3"
+        );
+        assert_eq!(
+            key(r#"{"id":"a","kind":"iem","severity":null,"component":null}"#),
+            "iem.unknown.unknown"
+        );
+        assert_eq!(key(r#"{"id":"a","kind":"malformed"}"#), "iem.malformed");
+    }
+
+    /// What the serde read accepted and refused, the lazy read accepts and refuses: strings
+    /// unescaped, nulls where a field may be null, anything else not an alert.
+    #[test]
+    fn the_fields_are_read_as_json_strings_or_the_payload_is_not_an_alert() {
+        let m = Meta::read(
+            br#"{"raw":"x\"y","id":"a\"b\u00e9","schema":"iem.alert/v1","severity":{"name":"e\/r"},"component":{"name":"s 3","id":"003"},"kind":"iem"}"#,
         )
         .unwrap();
-        assert_eq!(routing_key(&m), "iem.error.s3");
-        let m: Meta<'_> =
-            serde_json::from_str(r#"{"id":"a","kind":"iem","component":{"id":"0F3","name":null}}"#)
-                .unwrap();
-        assert_eq!(routing_key(&m), "iem.unknown.0f3");
-        let m: Meta<'_> = serde_json::from_str(r#"{"id":"a","kind":"malformed"}"#).unwrap();
-        assert_eq!(routing_key(&m), "iem.malformed");
+        assert_eq!(m.id, "a\"b\u{e9}");
+        assert_eq!(m.schema.as_deref(), Some("iem.alert/v1"));
+        assert_eq!(routing_key(&m), "iem.e_r.s_3");
+        for bad in [
+            &br#"{"kind":"iem"}"#[..],
+            br#"{"id":7}"#,
+            br#"{"id":null}"#,
+            br#"{"id":"a","schema":3}"#,
+            br#"{"id":"a","severity":{"name":null}}"#,
+            br#"{"id":"a","component":{"id":"003","name":5}}"#,
+            br#"{"id":"a","component":{"name":"s3"}}"#,
+            br#"{"id":"a","severity":{"code":"E"}}"#,
+            br#"{"id":"a","severity":"error"}"#,
+            br#"{"id":"a","#,
+            br#"["id"]"#,
+            b"",
+            b"\xff\xfe",
+        ] {
+            assert!(
+                Meta::read(bad).is_none(),
+                "{:?}",
+                String::from_utf8_lossy(bad)
+            );
+        }
     }
 
     /// Issue 13: a 300-character component name panicked the publisher (`ShortString exceeds
@@ -197,6 +334,13 @@ mod tests {
         assert!(out.routing_key.starts_with("iem.informational.nnn"));
         assert_eq!(out.properties().message_id, Some("a"));
         assert_eq!(out.properties().spool_seq, 1);
+        // A schema that does not fit the `type` property.
+        let rec = Record {
+            seq: 3,
+            time_ms: 0,
+            payload: format!(r#"{{"id":"a","schema":"{long}","kind":"iem"}}"#).into_bytes(),
+        };
+        assert_eq!(message(&BrokerConfig::default(), &rec).schema, "unknown");
         // An id that does not fit a message id: sent as malformed, never dropped.
         let rec = Record {
             seq: 2,

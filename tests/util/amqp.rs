@@ -24,6 +24,16 @@ pub fn plain_url() -> String {
 /// Every message id in `queue` (consumed with auto-ack until it stays empty for `idle`), then
 /// deletes the queue.
 pub async fn drain_ids(queue: &str, idle: Duration) -> Vec<String> {
+    drain(queue, idle)
+        .await
+        .iter()
+        .map(|p| p.message_id().as_ref().unwrap().to_string())
+        .collect()
+}
+
+/// Consumes `queue` until it stays empty for `idle`, then deletes it; returns each delivery's
+/// properties in arrival order.
+pub async fn drain(queue: &str, idle: Duration) -> Vec<lapin::BasicProperties> {
     let conn = lapin::Connection::connect(&super::broker_url(), Default::default())
         .await
         .unwrap();
@@ -40,15 +50,14 @@ pub async fn drain_ids(queue: &str, idle: Duration) -> Vec<String> {
         )
         .await
         .unwrap();
-    let mut ids = Vec::new();
+    let mut got = Vec::new();
     while let Ok(Some(d)) = tokio::time::timeout(idle, consumer.next()).await {
-        let d = d.unwrap();
-        ids.push(d.properties.message_id().as_ref().unwrap().to_string());
+        got.push(d.unwrap().properties);
     }
     let _ = ch
         .queue_delete(queue.into(), QueueDeleteOptions::default())
         .await;
-    ids
+    got
 }
 
 /// A free TCP port on 127.0.0.1 that nothing listens on (yet).

@@ -158,8 +158,8 @@ pub fn iem_line(tag: &str) -> String {
 #[derive(Debug, Default)]
 pub struct Received {
     pub ids: Vec<String>,
-    /// Each delivery's `spool_seq` header (the record it was published from).
-    pub seqs: Vec<Option<i64>>,
+    /// Each delivery's spool seq (`correlation_id`: the record it was published from).
+    pub seqs: Vec<Option<u64>>,
     pub messages: Vec<String>,
     pub bodies: Vec<serde_json::Value>,
 }
@@ -177,7 +177,7 @@ impl Received {
     /// (bounded by the publish window); a second record of the same id is a line the agent
     /// spooled twice.
     pub fn duplicates(&self) -> (usize, usize) {
-        let mut seen: std::collections::HashMap<&str, std::collections::HashSet<Option<i64>>> =
+        let mut seen: std::collections::HashMap<&str, std::collections::HashSet<Option<u64>>> =
             std::collections::HashMap::new();
         let (mut republished, mut respooled) = (0, 0);
         for (id, seq) in self.ids.iter().zip(&self.seqs) {
@@ -192,12 +192,9 @@ impl Received {
     }
 }
 
-/// The `spool_seq` header of a delivery.
-pub fn spool_seq(properties: &lapin::BasicProperties) -> Option<i64> {
-    match properties.headers().as_ref()?.inner().get("spool_seq")? {
-        lapin::types::AMQPValue::LongLongInt(seq) => Some(*seq),
-        _ => None,
-    }
+/// The spool seq of a delivery: its `correlation_id`, in decimal.
+pub fn spool_seq(properties: &lapin::BasicProperties) -> Option<u64> {
+    properties.correlation_id().as_ref()?.as_str().parse().ok()
 }
 
 /// Waits until `queue` holds at least `n` messages (or `within` passes), then consumes them all

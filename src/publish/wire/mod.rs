@@ -16,7 +16,7 @@
 //!   ignored.
 //! - A `basic.return` reaches the caller as [`Event::Returned`] once its header and body frames
 //!   are in, *before* the ack of the same message (RabbitMQ sends a mandatory message's return
-//!   before its confirm). It carries the message's `spool_seq` header, which every message has:
+//!   before its confirm). It carries the message's spool seq (its `correlation_id`), which every message has:
 //!   that, not arrival order, is how the caller matches it.
 //! - Reading is cancel-safe ([`Connection::next_event`] keeps partial frames in its buffer and
 //!   never awaits a write); a [`Connection::flush`] that did not finish leaves the connection
@@ -59,8 +59,9 @@ pub(crate) struct Returned {
     pub(crate) text: String,
     pub(crate) exchange: String,
     pub(crate) routing_key: String,
-    /// The returned message's `spool_seq` header (`None` for a message without one).
-    pub(crate) spool_seq: Option<i64>,
+    /// The returned message's spool seq, read from its `correlation_id` (`None` for a message
+    /// without one, or not a number: not ours).
+    pub(crate) spool_seq: Option<u64>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -564,13 +565,11 @@ impl Connection {
             },
             AMQPFrame::Header(_, header) => {
                 if let Some(r) = &mut self.returning {
-                    r.returned.spool_seq =
-                        header.properties.headers().as_ref().and_then(|h| {
-                            match h.inner().get("spool_seq") {
-                                Some(AMQPValue::LongLongInt(seq)) => Some(*seq),
-                                _ => None,
-                            }
-                        });
+                    r.returned.spool_seq = header
+                        .properties
+                        .correlation_id()
+                        .as_ref()
+                        .and_then(|id| id.as_str().parse().ok());
                     r.remaining = Some(header.body_size);
                     return Ok(self.returned_if_complete());
                 }

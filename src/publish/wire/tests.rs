@@ -283,9 +283,7 @@ async fn a_refused_login_is_a_clear_error() {
     );
 }
 
-fn return_frames(ch: u16, seq: i64, body: &[u8]) -> Vec<u8> {
-    let mut headers = FieldTable::default();
-    headers.insert("spool_seq".into(), AMQPValue::LongLongInt(seq));
+fn return_frames(ch: u16, seq: u64, body: &[u8]) -> Vec<u8> {
     let mut out = Peer::encode(&AMQPFrame::Method(
         ch,
         AMQPClass::Basic(basic::AMQPMethod::Return(basic::Return {
@@ -300,7 +298,7 @@ fn return_frames(ch: u16, seq: i64, body: &[u8]) -> Vec<u8> {
         AMQPContentHeader {
             class_id: 60,
             body_size: body.len() as u64,
-            properties: BasicProperties::default().with_headers(headers),
+            properties: BasicProperties::default().with_correlation_id(seq.to_string().into()),
         },
     )));
     let (a, b) = body.split_at(body.len() / 2);
@@ -319,7 +317,7 @@ fn ack(ch: u16, tag: u64, multiple: bool) -> Vec<u8> {
     ))
 }
 
-fn props(seq: i64) -> Properties<'static> {
+fn props(seq: u64) -> Properties<'static> {
     Properties {
         timestamp: 0,
         message_id: Some("id"),

@@ -11,11 +11,14 @@
 //! - `lapin`: lapin 4, each publish polled once as it is made, its write and confirm awaited
 //!   together in order (iemd's publisher before its own client), with `delivery_mode` and
 //!   `content_type` only, as the plain publisher of the e2e bench.
-//! - `lapin-props`: the same with iemd's whole property set (`message_id`, `timestamp`, the
-//!   `schema` and `spool_seq` headers): beside `lapin`, what those properties cost the broker
-//!   (the msg/s column) on one channel.
-//! - `lapin-typed`: the same with iemd's property set since (`message_id`, `timestamp`, `type`
-//!   for the schema and `correlation_id` for the spool seq, no header table).
+//! - `lapin-props`: the same with iemd's property set (`message_id` of 32 digits, the spool seq
+//!   as `correlation_id`): beside `lapin`, what those properties cost the broker (the msg/s
+//!   column) on one channel.
+//! - `lapin-before`: the same with the property set iemd sent until issue 20 (`message_id`,
+//!   `timestamp`, a header table with `schema` and `spool_seq`: 108 bytes of properties).
+//! - `lapin-custom` (not in the default run): the properties named in `IEMD_LEAN_PROPS`, a comma
+//!   list of `mid` (a `message_id` of `IEMD_LEAN_MIDLEN` digits, default 32), `cid`, `ts`,
+//!   `type` and `headers`: how the broker's rate moves with the size of the property block.
 //! - `lean`: `send_records` with opaque bodies (not JSON: the message is built without parsing
 //!   the alert), so the figure is the publishing path alone.
 //! - `lean-json`: `send_records` with alert JSON bodies: the daemon's whole publish path,
@@ -40,7 +43,7 @@ const URL: &str = "amqp://guest:guest@127.0.0.1:5672/%2f";
 const PLAIN_URL: &str = "amqp://127.0.0.1:5672/%2f";
 const WINDOW: usize = 256;
 const BODY: usize = 1_164;
-const MODES: [&str; 5] = ["lapin", "lapin-props", "lapin-typed", "lean", "lean-json"];
+const MODES: [&str; 5] = ["lapin", "lapin-props", "lapin-before", "lean", "lean-json"];
 
 fn n() -> usize {
     std::env::var("IEMD_LEAN_N")
@@ -115,22 +118,44 @@ async fn topology(name: &str) -> (lapin::Connection, lapin::Channel) {
 type Confirming<'s> =
     Pin<Box<dyn Future<Output = Result<lapin::Confirmation, lapin::Error>> + Send + 's>>;
 
-#[derive(Clone, Copy, PartialEq, Eq)]
-enum Props {
-    /// `delivery_mode` and `content_type` only.
-    Plain,
-    /// iemd's set before: `message_id`, `timestamp`, the `schema` and `spool_seq` headers.
-    Headers,
-    /// iemd's set now: `message_id`, `timestamp`, `type` (the schema) and `correlation_id`
-    /// (the spool seq), no header table.
-    Typed,
+/// The properties a lapin publisher sends besides `delivery_mode` and `content_type`: any of
+/// `mid`, `cid`, `ts`, `type`, `headers` (see the module documentation).
+fn properties(names: &str, i: usize) -> lapin::BasicProperties {
+    let mut properties = lapin::BasicProperties::default()
+        .with_delivery_mode(2)
+        .with_content_type("application/json".into());
+    for name in names.split(',').map(str::trim) {
+        properties = match name {
+            "mid" => {
+                let width: usize = std::env::var("IEMD_LEAN_MIDLEN")
+                    .ok()
+                    .and_then(|v| v.parse().ok())
+                    .unwrap_or(32);
+                properties.with_message_id(format!("{i:0width$x}").into())
+            }
+            "cid" => properties.with_correlation_id((i + 1).to_string().into()),
+            "ts" => properties.with_timestamp(1_764_000_000),
+            "type" => properties.with_type("iem.alert/v1".into()),
+            "headers" => {
+                let mut headers = FieldTable::default();
+                headers.insert(
+                    "schema".into(),
+                    AMQPValue::LongString("iem.alert/v1".into()),
+                );
+                headers.insert("spool_seq".into(), AMQPValue::LongLongInt(i as i64 + 1));
+                properties.with_headers(headers)
+            }
+            "" => properties,
+            other => panic!("IEMD_LEAN_PROPS: unknown property {other:?}"),
+        };
+    }
+    properties
 }
 
 /// lapin with the window in flight: each publish polled once (its frames queued), then its
 /// write and confirm awaited together, in order.
-/// With `props`, each message carries iemd's property set, not only `delivery_mode` and
-/// `content_type`.
-async fn lapin_pipelined(exchange: &str, bodies: &[Vec<u8>], props: Props) {
+/// Each message carries `props` (see `properties`).
+async fn lapin_pipelined(exchange: &str, bodies: &[Vec<u8>], props: &str) {
     let conn = lapin::Connection::connect(URL, Default::default())
         .await
         .expect("connect");
@@ -149,28 +174,7 @@ async fn lapin_pipelined(exchange: &str, bodies: &[Vec<u8>], props: Props) {
         }
         let ch = &ch;
         let mut publish: Confirming<'_> = Box::pin(async move {
-            let mut properties = lapin::BasicProperties::default()
-                .with_delivery_mode(2)
-                .with_content_type("application/json".into());
-            if props == Props::Typed {
-                properties = properties
-                    .with_type("iem.alert/v1".into())
-                    .with_correlation_id((i + 1).to_string().into())
-                    .with_message_id(format!("{i:032x}").into())
-                    .with_timestamp(1_764_000_000);
-            }
-            if props == Props::Headers {
-                let mut headers = FieldTable::default();
-                headers.insert(
-                    "schema".into(),
-                    AMQPValue::LongString("iem.alert/v1".into()),
-                );
-                headers.insert("spool_seq".into(), AMQPValue::LongLongInt(i as i64 + 1));
-                properties = properties
-                    .with_headers(headers)
-                    .with_message_id(format!("{i:032x}").into())
-                    .with_timestamp(1_764_000_000);
-            }
+            let properties = properties(props, i);
             ch.basic_publish(
                 exchange.into(),
                 "iem.error.s3".into(),
@@ -228,7 +232,7 @@ async fn one(mode: &str) {
     let json = mode == "lean-json";
     let bodies: Vec<Vec<u8>> = (0..n).map(|i| body(i, json)).collect();
     let records: Vec<Record> = match mode {
-        "lapin" | "lapin-props" | "lapin-typed" => Vec::new(),
+        "lapin" | "lapin-props" | "lapin-before" | "lapin-custom" => Vec::new(),
         _ => bodies
             .iter()
             .enumerate()
@@ -241,9 +245,13 @@ async fn one(mode: &str) {
     };
     let (cpu0, t0) = (cpu_seconds(), Instant::now());
     match mode {
-        "lapin" => lapin_pipelined(&name, &bodies, Props::Plain).await,
-        "lapin-props" => lapin_pipelined(&name, &bodies, Props::Headers).await,
-        "lapin-typed" => lapin_pipelined(&name, &bodies, Props::Typed).await,
+        "lapin" => lapin_pipelined(&name, &bodies, "").await,
+        "lapin-props" => lapin_pipelined(&name, &bodies, "mid,cid").await,
+        "lapin-before" => lapin_pipelined(&name, &bodies, "mid,ts,headers").await,
+        "lapin-custom" => {
+            let props = std::env::var("IEMD_LEAN_PROPS").unwrap_or_default();
+            lapin_pipelined(&name, &bodies, &props).await
+        }
         _ => lean(&name, &records).await,
     }
     let (cpu, wall) = (cpu_seconds() - cpu0, t0.elapsed().as_secs_f64());
@@ -264,7 +272,10 @@ fn load_average() -> String {
 
 fn main() {
     let args: Vec<String> = std::env::args().skip(1).collect();
-    if let Some(mode) = args.iter().find(|a| MODES.contains(&a.as_str())) {
+    if let Some(mode) = args
+        .iter()
+        .find(|a| MODES.contains(&a.as_str()) || *a == "lapin-custom")
+    {
         let rt = tokio::runtime::Runtime::new().expect("runtime");
         rt.block_on(one(mode));
         return;

@@ -1,7 +1,7 @@
 //! One spooled record as one AMQP message: its routing key (`iem.<severity>.<component>`, or
 //! `iem.malformed`), body (the spooled JSON as is, or the SSPL body) and properties (persistent,
-//! JSON, timestamp, the alert id as `message_id`, the schema as `type`, the spool seq as
-//! `correlation_id`).
+//! JSON, the alert id as `message_id`, the spool seq as `correlation_id`; why no more:
+//! `wire::Properties`).
 //!
 //! Nothing in a record can make building its message fail: what cannot be read, or does not fit
 //! AMQP's 255-byte short strings, goes out as `iem.malformed` (never dropped, where someone can
@@ -23,7 +23,6 @@ use crate::spool::Record;
 #[derive(Default)]
 struct Meta {
     id: String,
-    schema: Option<String>,
     kind: Option<String>,
     severity: Option<String>,
     /// The component's id and name.
@@ -78,20 +77,18 @@ impl Meta {
                     meta.id = string(&value, false)??;
                     id = true;
                 }
-                "schema" => meta.schema = string(&value, true)?,
                 "kind" => meta.kind = string(&value, true)?,
                 "severity" => {
                     meta.severity = object::<NameRef<'_>>(&value)?.map(|s| s.name.into_owned())
                 }
                 "component" => {
-                    meta.component = object::<ComponentRef<'_>>(&value)?.map(|c| {
-                        (c.id.into_owned(), c.name.map(Cow::into_owned))
-                    })
+                    meta.component = object::<ComponentRef<'_>>(&value)?
+                        .map(|c| (c.id.into_owned(), c.name.map(Cow::into_owned)))
                 }
                 _ => continue,
             }
             found += 1;
-            if found == 5 {
+            if found == 4 {
                 break;
             }
         }
@@ -115,10 +112,7 @@ fn routing_key(meta: &Meta) -> String {
     }
     let mut key = String::with_capacity(32);
     key.push_str("iem.");
-    push_key_word(
-        &mut key,
-        meta.severity.as_deref().unwrap_or("unknown"),
-    );
+    push_key_word(&mut key, meta.severity.as_deref().unwrap_or("unknown"));
     key.push('.');
     push_key_word(
         &mut key,
@@ -149,18 +143,14 @@ pub(crate) struct Outgoing<'r> {
     pub(crate) body: Cow<'r, [u8]>,
     /// The alert id, when it could be read and fits a message id (255 bytes).
     pub(crate) message_id: Option<String>,
-    pub(crate) schema: Cow<'static, str>,
-    pub(crate) timestamp: u64,
     pub(crate) spool_seq: u64,
 }
 
 impl Outgoing<'_> {
-    /// The message's properties for the wire: persistent JSON, its id, time, schema and spool seq.
+    /// The message's properties for the wire besides persistent JSON: its id and spool seq.
     pub(crate) fn properties(&self) -> Properties<'_> {
         Properties {
-            timestamp: self.timestamp,
             message_id: self.message_id.as_deref(),
-            schema: &self.schema,
             spool_seq: self.spool_seq,
         }
     }
@@ -170,16 +160,10 @@ impl Outgoing<'_> {
 /// that cannot be read, or whose id does not fit a message id, goes out as `iem.malformed`.
 pub(crate) fn message<'r>(config: &BrokerConfig, rec: &'r Record) -> Outgoing<'r> {
     let meta = Meta::read(&rec.payload).filter(|m| m.id.len() <= MAX_SHORT_STRING_LENGTH);
-    let (routing_key, body, schema, message_id) = match (config.format, meta) {
+    let (routing_key, body, message_id) = match (config.format, meta) {
         (BodyFormat::V1, Some(m)) => (
             routing_key(&m),
             Cow::Borrowed(rec.payload.as_slice()),
-            // `type` is a short string; a schema that does not fit is not one we know.
-            match m.schema {
-                None => Cow::Borrowed(crate::alert::SCHEMA),
-                Some(s) if s.len() > MAX_SHORT_STRING_LENGTH => Cow::Borrowed("unknown"),
-                Some(s) => Cow::Owned(s),
-            },
             Some(m.id),
         ),
         (BodyFormat::Sspl, Some(m)) => {
@@ -187,18 +171,12 @@ pub(crate) fn message<'r>(config: &BrokerConfig, rec: &'r Record) -> Outgoing<'r
                 .ok()
                 .and_then(|a| serde_json::to_vec(&crate::sspl::body(&a)).ok())
                 .map_or(Cow::Borrowed(rec.payload.as_slice()), Cow::Owned);
-            (
-                "sensor-key".into(),
-                body,
-                Cow::Borrowed("sspl/1.0.0"),
-                Some(m.id),
-            )
+            ("sensor-key".into(), body, Some(m.id))
         }
         // Never dropped: an unreadable payload still goes out, where someone can see it.
         (_, None) => (
             "iem.malformed".into(),
             Cow::Borrowed(rec.payload.as_slice()),
-            Cow::Borrowed("unknown"),
             None,
         ),
     };
@@ -206,8 +184,6 @@ pub(crate) fn message<'r>(config: &BrokerConfig, rec: &'r Record) -> Outgoing<'r
         routing_key,
         body,
         message_id,
-        schema,
-        timestamp: u64::try_from(rec.time_ms / 1000).unwrap_or(0),
         // The record's spool seq, unique over the spool's life: a consumer that gets an id
         // twice with the same seq got a publish repeated after a lost confirm; with two seqs,
         // the line was spooled twice (which the chaos test counts apart). It is also how a
@@ -255,7 +231,6 @@ mod tests {
             a.message = message;
             let m = Meta::read(&crate::alert::encode(&a).unwrap()).unwrap();
             prop_assert_eq!(m.id, id);
-            prop_assert_eq!(m.schema.as_deref(), Some(crate::alert::SCHEMA));
             prop_assert_eq!(m.kind.as_deref(), Some("iem"));
             prop_assert_eq!(m.severity, severity);
             prop_assert_eq!(m.component, component);
@@ -291,13 +266,12 @@ mod tests {
         )
         .unwrap();
         assert_eq!(m.id, "a\"b\u{e9}");
-        assert_eq!(m.schema.as_deref(), Some("iem.alert/v1"));
         assert_eq!(routing_key(&m), "iem.e_r.s_3");
         for bad in [
             &br#"{"kind":"iem"}"#[..],
             br#"{"id":7}"#,
             br#"{"id":null}"#,
-            br#"{"id":"a","schema":3}"#,
+            br#"{"id":"a","kind":3}"#,
             br#"{"id":"a","severity":{"name":null}}"#,
             br#"{"id":"a","component":{"id":"003","name":5}}"#,
             br#"{"id":"a","component":{"name":"s3"}}"#,
@@ -334,13 +308,6 @@ mod tests {
         assert!(out.routing_key.starts_with("iem.informational.nnn"));
         assert_eq!(out.properties().message_id, Some("a"));
         assert_eq!(out.properties().spool_seq, 1);
-        // A schema that does not fit the `type` property.
-        let rec = Record {
-            seq: 3,
-            time_ms: 0,
-            payload: format!(r#"{{"id":"a","schema":"{long}","kind":"iem"}}"#).into_bytes(),
-        };
-        assert_eq!(message(&BrokerConfig::default(), &rec).schema, "unknown");
         // An id that does not fit a message id: sent as malformed, never dropped.
         let rec = Record {
             seq: 2,

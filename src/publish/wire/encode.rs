@@ -4,18 +4,16 @@
 //! table, two flag names and a body copy per message; the tests pin the bytes to what
 //! amq-protocol's parser reads back.
 
-/// The properties every message carries (persistent, JSON, its id, time, schema and spool
-/// seq). No header table: a table costs RabbitMQ a fifth to a quarter of one channel's rate
-/// (it decodes it looking for `CC`/`BCC`), short-string properties nothing measurable
-/// (docs/PERFORMANCE.md, "The header table").
+/// The properties every message carries besides persistent JSON: the alert id and the spool
+/// seq. Kept this few on purpose: RabbitMQ takes a fifth to a third fewer messages a second on
+/// one channel once a message's property block (flags included) is over 64 bytes (measured:
+/// docs/PERFORMANCE.md, "The property block"), and `content_type`, `delivery_mode`, a
+/// 32-digit `message_id` and a `correlation_id` of up to 10 digits come to 60. The spool time
+/// and the schema, sent before as `timestamp` and a header table, are in the body.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) struct Properties<'a> {
-    /// Seconds since the epoch.
-    pub(crate) timestamp: u64,
     /// The alert id; `None` for a record whose id could not be read. At most 255 bytes.
     pub(crate) message_id: Option<&'a str>,
-    /// The body's schema, as the `type` property. At most 255 bytes.
-    pub(crate) schema: &'a str,
     /// The spool record's seq, in decimal as the `correlation_id` property: how a consumer
     /// tells a repeated publish from a line spooled twice, and how a return is matched to its
     /// message.
@@ -38,8 +36,6 @@ const FLAG_CONTENT_TYPE: u16 = 1 << 15;
 const FLAG_DELIVERY_MODE: u16 = 1 << 12;
 const FLAG_CORRELATION_ID: u16 = 1 << 10;
 const FLAG_MESSAGE_ID: u16 = 1 << 7;
-const FLAG_TIMESTAMP: u16 = 1 << 6;
-const FLAG_TYPE: u16 = 1 << 5;
 
 /// Appends `basic.publish` of `body` to `exchange` with `routing_key` (mandatory, not
 /// immediate), its content header and its body, cut into frames of at most `frame_max` bytes,
@@ -66,11 +62,7 @@ pub(crate) fn publish(
     out.extend_from_slice(&CLASS_BASIC.to_be_bytes());
     out.extend_from_slice(&0u16.to_be_bytes()); // weight
     out.extend_from_slice(&(body.len() as u64).to_be_bytes());
-    let mut flags = FLAG_CONTENT_TYPE
-        | FLAG_DELIVERY_MODE
-        | FLAG_CORRELATION_ID
-        | FLAG_TIMESTAMP
-        | FLAG_TYPE;
+    let mut flags = FLAG_CONTENT_TYPE | FLAG_DELIVERY_MODE | FLAG_CORRELATION_ID;
     if props.message_id.is_some() {
         flags |= FLAG_MESSAGE_ID;
     }
@@ -82,8 +74,6 @@ pub(crate) fn publish(
     if let Some(id) = props.message_id {
         short_string(out, id);
     }
-    out.extend_from_slice(&props.timestamp.to_be_bytes());
-    short_string(out, props.schema);
     end(out, at);
 
     // frame_max counts the whole frame; it is at least 4096 (the broker refuses less).
@@ -137,9 +127,7 @@ mod tests {
 
     fn props(id: Option<&str>) -> Properties<'_> {
         Properties {
-            timestamp: 1_764_540_000,
             message_id: id,
-            schema: "iem.alert/v1",
             spool_seq: 42,
         }
     }
@@ -160,9 +148,7 @@ mod tests {
             .with_content_type(CONTENT_TYPE.into())
             .with_delivery_mode(2)
             .with_correlation_id("42".into())
-            .with_message_id("id-1".into())
-            .with_timestamp(1_764_540_000)
-            .with_type("iem.alert/v1".into());
+            .with_message_id("id-1".into());
         assert_eq!(
             frames(&out),
             [
@@ -186,6 +172,31 @@ mod tests {
                 AMQPFrame::Body(3, b"{}".to_vec()),
             ]
         );
+    }
+
+    /// The whole property block, flags included, of an alert with a 32-digit id and a
+    /// 10-digit seq stays within 64 bytes (see `Properties`).
+    #[test]
+    fn the_property_block_of_an_alert_fits_64_bytes() {
+        let mut out = Vec::new();
+        let id = "0123456789abcdef0123456789abcdef";
+        let p = Properties {
+            message_id: Some(id),
+            spool_seq: 9_999_999_999,
+        };
+        publish(&mut out, 1, 4096, "iem", "iem.error.s3", &p, b"{}");
+        let AMQPFrame::Header(1, header) = &frames(&out)[1] else {
+            panic!("a header frame")
+        };
+        assert_eq!(
+            header.properties.correlation_id(),
+            &Some("9999999999".into())
+        );
+        // The header frame: 7 bytes of frame header, class, weight and body size (12), the
+        // property block, the end octet.
+        let method = out.iter().position(|&b| b == FRAME_END).unwrap() + 1;
+        let size = u32::from_be_bytes(out[method + 3..method + 7].try_into().unwrap()) as usize;
+        assert_eq!(size - 12, 64, "{size}");
     }
 
     #[test]
@@ -245,7 +256,9 @@ mod tests {
         let seqs: Vec<String> = frames(&out)
             .iter()
             .filter_map(|f| match f {
-                AMQPFrame::Header(_, h) => Some(h.properties.correlation_id().as_ref()?.to_string()),
+                AMQPFrame::Header(_, h) => {
+                    Some(h.properties.correlation_id().as_ref()?.to_string())
+                }
                 _ => None,
             })
             .collect();

@@ -319,9 +319,7 @@ fn ack(ch: u16, tag: u64, multiple: bool) -> Vec<u8> {
 
 fn props(seq: u64) -> Properties<'static> {
     Properties {
-        timestamp: 0,
         message_id: Some("id"),
-        schema: "iem.alert/v1",
         spool_seq: seq,
     }
 }

@@ -306,7 +306,7 @@ fn main() {
                 f[3].parse().unwrap(),
             );
             println!(
-                "round {round} {mode:>11}: {:>7.2} us CPU/message, {:>8.0} msg/s",
+                "round {round} {mode:>12}: {:>7.2} us CPU/message, {:>8.0} msg/s",
                 cpu / n * 1e6,
                 n / wall
             );

@@ -3,10 +3,11 @@
 //!
 //! Delivery rule: a message is delivered when the broker acks it and did not return it. With
 //! `mandatory` set, an unroutable message comes back as `basic.return` *followed by* an ack;
-//! `confirm` matches the return to its message (by its `spool_seq` header) and counts that ack
-//! as a failure, as is a `Nack` or a channel or connection error. On failure the publisher re-sends from the first unconfirmed record, so
-//! order is kept and messages after the failed one may be delivered twice (at-least-once; the
-//! alert id is the message id for de-duplication).
+//! `confirm` matches the return to its message (by its spool seq, the `correlation_id`) and
+//! counts that ack as a failure, as is a `Nack` or a channel or connection error. On failure the
+//! publisher re-sends from the first unconfirmed record, so order is kept and messages after the
+//! failed one may be delivered twice (at-least-once; the alert id is the message id for
+//! de-duplication).
 //!
 //! What it does before re-sending depends on the failure:
 //! - connection or channel lost, or no confirm for `stall_timeout_ms`: connect again after the

@@ -62,37 +62,42 @@ fn object<'v, T: Deserialize<'v>>(value: &'v LazyValue<'_>) -> Option<Option<T>>
 impl Meta {
     /// Reads the fields from a spooled alert; `None` when the payload is not a JSON object with
     /// a string `id`, or one of the fields is of the wrong type (null is allowed where the
-    /// alert schema allows it). The alert's fields are walked lazily with sonic-rs and the
-    /// walk stops once the five are found (they lead the alert, `alert::encode`): a third of
-    /// the instructions of the serde read it replaced (issue 20). What follows them is not
-    /// checked; the body goes out as spooled either way, and a spooled payload passed its
-    /// checksum.
+    /// alert schema allows it). The alert's fields are walked lazily with sonic-rs, and the
+    /// walk stops once all four are found (they come before the message and the raw line,
+    /// `alert::encode`): a third of the instructions of the serde read it replaced (issue 20).
+    /// What follows them is not checked; the body goes out as spooled either way, and a
+    /// spooled payload passed its checksum.
     fn read(payload: &[u8]) -> Option<Self> {
+        const ALL: u8 = 0b1111;
         let mut meta = Meta::default();
-        let (mut id, mut found) = (false, 0);
+        let mut found = 0u8;
         for field in sonic_rs::to_object_iter(payload) {
             let (key, value) = field.ok()?;
-            match &*key {
+            found |= match &*key {
                 "id" => {
                     meta.id = string(&value, false)??;
-                    id = true;
+                    0b0001
                 }
-                "kind" => meta.kind = string(&value, true)?,
+                "kind" => {
+                    meta.kind = string(&value, true)?;
+                    0b0010
+                }
                 "severity" => {
-                    meta.severity = object::<NameRef<'_>>(&value)?.map(|s| s.name.into_owned())
+                    meta.severity = object::<NameRef<'_>>(&value)?.map(|s| s.name.into_owned());
+                    0b0100
                 }
                 "component" => {
                     meta.component = object::<ComponentRef<'_>>(&value)?
-                        .map(|c| (c.id.into_owned(), c.name.map(Cow::into_owned)))
+                        .map(|c| (c.id.into_owned(), c.name.map(Cow::into_owned)));
+                    0b1000
                 }
                 _ => continue,
-            }
-            found += 1;
-            if found == 4 {
+            };
+            if found == ALL {
                 break;
             }
         }
-        id.then_some(meta)
+        (found & 0b0001 != 0).then_some(meta)
     }
 }
 
@@ -267,6 +272,9 @@ mod tests {
         .unwrap();
         assert_eq!(m.id, "a\"b\u{e9}");
         assert_eq!(routing_key(&m), "iem.e_r.s_3");
+        // A field given four times does not end the walk before the id.
+        let m = Meta::read(br#"{"kind":"iem","kind":"iem","kind":"iem","kind":"iem","id":"a"}"#);
+        assert_eq!(m.map(|m| m.id).as_deref(), Some("a"));
         for bad in [
             &br#"{"kind":"iem"}"#[..],
             br#"{"id":7}"#,

@@ -29,6 +29,8 @@
 
 #[path = "common/ceiling.rs"]
 mod ceiling;
+#[path = "common/topology.rs"]
+mod topology;
 
 use std::collections::HashMap;
 use std::fs::OpenOptions;
@@ -41,8 +43,8 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use futures_util::StreamExt;
 use lapin::options::{
-    BasicConsumeOptions, BasicGetOptions, ExchangeDeclareOptions, QueueBindOptions,
-    QueueDeclareOptions, QueueDeleteOptions, QueuePurgeOptions,
+    BasicConsumeOptions, BasicGetOptions, QueueDeclareOptions, QueueDeleteOptions,
+    QueuePurgeOptions,
 };
 use lapin::types::FieldTable;
 
@@ -346,40 +348,6 @@ async fn message_count(ch: &lapin::Channel, queue: &str) -> u32 {
     .map_or(0, |q| q.message_count())
 }
 
-/// A durable topic exchange and a durable classic queue bound with `#`, as iemd declares them.
-async fn declare(ch: &lapin::Channel, name: &str) {
-    ch.exchange_declare(
-        name.into(),
-        lapin::ExchangeKind::Topic,
-        ExchangeDeclareOptions {
-            durable: true,
-            ..Default::default()
-        },
-        FieldTable::default(),
-    )
-    .await
-    .expect("exchange");
-    ch.queue_declare(
-        name.into(),
-        QueueDeclareOptions {
-            durable: true,
-            ..Default::default()
-        },
-        FieldTable::default(),
-    )
-    .await
-    .expect("queue");
-    ch.queue_bind(
-        name.into(),
-        name.into(),
-        "#".into(),
-        QueueBindOptions::default(),
-        FieldTable::default(),
-    )
-    .await
-    .expect("bind");
-}
-
 async fn delete(ch: &lapin::Channel, name: &str) {
     let _ = ch
         .queue_delete(name.into(), QueueDeleteOptions::default())
@@ -498,7 +466,7 @@ async fn plain_publishers(
     n: u64,
     k: u64,
 ) -> Result<Vec<Peer>, String> {
-    declare(ch, name).await;
+    topology::declare(ch, name, true).await;
     let file = dir.join(format!("{name}.bodies"));
     let mut text = Vec::new();
     for b in bodies {
@@ -582,33 +550,7 @@ async fn syslog_ng(
     std::fs::write(&input, text).expect("input");
     // Its amqp() declares the exchange with durable=false: declare it the same way first, then
     // a durable queue bound to it.
-    ch.exchange_declare(
-        name.into(),
-        lapin::ExchangeKind::Topic,
-        ExchangeDeclareOptions::default(),
-        FieldTable::default(),
-    )
-    .await
-    .expect("exchange");
-    ch.queue_declare(
-        name.into(),
-        QueueDeclareOptions {
-            durable: true,
-            ..Default::default()
-        },
-        FieldTable::default(),
-    )
-    .await
-    .expect("queue");
-    ch.queue_bind(
-        name.into(),
-        name.into(),
-        "#".into(),
-        QueueBindOptions::default(),
-        FieldTable::default(),
-    )
-    .await
-    .expect("bind");
+    topology::declare(ch, name, false).await;
     let conf = dir.join("syslog-ng.conf");
     std::fs::write(
         &conf,

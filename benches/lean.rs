@@ -24,6 +24,9 @@
 //! - `lean-json`: `send_records` with alert JSON bodies: the daemon's whole publish path,
 //!   reading each alert's id, severity and component for the message included.
 
+#[path = "common/topology.rs"]
+mod topology;
+
 use std::future::Future;
 use std::pin::Pin;
 use std::task::Poll;
@@ -33,10 +36,7 @@ use futures_util::StreamExt;
 use futures_util::stream::FuturesOrdered;
 use iemd::config::broker::{BrokerConfig, QueueConfig};
 use iemd::spool::Record;
-use lapin::options::{
-    BasicPublishOptions, ConfirmSelectOptions, ExchangeDeclareOptions, QueueBindOptions,
-    QueueDeclareOptions, QueueDeleteOptions,
-};
+use lapin::options::{BasicPublishOptions, ConfirmSelectOptions, QueueDeleteOptions};
 use lapin::types::{AMQPValue, FieldTable};
 
 const URL: &str = "amqp://guest:guest@127.0.0.1:5672/%2f";
@@ -82,36 +82,7 @@ async fn topology(name: &str) -> (lapin::Connection, lapin::Channel) {
         .await
         .expect("RabbitMQ on 127.0.0.1:5672");
     let ch = conn.create_channel().await.expect("channel");
-    ch.exchange_declare(
-        name.into(),
-        lapin::ExchangeKind::Topic,
-        ExchangeDeclareOptions {
-            durable: true,
-            ..Default::default()
-        },
-        FieldTable::default(),
-    )
-    .await
-    .expect("exchange");
-    ch.queue_declare(
-        name.into(),
-        QueueDeclareOptions {
-            durable: true,
-            ..Default::default()
-        },
-        FieldTable::default(),
-    )
-    .await
-    .expect("queue");
-    ch.queue_bind(
-        name.into(),
-        name.into(),
-        "#".into(),
-        QueueBindOptions::default(),
-        FieldTable::default(),
-    )
-    .await
-    .expect("bind");
+    topology::declare(&ch, name, true).await;
     (conn, ch)
 }
 

@@ -5,6 +5,8 @@
 
 #[path = "common/ceiling.rs"]
 mod ceiling;
+#[path = "common/topology.rs"]
+mod topology;
 
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
@@ -14,11 +16,7 @@ use iemd::config::broker::{BrokerConfig, QueueConfig};
 use iemd::config::spool::SpoolConfig;
 use iemd::publish::PublishStats;
 use iemd::shutdown::Shutdown;
-use lapin::options::{
-    ExchangeDeclareOptions, QueueBindOptions, QueueDeclareOptions, QueueDeleteOptions,
-    QueuePurgeOptions,
-};
-use lapin::types::FieldTable;
+use lapin::options::{QueueDeleteOptions, QueuePurgeOptions};
 
 const N: u64 = 50_000;
 const WINDOW: usize = 256;
@@ -89,39 +87,7 @@ fn main() {
             .await
             .expect("no broker at 127.0.0.1:5672");
         let admin = conn.create_channel().await.expect("channel");
-        admin
-            .exchange_declare(
-                name.as_str().into(),
-                lapin::ExchangeKind::Topic,
-                ExchangeDeclareOptions {
-                    durable: true,
-                    ..Default::default()
-                },
-                FieldTable::default(),
-            )
-            .await
-            .expect("exchange");
-        admin
-            .queue_declare(
-                name.as_str().into(),
-                QueueDeclareOptions {
-                    durable: true,
-                    ..Default::default()
-                },
-                FieldTable::default(),
-            )
-            .await
-            .expect("queue");
-        admin
-            .queue_bind(
-                name.as_str().into(),
-                name.as_str().into(),
-                "#".into(),
-                QueueBindOptions::default(),
-                FieldTable::default(),
-            )
-            .await
-            .expect("bind");
+        topology::declare(&admin, &name, true).await;
         let payloads: Vec<Vec<u8>> = (0..N).map(payload).collect();
         let broker = BrokerConfig {
             urls: vec!["amqp://127.0.0.1:5672/%2f".into()],

@@ -19,14 +19,10 @@ use crate::alert::Alert;
 use crate::config::broker::{BodyFormat, BrokerConfig};
 use crate::spool::Record;
 
-/// The fields of a spooled alert the publisher needs.
-#[derive(Default)]
+/// What the publisher takes from a spooled alert: its id and routing key.
 struct Meta {
     id: String,
-    kind: Option<String>,
-    severity: Option<String>,
-    /// The component's id and name.
-    component: Option<(String, Option<String>)>,
+    routing_key: String,
 }
 
 #[derive(Deserialize)]
@@ -43,62 +39,68 @@ struct ComponentRef<'a> {
     name: Option<Cow<'a, str>>,
 }
 
-/// A string field, or null where `null_ok`; `None` for anything else.
-fn string(value: &LazyValue<'_>, null_ok: bool) -> Option<Option<String>> {
-    if null_ok && value.is_null() {
-        return Some(None);
+/// A string field that may be absent or null; `None` for anything else.
+fn string<'v>(value: Option<&'v LazyValue<'_>>) -> Option<Option<&'v str>> {
+    match value {
+        None => Some(None),
+        Some(v) if v.is_null() => Some(None),
+        Some(v) => v.as_str().map(Some),
     }
-    value.as_str().map(|s| Some(s.to_owned()))
 }
 
-/// An object field read as `T`, or null; `None` for anything else.
-fn object<'v, T: Deserialize<'v>>(value: &'v LazyValue<'_>) -> Option<Option<T>> {
-    if value.is_null() {
-        return Some(None);
+/// An object field that may be absent or null, read as `T`; `None` for anything else.
+fn object<'v, T: Deserialize<'v>>(value: Option<&'v LazyValue<'_>>) -> Option<Option<T>> {
+    match value {
+        None => Some(None),
+        Some(v) if v.is_null() => Some(None),
+        Some(v) => sonic_rs::from_str(v.as_raw_str()).ok().map(Some),
     }
-    sonic_rs::from_str(value.as_raw_str()).ok().map(Some)
 }
 
 impl Meta {
-    /// Reads the fields from a spooled alert; `None` when the payload is not a JSON object with
-    /// a string `id`, or one of the fields is of the wrong type (null is allowed where the
-    /// alert schema allows it). The alert's fields are walked lazily with sonic-rs, and the
-    /// walk stops once all four are found (they come before the message and the raw line,
-    /// `alert::encode`): a third of the instructions of the serde read it replaced (issue 20).
-    /// What follows them is not checked; the body goes out as spooled either way, and a
-    /// spooled payload passed its checksum.
+    /// Reads a spooled alert's `id`, `kind`, `severity` and `component`; `None` when the
+    /// payload is not a JSON object with a string `id`, or one of the others is of the wrong
+    /// type (null is allowed where the alert schema allows it). The alert's fields are walked
+    /// lazily with sonic-rs, and the walk stops once all four are found (they come before the
+    /// message and the raw line, `alert::encode`): a third of the instructions of the serde
+    /// read it replaced (issue 20). The fields are read where they lie, and only the id and the
+    /// routing key are copied out. What follows them is not checked; the body goes out as
+    /// spooled either way, and a spooled payload passed its checksum.
     fn read(payload: &[u8]) -> Option<Self> {
-        const ALL: u8 = 0b1111;
-        let mut meta = Meta::default();
-        let mut found = 0u8;
-        for field in sonic_rs::to_object_iter(payload) {
-            let (key, value) = field.ok()?;
-            found |= match &*key {
-                "id" => {
-                    meta.id = string(&value, false)??;
-                    0b0001
-                }
-                "kind" => {
-                    meta.kind = string(&value, true)?;
-                    0b0010
-                }
-                "severity" => {
-                    meta.severity = object::<NameRef<'_>>(&value)?.map(|s| s.name.into_owned());
-                    0b0100
-                }
-                "component" => {
-                    meta.component = object::<ComponentRef<'_>>(&value)?
-                        .map(|c| (c.id.into_owned(), c.name.map(Cow::into_owned)));
-                    0b1000
-                }
-                _ => continue,
-            };
-            if found == ALL {
-                break;
-            }
-        }
-        (found & 0b0001 != 0).then_some(meta)
+        let [id, kind, severity, component] = walk(payload)?;
+        let id = id.as_ref()?.as_str()?.to_owned();
+        let kind = string(kind.as_ref())?;
+        let severity = object::<NameRef<'_>>(severity.as_ref())?;
+        let component = object::<ComponentRef<'_>>(component.as_ref())?;
+        let routing_key = routing_key(
+            kind,
+            severity.as_ref().map(|s| &*s.name),
+            component
+                .as_ref()
+                .map(|c| c.name.as_deref().unwrap_or(&c.id)),
+        );
+        Some(Meta { id, routing_key })
     }
+}
+
+/// The fields `id`, `kind`, `severity` and `component` of a JSON object, unread, in that order;
+/// `None` if `payload` is not a JSON object (as far as the walk went).
+fn walk(payload: &[u8]) -> Option<[Option<LazyValue<'_>>; 4]> {
+    const NAMES: [&str; 4] = ["id", "kind", "severity", "component"];
+    let mut fields = [None, None, None, None];
+    let mut found = 0u8;
+    for field in sonic_rs::to_object_iter(payload) {
+        let (key, value) = field.ok()?;
+        let Some(i) = NAMES.iter().position(|n| *n == key) else {
+            continue;
+        };
+        fields[i] = Some(value);
+        found |= 1 << i;
+        if found == 0b1111 {
+            break;
+        }
+    }
+    Some(fields)
 }
 
 /// Appends one word of a routing key: lower case, `[a-z0-9_-]`, anything else `_`.
@@ -109,22 +111,18 @@ fn push_key_word(key: &mut String, s: &str) {
     }));
 }
 
-/// `iem.<severity name>.<component name or id>`, or `iem.malformed`; cut to AMQP's 255 bytes
-/// (the catalog refuses component names that long, but alerts spooled before may carry one).
-fn routing_key(meta: &Meta) -> String {
-    if meta.kind.as_deref() == Some("malformed") {
+/// `iem.<severity name>.<component name or id>`, or `iem.malformed` for a malformed alert; cut
+/// to AMQP's 255 bytes (the catalog refuses component names that long, but alerts spooled
+/// before may carry one).
+fn routing_key(kind: Option<&str>, severity: Option<&str>, component: Option<&str>) -> String {
+    if kind == Some("malformed") {
         return "iem.malformed".into();
     }
     let mut key = String::with_capacity(32);
     key.push_str("iem.");
-    push_key_word(&mut key, meta.severity.as_deref().unwrap_or("unknown"));
+    push_key_word(&mut key, severity.unwrap_or("unknown"));
     key.push('.');
-    push_key_word(
-        &mut key,
-        meta.component
-            .as_ref()
-            .map_or("unknown", |(id, name)| name.as_deref().unwrap_or(id)),
-    );
+    push_key_word(&mut key, component.unwrap_or("unknown"));
     // ASCII only, so any cut is at a character boundary.
     key.truncate(MAX_SHORT_STRING_LENGTH);
     key
@@ -167,7 +165,7 @@ pub(crate) fn message<'r>(config: &BrokerConfig, rec: &'r Record) -> Outgoing<'r
     let meta = Meta::read(&rec.payload).filter(|m| m.id.len() <= MAX_SHORT_STRING_LENGTH);
     let (routing_key, body, message_id) = match (config.format, meta) {
         (BodyFormat::V1, Some(m)) => (
-            routing_key(&m),
+            m.routing_key,
             Cow::Borrowed(rec.payload.as_slice()),
             Some(m.id),
         ),
@@ -234,17 +232,33 @@ mod tests {
             a.severity = severity.clone().map(|name| Coded { code: "E".into(), name: name.into() });
             a.component = component.clone().map(|(id, name)| Named { id: id.into(), name: name.map(Into::into) });
             a.message = message;
-            let m = Meta::read(&crate::alert::encode(&a).unwrap()).unwrap();
+            let json = crate::alert::encode(&a).unwrap();
+            let [id_v, kind_v, severity_v, component_v] = walk(&json).unwrap();
+            prop_assert_eq!(id_v.as_ref().and_then(|v| v.as_str()), Some(id.as_str()));
+            prop_assert_eq!(string(kind_v.as_ref()), Some(Some("iem")));
+            let got_severity = object::<NameRef<'_>>(severity_v.as_ref()).unwrap();
+            prop_assert_eq!(got_severity.map(|s| s.name.into_owned()), severity.clone());
+            let got_component = object::<ComponentRef<'_>>(component_v.as_ref()).unwrap();
+            prop_assert_eq!(
+                got_component.map(|c| (c.id.into_owned(), c.name.map(Cow::into_owned))),
+                component.clone()
+            );
+            let m = Meta::read(&json).unwrap();
             prop_assert_eq!(m.id, id);
-            prop_assert_eq!(m.kind.as_deref(), Some("iem"));
-            prop_assert_eq!(m.severity, severity);
-            prop_assert_eq!(m.component, component);
+            prop_assert_eq!(
+                m.routing_key,
+                routing_key(
+                    Some("iem"),
+                    severity.as_deref(),
+                    component.as_ref().map(|(id, name)| name.as_deref().unwrap_or(id))
+                )
+            );
         }
     }
 
     #[test]
     fn routing_keys() {
-        let key = |json: &str| routing_key(&Meta::read(json.as_bytes()).unwrap());
+        let key = |json: &str| Meta::read(json.as_bytes()).unwrap().routing_key;
         assert_eq!(
             key(
                 r#"{"id":"a","kind":"iem","severity":{"code":"E","name":"error"},"component":{"id":"003","name":"s3"}}"#
@@ -271,7 +285,7 @@ mod tests {
         )
         .unwrap();
         assert_eq!(m.id, "a\"b\u{e9}");
-        assert_eq!(routing_key(&m), "iem.e_r.s_3");
+        assert_eq!(m.routing_key, "iem.e_r.s_3");
         // A field given four times does not end the walk before the id.
         let m = Meta::read(br#"{"kind":"iem","kind":"iem","kind":"iem","kind":"iem","id":"a"}"#);
         assert_eq!(m.map(|m| m.id).as_deref(), Some("a"));

@@ -16,8 +16,8 @@
 //!   ignored.
 //! - A `basic.return` reaches the caller as [`Event::Returned`] once its header and body frames
 //!   are in, *before* the ack of the same message (RabbitMQ sends a mandatory message's return
-//!   before its confirm). It carries the message's spool seq (its `correlation_id`), which every message has:
-//!   that, not arrival order, is how the caller matches it.
+//!   before its confirm). It carries the message's spool seq (its `correlation_id`), which
+//!   every message has: that, not arrival order, is how the caller matches it.
 //! - Reading is cancel-safe ([`Connection::next_event`] keeps partial frames in its buffer and
 //!   never awaits a write); a [`Connection::flush`] that did not finish leaves the connection
 //!   unusable (part of a frame may be out), so its caller drops the connection.

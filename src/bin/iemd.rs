@@ -66,6 +66,30 @@ fn load(path: Option<&Path>) -> Result<Config, Unusable> {
     Ok(config)
 }
 
+/// Two of glibc malloc's defaults made the daemon's peak RSS a matter of luck: each thread that
+/// allocates gets an arena of its own (up to eight per core) that keeps the pages it grew to,
+/// and the size from which a block is mmapped (and given back when freed) rises to the largest
+/// block freed, so that the 1 MB spool chunks and 64 KB read buffers end up inside the heap
+/// among small blocks. The e2e bench's peak RSS (`cargo bench --bench e2e`) landed anywhere from
+/// 14.7 to 22.4 MB, past the 20 MB budget in two runs of five. One arena and a fixed 128 KiB
+/// mmap threshold keep it at 12.6-18.5 MB at the same rate and CPU (docs/PERFORMANCE.md, "Peak
+/// RSS"). The daemon's few threads rarely contend for the one arena: nearly all of the
+/// allocating is the runtime worker's. `MALLOC_ARENA_MAX` or `MALLOC_MMAP_THRESHOLD_` in the
+/// environment still win.
+fn tune_malloc() {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    for (env, param, value) in [
+        ("MALLOC_ARENA_MAX", libc::M_ARENA_MAX, 1),
+        ("MALLOC_MMAP_THRESHOLD_", libc::M_MMAP_THRESHOLD, 128 << 10),
+    ] {
+        if std::env::var_os(env).is_none() {
+            // SAFETY: mallopt sets one of malloc's tunables and takes no pointers; called while
+            // the process has one thread.
+            unsafe { libc::mallopt(param, value) };
+        }
+    }
+}
+
 fn main() -> ExitCode {
     // The broker password leaves the environment before anything else runs, so that no child
     // (journalctl) inherits it and a core dump's environment list does not hold it.
@@ -76,6 +100,7 @@ fn main() -> ExitCode {
         unsafe { std::env::remove_var(broker::PASSWORD_ENV) };
         broker::keep_env_password(password);
     }
+    tune_malloc();
     let args = Args::parse();
     if let Some(dir) = &args.man_pages {
         return match iemd::manpages::write_man_pages(<Args as clap::CommandFactory>::command(), dir)

@@ -538,7 +538,7 @@ async fn retried<T, F: Future<Output = Result<T, String>>>(
 #[derive(Clone, Copy)]
 enum Windows {
     /// As a new user writes it: `log-fetch-limit()` and `log-iw-size()` left at their defaults
-    /// (100 each). The issue tried syslog-ng as a new user would; its configuration is not on
+    /// (`log-iw-size()`'s is 100). The issue tried syslog-ng as a new user would; its configuration is not on
     /// record.
     Default,
     /// Tuned for throughput: 1,000 lines fetched at a time, a window of 10,000 messages.

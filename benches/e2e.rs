@@ -8,6 +8,8 @@
 //!     bodies of the same size to the same kind of exchange and queue, with the same window;
 //!   - two plain publishers in parallel, half the messages each, to the same queue: the broker's
 //!     capacity for that queue;
+//!   - iemd's own client alone (`iemd::publish::send_records`) with the same alerts ready in
+//!     memory: what one channel takes from it without the pipeline and the spool before it;
 //!   - syslog-ng's `amqp()` with flow-control on the same file, when `syslog-ng` is installed
 //!     (`syslog-ng-core`, `syslog-ng-mod-amqp`): no confirms, no fsync; its `amqp()` declares
 //!     its exchange non-durable, so the bench declares it so, with a durable queue bound to it;
@@ -44,6 +46,8 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use futures_util::StreamExt;
+use iemd::config::broker::{BrokerConfig, QueueConfig};
+use iemd::spool::Record;
 use lapin::options::{
     BasicConsumeOptions, BasicGetOptions, QueueDeclareOptions, QueueDeleteOptions,
     QueuePurgeOptions,
@@ -419,9 +423,9 @@ fn own_usage() -> (f64, u64) {
     )
 }
 
-/// The child side of [`plain_publishers`]: publishes `IEMD_E2E_N` of the bodies in
-/// `IEMD_E2E_BODIES` (one a line) to the exchange `IEMD_E2E_EXCHANGE` and prints a [`Peer`].
-fn plain_publisher_child() {
+/// The child side of [`publishers`]: publishes `IEMD_E2E_N` of the bodies in `IEMD_E2E_BODIES`
+/// (one a line) as `role` to the exchange `IEMD_E2E_EXCHANGE` and prints a [`Peer`].
+fn publisher_child(role: Role) {
     let var = |k: &str| std::env::var(k).unwrap_or_else(|_| panic!("{k} not set"));
     let exchange = var("IEMD_E2E_EXCHANGE");
     let n: u64 = var("IEMD_E2E_N").parse().expect("IEMD_E2E_N");
@@ -436,31 +440,88 @@ fn plain_publisher_child() {
         .enable_all()
         .build()
         .expect("runtime");
-    let peer = rt.block_on(async {
-        let (conn, ch) = channel().await;
-        let start_ns = now_ns();
-        let rate = ceiling::publish_confirmed(&ch, &exchange, &bodies, n as usize, WINDOW).await;
-        let end_ns = now_ns();
-        let _ = conn.close(200, "bye".into()).await;
-        assert!(rate > 0.0);
-        (start_ns, end_ns)
+    let (start_ns, end_ns) = rt.block_on(async {
+        match role {
+            Role::Plain => {
+                let (conn, ch) = channel().await;
+                let start_ns = now_ns();
+                let rate =
+                    ceiling::publish_confirmed(&ch, &exchange, &bodies, n as usize, WINDOW).await;
+                let end_ns = now_ns();
+                let _ = conn.close(200, "bye".into()).await;
+                assert!(rate > 0.0);
+                (start_ns, end_ns)
+            }
+            Role::Client => {
+                let records: Vec<Record> = bodies
+                    .iter()
+                    .cycle()
+                    .take(n as usize)
+                    .enumerate()
+                    .map(|(i, b)| Record {
+                        seq: i as u64 + 1,
+                        time_ms: 0,
+                        payload: b.clone(),
+                    })
+                    .collect();
+                let config = BrokerConfig {
+                    urls: vec!["amqp://127.0.0.1:5672/%2f".into()],
+                    exchange: Some(exchange.clone()),
+                    queue: Some(QueueConfig {
+                        name: exchange.clone(),
+                        kind: Default::default(),
+                        binding_key: "#".into(),
+                    }),
+                    window: WINDOW,
+                    ..BrokerConfig::default()
+                };
+                let start_ns = now_ns();
+                let report = iemd::publish::send_records(&config, &records, |_, _| {})
+                    .await
+                    .expect("send_records");
+                let end_ns = now_ns();
+                assert_eq!(report.delivered, n, "not every alert was confirmed");
+                (start_ns, end_ns)
+            }
+        }
     });
     let (cpu_secs, hwm_kb) = own_usage();
     let peer = Peer {
         messages: n,
-        start_ns: peer.0,
-        end_ns: peer.1,
+        start_ns,
+        end_ns,
         cpu_secs,
         hwm_kb,
     };
     println!("{}", peer.line());
 }
 
-/// `k` plain publishers (lapin, confirms, persistent, mandatory, `WINDOW` in flight), each its
-/// own process (this bench binary again), started together, sending `n / k` of `bodies` each
-/// to a fresh exchange+queue like iemd's; the queue must hold all of them after. An error when
-/// a publisher failed (the broker restarted under it: the caller tries again).
-async fn plain_publishers(
+/// Who publishes in a child process of this bench.
+#[derive(Clone, Copy)]
+enum Role {
+    /// The plain publisher: lapin with confirms (`common/ceiling.rs`).
+    Plain,
+    /// iemd's own client alone, through `iemd::publish::send_records` (the daemon's publishing
+    /// loop, `iemctl replay --publish`'s), with the alerts ready in memory: what one channel takes
+    /// from it without the pipeline, the spool and its fsyncs before it.
+    Client,
+}
+
+impl Role {
+    fn name(self) -> &'static str {
+        match self {
+            Role::Plain => "plain",
+            Role::Client => "client",
+        }
+    }
+}
+
+/// `k` publishers of `role` (confirms, persistent, mandatory, `WINDOW` in flight), each its own
+/// process (this bench binary again), started together, sending `n / k` of `bodies` each to a
+/// fresh exchange+queue like iemd's; the queue must hold all of them after. An error when a
+/// publisher failed (the broker restarted under it: the caller tries again).
+async fn publishers(
+    role: Role,
     ch: &lapin::Channel,
     dir: &Path,
     name: &str,
@@ -481,23 +542,23 @@ async fn plain_publishers(
     let children: Vec<Child> = (0..k)
         .map(|_| {
             Command::new(&exe)
-                .env("IEMD_E2E_ROLE", "plain")
+                .env("IEMD_E2E_ROLE", role.name())
                 .env("IEMD_E2E_EXCHANGE", name)
                 .env("IEMD_E2E_BODIES", &file)
                 .env("IEMD_E2E_N", (n / k).to_string())
                 .stdout(Stdio::piped())
                 .spawn()
-                .expect("spawn plain publisher")
+                .expect("spawn a publisher")
         })
         .collect();
     let peers: Result<Vec<Peer>, String> = children
         .into_iter()
         .map(|c| {
-            let out = c.wait_with_output().expect("plain publisher");
+            let out = c.wait_with_output().expect("a publisher");
             let text = String::from_utf8_lossy(&out.stdout);
             Peer::parse(text.lines().last().unwrap_or(""))
                 .filter(|_| out.status.success())
-                .ok_or_else(|| format!("plain publisher failed: {}", out.status))
+                .ok_or_else(|| format!("{} publisher failed: {}", role.name(), out.status))
         })
         .collect();
     let count = message_count(ch, name).await as u64;
@@ -505,7 +566,8 @@ async fn plain_publishers(
     let peers = peers?;
     if count != n / k * k {
         return Err(format!(
-            "plain publishers' queue holds {count} of {}",
+            "the {} publishers' queue holds {count} of {}",
+            role.name(),
             n / k * k
         ));
     }
@@ -877,8 +939,10 @@ async fn latency(d: &Daemon, ch: &lapin::Channel, name: &str, secs: u64) -> Late
 }
 
 fn main() {
-    if std::env::var("IEMD_E2E_ROLE").as_deref() == Ok("plain") {
-        return plain_publisher_child();
+    match std::env::var("IEMD_E2E_ROLE").as_deref() {
+        Ok("plain") => return publisher_child(Role::Plain),
+        Ok("client") => return publisher_child(Role::Client),
+        _ => {}
     }
     let lines: u64 = std::env::var("IEMD_E2E_LINES")
         .ok()
@@ -913,15 +977,22 @@ fn main() {
         // restart the broker.
         let (dir, bodies, alerts, base) = (tmp.path(), &tp.bodies, tp.alerts, name.as_str());
         let plain = retried(|ch, n| async move {
-            plain_publishers(&ch, dir, &format!("{base}-plain{n}"), bodies, alerts, 1).await
+            let name = format!("{base}-plain{n}");
+            publishers(Role::Plain, &ch, dir, &name, bodies, alerts, 1).await
         })
         .await[0];
         let two = Peer::together(
             &retried(|ch, n| async move {
-                plain_publishers(&ch, dir, &format!("{base}-two{n}"), bodies, alerts, 2).await
+                let name = format!("{base}-two{n}");
+                publishers(Role::Plain, &ch, dir, &name, bodies, alerts, 2).await
             })
             .await,
         );
+        let client = retried(|ch, n| async move {
+            let name = format!("{base}-client{n}");
+            publishers(Role::Client, &ch, dir, &name, bodies, alerts, 1).await
+        })
+        .await[0];
         let syslog_ng_dir = dir.join("syslog-ng");
         let syslog_ng = |windows: Windows, tag: &'static str| {
             let syslog_ng_dir = &syslog_ng_dir;
@@ -960,6 +1031,7 @@ fn main() {
             ("iemd (spool fsynced, 10 lines read per alert)", Some(iemd)),
             ("plain lapin publisher, confirms", Some(plain)),
             ("two plain publishers in parallel (broker)", Some(two)),
+            ("iemd's client alone, alerts in memory", Some(client)),
             (
                 "syslog-ng amqp(), flow-control, no confirms",
                 syslog_ng_default,

@@ -72,7 +72,7 @@ fn load(path: Option<&Path>) -> Result<Config, Unusable> {
 /// block freed, so that the 1 MB spool chunks and 64 KB read buffers end up inside the heap
 /// among small blocks. The e2e bench's peak RSS (`cargo bench --bench e2e`) landed anywhere from
 /// 14.7 to 22.4 MB, past the 20 MB budget in two runs of five. One arena and a fixed 128 KiB
-/// mmap threshold keep it at 12.6-18.5 MB at the same rate and CPU (docs/PERFORMANCE.md, "Peak
+/// mmap threshold keep it at 12.2-18.5 MB at the same rate and CPU (docs/PERFORMANCE.md, "Peak
 /// RSS"). The daemon's few threads rarely contend for the one arena: nearly all of the
 /// allocating is the runtime worker's. `MALLOC_ARENA_MAX` or `MALLOC_MMAP_THRESHOLD_` in the
 /// environment still win.

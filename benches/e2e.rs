@@ -46,7 +46,6 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use futures_util::StreamExt;
-use iemd::config::broker::{BrokerConfig, QueueConfig};
 use iemd::spool::Record;
 use lapin::options::{
     BasicConsumeOptions, BasicGetOptions, QueueDeclareOptions, QueueDeleteOptions,
@@ -464,17 +463,7 @@ fn publisher_child(role: Role) {
                         payload: b.clone(),
                     })
                     .collect();
-                let config = BrokerConfig {
-                    urls: vec!["amqp://127.0.0.1:5672/%2f".into()],
-                    exchange: Some(exchange.clone()),
-                    queue: Some(QueueConfig {
-                        name: exchange.clone(),
-                        kind: Default::default(),
-                        binding_key: "#".into(),
-                    }),
-                    window: WINDOW,
-                    ..BrokerConfig::default()
-                };
+                let config = topology::broker_config(&exchange, WINDOW);
                 let start_ns = now_ns();
                 let report = iemd::publish::send_records(&config, &records, |_, _| {})
                     .await

@@ -34,13 +34,11 @@ use std::time::Instant;
 
 use futures_util::StreamExt;
 use futures_util::stream::FuturesOrdered;
-use iemd::config::broker::{BrokerConfig, QueueConfig};
 use iemd::spool::Record;
 use lapin::options::{BasicPublishOptions, ConfirmSelectOptions, QueueDeleteOptions};
 use lapin::types::{AMQPValue, FieldTable};
 
 const URL: &str = "amqp://guest:guest@127.0.0.1:5672/%2f";
-const PLAIN_URL: &str = "amqp://127.0.0.1:5672/%2f";
 const WINDOW: usize = 256;
 const BODY: usize = 1_164;
 const MODES: [&str; 5] = ["lapin", "lapin-props", "lapin-before", "lean", "lean-json"];
@@ -178,17 +176,7 @@ async fn lapin_pipelined(exchange: &str, bodies: &[Vec<u8>], props: &str) {
 
 /// iemd's publisher over a list (`iemctl replay --publish`'s loop, the daemon's).
 async fn lean(name: &str, records: &[Record]) {
-    let config = BrokerConfig {
-        urls: vec![PLAIN_URL.into()],
-        exchange: Some(name.into()),
-        queue: Some(QueueConfig {
-            name: name.into(),
-            kind: Default::default(),
-            binding_key: "#".into(),
-        }),
-        window: WINDOW,
-        ..BrokerConfig::default()
-    };
+    let config = topology::broker_config(name, WINDOW);
     let report = iemd::publish::send_records(&config, records, |_, _| {})
         .await
         .expect("send");

@@ -12,7 +12,7 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
-use iemd::config::broker::{BrokerConfig, QueueConfig};
+use iemd::config::broker::BrokerConfig;
 use iemd::config::spool::SpoolConfig;
 use iemd::publish::PublishStats;
 use iemd::shutdown::Shutdown;
@@ -89,17 +89,7 @@ fn main() {
         let admin = conn.create_channel().await.expect("channel");
         topology::declare(&admin, &name, true).await;
         let payloads: Vec<Vec<u8>> = (0..N).map(payload).collect();
-        let broker = BrokerConfig {
-            urls: vec!["amqp://127.0.0.1:5672/%2f".into()],
-            exchange: Some(name.clone()),
-            queue: Some(QueueConfig {
-                name: name.clone(),
-                kind: Default::default(),
-                binding_key: "#".into(),
-            }),
-            window: WINDOW,
-            ..BrokerConfig::default()
-        };
+        let broker = topology::broker_config(&name, WINDOW);
         let purge = || async {
             admin
                 .queue_purge(name.as_str().into(), QueuePurgeOptions::default())

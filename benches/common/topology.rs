@@ -1,6 +1,8 @@
 //! The exchange and queue the publisher benchmarks publish to, declared the way iemd declares
-//! them. Included by path from `benches/e2e.rs`, `benches/publish.rs` and `benches/lean.rs`.
+//! them, and iemd's broker configuration for them. Included by path from `benches/e2e.rs`,
+//! `benches/publish.rs` and `benches/lean.rs`.
 
+use iemd::config::broker::{BrokerConfig, QueueConfig};
 use lapin::options::{ExchangeDeclareOptions, QueueBindOptions, QueueDeclareOptions};
 use lapin::types::FieldTable;
 
@@ -38,4 +40,20 @@ pub async fn declare(ch: &lapin::Channel, name: &str, durable_exchange: bool) {
     )
     .await
     .expect("bind");
+}
+
+/// iemd's broker configuration for the exchange and queue `name` on the local broker (the
+/// default guest credentials), with `window` messages in flight.
+pub fn broker_config(name: &str, window: usize) -> BrokerConfig {
+    BrokerConfig {
+        urls: vec!["amqp://127.0.0.1:5672/%2f".into()],
+        exchange: Some(name.into()),
+        queue: Some(QueueConfig {
+            name: name.into(),
+            kind: Default::default(),
+            binding_key: "#".into(),
+        }),
+        window,
+        ..BrokerConfig::default()
+    }
 }

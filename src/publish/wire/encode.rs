@@ -7,8 +7,8 @@
 /// The properties every message carries besides persistent JSON: the alert id and the spool
 /// seq. Kept this few on purpose: RabbitMQ takes a fifth to a third fewer messages a second on
 /// one channel once a message's property block (flags included) is over 64 bytes (measured:
-/// docs/PERFORMANCE.md, "The property block"), and `content_type`, `delivery_mode`, a
-/// 32-digit `message_id` and a `correlation_id` of up to 10 digits come to 60. The spool time
+/// docs/PERFORMANCE.md, "The property block"), and `content_type`, `delivery_mode` and a
+/// 32-digit `message_id` come to 60 with a `correlation_id` of up to 6 digits, 64 up to 10. The spool time
 /// and the schema, sent before as `timestamp` and a header table, are in the body.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) struct Properties<'a> {
